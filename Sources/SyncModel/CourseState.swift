@@ -1,0 +1,163 @@
+/// The complete state of one course at one seq, as a value: what the resolver reads and writes,
+/// what a replica holds, and what a snapshot carries.
+///
+/// Rows are kept by ID and, for ordering, in one ordered ID list for the chapters and one per
+/// chapter for its videos; positions in the rows always equal the indexes in those lists
+/// (checked by ``invariantViolations()``).
+public struct CourseState: Hashable, Sendable {
+    public internal(set) var course: Course
+    public internal(set) var chapters: [EntityID: Chapter]
+    public internal(set) var media: [EntityID: MediaFile]
+    public internal(set) var videos: [EntityID: Video]
+    /// Chapter IDs in position order.
+    public internal(set) var chapterOrder: [EntityID]
+    /// For every chapter, its video IDs in position order (an empty list for an empty chapter).
+    public internal(set) var videoOrder: [EntityID: [EntityID]]
+
+    /// An empty course.
+    public init(course: Course) {
+        self.course = course
+        chapters = [:]
+        media = [:]
+        videos = [:]
+        chapterOrder = []
+        videoOrder = [:]
+    }
+
+    /// Builds a state from stored rows (a database or a snapshot), ordering by position. The rows
+    /// are taken as they are: call ``invariantViolations()`` to check them.
+    public init(course: Course, chapters: [Chapter], media: [MediaFile], videos: [Video]) {
+        self.init(course: course)
+        for chapter in chapters {
+            self.chapters[chapter.id] = chapter
+            videoOrder[chapter.id] = []
+        }
+        for file in media { self.media[file.id] = file }
+        for video in videos { self.videos[video.id] = video }
+        chapterOrder = Self.ordered(Array(self.chapters.keys)) { self.chapters[$0]?.position }
+        var byChapter: [EntityID: [EntityID]] = [:]
+        for video in videos { byChapter[video.chapterID, default: []].append(video.id) }
+        for (chapterID, ids) in byChapter {
+            videoOrder[chapterID] = Self.ordered(ids) { self.videos[$0]?.position }
+        }
+    }
+
+    public var seq: CourseSeq { course.seq }
+
+    /// The chapters in position order.
+    public var orderedChapters: [Chapter] { chapterOrder.compactMap { chapters[$0] } }
+
+    /// A chapter's videos in position order (empty for an unknown chapter).
+    public func videos(in chapterID: EntityID) -> [Video] {
+        (videoOrder[chapterID] ?? []).compactMap { videos[$0] }
+    }
+
+    /// The video that links `mediaID` into `chapterID`, if any.
+    public func video(linking mediaID: EntityID, in chapterID: EntityID) -> Video? {
+        videos(in: chapterID).first { $0.mediaFileID == mediaID }
+    }
+
+    /// Applies an authoritative diff (the next one in seq order) to this state.
+    public mutating func apply(_ diff: Diff) {
+        precondition(diff.courseID == course.id, "a diff of course \(diff.courseID) applied to course \(course.id)")
+        let changes = diff.changes
+        var dirtyChapters = Set<EntityID>()
+        var chaptersReordered = false
+        for id in changes.deletedVideos {
+            if let video = videos.removeValue(forKey: id) { dirtyChapters.insert(video.chapterID) }
+        }
+        for id in changes.deletedChapters {
+            // The server lists a deleted chapter's videos too; removing them here keeps a
+            // state consistent even if a diff does not.
+            for videoID in videoOrder[id] ?? [] where videos[videoID]?.chapterID == id {
+                videos.removeValue(forKey: videoID)
+            }
+            if chapters.removeValue(forKey: id) != nil { chaptersReordered = true }
+            videoOrder.removeValue(forKey: id)
+            dirtyChapters.remove(id)
+        }
+        for chapter in changes.chapters {
+            if chapters[chapter.id] == nil { videoOrder[chapter.id] = [] }
+            chapters[chapter.id] = chapter
+            chaptersReordered = true
+        }
+        for file in changes.media { media[file.id] = file }
+        var arrivals: [EntityID: [EntityID]] = [:]
+        for video in changes.videos {
+            if let old = videos[video.id], old.chapterID != video.chapterID { dirtyChapters.insert(old.chapterID) }
+            videos[video.id] = video
+            dirtyChapters.insert(video.chapterID)
+            arrivals[video.chapterID, default: []].append(video.id)
+        }
+        for entry in changes.chapterVersions { chapters[entry.chapterID]?.version = entry.version }
+        if chaptersReordered {
+            chapterOrder = Self.ordered(Array(chapters.keys)) { chapters[$0]?.position }
+        }
+        for chapterID in dirtyChapters where chapters[chapterID] != nil {
+            var ids = (videoOrder[chapterID] ?? []).filter { videos[$0]?.chapterID == chapterID }
+            let present = Set(ids)
+            ids += (arrivals[chapterID] ?? []).filter { !present.contains($0) }
+            videoOrder[chapterID] = Self.ordered(ids) { videos[$0]?.position }
+        }
+        course.seq = diff.seq
+    }
+
+    /// This state with `diff` applied.
+    public func applying(_ diff: Diff) -> CourseState {
+        var copy = self
+        copy.apply(diff)
+        return copy
+    }
+
+    /// Everything wrong with this state; empty when every invariant holds: positions dense
+    /// (0..<n) in every list, rows and order lists agree, (chapter, media) unique, no reference
+    /// to a missing row, and the course limits respected.
+    public func invariantViolations() -> [String] {
+        var problems: [String] = []
+        if Set(chapterOrder) != Set(chapters.keys) || chapterOrder.count != chapters.count {
+            problems.append("the chapter order does not list each chapter exactly once")
+        }
+        for (index, id) in chapterOrder.enumerated() {
+            guard let chapter = chapters[id] else { continue }
+            if chapter.position != index { problems.append("chapter \(id) has position \(chapter.position), expected \(index)") }
+            if chapter.courseID != course.id { problems.append("chapter \(id) belongs to another course") }
+        }
+        if Set(videoOrder.keys) != Set(chapters.keys) {
+            problems.append("the video lists do not match the chapters")
+        }
+        var listed = 0
+        for (chapterID, ids) in videoOrder {
+            listed += ids.count
+            var linked = Set<EntityID>()
+            for (index, id) in ids.enumerated() {
+                guard let video = videos[id] else {
+                    problems.append("chapter \(chapterID) lists missing video \(id)")
+                    continue
+                }
+                if video.chapterID != chapterID { problems.append("video \(id) is listed in chapter \(chapterID) but belongs to \(video.chapterID)") }
+                if video.position != index { problems.append("video \(id) has position \(video.position), expected \(index)") }
+                if !linked.insert(video.mediaFileID).inserted {
+                    problems.append("chapter \(chapterID) links media \(video.mediaFileID) twice")
+                }
+            }
+            if ids.count > Limits.maxVideosPerChapter { problems.append("chapter \(chapterID) holds \(ids.count) videos") }
+        }
+        if listed != videos.count { problems.append("\(videos.count) videos exist but \(listed) are listed in chapters") }
+        for video in videos.values {
+            if chapters[video.chapterID] == nil { problems.append("video \(video.id) points at missing chapter \(video.chapterID)") }
+            if media[video.mediaFileID] == nil { problems.append("video \(video.id) points at missing media \(video.mediaFileID)") }
+        }
+        for file in media.values where file.courseID != course.id {
+            problems.append("media \(file.id) belongs to another course")
+        }
+        if chapters.count > Limits.maxChaptersPerCourse { problems.append("the course holds \(chapters.count) chapters") }
+        if videos.count > Limits.maxVideosPerCourse { problems.append("the course holds \(videos.count) videos") }
+        if media.count > Limits.maxMediaFilesPerCourse { problems.append("the course holds \(media.count) media files") }
+        return problems
+    }
+
+    /// Orders IDs by their position, ties broken by ID so that a broken input still orders deterministically.
+    private static func ordered(_ ids: [EntityID], position: (EntityID) -> Int?) -> [EntityID] {
+        ids.sorted { (position($0) ?? .max, $0) < (position($1) ?? .max, $1) }
+    }
+}

@@ -1,0 +1,41 @@
+/// Gives the rows a batch creates their IDs. The server mints real IDs; a client predicting the
+/// outcome of its own pending batches uses provisional ones.
+public protocol IDAllocator {
+    /// The ID for the row that `temp` creates. Must never return an ID already in use.
+    mutating func allocate(for temp: TempID) -> EntityID
+}
+
+/// Mints random version-4 UUIDs from an injected generator (the system's in production, a seeded
+/// one in tests and the simulator).
+public struct RandomIDAllocator<Generator: RandomNumberGenerator>: IDAllocator {
+    public var generator: Generator
+
+    public init(_ generator: Generator) { self.generator = generator }
+
+    public mutating func allocate(for temp: TempID) -> EntityID {
+        .random(using: &generator)
+    }
+}
+
+/// The client's allocator: the provisional ID of each temp ID, stable across replays.
+public struct ProvisionalIDAllocator: IDAllocator {
+    public init() {}
+
+    public mutating func allocate(for temp: TempID) -> EntityID { .provisional(temp) }
+}
+
+/// SplitMix64: a small, fast, seedable generator. Same seed, same sequence, on every platform,
+/// which is what a reproducible test or simulation needs.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

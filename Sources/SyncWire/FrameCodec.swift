@@ -1,0 +1,123 @@
+import NIOCore
+import SyncModel
+
+/// The framing of the protocol: a 4-byte big-endian payload length, then the payload.
+public enum Framing {
+    /// Bytes of the length prefix.
+    public static let headerBytes = 4
+
+    /// `payload` with its length prefix.
+    public static func frame(_ payload: some Collection<UInt8>) -> [UInt8] {
+        let length = UInt32(payload.count)
+        return [UInt8(length >> 24), UInt8(truncatingIfNeeded: length >> 16),
+                UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length)] + payload
+    }
+
+    /// The payload of one complete frame held in `bytes` (which must be exactly one frame).
+    public static func payload(ofFrame bytes: [UInt8], limit: Int) throws(WireError) -> ArraySlice<UInt8> {
+        guard bytes.count >= headerBytes else {
+            throw .truncatedFrame(expected: headerBytes, received: bytes.count)
+        }
+        let length = bytes[0..<headerBytes].reduce(0) { $0 << 8 | Int($1) }
+        guard length <= limit else { throw .frameTooLarge(length: length, limit: limit) }
+        guard bytes.count - headerBytes >= length else {
+            throw .truncatedFrame(expected: headerBytes + length, received: bytes.count)
+        }
+        guard bytes.count - headerBytes == length else {
+            throw .malformed("\(bytes.count - headerBytes - length) bytes after the frame")
+        }
+        return bytes[headerBytes...]
+    }
+}
+
+/// Splits a byte stream into frame payloads. Refuses a length prefix over `maxFrameBytes` as soon
+/// as the prefix arrives, before buffering the frame, so a peer cannot make us hold more.
+public struct FrameDecoder: ByteToMessageDecoder, Sendable {
+    public typealias InboundOut = ByteBuffer
+
+    public let maxFrameBytes: Int
+
+    public init(maxFrameBytes: Int) {
+        self.maxFrameBytes = maxFrameBytes
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let payload = try nextPayload(&buffer) else { return .needMoreData }
+        context.fireChannelRead(Self.wrapInboundOut(payload))
+        return .continue
+    }
+
+    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        while let payload = try nextPayload(&buffer) {
+            context.fireChannelRead(Self.wrapInboundOut(payload))
+        }
+        if buffer.readableBytes > 0 {
+            let expected = buffer.readableBytes >= Framing.headerBytes
+                ? Framing.headerBytes + Int(buffer.getInteger(at: buffer.readerIndex, as: UInt32.self)!)
+                : Framing.headerBytes
+            let received = buffer.readableBytes
+            buffer.moveReaderIndex(forwardBy: received)
+            throw WireError.truncatedFrame(expected: expected, received: received)
+        }
+        return .needMoreData
+    }
+
+    /// The next complete payload in `buffer`, or `nil` if more bytes are needed.
+    func nextPayload(_ buffer: inout ByteBuffer) throws(WireError) -> ByteBuffer? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
+        guard length <= maxFrameBytes else { throw .frameTooLarge(length: Int(length), limit: maxFrameBytes) }
+        guard buffer.readableBytes >= Framing.headerBytes + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: Framing.headerBytes)
+        return buffer.readSlice(length: Int(length))
+    }
+}
+
+/// Prefixes each outbound payload with its length; refuses a payload over `maxFrameBytes`
+/// (the peer would refuse it anyway).
+public struct FrameEncoder: MessageToByteEncoder, Sendable {
+    public typealias OutboundIn = ByteBuffer
+
+    public let maxFrameBytes: Int
+
+    public init(maxFrameBytes: Int) {
+        self.maxFrameBytes = maxFrameBytes
+    }
+
+    public func encode(data: ByteBuffer, out: inout ByteBuffer) throws {
+        guard data.readableBytes <= maxFrameBytes else {
+            throw WireError.frameTooLarge(length: data.readableBytes, limit: maxFrameBytes)
+        }
+        out.writeInteger(UInt32(data.readableBytes))
+        out.writeImmutableBuffer(data)
+    }
+}
+
+/// Turns frame payloads into ``Message``s and back: sits behind ``FrameDecoder``/``FrameEncoder``.
+/// A payload that does not decode is passed on as an error (`errorCaught`) carrying a ``WireError``;
+/// what to do about it (close, or reject one batch) is the engine's decision.
+public final class MessageCodecHandler: ChannelDuplexHandler, Sendable {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = Message
+    public typealias OutboundIn = Message
+    public typealias OutboundOut = ByteBuffer
+
+    public init() {}
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let payload = Self.unwrapInboundIn(data)
+        do {
+            let message = try Message(payload: payload.readableBytesView)
+            context.fireChannelRead(Self.wrapInboundOut(message))
+        } catch {
+            context.fireErrorCaught(error)
+        }
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let message = Self.unwrapOutboundIn(data)
+        let bytes = message.payload()
+        var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        context.write(Self.wrapOutboundOut(buffer), promise: promise)
+    }
+}

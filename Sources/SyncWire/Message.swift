@@ -1,0 +1,274 @@
+import Foundation
+import SwiftProtobuf
+import SyncModel
+
+/// The protocol version this implementation speaks.
+public enum WireProtocol {
+    public static let version: UInt32 = 1
+    /// Versions a server accepts in `Hello`.
+    public static let supportedVersions: ClosedRange<UInt32> = 1...1
+}
+
+/// Every message of the protocol, in SyncModel terms. Conversions to and from the generated
+/// protobuf types validate everything: a ``Message`` is always well-formed.
+public enum Message: Hashable, Sendable {
+    case hello(Hello)
+    case welcome(Welcome)
+    case error(ConnectionError)
+    case subscribe(courseID: EntityID, sinceSeq: CourseSeq)
+    case unsubscribe(courseID: EntityID)
+    case subscribed(courseID: EntityID, seq: CourseSeq)
+    case snapshot(SnapshotPart)
+    case diff(Diff)
+    case push(Push)
+    case ack(Ack)
+    case reject(BatchRejection)
+    case progress(Progress)
+    case ping(nonce: UInt64)
+    case pong(nonce: UInt64)
+}
+
+public struct Hello: Hashable, Sendable {
+    public var protocolVersion: UInt32
+    public var clientID: ClientID
+    public var token: String
+
+    public init(protocolVersion: UInt32 = WireProtocol.version, clientID: ClientID, token: String) {
+        self.protocolVersion = protocolVersion
+        self.clientID = clientID
+        self.token = token
+    }
+}
+
+public struct Welcome: Hashable, Sendable {
+    public var protocolVersion: UInt32
+    public var serverID: String
+    public var maxFrameBytes: UInt32
+    public var maxOpsPerBatch: UInt32
+    public var heartbeatIntervalMs: UInt32
+
+    public init(protocolVersion: UInt32 = WireProtocol.version, serverID: String,
+                maxFrameBytes: UInt32 = UInt32(Limits.maxClientFrameBytes),
+                maxOpsPerBatch: UInt32 = UInt32(Limits.maxOpsPerBatch), heartbeatIntervalMs: UInt32) {
+        self.protocolVersion = protocolVersion
+        self.serverID = serverID
+        self.maxFrameBytes = maxFrameBytes
+        self.maxOpsPerBatch = maxOpsPerBatch
+        self.heartbeatIntervalMs = heartbeatIntervalMs
+    }
+}
+
+/// A connection-level error; the server closes the connection after sending it.
+public struct ConnectionError: Error, Hashable, Sendable {
+    public var code: ErrorCode
+    public var message: String
+
+    public init(_ code: ErrorCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+}
+
+/// One part of a snapshot of a course at `course.seq`.
+public struct SnapshotPart: Hashable, Sendable {
+    public var course: Course
+    public var chapters: [Chapter]
+    public var media: [MediaFile]
+    public var videos: [Video]
+    public var part: UInt32
+    public var last: Bool
+
+    public init(course: Course, chapters: [Chapter], media: [MediaFile], videos: [Video], part: UInt32, last: Bool) {
+        self.course = course
+        self.chapters = chapters
+        self.media = media
+        self.videos = videos
+        self.part = part
+        self.last = last
+    }
+}
+
+/// A client's batch as it travels: the client ID is the connection's (from `Hello`).
+public struct Push: Hashable, Sendable {
+    public var courseID: EntityID
+    public var batchSeq: BatchSeq
+    public var baseSeq: CourseSeq
+    public var ops: [SyncModel.Operation]
+
+    public init(courseID: EntityID, batchSeq: BatchSeq, baseSeq: CourseSeq, ops: [SyncModel.Operation]) {
+        self.courseID = courseID
+        self.batchSeq = batchSeq
+        self.baseSeq = baseSeq
+        self.ops = ops
+    }
+
+    public init(_ batch: Batch) {
+        self.init(courseID: batch.courseID, batchSeq: batch.batchSeq, baseSeq: batch.baseSeq, ops: batch.ops)
+    }
+
+    /// The batch this push is, sent by `clientID`.
+    public func batch(from clientID: ClientID) -> Batch {
+        Batch(clientID: clientID, courseID: courseID, batchSeq: batchSeq, baseSeq: baseSeq, ops: ops)
+    }
+}
+
+public struct BatchRejection: Hashable, Sendable {
+    public var courseID: EntityID
+    public var batchSeq: BatchSeq
+    public var rejection: Rejection
+
+    public init(courseID: EntityID, batchSeq: BatchSeq, rejection: Rejection) {
+        self.courseID = courseID
+        self.batchSeq = batchSeq
+        self.rejection = rejection
+    }
+}
+
+public struct Progress: Hashable, Sendable {
+    public var courseID: EntityID
+    public var batchSeq: BatchSeq
+    public var done: UInt32
+    public var total: UInt32
+
+    public init(courseID: EntityID, batchSeq: BatchSeq, done: UInt32, total: UInt32) {
+        self.courseID = courseID
+        self.batchSeq = batchSeq
+        self.done = done
+        self.total = total
+    }
+}
+
+// MARK: - Bytes
+
+extension Message {
+    /// Decodes and validates one frame payload (an `Envelope`).
+    public init(payload: some Collection<UInt8>) throws(WireError) {
+        let envelope: Coursesync_V1_Envelope
+        do {
+            envelope = try Coursesync_V1_Envelope(serializedBytes: Array(payload))
+        } catch {
+            throw .malformed(String(describing: error))
+        }
+        try self.init(envelope)
+    }
+
+    /// The serialized `Envelope` (a frame's payload, without the length prefix).
+    public func payload() -> [UInt8] {
+        // Serializing a message we built ourselves cannot fail: every field is set from valid values.
+        try! envelope.serializedBytes()
+    }
+
+    /// The complete frame: length prefix and payload.
+    public func frame() -> [UInt8] { Framing.frame(payload()) }
+}
+
+// MARK: - Envelope
+
+extension Message {
+    public init(_ envelope: Coursesync_V1_Envelope) throws(WireError) {
+        guard let message = envelope.message else { throw .emptyEnvelope }
+        switch message {
+        case .hello(let m):
+            self = .hello(Hello(protocolVersion: m.protocolVersion,
+                                clientID: ClientID(try Convert.id(m.clientID, "hello.client_id")),
+                                token: m.token))
+        case .welcome(let m):
+            self = .welcome(Welcome(protocolVersion: m.protocolVersion, serverID: m.serverID, maxFrameBytes: m.maxFrameBytes,
+                                    maxOpsPerBatch: m.maxOpsPerBatch, heartbeatIntervalMs: m.heartbeatIntervalMs))
+        case .error(let m):
+            self = .error(ConnectionError(try Convert.code(m.code, "error.code"), m.message))
+        case .subscribe(let m):
+            self = .subscribe(courseID: try Convert.id(m.course, "subscribe.course"), sinceSeq: m.sinceSeq)
+        case .unsubscribe(let m):
+            self = .unsubscribe(courseID: try Convert.id(m.course, "unsubscribe.course"))
+        case .subscribed(let m):
+            self = .subscribed(courseID: try Convert.id(m.course, "subscribed.course"), seq: m.seq)
+        case .snapshot(let m):
+            self = .snapshot(try Convert.snapshot(m))
+        case .diff(let m):
+            self = .diff(try Convert.diff(m))
+        case .push(let m):
+            self = .push(try Convert.push(m))
+        case .ack(let m):
+            self = .ack(try Convert.ack(m))
+        case .reject(let m):
+            let rejection = Rejection(try Convert.code(m.code, "reject.code"),
+                                      opIndex: m.hasOpIndex ? Int(m.opIndex) : nil, m.message)
+            self = .reject(BatchRejection(courseID: try Convert.id(m.course, "reject.course"),
+                                          batchSeq: m.batchSeq, rejection: rejection))
+        case .progress(let m):
+            self = .progress(Progress(courseID: try Convert.id(m.course, "progress.course"), batchSeq: m.batchSeq,
+                                      done: m.done, total: m.total))
+        case .ping(let m):
+            self = .ping(nonce: m.nonce)
+        case .pong(let m):
+            self = .pong(nonce: m.nonce)
+        }
+    }
+
+    /// The generated protobuf form of this message.
+    public var envelope: Coursesync_V1_Envelope {
+        var envelope = Coursesync_V1_Envelope()
+        switch self {
+        case .hello(let hello):
+            envelope.hello = .with {
+                $0.protocolVersion = hello.protocolVersion
+                $0.clientID = Data(hello.clientID.id.bytes)
+                $0.token = hello.token
+            }
+        case .welcome(let welcome):
+            envelope.welcome = .with {
+                $0.protocolVersion = welcome.protocolVersion
+                $0.serverID = welcome.serverID
+                $0.maxFrameBytes = welcome.maxFrameBytes
+                $0.maxOpsPerBatch = welcome.maxOpsPerBatch
+                $0.heartbeatIntervalMs = welcome.heartbeatIntervalMs
+            }
+        case .error(let error):
+            envelope.error = .with {
+                $0.code = Convert.wire(error.code)
+                $0.message = error.message
+            }
+        case .subscribe(let courseID, let sinceSeq):
+            envelope.subscribe = .with {
+                $0.course = Data(courseID.bytes)
+                $0.sinceSeq = sinceSeq
+            }
+        case .unsubscribe(let courseID):
+            envelope.unsubscribe = .with { $0.course = Data(courseID.bytes) }
+        case .subscribed(let courseID, let seq):
+            envelope.subscribed = .with {
+                $0.course = Data(courseID.bytes)
+                $0.seq = seq
+            }
+        case .snapshot(let part):
+            envelope.snapshot = Convert.wire(part)
+        case .diff(let diff):
+            envelope.diff = Convert.wire(diff)
+        case .push(let push):
+            envelope.push = Convert.wire(push)
+        case .ack(let ack):
+            envelope.ack = Convert.wire(ack)
+        case .reject(let reject):
+            envelope.reject = .with {
+                $0.course = Data(reject.courseID.bytes)
+                $0.batchSeq = reject.batchSeq
+                $0.code = Convert.wire(reject.rejection.code)
+                if let opIndex = reject.rejection.opIndex { $0.opIndex = UInt32(opIndex) }
+                $0.message = reject.rejection.message
+            }
+        case .progress(let progress):
+            envelope.progress = .with {
+                $0.course = Data(progress.courseID.bytes)
+                $0.batchSeq = progress.batchSeq
+                $0.done = progress.done
+                $0.total = progress.total
+            }
+        case .ping(let nonce):
+            envelope.ping = .with { $0.nonce = nonce }
+        case .pong(let nonce):
+            envelope.pong = .with { $0.nonce = nonce }
+        }
+        return envelope
+    }
+}
