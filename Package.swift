@@ -35,6 +35,8 @@ let package = Package(
             ]
         ),
         .testTarget(name: "SyncModelTests", dependencies: ["SyncModel"]),
+        // Depends on the executable so that `swift test` builds the binary it runs.
+        .testTarget(name: "CourseSyncCLITests", dependencies: ["coursesync"]),
         .testTarget(
             name: "SyncWireTests",
             dependencies: [

@@ -23,6 +23,8 @@ public enum Limits {
     /// The largest frame a client may send (payload bytes, after the 4-byte length). A batch of
     /// `maxOpsPerBatch` operations with every text field at its limit fits.
     public static let maxClientFrameBytes = 8 << 20
+    /// The largest frame a server accepts before the handshake is complete (a `Hello`).
+    public static let maxHandshakeFrameBytes = 64 << 10
     /// The largest frame a server sends. The largest possible diff (every video of a full course
     /// rewritten, plus a batch of media registrations) fits; snapshots are split into parts.
     public static let maxServerFrameBytes = 32 << 20

@@ -92,13 +92,13 @@ public struct FrameEncoder: MessageToByteEncoder, Sendable {
     }
 }
 
-/// Turns frame payloads into ``Message``s and back: sits behind ``FrameDecoder``/``FrameEncoder``.
+/// Turns frame payloads into ``WireMessage``s and back: sits behind ``FrameDecoder``/``FrameEncoder``.
 /// A payload that does not decode is passed on as an error (`errorCaught`) carrying a ``WireError``;
 /// what to do about it (close, or reject one batch) is the engine's decision.
 public final class MessageCodecHandler: ChannelDuplexHandler, Sendable {
     public typealias InboundIn = ByteBuffer
-    public typealias InboundOut = Message
-    public typealias OutboundIn = Message
+    public typealias InboundOut = WireMessage
+    public typealias OutboundIn = WireMessage
     public typealias OutboundOut = ByteBuffer
 
     public init() {}
@@ -106,7 +106,7 @@ public final class MessageCodecHandler: ChannelDuplexHandler, Sendable {
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let payload = Self.unwrapInboundIn(data)
         do {
-            let message = try Message(payload: payload.readableBytesView)
+            let message = try WireMessage(payload: payload.readableBytesView)
             context.fireChannelRead(Self.wrapInboundOut(message))
         } catch {
             context.fireErrorCaught(error)

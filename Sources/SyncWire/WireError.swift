@@ -1,6 +1,6 @@
 import SyncModel
 
-/// Why bytes from the network could not become a ``Message``. Never a crash: every malformed
+/// Why bytes from the network could not become a ``WireMessage``. Never a crash: every malformed
 /// input ends in one of these, and each maps to the protocol error code the peer is sent.
 public enum WireError: Error, Hashable, Sendable, CustomStringConvertible {
     /// A frame's length prefix announces more than the receiver accepts.

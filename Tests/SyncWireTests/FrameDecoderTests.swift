@@ -1,1 +1,83 @@
+import NIOCore
+import NIOEmbedded
+import SyncModel
+import SyncWire
 import Testing
+
+@Suite("Frame codec")
+struct FrameDecoderTests {
+    func channel(limit: Int) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: limit)))
+        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder(maxFrameBytes: limit)))
+        return channel
+    }
+
+    func buffer(_ bytes: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: bytes) }
+
+    func payloads(_ channel: EmbeddedChannel) throws -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        while let payload = try channel.readInbound(as: ByteBuffer.self) { out.append(Array(payload.readableBytesView)) }
+        return out
+    }
+
+    @Test func framesSplitAndCoalescedAcrossReadsComeOutWhole() throws {
+        let channel = try channel(limit: 64)
+        let a = Framing.frame([1, 2, 3])
+        let b = Framing.frame([])
+        let c = Framing.frame(Array(repeating: 9, count: 40))
+        let stream = a + b + c
+        // Two frames and a bit in one read, then the rest byte by byte.
+        try channel.writeInbound(buffer(Array(stream[0..<(a.count + b.count + 2)])))
+        for byte in stream[(a.count + b.count + 2)...] { try channel.writeInbound(buffer([byte])) }
+        #expect(try payloads(channel) == [[1, 2, 3], [], Array(repeating: 9, count: 40)])
+        #expect(try channel.finish().isClean)
+    }
+
+    @Test func frameAtTheLimitPassesAndOneByteMoreIsRefusedFromItsPrefix() throws {
+        let limit = Limits.maxClientFrameBytes
+        let atLimit = try channel(limit: limit)
+        try atLimit.writeInbound(buffer(Framing.frame(Array(repeating: 0, count: limit))))
+        #expect(try payloads(atLimit).map(\.count) == [limit])
+
+        let over = try channel(limit: limit)
+        // Only the 4-byte prefix is sent: refused before a single payload byte is buffered.
+        #expect(throws: WireError.frameTooLarge(length: limit + 1, limit: limit)) {
+            try over.writeInbound(self.buffer([0x00, 0x80, 0x00, 0x01]))
+        }
+    }
+
+    @Test func streamEndingInsideAFrameIsATruncatedFrame() throws {
+        let channel = try channel(limit: 64)
+        try channel.writeInbound(buffer(Framing.frame([1, 2]) + [0, 0, 0, 9, 1, 2, 3]))
+        #expect(try payloads(channel) == [[1, 2]])
+        #expect(throws: WireError.truncatedFrame(expected: 13, received: 7)) { _ = try channel.finish() }
+    }
+
+    @Test func encoderPrefixesLengthAndRefusesPayloadsOverTheLimit() throws {
+        let channel = try channel(limit: 8)
+        try channel.writeOutbound(buffer([7, 7, 7]))
+        let written = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(Array(written.readableBytesView) == [0, 0, 0, 3, 7, 7, 7])
+        #expect(throws: WireError.frameTooLarge(length: 9, limit: 8)) {
+            try channel.writeOutbound(self.buffer(Array(repeating: 1, count: 9)))
+        }
+    }
+
+    @Test func messageCodecDecodesMessagesAndReportsGarbageAsTypedErrors() throws {
+        let channel = try channel(limit: 1024)
+        try channel.pipeline.syncOperations.addHandler(MessageCodecHandler())
+        try channel.writeInbound(buffer(WireMessage.ping(nonce: 7).frame()))
+        #expect(try channel.readInbound(as: WireMessage.self) == .ping(nonce: 7))
+
+        // Garbage: field 1 with wire type 7 (invalid).
+        #expect(throws: WireError.self) { try channel.writeInbound(self.buffer(Framing.frame([0x0F, 0xFF, 0xFF]))) }
+        // The channel still works after a bad frame: closing is the engine's decision.
+        try channel.writeInbound(buffer(WireMessage.pong(nonce: 8).frame()))
+        #expect(try channel.readInbound(as: WireMessage.self) == .pong(nonce: 8))
+
+        try channel.writeOutbound(WireMessage.ping(nonce: 9))
+        let out = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(Array(out.readableBytesView) == WireMessage.ping(nonce: 9).frame())
+    }
+}

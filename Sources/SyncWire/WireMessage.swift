@@ -10,8 +10,8 @@ public enum WireProtocol {
 }
 
 /// Every message of the protocol, in SyncModel terms. Conversions to and from the generated
-/// protobuf types validate everything: a ``Message`` is always well-formed.
-public enum Message: Hashable, Sendable {
+/// protobuf types validate everything: a ``WireMessage`` is always well-formed.
+public enum WireMessage: Hashable, Sendable {
     case hello(Hello)
     case welcome(Welcome)
     case error(ConnectionError)
@@ -140,7 +140,7 @@ public struct Progress: Hashable, Sendable {
 
 // MARK: - Bytes
 
-extension Message {
+extension WireMessage {
     /// Decodes and validates one frame payload (an `Envelope`).
     public init(payload: some Collection<UInt8>) throws(WireError) {
         let envelope: Coursesync_V1_Envelope
@@ -164,7 +164,7 @@ extension Message {
 
 // MARK: - Envelope
 
-extension Message {
+extension WireMessage {
     public init(_ envelope: Coursesync_V1_Envelope) throws(WireError) {
         guard let message = envelope.message else { throw .emptyEnvelope }
         switch message {
