@@ -8,11 +8,18 @@ let package = Package(
         .executable(name: "coursesync", targets: ["coursesync"]),
         .library(name: "SyncModel", targets: ["SyncModel"]),
         .library(name: "SyncWire", targets: ["SyncWire"]),
+        .library(name: "SyncServer", targets: ["SyncServer"]),
+        .library(name: "PostgresStore", targets: ["PostgresStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // Pure Swift: entities, operations, CourseState and the resolver. No I/O, no clocks, no randomness.
@@ -26,15 +33,60 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // The server engine: sessions, auth, per-course serialization, group commit and fan-out, over a SyncStore.
+        .target(
+            name: "SyncServer",
+            dependencies: [
+                "SyncModel",
+                "SyncWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The production SyncStore on PostgreSQL, and the migrations runner.
+        .target(
+            name: "PostgresStore",
+            dependencies: [
+                "SyncModel",
+                "SyncWire",
+                "SyncServer",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "coursesync",
             dependencies: [
                 "SyncModel",
                 "SyncWire",
+                "SyncServer",
+                "PostgresStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(name: "SyncModelTests", dependencies: ["SyncModel"]),
+        // Real PostgreSQL (a private cluster per test run) and real TCP.
+        .testTarget(
+            name: "SyncServerTests",
+            dependencies: [
+                "SyncModel",
+                "SyncWire",
+                "SyncServer",
+                "PostgresStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Depends on the executable so that `swift test` builds the binary it runs.
         .testTarget(name: "CourseSyncCLITests", dependencies: ["coursesync"]),
         .testTarget(

@@ -32,14 +32,22 @@ public enum Framing {
 
 /// Splits a byte stream into frame payloads. Refuses a length prefix over `maxFrameBytes` as soon
 /// as the prefix arrives, before buffering the frame, so a peer cannot make us hold more.
+///
+/// `firstFrameMaxBytes` bounds the first frame separately: a server sets it to
+/// ``Limits/maxHandshakeFrameBytes`` so that an unauthenticated peer cannot make it buffer 8 MiB.
 public struct FrameDecoder: ByteToMessageDecoder, Sendable {
     public typealias InboundOut = ByteBuffer
 
     public let maxFrameBytes: Int
+    public let firstFrameMaxBytes: Int
+    private var framesDecoded = 0
 
-    public init(maxFrameBytes: Int) {
+    public init(maxFrameBytes: Int, firstFrameMaxBytes: Int? = nil) {
         self.maxFrameBytes = maxFrameBytes
+        self.firstFrameMaxBytes = min(firstFrameMaxBytes ?? maxFrameBytes, maxFrameBytes)
     }
+
+    private var currentLimit: Int { framesDecoded == 0 ? firstFrameMaxBytes : maxFrameBytes }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let payload = try nextPayload(&buffer) else { return .needMoreData }
@@ -63,11 +71,13 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
     }
 
     /// The next complete payload in `buffer`, or `nil` if more bytes are needed.
-    func nextPayload(_ buffer: inout ByteBuffer) throws(WireError) -> ByteBuffer? {
+    mutating func nextPayload(_ buffer: inout ByteBuffer) throws(WireError) -> ByteBuffer? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
-        guard length <= maxFrameBytes else { throw .frameTooLarge(length: Int(length), limit: maxFrameBytes) }
+        let limit = currentLimit
+        guard length <= limit else { throw .frameTooLarge(length: Int(length), limit: limit) }
         guard buffer.readableBytes >= Framing.headerBytes + Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: Framing.headerBytes)
+        framesDecoded += 1
         return buffer.readSlice(length: Int(length))
     }
 }
@@ -93,11 +103,12 @@ public struct FrameEncoder: MessageToByteEncoder, Sendable {
 }
 
 /// Turns frame payloads into ``WireMessage``s and back: sits behind ``FrameDecoder``/``FrameEncoder``.
-/// A payload that does not decode is passed on as an error (`errorCaught`) carrying a ``WireError``;
-/// what to do about it (close, or reject one batch) is the engine's decision.
+/// A payload that does not decode is passed on as a `.failure` carrying a ``WireError`` rather than
+/// as an error, so an async reader's stream does not end: what to do about it (close, or reject one
+/// batch) is the engine's decision.
 public final class MessageCodecHandler: ChannelDuplexHandler, Sendable {
     public typealias InboundIn = ByteBuffer
-    public typealias InboundOut = WireMessage
+    public typealias InboundOut = Result<WireMessage, WireError>
     public typealias OutboundIn = WireMessage
     public typealias OutboundOut = ByteBuffer
 
@@ -105,12 +116,8 @@ public final class MessageCodecHandler: ChannelDuplexHandler, Sendable {
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let payload = Self.unwrapInboundIn(data)
-        do {
-            let message = try WireMessage(payload: payload.readableBytesView)
-            context.fireChannelRead(Self.wrapInboundOut(message))
-        } catch {
-            context.fireErrorCaught(error)
-        }
+        let result = Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView) }
+        context.fireChannelRead(Self.wrapInboundOut(result))
     }
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {

@@ -64,17 +64,40 @@ struct FrameDecoderTests {
         }
     }
 
+    @Test func firstFrameHasItsOwnLimit() throws {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: 64, firstFrameMaxBytes: 8)))
+        try channel.writeInbound(buffer(Framing.frame(Array(repeating: 1, count: 8))))
+        #expect(try channel.readInbound(as: ByteBuffer.self)?.readableBytes == 8)
+        // After the first frame, the general limit applies.
+        try channel.writeInbound(buffer(Framing.frame(Array(repeating: 2, count: 64))))
+        #expect(try channel.readInbound(as: ByteBuffer.self)?.readableBytes == 64)
+
+        let fresh = EmbeddedChannel()
+        try fresh.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: 64, firstFrameMaxBytes: 8)))
+        #expect(throws: WireError.frameTooLarge(length: 9, limit: 8)) {
+            try fresh.writeInbound(self.buffer(Framing.frame(Array(repeating: 1, count: 9))))
+        }
+    }
+
     @Test func messageCodecDecodesMessagesAndReportsGarbageAsTypedErrors() throws {
         let channel = try channel(limit: 1024)
         try channel.pipeline.syncOperations.addHandler(MessageCodecHandler())
+        typealias Inbound = Result<WireMessage, WireError>
         try channel.writeInbound(buffer(WireMessage.ping(nonce: 7).frame()))
-        #expect(try channel.readInbound(as: WireMessage.self) == .ping(nonce: 7))
+        #expect(try channel.readInbound(as: Inbound.self) == .success(.ping(nonce: 7)))
 
-        // Garbage: field 1 with wire type 7 (invalid).
-        #expect(throws: WireError.self) { try channel.writeInbound(self.buffer(Framing.frame([0x0F, 0xFF, 0xFF]))) }
+        // Garbage: field 1 with wire type 7 (invalid) arrives as a typed failure, not an error.
+        try channel.writeInbound(self.buffer(Framing.frame([0x0F, 0xFF, 0xFF])))
+        let garbage = try #require(try channel.readInbound(as: Inbound.self))
+        guard case .failure(let error) = garbage else {
+            Issue.record("garbage decoded as \(garbage)")
+            return
+        }
+        #expect(error.code == .malformedFrame)
         // The channel still works after a bad frame: closing is the engine's decision.
         try channel.writeInbound(buffer(WireMessage.pong(nonce: 8).frame()))
-        #expect(try channel.readInbound(as: WireMessage.self) == .pong(nonce: 8))
+        #expect(try channel.readInbound(as: Inbound.self) == .success(.pong(nonce: 8)))
 
         try channel.writeOutbound(WireMessage.ping(nonce: 9))
         let out = try #require(try channel.readOutbound(as: ByteBuffer.self))

@@ -1,0 +1,343 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import PostgresNIO
+import SyncModel
+import SyncServer
+import SyncWire
+
+/// The production ``SyncStore``: PostgreSQL through one `PostgresClient` pool (which must be running,
+/// e.g. in the same `ServiceGroup`).
+///
+/// A group commit is one transaction: lock the course row (`FOR UPDATE`), look up which batches were
+/// already applied, resolve the rest with the `SyncModel` resolver, write the final rows, the
+/// change-log entries, the batch records and the temp-ID map, bump the course seq, commit. Because
+/// the lock is in the database, several server processes may share it. The course state the resolver
+/// needs is cached in memory and checked against the locked row's seq, so a commit by another
+/// process simply causes a reload.
+public final class PostgresStore: SyncStore {
+    public let client: PostgresClient
+    let logger: Logger
+    /// How many change-log entries are kept per course; older cursors get a snapshot.
+    public let logRetention: Int
+    private let cache = NIOLockedValueBox<[EntityID: CourseState]>([:])
+
+    public init(client: PostgresClient, logger: Logger, logRetention: Int = 100_000) {
+        precondition(logRetention > 0, "the change log must keep at least one entry")
+        self.client = client
+        self.logger = logger
+        self.logRetention = logRetention
+    }
+
+    /// Fails with ``StoreError/notMigrated(_:)`` unless every migration this binary knows is applied.
+    public func checkSchema() async throws {
+        let missing = try await Migrator().missing(client, logger: logger)
+        guard missing.isEmpty else {
+            throw StoreError.notMigrated("missing \(missing.joined(separator: ", "))")
+        }
+    }
+
+    public func createCourse(_ course: Course) async throws {
+        let rows = try await client.query("""
+            INSERT INTO courses (id, title, seq) VALUES (\(course.id.uuid), \(course.title), \(Int64(course.seq)))
+            ON CONFLICT (id) DO NOTHING RETURNING id
+            """, logger: logger)
+        guard try await rows.collect().count == 1 else { throw StoreError.courseExists(course.id) }
+    }
+
+    public func commit(_ batches: [Batch], courseID: EntityID) async throws -> [BatchOutcome] {
+        precondition(batches.allSatisfy { $0.courseID == courseID }, "a group commit is for one course")
+        guard !batches.isEmpty else { return [] }
+        let (outcomes, state) = try await client.withTransaction(logger: logger) { connection in
+            try await self.commit(batches, courseID: courseID, on: connection)
+        }
+        cache.withLockedValue { cache in
+            if (cache[courseID]?.seq ?? 0) <= state.seq { cache[courseID] = state }
+        }
+        return outcomes
+    }
+
+    public func catchUp(courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> CatchUp {
+        precondition(limit > 0)
+        guard let seq = try await courseSeq(courseID) else { throw StoreError.unknownCourse(courseID) }
+        if cursor == seq { return .diffs([]) }
+        if cursor == 0 || cursor > seq { return .snapshot(try await snapshot(courseID: courseID)) }
+        let rows = try await client.query("""
+            SELECT seq, diff FROM change_log WHERE course_id = \(courseID.uuid) AND seq > \(Int64(cursor))
+            ORDER BY seq LIMIT \(limit)
+            """, logger: logger)
+        var diffs: [Diff] = []
+        for try await (seq, bytes) in rows.decode((Int64, ByteBuffer).self) {
+            let diff = try Self.decodeDiff(bytes)
+            guard diff.seq == UInt64(seq) else { throw StoreError.corrupt("change-log row \(seq) holds the diff of seq \(diff.seq)") }
+            diffs.append(diff)
+        }
+        // A log that starts after the cursor was pruned: the subscriber is too far behind.
+        guard diffs.first?.seq == cursor + 1 else { return .snapshot(try await snapshot(courseID: courseID)) }
+        return .diffs(diffs)
+    }
+
+    public func snapshot(courseID: EntityID) async throws -> CourseState {
+        try await client.withConnection { connection in
+            // REPEATABLE READ: the four reads see one consistent state.
+            try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: self.logger)
+            do {
+                let state = try await self.loadState(courseID, on: connection)
+                try await connection.query("COMMIT", logger: self.logger)
+                return state
+            } catch {
+                _ = try? await connection.query("ROLLBACK", logger: self.logger)
+                throw error
+            }
+        }
+    }
+
+    /// The course's current seq, or `nil` if it does not exist.
+    public func courseSeq(_ courseID: EntityID) async throws -> CourseSeq? {
+        let rows = try await client.query("SELECT seq FROM courses WHERE id = \(courseID.uuid)", logger: logger)
+        for try await seq in rows.decode(Int64.self) { return CourseSeq(seq) }
+        return nil
+    }
+
+    // MARK: - Group commit
+
+    private func commit(_ batches: [Batch], courseID: EntityID, on connection: PostgresConnection) async throws -> ([BatchOutcome], CourseState) {
+        let lock = try await connection.query("SELECT seq FROM courses WHERE id = \(courseID.uuid) FOR UPDATE", logger: logger)
+        var lockedSeq: Int64?
+        for try await seq in lock.decode(Int64.self) { lockedSeq = seq }
+        guard let lockedSeq else { throw StoreError.unknownCourse(courseID) }
+
+        var state: CourseState
+        if let cached = cache.withLockedValue({ $0[courseID] }), cached.seq == UInt64(lockedSeq) {
+            state = cached
+        } else {
+            state = try await loadState(courseID, on: connection)
+        }
+        let startSeq = state.seq
+        var applied = try await storedAcks(batches, courseID: courseID, on: connection)
+        var temps = try await knownTemps(batches, courseID: courseID, on: connection)
+
+        var outcomes: [BatchOutcome] = []
+        var commits: [Commit] = []
+        var allocator = RandomIDAllocator(SystemRandomNumberGenerator())
+        for batch in batches {
+            let key = BatchKey(batch)
+            if let ack = applied[key] {
+                outcomes.append(.replayed(ack))
+                continue
+            }
+            switch Resolver.resolve(batch, against: state, knownTemps: temps[batch.clientID, default: [:]], allocator: &allocator) {
+            case .success(let resolved):
+                state = resolved.state
+                commits.append(resolved.commit)
+                outcomes.append(.committed(resolved.commit))
+                applied[key] = resolved.commit.ack
+                temps[batch.clientID, default: [:]].merge(resolved.commit.ack.idMap) { _, new in new }
+            case .failure(let rejection):
+                outcomes.append(.rejected(rejection))
+            }
+        }
+        if !commits.isEmpty {
+            try await write(commits, finalState: state, startSeq: startSeq, on: connection)
+        }
+        return (outcomes, state)
+    }
+
+    private struct BatchKey: Hashable {
+        var client: ClientID
+        var batchSeq: BatchSeq
+        init(_ batch: Batch) { self.init(client: batch.clientID, batchSeq: batch.batchSeq) }
+        init(client: ClientID, batchSeq: BatchSeq) {
+            self.client = client
+            self.batchSeq = batchSeq
+        }
+    }
+
+    /// The acks of the batches in `batches` that were committed before.
+    private func storedAcks(_ batches: [Batch], courseID: EntityID, on connection: PostgresConnection) async throws -> [BatchKey: Ack] {
+        let clients = batches.map(\.clientID.id.uuid)
+        let seqs = batches.map { Int64(bitPattern: $0.batchSeq) }
+        let rows = try await connection.query("""
+            SELECT b.client_id, b.batch_seq, b.ack FROM client_batches b
+            JOIN unnest(\(clients)::uuid[], \(seqs)::bigint[]) AS k(client_id, batch_seq)
+              ON b.client_id = k.client_id AND b.batch_seq = k.batch_seq
+            WHERE b.course_id = \(courseID.uuid)
+            """, logger: logger)
+        var acks: [BatchKey: Ack] = [:]
+        for try await (client, batchSeq, bytes) in rows.decode((UUID, Int64, ByteBuffer).self) {
+            acks[BatchKey(client: ClientID(EntityID(client)), batchSeq: BatchSeq(bitPattern: batchSeq))] = try Self.decodeAck(bytes)
+        }
+        return acks
+    }
+
+    /// Each client's temp IDs that `batches` mention, mapped to their real IDs.
+    private func knownTemps(_ batches: [Batch], courseID: EntityID, on connection: PostgresConnection) async throws -> [ClientID: [TempID: EntityID]] {
+        var clients: [UUID] = []
+        var temps: [Int64] = []
+        for batch in batches {
+            for temp in batch.mentionedTemps {
+                clients.append(batch.clientID.id.uuid)
+                temps.append(Int64(bitPattern: temp.rawValue))
+            }
+        }
+        guard !temps.isEmpty else { return [:] }
+        let rows = try await connection.query("""
+            SELECT t.client_id, t.temp, t.entity_id FROM client_temps t
+            JOIN unnest(\(clients)::uuid[], \(temps)::bigint[]) AS k(client_id, temp)
+              ON t.client_id = k.client_id AND t.temp = k.temp
+            WHERE t.course_id = \(courseID.uuid)
+            """, logger: logger)
+        var known: [ClientID: [TempID: EntityID]] = [:]
+        for try await (client, temp, entity) in rows.decode((UUID, Int64, UUID).self) {
+            guard let temp = TempID(UInt64(bitPattern: temp)) else { throw StoreError.corrupt("temp ID 0 in client_temps") }
+            known[ClientID(EntityID(client)), default: [:]][temp] = EntityID(entity)
+        }
+        return known
+    }
+
+    /// Writes the net effect of `commits` (the rows as they are in `finalState`), one statement per
+    /// table, plus the change log, batch records, temp-ID map and course seq.
+    private func write(_ commits: [Commit], finalState state: CourseState, startSeq: CourseSeq, on connection: PostgresConnection) async throws {
+        let courseID = state.course.id
+        var chapterIDs = Set<EntityID>(), deletedChapters = Set<EntityID>()
+        var mediaIDs = Set<EntityID>(), videoIDs = Set<EntityID>(), deletedVideos = Set<EntityID>()
+        for commit in commits {
+            let changes = commit.diff.changes
+            chapterIDs.formUnion(changes.chapters.map(\.id))
+            chapterIDs.formUnion(changes.chapterVersions.map(\.chapterID))
+            deletedChapters.formUnion(changes.deletedChapters)
+            mediaIDs.formUnion(changes.media.map(\.id))
+            videoIDs.formUnion(changes.videos.map(\.id))
+            deletedVideos.formUnion(changes.deletedVideos)
+        }
+        let goneVideos = deletedVideos.filter { state.videos[$0] == nil }.map(\.uuid)
+        if !goneVideos.isEmpty {
+            try await connection.query("DELETE FROM videos WHERE id = ANY(\(goneVideos)::uuid[])", logger: logger)
+        }
+        let goneChapters = deletedChapters.filter { state.chapters[$0] == nil }.map(\.uuid)
+        if !goneChapters.isEmpty {
+            try await connection.query("DELETE FROM chapters WHERE id = ANY(\(goneChapters)::uuid[])", logger: logger)
+        }
+        let chapters = chapterIDs.compactMap { state.chapters[$0] }
+        if !chapters.isEmpty {
+            try await connection.query("""
+                INSERT INTO chapters (id, course_id, title, position, version)
+                SELECT u.id, \(courseID.uuid), u.title, u.position, u.version
+                FROM unnest(\(chapters.map(\.id.uuid))::uuid[], \(chapters.map(\.title))::text[],
+                            \(chapters.map { Int64($0.position) })::bigint[], \(chapters.map { Int64($0.version) })::bigint[])
+                     AS u(id, title, position, version)
+                ON CONFLICT (id) DO UPDATE SET title = excluded.title, position = excluded.position, version = excluded.version
+                """, logger: logger)
+        }
+        let media = mediaIDs.compactMap { state.media[$0] }
+        if !media.isEmpty {
+            try await connection.query("""
+                INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size)
+                SELECT u.id, \(courseID.uuid), u.name, u.cdn_url, u.duration_ms, u.byte_size
+                FROM unnest(\(media.map(\.id.uuid))::uuid[], \(media.map(\.name))::text[], \(media.map(\.cdnURL))::text[],
+                            \(media.map { Int64($0.durationMs) })::bigint[], \(media.map { Int64($0.byteSize) })::bigint[])
+                     AS u(id, name, cdn_url, duration_ms, byte_size)
+                ON CONFLICT (id) DO UPDATE SET name = excluded.name, cdn_url = excluded.cdn_url,
+                    duration_ms = excluded.duration_ms, byte_size = excluded.byte_size
+                """, logger: logger)
+        }
+        let videos = videoIDs.compactMap { state.videos[$0] }
+        if !videos.isEmpty {
+            try await connection.query("""
+                INSERT INTO videos (id, chapter_id, media_file_id, title, position)
+                SELECT * FROM unnest(\(videos.map(\.id.uuid))::uuid[], \(videos.map(\.chapterID.uuid))::uuid[],
+                                     \(videos.map(\.mediaFileID.uuid))::uuid[], \(videos.map(\.title))::text[],
+                                     \(videos.map { Int64($0.position) })::bigint[])
+                ON CONFLICT (id) DO UPDATE SET chapter_id = excluded.chapter_id, media_file_id = excluded.media_file_id,
+                    title = excluded.title, position = excluded.position
+                """, logger: logger)
+        }
+
+        let seqs = commits.map { Int64($0.seq) }
+        let clients = commits.map(\.clientID.id.uuid)
+        let batchSeqs = commits.map { Int64(bitPattern: $0.batchSeq) }
+        let diffs = commits.map { ByteBuffer(bytes: WireMessage.diff($0.diff).payload()) }
+        let acks = commits.map { ByteBuffer(bytes: WireMessage.ack($0.ack).payload()) }
+        try await connection.query("""
+            INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff)
+            SELECT \(courseID.uuid), * FROM unnest(\(seqs)::bigint[], \(clients)::uuid[], \(batchSeqs)::bigint[], \(diffs)::bytea[])
+            """, logger: logger)
+        try await connection.query("""
+            INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack)
+            SELECT u.client_id, \(courseID.uuid), u.batch_seq, u.seq, u.ack
+            FROM unnest(\(clients)::uuid[], \(batchSeqs)::bigint[], \(seqs)::bigint[], \(acks)::bytea[]) AS u(client_id, batch_seq, seq, ack)
+            """, logger: logger)
+        var tempClients: [UUID] = [], temps: [Int64] = [], entities: [UUID] = []
+        for commit in commits {
+            for (temp, entity) in commit.ack.idMap {
+                tempClients.append(commit.clientID.id.uuid)
+                temps.append(Int64(bitPattern: temp.rawValue))
+                entities.append(entity.uuid)
+            }
+        }
+        if !temps.isEmpty {
+            try await connection.query("""
+                INSERT INTO client_temps (client_id, course_id, temp, entity_id)
+                SELECT u.client_id, \(courseID.uuid), u.temp, u.entity_id
+                FROM unnest(\(tempClients)::uuid[], \(temps)::bigint[], \(entities)::uuid[]) AS u(client_id, temp, entity_id)
+                """, logger: logger)
+        }
+        try await connection.query("UPDATE courses SET seq = \(Int64(state.seq)) WHERE id = \(courseID.uuid)", logger: logger)
+
+        // Prune the log now and then (when the seq crosses a multiple of the interval), not every commit.
+        let interval = UInt64(max(1, min(100, logRetention / 4)))
+        if state.seq / interval != startSeq / interval, state.seq > UInt64(logRetention) {
+            try await connection.query("""
+                DELETE FROM change_log WHERE course_id = \(courseID.uuid) AND seq <= \(Int64(state.seq) - Int64(logRetention))
+                """, logger: logger)
+        }
+    }
+
+    // MARK: - Reading
+
+    private func loadState(_ courseID: EntityID, on connection: PostgresConnection) async throws -> CourseState {
+        var course: Course?
+        for try await (title, seq) in try await connection.query("SELECT title, seq FROM courses WHERE id = \(courseID.uuid)", logger: logger).decode((String, Int64).self) {
+            course = Course(id: courseID, title: title, seq: CourseSeq(seq))
+        }
+        guard let course else { throw StoreError.unknownCourse(courseID) }
+        var chapters: [Chapter] = []
+        for try await (id, title, position, version) in try await connection.query("""
+            SELECT id, title, position, version FROM chapters WHERE course_id = \(courseID.uuid)
+            """, logger: logger).decode((UUID, String, Int32, Int64).self) {
+            chapters.append(Chapter(id: EntityID(id), courseID: courseID, title: title, position: Int(position), version: UInt64(version)))
+        }
+        var media: [MediaFile] = []
+        for try await (id, name, url, duration, size) in try await connection.query("""
+            SELECT id, name, cdn_url, duration_ms, byte_size FROM media_files WHERE course_id = \(courseID.uuid)
+            """, logger: logger).decode((UUID, String, String, Int64, Int64).self) {
+            media.append(MediaFile(id: EntityID(id), courseID: courseID, name: name, cdnURL: url,
+                                   durationMs: UInt64(duration), byteSize: UInt64(size)))
+        }
+        var videos: [Video] = []
+        for try await (id, chapter, mediaFile, title, position) in try await connection.query("""
+            SELECT v.id, v.chapter_id, v.media_file_id, v.title, v.position
+            FROM videos v JOIN chapters c ON c.id = v.chapter_id WHERE c.course_id = \(courseID.uuid)
+            """, logger: logger).decode((UUID, UUID, UUID, String, Int32).self) {
+            videos.append(Video(id: EntityID(id), chapterID: EntityID(chapter), mediaFileID: EntityID(mediaFile), title: title, position: Int(position)))
+        }
+        let state = CourseState(course: course, chapters: chapters, media: media, videos: videos)
+        let violations = state.invariantViolations()
+        guard violations.isEmpty else { throw StoreError.corrupt("course \(courseID): \(violations.joined(separator: "; "))") }
+        return state
+    }
+
+    static func decodeDiff(_ bytes: ByteBuffer) throws -> Diff {
+        guard case .diff(let diff) = try WireMessage(payload: bytes.readableBytesView) else {
+            throw StoreError.corrupt("a change-log row does not hold a Diff")
+        }
+        return diff
+    }
+
+    static func decodeAck(_ bytes: ByteBuffer) throws -> Ack {
+        guard case .ack(let ack) = try WireMessage(payload: bytes.readableBytesView) else {
+            throw StoreError.corrupt("a batch record does not hold an Ack")
+        }
+        return ack
+    }
+}

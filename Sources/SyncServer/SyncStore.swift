@@ -1,0 +1,68 @@
+import SyncModel
+
+/// What a store did with one batch of a group commit.
+public enum BatchOutcome: Hashable, Sendable {
+    /// The batch was resolved and committed: its diff goes to every subscriber, its ack to its author.
+    case committed(Commit)
+    /// The batch was committed before (same client, course and batch seq): the stored ack, unchanged.
+    /// Nothing was applied and no diff is sent.
+    case replayed(Ack)
+    /// The resolver refused the batch; nothing of it was written.
+    case rejected(Rejection)
+}
+
+/// Where a subscriber's catch-up comes from.
+public enum CatchUp: Hashable, Sendable {
+    /// The diffs after the cursor, in seq order, with no gap (possibly none: the cursor is current).
+    case diffs([Diff])
+    /// The log no longer reaches back to the cursor (or the cursor is 0 or ahead of the course):
+    /// the whole course instead.
+    case snapshot(CourseState)
+}
+
+/// Why a store call failed, in terms the server can report.
+public enum StoreError: Error, Hashable, Sendable, CustomStringConvertible {
+    case unknownCourse(EntityID)
+    case courseExists(EntityID)
+    /// The database has not been migrated (or is behind this binary's migrations).
+    case notMigrated(String)
+    /// The stored data contradicts itself (a corrupt change-log row, say). Never caused by a client.
+    case corrupt(String)
+
+    public var description: String {
+        switch self {
+        case .unknownCourse(let id): "course \(id) does not exist"
+        case .courseExists(let id): "course \(id) already exists"
+        case .notMigrated(let detail): "the database schema is not up to date: \(detail); run `coursesync migrate`"
+        case .corrupt(let detail): "stored data is inconsistent: \(detail)"
+        }
+    }
+}
+
+/// The durable state of every course: what the server commits batches to and catches
+/// subscribers up from. Implemented on PostgreSQL (production, several nodes) and SQLite
+/// (embedded, one node).
+///
+/// A store serializes commits per course itself (a row lock in PostgreSQL), so several server
+/// processes may share one store.
+public protocol SyncStore: Sendable {
+    /// Creates an empty course at seq 0.
+    func createCourse(_ course: Course) async throws
+
+    /// Resolves and commits `batches`, all for the course `courseID`, in order, as **one**
+    /// transaction (a group commit). Each batch is still all or nothing: a rejected batch writes
+    /// nothing, and the later batches of the group see the state without it. A batch already
+    /// committed earlier (same client, course and batch seq) is not applied again; its stored ack is
+    /// returned. One outcome per batch, in order.
+    ///
+    /// Throws ``StoreError/unknownCourse(_:)`` if the course does not exist; any other error means
+    /// nothing of the group was committed.
+    func commit(_ batches: [Batch], courseID: EntityID) async throws -> [BatchOutcome]
+
+    /// The commits of `courseID` after `cursor`, at most `limit` of them, or a snapshot if the log
+    /// does not reach back that far.
+    func catchUp(courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> CatchUp
+
+    /// The whole course at its current seq.
+    func snapshot(courseID: EntityID) async throws -> CourseState
+}

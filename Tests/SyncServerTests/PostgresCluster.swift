@@ -1,0 +1,208 @@
+import Foundation
+import Logging
+import NIOPosix
+import PostgresNIO
+import PostgresStore
+import SyncModel
+import SyncServer
+
+/// A private PostgreSQL cluster for this test run: `initdb` into a temporary directory (owned by
+/// the `postgres` user when the tests run as root, since PostgreSQL refuses to run as root), started
+/// with `pg_ctl` on a free loopback port with fsync on, stopped when the test process exits.
+struct PostgresCluster: Sendable {
+    let port: Int
+    let directory: String
+
+    /// Started on first use; every test of the run shares it (each with its own database).
+    static let shared: Result<PostgresCluster, ClusterError> = Result { () throws(ClusterError) in try start() }
+
+    struct ClusterError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func require() throws -> PostgresCluster { try shared.get() }
+
+    private static func start() throws(ClusterError) -> PostgresCluster {
+        guard let bin = binDirectory() else {
+            throw ClusterError(description: "PostgreSQL server binaries (initdb, pg_ctl) were not found in /usr/lib/postgresql/*/bin or PATH: install the Debian package `postgresql` (apt-get install -y postgresql)")
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("coursesync-pg-\(getpid())-\(UInt32.random(in: 0 ... .max))").path
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw ClusterError(description: "cannot create \(directory): \(error)")
+        }
+        let asRoot = getuid() == 0
+        if asRoot {
+            try run("/bin/chown", ["postgres:postgres", directory])
+        }
+        let port = freePort()
+        try run("\(bin)/initdb", ["-D", "\(directory)/data", "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"], asPostgres: asRoot)
+        try run("\(bin)/pg_ctl", ["-D", "\(directory)/data", "-l", "\(directory)/server.log", "-w", "-t", "60", "start",
+                                  "-o", "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=on"],
+                asPostgres: asRoot)
+        stopCommand = (bin, directory, asRoot)
+        atexit { PostgresCluster.stopAtExit() }
+        return PostgresCluster(port: port, directory: directory)
+    }
+
+    nonisolated(unsafe) private static var stopCommand: (bin: String, directory: String, asRoot: Bool)?
+
+    private static func stopAtExit() {
+        guard let (bin, directory, asRoot) = stopCommand else { return }
+        try? run("\(bin)/pg_ctl", ["-D", "\(directory)/data", "-m", "immediate", "-w", "stop"], asPostgres: asRoot)
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    private static func binDirectory() -> String? {
+        let root = "/usr/lib/postgresql"
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int.init).sorted(by: >)
+        for version in versions where FileManager.default.isExecutableFile(atPath: "\(root)/\(version)/bin/pg_ctl") {
+            return "\(root)/\(version)/bin"
+        }
+        for path in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
+            if FileManager.default.isExecutableFile(atPath: "\(path)/pg_ctl"), FileManager.default.isExecutableFile(atPath: "\(path)/initdb") {
+                return String(path)
+            }
+        }
+        return nil
+    }
+
+    /// Runs a command to completion (output to a log file, not a pipe, so it cannot block) and
+    /// fails with that output if it exits non-zero. posix_spawn and waitpid rather than Foundation's
+    /// Process, whose waitUntilExit can miss the exit of a child in a test process on Linux.
+    private static func run(_ executable: String, _ arguments: [String], asPostgres: Bool = false) throws(ClusterError) {
+        let argv = asPostgres ? ["/usr/sbin/runuser", "-u", "postgres", "--", executable] + arguments : [executable] + arguments
+        let logPath = FileManager.default.temporaryDirectory.appendingPathComponent("coursesync-cmd-\(getpid())-\(UInt32.random(in: 0 ... .max)).log").path
+        defer { try? FileManager.default.removeItem(atPath: logPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var cArguments = argv.map { strdup($0) } + [nil]
+        defer { cArguments.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, argv[0], &actions, nil, &cArguments, environ)
+        guard spawned == 0 else { throw ClusterError(description: "cannot run \(argv[0]): \(String(cString: strerror(spawned)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1, errno == EINTR {}
+        let exited = status & 0x7f == 0
+        let code = (status >> 8) & 0xff
+        guard exited, code == 0 else {
+            let output = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+            throw ClusterError(description: "\(argv.joined(separator: " ")) failed (status \(status)):\n\(output)")
+        }
+    }
+
+    /// A port the kernel just handed out (and took back): free at that moment.
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func configuration(database: String) -> PostgresClient.Configuration {
+        var configuration = PostgresClient.Configuration(host: "127.0.0.1", port: port, username: "postgres", password: nil,
+                                                         database: database, tls: .disable)
+        configuration.options.maximumConnections = 8
+        return configuration
+    }
+
+    func url(database: String) -> String { "postgres://postgres@127.0.0.1:\(port)/\(database)" }
+}
+
+/// One test's own database on the shared cluster, with a running client pool.
+final class TestDatabase: Sendable {
+    let name: String
+    let url: String
+    let client: PostgresClient
+    let store: PostgresStore
+    private let runner: Task<Void, Never>
+
+    static let logger: Logger = {
+        var logger = Logger(label: "coursesync.test")
+        logger.logLevel = ProcessInfo.processInfo.environment["COURSESYNC_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
+        return logger
+    }()
+
+    private init(name: String, cluster: PostgresCluster, logRetention: Int) {
+        self.name = name
+        url = cluster.url(database: name)
+        client = PostgresClient(configuration: cluster.configuration(database: name), backgroundLogger: Self.logger)
+        store = PostgresStore(client: client, logger: Self.logger, logRetention: logRetention)
+        let client = client
+        runner = Task { await client.run() }
+    }
+
+    /// A fresh database, migrated unless told otherwise.
+    static func make(migrated: Bool = true, logRetention: Int = 100_000) async throws -> TestDatabase {
+        let cluster = try PostgresCluster.require()
+        let name = "t_\(UInt64.random(in: 0 ... .max))"
+        let admin = PostgresClient(configuration: cluster.configuration(database: "postgres"), backgroundLogger: logger)
+        let adminRunner = Task { await admin.run() }
+        defer { adminRunner.cancel() }
+        try await admin.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"), logger: logger)
+        let database = TestDatabase(name: name, cluster: cluster, logRetention: logRetention)
+        if migrated { try await Migrator().migrate(database.client, logger: logger) }
+        return database
+    }
+
+    func close() async {
+        runner.cancel()
+        await runner.value
+    }
+
+    /// A new course with `media` files registered by a set-up client; returns the course and the media IDs.
+    func makeCourse(title: String = "Swift on the Server", chapters: Int = 1, media: Int = 0) async throws -> (course: EntityID, chapters: [EntityID], media: [EntityID]) {
+        let courseID = EntityID.fresh()
+        try await store.createCourse(Course(id: courseID, title: title))
+        guard chapters + media > 0 else { return (courseID, [], []) }
+        var ops: [SyncModel.Operation] = []
+        for index in 0..<chapters {
+            ops.append(.createChapter(temp: TempID(UInt64(1 + index))!, title: "Chapter \(index)", placement: .atEnd))
+        }
+        for index in 0..<media {
+            ops.append(.registerMedia(temp: TempID(UInt64(1000 + index))!, name: "Media \(index)", cdnURL: "https://cdn.example.com/\(index).mp4",
+                                      durationMs: 60_000, byteSize: 1_000_000))
+        }
+        let setup = Batch(clientID: ClientID(.fresh()), courseID: courseID, batchSeq: 1, baseSeq: 0, ops: ops)
+        guard case .committed(let commit) = try await store.commit([setup], courseID: courseID).first else {
+            throw PostgresCluster.ClusterError(description: "set-up batch was not committed")
+        }
+        let idMap = commit.ack.idMap
+        return (courseID, (0..<chapters).map { idMap[TempID(UInt64(1 + $0))!]! }, (0..<media).map { idMap[TempID(UInt64(1000 + $0))!]! })
+    }
+}
+
+/// Runs `body` with a fresh database, closing its pool afterwards.
+func withDatabase<T>(migrated: Bool = true, logRetention: Int = 100_000, _ body: (TestDatabase) async throws -> T) async throws -> T {
+    let database = try await TestDatabase.make(migrated: migrated, logRetention: logRetention)
+    do {
+        let result = try await body(database)
+        await database.close()
+        return result
+    } catch {
+        await database.close()
+        throw error
+    }
+}
+
+extension EntityID {
+    static func fresh() -> EntityID {
+        var generator = SystemRandomNumberGenerator()
+        return .random(using: &generator)
+    }
+}

@@ -1,0 +1,218 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import SyncModel
+import SyncServer
+import SyncWire
+
+/// A raw protocol client for tests: it writes frames (or any bytes) and records every message the
+/// server sends, in order. Waiting has a generous deadline that only guards against hangs.
+final class TestClient: Sendable {
+    let channel: any Channel
+    let clientID: ClientID
+    private let recorder: Recorder
+
+    static let deadline: Duration = .seconds(120)
+
+    struct Timeout: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func connect(port: Int, clientID: ClientID = ClientID(.fresh())) async throws -> TestClient {
+        let recorder = Recorder()
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: Limits.maxServerFrameBytes)))
+                    try channel.pipeline.syncOperations.addHandler(recorder)
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        return TestClient(channel: channel, clientID: clientID, recorder: recorder)
+    }
+
+    private init(channel: any Channel, clientID: ClientID, recorder: Recorder) {
+        self.channel = channel
+        self.clientID = clientID
+        self.recorder = recorder
+    }
+
+    // MARK: Sending
+
+    func send(_ message: WireMessage) async throws {
+        try await sendRaw(message.frame())
+    }
+
+    func sendRaw(_ bytes: [UInt8]) async throws {
+        try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
+    }
+
+    func close() async {
+        try? await channel.close()
+    }
+
+    // MARK: Receiving
+
+    /// Every message received so far, in order (including those already consumed by `expect`).
+    var received: [WireMessage] { recorder.all }
+
+    /// Every diff received so far, in order.
+    var diffs: [Diff] {
+        received.compactMap { if case .diff(let diff) = $0 { diff } else { nil } }
+    }
+
+    var isClosed: Bool { recorder.closed }
+
+    /// Removes and returns the first not-yet-consumed message `extract` accepts, waiting for it.
+    func expect<T>(_ what: String = "\(T.self)", _ extract: @escaping @Sendable (WireMessage) -> T?) async throws -> T {
+        let start = ContinuousClock.now
+        while true {
+            if let value = recorder.consumeFirst(extract) { return value }
+            if recorder.closed { throw Timeout(description: "connection closed while waiting for \(what); received \(received.map(Self.kind))") }
+            if ContinuousClock.now - start > Self.deadline { throw Timeout(description: "no \(what) within \(Self.deadline); received \(received.map(Self.kind))") }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+    }
+
+    /// Waits until `condition` holds for the messages received so far.
+    func waitUntil(_ what: String, _ condition: @escaping @Sendable ([WireMessage]) -> Bool) async throws {
+        let start = ContinuousClock.now
+        while !condition(recorder.all) {
+            if ContinuousClock.now - start > Self.deadline { throw Timeout(description: "timed out waiting until \(what)") }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+    }
+
+    /// Waits for the server to close the connection and returns the `Error` it sent first (if any).
+    func expectClosed() async throws -> ConnectionError? {
+        let start = ContinuousClock.now
+        while !recorder.closed {
+            if ContinuousClock.now - start > Self.deadline { throw Timeout(description: "the server did not close the connection") }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        return recorder.all.lazy.compactMap { if case .error(let error) = $0 { error } else { nil } }.first
+    }
+
+    /// Frames that did not decode, if any (a test failure: the server must send valid frames).
+    var undecodable: [WireError] { recorder.failures }
+
+    // MARK: Protocol steps
+
+    @discardableResult
+    func hello(token: String, version: UInt32 = WireProtocol.version) async throws -> Welcome {
+        try await send(.hello(Hello(protocolVersion: version, clientID: clientID, token: token)))
+        return try await expect("Welcome") { if case .welcome(let welcome) = $0 { welcome } else { nil } }
+    }
+
+    /// Pushes a batch and waits for its answer.
+    func push(_ courseID: EntityID, batchSeq: BatchSeq, baseSeq: CourseSeq = 0, _ ops: [SyncModel.Operation]) async throws -> Result<Ack, Rejection> {
+        try await send(.push(Push(courseID: courseID, batchSeq: batchSeq, baseSeq: baseSeq, ops: ops)))
+        return try await answer(courseID, batchSeq: batchSeq)
+    }
+
+    /// Waits for the `Ack` or `Reject` of a batch.
+    func answer(_ courseID: EntityID, batchSeq: BatchSeq) async throws -> Result<Ack, Rejection> {
+        try await expect("answer to batch \(batchSeq)") { message -> Result<Ack, Rejection>? in
+            switch message {
+            case .ack(let ack) where ack.courseID == courseID && ack.batchSeq == batchSeq: .success(ack)
+            case .reject(let reject) where reject.courseID == courseID && reject.batchSeq == batchSeq: .failure(reject.rejection)
+            default: nil
+            }
+        }
+    }
+
+    /// Subscribes and waits for `Subscribed`; returns its seq.
+    @discardableResult
+    func subscribe(_ courseID: EntityID, since: CourseSeq = 0) async throws -> CourseSeq {
+        try await send(.subscribe(courseID: courseID, sinceSeq: since))
+        return try await expect("Subscribed") { message -> CourseSeq? in
+            if case .subscribed(let id, let seq) = message, id == courseID { seq } else { nil }
+        }
+    }
+
+    /// The course as this client's received snapshot parts and diffs build it.
+    func replica(_ courseID: EntityID) throws -> CourseState {
+        var state: CourseState?
+        var parts: [SnapshotPart] = []
+        for message in received {
+            switch message {
+            case .snapshot(let part) where part.course.id == courseID:
+                parts.append(part)
+                if part.last {
+                    state = CourseState(course: part.course, chapters: parts.flatMap(\.chapters), media: parts.flatMap(\.media), videos: parts.flatMap(\.videos))
+                    parts = []
+                }
+            case .diff(let diff) where diff.courseID == courseID:
+                guard var current = state else { throw Timeout(description: "a diff arrived before any snapshot") }
+                guard diff.seq == current.seq + 1 else { throw Timeout(description: "gap: diff \(diff.seq) after \(current.seq)") }
+                current.apply(diff)
+                state = current
+            default:
+                break
+            }
+        }
+        guard let state else { throw Timeout(description: "no snapshot of \(courseID) received") }
+        return state
+    }
+
+    static func kind(_ message: WireMessage) -> String {
+        switch message {
+        case .error(let error): "Error(\(error.code))"
+        case .reject(let reject): "Reject(\(reject.rejection.code))"
+        case .diff(let diff): "Diff(\(diff.seq))"
+        default: String(String(describing: message).prefix(while: { $0 != "(" }))
+        }
+    }
+}
+
+/// Records what arrives on a test client's connection.
+private final class Recorder: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+
+    private struct State {
+        var all: [WireMessage] = []
+        var consumed: Set<Int> = []
+        var failures: [WireError] = []
+        var closed = false
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    var all: [WireMessage] { state.withLockedValue { $0.all } }
+    var closed: Bool { state.withLockedValue { $0.closed } }
+    var failures: [WireError] { state.withLockedValue { $0.failures } }
+
+    func consumeFirst<T>(_ extract: (WireMessage) -> T?) -> T? {
+        state.withLockedValue { state in
+            for (index, message) in state.all.enumerated() where !state.consumed.contains(index) {
+                if let value = extract(message) {
+                    state.consumed.insert(index)
+                    return value
+                }
+            }
+            return nil
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let payload = unwrapInboundIn(data)
+        let result = Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView) }
+        state.withLockedValue { state in
+            switch result {
+            case .success(let message): state.all.append(message)
+            case .failure(let error): state.failures.append(error)
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        state.withLockedValue { $0.closed = true }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
