@@ -224,14 +224,18 @@ actor CourseHub {
             guard var current = subscriptions[key], current.generation == generation else { return }
             switch result {
             case .snapshot(let state):
-                for part in Self.snapshotParts(of: state) { handle.outbox.send(.snapshot(part)) }
+                for part in Self.snapshotParts(of: state) { await handle.outbox.sendWaiting(.snapshot(part)) }
                 current.cursor = state.seq
             case .diffs(let diffs):
                 for diff in diffs where diff.seq == current.cursor + 1 {
-                    handle.outbox.send(.diff(diff))
+                    await handle.outbox.sendWaiting(.diff(diff))
                     current.cursor = diff.seq
                 }
             }
+            // Room for `Subscribed` and the first live diffs; then no await until the subscription is live.
+            await handle.outbox.waitForSpace()
+            // The subscription may have been dropped or restarted while waiting for space.
+            guard subscriptions[key]?.generation == generation else { return }
             lastSeq = max(lastSeq, current.cursor)
             if current.cursor >= lastSeq {
                 // Nothing between here and going live awaits, so no commit can slip past.
@@ -244,7 +248,6 @@ actor CourseHub {
                 return
             }
             subscriptions[key] = current
-            await handle.outbox.waitForSpace()
         }
     }
 

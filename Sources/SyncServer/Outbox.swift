@@ -28,10 +28,14 @@ public final class Outbox: Sendable {
     }
 
     private let state = NIOLockedValueBox(State())
+    private let onOverflow: @Sendable () -> Void
 
-    public init(capacity: Int) {
+    /// - Parameter onOverflow: called once, when a frame does not fit. The writer may be stuck
+    ///   behind a peer that reads nothing, so this is where the driver arranges the close.
+    public init(capacity: Int, onOverflow: @escaping @Sendable () -> Void = {}) {
         precondition(capacity > 1)
         self.capacity = capacity
+        self.onOverflow = onOverflow
     }
 
     /// Queues a frame. Returns `false` if the outbox is full (the connection is then closed with
@@ -48,8 +52,21 @@ public final class Outbox: Sendable {
         if overflowed {
             close(ConnectionError(.slowConsumer, "the connection did not read fast enough and fell \(capacity) frames behind; reconnect and resubscribe from your cursor"),
                   force: true)
+            onOverflow()
         }
         return accepted
+    }
+
+    /// Queues a frame, first waiting while the outbox is full (for catch-up, which may send many
+    /// frames to one reader). Returns `false` if the outbox is closing.
+    @discardableResult
+    public func sendWaiting(_ message: WireMessage) async -> Bool {
+        while true {
+            let full = state.withLockedValue { $0.queue.count >= capacity }
+            if !full { return send(message) }
+            await waitForSpace()
+            if isClosing { return false }
+        }
     }
 
     /// Queues `Error{code}` and the close after what is already queued (or, with `force`, instead

@@ -56,6 +56,7 @@ public final class SyncServer: Service, Sendable {
         var shuttingDown = false
         var portWaiters: [CheckedContinuation<Int, any Error>] = []
         var port: Int?
+        var slowConsumers = 0
     }
 
     private let state = NIOLockedValueBox(State())
@@ -80,11 +81,14 @@ public final class SyncServer: Service, Sendable {
         }
     }
 
+    /// Connections dropped so far because they fell too far behind (`SLOW_CONSUMER`).
+    public var slowConsumerCount: Int { state.withLockedValue { $0.slowConsumers } }
+
     /// Connections currently open.
     public var connectionCount: Int { state.withLockedValue { $0.connections.count } }
 
     public func run() async throws {
-        let listener: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+        let listener: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, Never>, Never>
         do {
             listener = try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)
@@ -93,7 +97,7 @@ public final class SyncServer: Service, Sendable {
                 .bind(host: configuration.host, port: configuration.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try self.configure(channel.pipeline.syncOperations)
-                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                        return try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel)
                     }
                 }
         } catch {
@@ -171,11 +175,41 @@ public final class SyncServer: Service, Sendable {
 
     // MARK: - One connection
 
-    private func serve(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
+    /// The writer: drains the outbox to the socket. While the socket is not writable it waits for
+    /// the last write, so the outbox fills up behind a slow reader (and overflows, see ``Outbox``).
+    /// The `Error` frame before a close gets `closeTimeout` to reach the peer.
+    private static func write(_ outbox: Outbox, to channel: any Channel, closeTimeout: TimeAmount, logger: Logger) async {
+        while let item = await outbox.next() {
+            switch item {
+            case .frame(let payload):
+                let written = channel.eventLoop.makePromise(of: Void.self)
+                channel.writeAndFlush(payload, promise: written)
+                if !channel.isWritable {
+                    do { try await written.futureResult.get() } catch { return }
+                }
+            case .close(let error):
+                logger.debug("closing connection", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
+                let deadline = channel.eventLoop.scheduleTask(in: closeTimeout) { channel.close(promise: nil) }
+                let written = channel.eventLoop.makePromise(of: Void.self)
+                channel.writeAndFlush(ByteBuffer(bytes: WireMessage.error(error).payload()), promise: written)
+                try? await written.futureResult.get()
+                deadline.cancel()
+                try? await channel.close()
+                return
+            }
+        }
+    }
+
+    private func serve(_ channel: NIOAsyncChannel<ByteBuffer, Never>) async {
         let remote = channel.channel.remoteAddress.map { "\($0)" } ?? "?"
         var logger = logger
         logger[metadataKey: "peer"] = "\(remote)"
-        let outbox = Outbox(capacity: configuration.outboxFrames)
+        let outbox = Outbox(capacity: configuration.outboxFrames) { [configuration, rawChannel = channel.channel] in
+            // The writer may be stuck behind a peer that reads nothing: give the SLOW_CONSUMER error
+            // the close timeout to get through, then cut the connection.
+            self.state.withLockedValue { $0.slowConsumers += 1 }
+            rawChannel.eventLoop.scheduleTask(in: configuration.heartbeatInterval) { rawChannel.close(promise: nil) }
+        }
         let welcome = Welcome(serverID: configuration.serverID,
                               heartbeatIntervalMs: UInt32(configuration.heartbeatInterval.nanoseconds / 1_000_000))
         var session = ServerSession(authority: authority, welcome: welcome)
@@ -185,21 +219,10 @@ public final class SyncServer: Service, Sendable {
             outbox.close(ConnectionError(.shuttingDown, "the server is shutting down"))
         }
         do {
-            try await channel.executeThenClose { inbound, outbound in
+            try await channel.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
-                    group.addTask { [logger] in
-                        // The writer: drains the outbox to the socket; closing ends the connection.
-                        while let item = await outbox.next() {
-                            switch item {
-                            case .frame(let payload):
-                                try await outbound.write(payload)
-                            case .close(let error):
-                                logger.debug("closing connection", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
-                                try? await outbound.write(ByteBuffer(bytes: WireMessage.error(error).payload()))
-                                try? await channel.channel.close()
-                                return
-                            }
-                        }
+                    group.addTask { [logger, closeTimeout = configuration.heartbeatInterval] in
+                        await Self.write(outbox, to: channel.channel, closeTimeout: closeTimeout, logger: logger)
                     }
                     do {
                         for try await payload in inbound {

@@ -73,3 +73,142 @@ func expectDatabase(_ database: TestDatabase, equals state: CourseState, sourceL
     }
     #expect(Dictionary(uniqueKeysWithValues: chapters.map { ($0.id, $0) }) == state.chapters, sourceLocation: sourceLocation)
 }
+
+extension ConvergenceTests {
+    @Test func sixteenClientsPushingRandomBatchesConvergeOnTheDatabaseState() async throws {
+        let clients = 16, batchesPerClient = 50
+        let seed = ProcessInfo.processInfo.environment["COURSESYNC_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1 ... .max)
+        print("sixteenClients seed: \(seed) (COURSESYNC_SEED=\(seed) reproduces the choices, not the interleaving)")
+        try await withDatabase { database in
+            let (courseID, _, media) = try await database.makeCourse(chapters: 3, media: 40)
+            try await withServer(store: database.store) { server in
+                let connected = try await withThrowingTaskGroup(of: TestClient.self) { group in
+                    for _ in 0..<clients { group.addTask { try await server.editor(of: courseID) } }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+                let tallies = try await withThrowingTaskGroup(of: (acked: Int, rejected: Int).self) { group in
+                    for (index, client) in connected.enumerated() {
+                        group.addTask {
+                            try await client.subscribe(courseID)
+                            var random = SplitMix64(seed: seed &+ UInt64(index))
+                            var replica = ReplicaBuilder(courseID: courseID)
+                            var nextTemp: UInt64 = 1
+                            var tally = (acked: 0, rejected: 0)
+                            for batchSeq in 1...UInt64(batchesPerClient) {
+                                let state = try replica.update(client.received)
+                                let ops = RandomEdits.batch(in: state, media: media, nextTemp: &nextTemp, using: &random)
+                                switch try await client.push(courseID, batchSeq: batchSeq, baseSeq: state.seq, ops) {
+                                case .success: tally.acked += 1
+                                case .failure: tally.rejected += 1
+                                }
+                            }
+                            return tally
+                        }
+                    }
+                    return try await group.reduce(into: [(acked: Int, rejected: Int)]()) { $0.append($1) }
+                }
+                let acked = tallies.map(\.acked).reduce(0, +)
+                print("sixteenClients: \(acked) acked, \(tallies.map(\.rejected).reduce(0, +)) rejected")
+                // The set-up batch plus every acknowledged batch, each one commit.
+                let stored = try await database.store.snapshot(courseID: courseID)
+                #expect(stored.seq == UInt64(1 + acked))
+                #expect(acked > clients * batchesPerClient / 2, "most random batches should be valid")
+                #expect(stored.invariantViolations().isEmpty)
+                try await expectDatabase(database, equals: stored)
+                for client in connected {
+                    try await client.waitUntil("caught up to \(stored.seq)") { messages in
+                        messages.contains { if case .diff(let diff) = $0 { diff.seq == stored.seq } else { false } }
+                    }
+                    var replica = ReplicaBuilder(courseID: courseID)
+                    #expect(try replica.update(client.received) == stored)
+                    #expect(client.undecodable.isEmpty)
+                }
+            }
+        }
+    }
+}
+
+/// Builds a course from a client's received snapshot parts and diffs, incrementally.
+struct ReplicaBuilder {
+    let courseID: EntityID
+    var state: CourseState?
+    var parts: [SnapshotPart] = []
+    var consumed = 0
+
+    init(courseID: EntityID) { self.courseID = courseID }
+
+    struct Broken: Error, CustomStringConvertible { var description: String }
+
+    mutating func update(_ messages: [WireMessage]) throws -> CourseState {
+        for message in messages[consumed...] {
+            switch message {
+            case .snapshot(let part) where part.course.id == courseID:
+                parts.append(part)
+                if part.last {
+                    state = CourseState(course: part.course, chapters: parts.flatMap(\.chapters), media: parts.flatMap(\.media), videos: parts.flatMap(\.videos))
+                    parts = []
+                }
+            case .diff(let diff) where diff.courseID == courseID:
+                guard var current = state else { throw Broken(description: "a diff arrived before any snapshot") }
+                guard diff.seq == current.seq + 1 else { throw Broken(description: "gap: diff \(diff.seq) after \(current.seq)") }
+                current.apply(diff)
+                state = current
+            default:
+                break
+            }
+        }
+        consumed = messages.count
+        guard let state else { throw Broken(description: "no snapshot received") }
+        return state
+    }
+}
+
+/// Random but mostly valid edits made against what a client currently sees.
+enum RandomEdits {
+    static func batch(in state: CourseState, media: [EntityID], nextTemp: inout UInt64, using random: inout SplitMix64) -> [SyncModel.Operation] {
+        (0..<Int.random(in: 1...3, using: &random)).map { _ in op(in: state, media: media, nextTemp: &nextTemp, using: &random) }
+    }
+
+    static func op(in state: CourseState, media: [EntityID], nextTemp: inout UInt64, using random: inout SplitMix64) -> SyncModel.Operation {
+        func temp() -> TempID {
+            defer { nextTemp += 1 }
+            return TempID(nextTemp)!
+        }
+        let chapters = state.orderedChapters
+        let videos = Array(state.videos.values).sorted { $0.id < $1.id }
+        func placement(among siblings: [EntityID]) -> Placement {
+            switch Int.random(in: 0..<4, using: &random) {
+            case 0: .atStart
+            case 1 where !siblings.isEmpty: .after(.id(siblings.randomElement(using: &random)!))
+            case 2 where !siblings.isEmpty: .before(.id(siblings.randomElement(using: &random)!))
+            default: .atEnd
+            }
+        }
+        let roll = Int.random(in: 0..<100, using: &random)
+        switch roll {
+        case 0..<40 where !chapters.isEmpty:
+            let chapter = chapters.randomElement(using: &random)!
+            let count = Int.random(in: 1...3, using: &random)
+            let items = (0..<count).map { _ in LinkItem(temp: temp(), media: .id(media.randomElement(using: &random)!)) }
+            return .linkMedia(chapter: .id(chapter.id), items: items, placement: placement(among: state.videos(in: chapter.id).map(\.id)))
+        case 40..<55 where !videos.isEmpty && !chapters.isEmpty:
+            let video = videos.randomElement(using: &random)!
+            let chapter = chapters.randomElement(using: &random)!
+            return .moveVideo(.id(video.id), toChapter: .id(chapter.id), placement: placement(among: state.videos(in: chapter.id).map(\.id)))
+        case 55..<65 where !videos.isEmpty:
+            return .renameVideo(.id(videos.randomElement(using: &random)!.id), title: "Video \(Int.random(in: 0..<1000, using: &random))")
+        case 65..<75 where !videos.isEmpty:
+            return .unlinkVideo(.id(videos.randomElement(using: &random)!.id))
+        case 75..<82 where !chapters.isEmpty:
+            return .renameChapter(.id(chapters.randomElement(using: &random)!.id), title: "Chapter \(Int.random(in: 0..<1000, using: &random))")
+        case 82..<88 where !chapters.isEmpty:
+            let chapter = chapters.randomElement(using: &random)!
+            return .moveChapter(.id(chapter.id), placement: placement(among: chapters.map(\.id).filter { $0 != chapter.id }))
+        case 88..<91 where chapters.count > 3:
+            return .deleteChapter(.id(chapters.randomElement(using: &random)!.id))
+        default:
+            return .createChapter(temp: temp(), title: "New chapter \(Int.random(in: 0..<1000, using: &random))",
+                                  placement: placement(among: chapters.map(\.id)))
+        }
+    }
+}

@@ -19,10 +19,12 @@ final class TestClient: Sendable {
         var description: String
     }
 
-    static func connect(port: Int, clientID: ClientID = ClientID(.fresh())) async throws -> TestClient {
+    static func connect(port: Int, clientID: ClientID = ClientID(.fresh()), receiveBuffer: Int32? = nil) async throws -> TestClient {
         let recorder = Recorder()
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        if let receiveBuffer { bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBuffer)) }
+        let channel = try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: Limits.maxServerFrameBytes)))
