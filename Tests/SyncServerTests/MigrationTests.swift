@@ -1,0 +1,73 @@
+import Foundation
+import PostgresNIO
+import PostgresStore
+import SyncModel
+import SyncServer
+import Testing
+
+@Suite struct MigrationTests {
+    static func tables(_ database: TestDatabase) async throws -> Set<String> {
+        var names = Set<String>()
+        for try await name in try await database.client.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").decode(String.self) {
+            names.insert(name)
+        }
+        return names
+    }
+
+    @Test func migratingTwiceIsANoOp() async throws {
+        try await withDatabase(migrated: false) { database in
+            let first = try await Migrator().migrate(database.client, logger: TestDatabase.logger)
+            #expect(first == Migration.all.map(\.name))
+            let tables = try await Self.tables(database)
+            #expect(tables.isSuperset(of: ["courses", "chapters", "media_files", "videos", "change_log", "client_batches", "client_temps", "schema_migrations"]))
+            let second = try await Migrator().migrate(database.client, logger: TestDatabase.logger)
+            #expect(second.isEmpty)
+            #expect(try await Self.tables(database) == tables)
+            #expect(try await Migrator().missing(database.client, logger: TestDatabase.logger).isEmpty)
+        }
+    }
+
+    @Test func aFailingMigrationLeavesTheDatabaseAsItWasAndNamesTheFile() async throws {
+        try await withDatabase(migrated: true) { database in
+            let before = try await Self.tables(database)
+            let broken = Migration(version: 9_999, name: "9999_broken.sql", sql: """
+                CREATE TABLE half_done (id integer);
+                -- a comment; with a semicolon
+                INSERT INTO half_done VALUES ('not a number');
+                """)
+            #expect(broken.statements.count == 2)
+            do {
+                try await Migrator(migrations: Migration.all + [broken]).migrate(database.client, logger: TestDatabase.logger)
+                Issue.record("the broken migration was applied")
+            } catch let error as MigrationError {
+                #expect(error.migration == "9999_broken.sql")
+                #expect(error.description.contains("statement 2"))
+                #expect(error.description.contains("invalid input syntax"), "\(error)")
+            }
+            #expect(try await Self.tables(database) == before)
+            #expect(try await Migrator(migrations: Migration.all + [broken]).missing(database.client, logger: TestDatabase.logger) == ["9999_broken.sql"])
+        }
+    }
+
+    @Test func aStoreOnAnUnmigratedDatabaseSaysSo() async throws {
+        try await withDatabase(migrated: false) { database in
+            do {
+                try await database.store.checkSchema()
+                Issue.record("an empty database passed the schema check")
+            } catch let error as StoreError {
+                #expect(error == .notMigrated("missing 0001_schema.sql"))
+                #expect(error.description.contains("coursesync migrate"))
+            }
+        }
+    }
+
+    @Test func theEmbeddedMigrationsMatchTheFiles() throws {
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../migrations").standardized
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".sql") }.sorted()
+        #expect(files == Migration.all.map(\.name))
+        for migration in Migration.all {
+            let text = try String(contentsOf: directory.appendingPathComponent(migration.name), encoding: .utf8)
+            #expect(text == migration.sql + "\n" || text == migration.sql, "\(migration.name) differs from the embedded copy: run migrations/embed.sh")
+        }
+    }
+}
