@@ -60,8 +60,8 @@ public final class PostgresStore: SyncStore {
     public func catchUp(courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> CatchUp {
         precondition(limit > 0)
         guard let seq = try await courseSeq(courseID) else { throw StoreError.unknownCourse(courseID) }
-        if cursor == seq { return .diffs([]) }
         if cursor == 0 || cursor > seq { return .snapshot(try await snapshot(courseID: courseID)) }
+        if cursor == seq { return .diffs([]) }
         let rows = try await client.query("""
             SELECT seq, diff FROM change_log WHERE course_id = \(courseID.uuid) AND seq > \(Int64(cursor))
             ORDER BY seq LIMIT \(limit)

@@ -1,7 +1,7 @@
 import ArgumentParser
 import SyncModel
 
-/// The CourseSync command-line tool. Subcommands arrive with the capabilities that build them.
+/// The CourseSync command-line tool.
 @main
 struct CourseSync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,7 +12,8 @@ struct CourseSync: AsyncParsableCommand {
         travel to the server in batches, are resolved in server order and pushed to every other client.
         The wire protocol is specified in protocol/README.md.
         """,
-        version: CourseSyncVersion.current
+        version: CourseSyncVersion.current,
+        subcommands: [Serve.self, Migrate.self, CourseCommand.self, TokenCommand.self, Bench.self]
     )
 }
 

@@ -1,0 +1,102 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PostgresNIO
+import PostgresStore
+import SyncModel
+import SyncServer
+
+/// Where the PostgreSQL store is.
+struct PostgresOptions: ParsableArguments {
+    @Option(name: .customLong("postgres"), help: ArgumentHelp("The PostgreSQL database, as a URL.", valueName: "postgres://user@host:port/database"))
+    var url: String
+
+    func configuration() throws -> PostgresClient.Configuration {
+        do {
+            return try PostgresURL.configuration(url)
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+}
+
+struct LoggingOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
+    var logLevel: Logger.Level = .info
+
+    /// Structured logs (key=value metadata) on standard error.
+    func bootstrap(label: String) -> Logger {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        return Logger(label: label)
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// The file holding the server's token secret.
+struct SecretOptions: ParsableArguments {
+    static let defaultPath = "coursesync-data/secret"
+
+    @Option(help: ArgumentHelp("The file holding the token signing secret (created with a new random secret if missing, for serve).", valueName: "file"))
+    var secretFile: String = SecretOptions.defaultPath
+
+    /// The secret, creating the file (mode 0600) with a fresh one if `create` and it is missing.
+    func load(create: Bool) throws -> (secret: [UInt8], created: Bool) {
+        var created = false
+        if create, !FileManager.default.fileExists(atPath: secretFile) {
+            let directory = URL(fileURLWithPath: secretFile).deletingLastPathComponent().path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            guard FileManager.default.createFile(atPath: secretFile, contents: Data((TokenSecret.generate() + "\n").utf8),
+                                                 attributes: [.posixPermissions: 0o600]) else {
+                throw ValidationError("cannot create the secret file \(secretFile)")
+            }
+            created = true
+        }
+        do {
+            return (try TokenSecret.load(path: secretFile), created)
+        } catch {
+            throw ValidationError("\(error.description)\(create ? "" : " (start `coursesync serve` once to create it, or pass --secret-file)")")
+        }
+    }
+}
+
+/// Runs `body` with a running client pool for `configuration`.
+func withPostgres<T>(_ configuration: PostgresClient.Configuration, logger: Logger, _ body: (PostgresClient) async throws -> T) async throws -> T {
+    let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+    let runner = Task { await client.run() }
+    defer { runner.cancel() }
+    return try await body(client)
+}
+
+func parseEntityID(_ text: String, what: String) throws -> EntityID {
+    guard let id = EntityID(text) else { throw ValidationError("\(what) must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx), not \(text)") }
+    return id
+}
+
+/// `host:port`, validated.
+struct ListenAddress: ExpressibleByArgument, CustomStringConvertible {
+    var host: String
+    var port: Int
+
+    init?(argument: String) {
+        guard let colon = argument.lastIndex(of: ":"), let port = Int(argument[argument.index(after: colon)...]),
+              (0...65_535).contains(port) else { return nil }
+        let host = String(argument[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        guard !host.isEmpty else { return nil }
+        self.host = host
+        self.port = port
+    }
+
+    init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    var description: String { "\(host):\(port)" }
+    var defaultValueDescription: String { description }
+}

@@ -1,0 +1,59 @@
+import Foundation
+import SyncModel
+import SyncServer
+import SyncWire
+import Testing
+
+/// What an operator does: migrate, create a course, start `coursesync serve`, issue tokens, connect
+/// clients, stop the server with SIGTERM.
+@Suite struct CommandLineTests {
+    @Test func anOperatorServesACourseAndTwoRawClientsConverge() async throws {
+        try await withDatabase(migrated: false) { database in
+            let secretFile = FileManager.default.temporaryDirectory.appendingPathComponent("secret-\(UInt32.random(in: 0 ... .max))").path
+            defer { try? FileManager.default.removeItem(atPath: secretFile) }
+            let url = database.url + "?sslmode=disable"
+
+            // Unmigrated: serve refuses and says what to do.
+            let refused = try await Subprocess.run(["serve", "--postgres", url, "--secret-file", secretFile, "--listen", "127.0.0.1:0"])
+            #expect(refused.status != 0)
+            #expect(refused.output.contains("run `coursesync migrate`"), "\(refused.output)")
+
+            #expect(try await Subprocess.run(["migrate", "--postgres", url]).output.contains("Applied 0001_schema.sql"))
+            #expect(try await Subprocess.run(["migrate", "--postgres", url]).output.contains("up to date"))
+            let created = try await Subprocess.run(["course", "create", "--postgres", url, "--title", "Intro to Swift", "--log-level", "error"])
+            let courseID = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
+
+            let port = PostgresCluster.freePort()
+            let server = try Subprocess(["serve", "--postgres", url, "--secret-file", secretFile, "--listen", "127.0.0.1:\(port)"])
+            let issued = try await Subprocess.run(["token", "issue", "--user", "alice", "--course", courseID.description, "--role", "editor", "--secret-file", secretFile])
+            #expect(issued.status == 0)
+            let token = issued.output.trimmingCharacters(in: .whitespacesAndNewlines)
+
+            var clients: [TestClient] = []
+            for _ in 0..<2 {
+                var connected: TestClient?
+                for _ in 0..<500 where connected == nil {
+                    connected = try? await TestClient.connect(port: port)
+                    if connected == nil { try await Task.sleep(for: .milliseconds(20)) }
+                }
+                let client = try #require(connected, "the server did not start listening: \(server.output)")
+                try await client.hello(token: token)
+                try await client.subscribe(courseID)
+                clients.append(client)
+            }
+            let chapter = try await clients[0].push(courseID, batchSeq: 1, [.createChapter(temp: TempID(1)!, title: "Welcome", placement: .atEnd)]).get()
+            _ = try await clients[1].push(courseID, batchSeq: 1, [.createChapter(temp: TempID(1)!, title: "Basics", placement: .atStart)]).get()
+            for client in clients {
+                try await client.waitUntil("two diffs") { $0.filter { if case .diff = $0 { true } else { false } }.count == 2 }
+            }
+            #expect(try clients[0].replica(courseID) == clients[1].replica(courseID))
+            #expect(try clients[0].replica(courseID).orderedChapters.map(\.title) == ["Basics", "Welcome"])
+            #expect(chapter.seq == 1)
+
+            server.signal(SIGTERM)
+            #expect(try await server.wait() == 0, "\(server.output)")
+            for client in clients { #expect(try await client.expectClosed()?.code == .shuttingDown) }
+            #expect(server.output.contains("listening"))
+        }
+    }
+}

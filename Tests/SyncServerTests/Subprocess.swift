@@ -1,0 +1,73 @@
+import Foundation
+
+/// A child process for end-to-end tests: posix_spawn, output to a file, waitpid.
+final class Subprocess: @unchecked Sendable {
+    let pid: pid_t
+    let logPath: String
+    private var status: Int32?
+
+    /// The built `coursesync` binary, beside the test bundle in the products folder.
+    static let coursesync: String = {
+        var url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: url.appendingPathComponent("coursesync").path), url.path != "/" {
+            url.deleteLastPathComponent()
+        }
+        return url.appendingPathComponent("coursesync").path
+    }()
+
+    struct Failure: Error, CustomStringConvertible { var description: String }
+
+    init(_ arguments: [String], executable: String = Subprocess.coursesync) throws {
+        logPath = FileManager.default.temporaryDirectory.appendingPathComponent("coursesync-sub-\(getpid())-\(UInt32.random(in: 0 ... .max)).log").path
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let argv = [executable] + arguments
+        var cArguments = argv.map { strdup($0) } + [nil]
+        defer { cArguments.forEach { free($0) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, executable, &actions, nil, &cArguments, environ)
+        guard result == 0 else { throw Failure(description: "cannot run \(executable): \(String(cString: strerror(result)))") }
+        self.pid = pid
+    }
+
+    var output: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    func signal(_ signal: Int32) { kill(pid, signal) }
+
+    /// Waits for the exit (polling, so a hang ends in a failure rather than a stuck test run).
+    func wait(timeout: Duration = .seconds(120)) async throws -> Int32 {
+        if let status { return status }
+        let start = ContinuousClock.now
+        while true {
+            var raw: Int32 = 0
+            let done = waitpid(pid, &raw, WNOHANG)
+            if done == pid {
+                let code = raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+                status = code
+                return code
+            }
+            if ContinuousClock.now - start > timeout {
+                kill(pid, SIGKILL)
+                throw Failure(description: "\(pid) did not exit within \(timeout); output:\n\(output)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// Runs to completion and returns the exit status and output.
+    static func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let process = try Subprocess(arguments)
+        let status = try await process.wait()
+        defer { try? FileManager.default.removeItem(atPath: process.logPath) }
+        return (status, process.output)
+    }
+
+    deinit {
+        if status == nil { kill(pid, SIGKILL); var raw: Int32 = 0; waitpid(pid, &raw, 0) }
+        try? FileManager.default.removeItem(atPath: logPath)
+    }
+}
