@@ -114,8 +114,7 @@ public final class PostgresStore: SyncStore {
             state = try await loadState(courseID, on: connection)
         }
         let startSeq = state.seq
-        var applied = try await storedAcks(batches, courseID: courseID, on: connection)
-        var temps = try await knownTemps(batches, courseID: courseID, on: connection)
+        var (applied, temps) = try await lookUp(batches, courseID: courseID, on: connection)
 
         var outcomes: [BatchOutcome] = []
         var commits: [Commit] = []
@@ -153,46 +152,43 @@ public final class PostgresStore: SyncStore {
         }
     }
 
-    /// The acks of the batches in `batches` that were committed before.
-    private func storedAcks(_ batches: [Batch], courseID: EntityID, on connection: PostgresConnection) async throws -> [BatchKey: Ack] {
-        let clients = batches.map(\.clientID.id.uuid)
-        let seqs = batches.map { Int64(bitPattern: $0.batchSeq) }
-        let rows = try await connection.query("""
-            SELECT b.client_id, b.batch_seq, b.ack FROM client_batches b
-            JOIN unnest(\(clients)::uuid[], \(seqs)::bigint[]) AS k(client_id, batch_seq)
-              ON b.client_id = k.client_id AND b.batch_seq = k.batch_seq
-            WHERE b.course_id = \(courseID.uuid)
-            """, logger: logger)
-        var acks: [BatchKey: Ack] = [:]
-        for try await (client, batchSeq, bytes) in rows.decode((UUID, Int64, ByteBuffer).self) {
-            acks[BatchKey(client: ClientID(EntityID(client)), batchSeq: BatchSeq(bitPattern: batchSeq))] = try Self.decodeAck(bytes)
-        }
-        return acks
-    }
-
-    /// Each client's temp IDs that `batches` mention, mapped to their real IDs.
-    private func knownTemps(_ batches: [Batch], courseID: EntityID, on connection: PostgresConnection) async throws -> [ClientID: [TempID: EntityID]] {
-        var clients: [UUID] = []
+    /// In one round trip: the acks of the batches in `batches` that were committed before, and each
+    /// client's temp IDs that the batches mention, mapped to their real IDs.
+    private func lookUp(_ batches: [Batch], courseID: EntityID, on connection: PostgresConnection) async throws -> ([BatchKey: Ack], [ClientID: [TempID: EntityID]]) {
+        let batchClients = batches.map(\.clientID.id.uuid)
+        let batchSeqs = batches.map { Int64(bitPattern: $0.batchSeq) }
+        var tempClients: [UUID] = []
         var temps: [Int64] = []
         for batch in batches {
             for temp in batch.mentionedTemps {
-                clients.append(batch.clientID.id.uuid)
+                tempClients.append(batch.clientID.id.uuid)
                 temps.append(Int64(bitPattern: temp.rawValue))
             }
         }
-        guard !temps.isEmpty else { return [:] }
         let rows = try await connection.query("""
-            SELECT t.client_id, t.temp, t.entity_id FROM client_temps t
-            JOIN unnest(\(clients)::uuid[], \(temps)::bigint[]) AS k(client_id, temp)
+            SELECT 0, b.client_id, b.batch_seq, b.ack, NULL::uuid FROM client_batches b
+            JOIN unnest(\(batchClients)::uuid[], \(batchSeqs)::bigint[]) AS k(client_id, batch_seq)
+              ON b.client_id = k.client_id AND b.batch_seq = k.batch_seq
+            WHERE b.course_id = \(courseID.uuid)
+            UNION ALL
+            SELECT 1, t.client_id, t.temp, NULL::bytea, t.entity_id FROM client_temps t
+            JOIN unnest(\(tempClients)::uuid[], \(temps)::bigint[]) AS k(client_id, temp)
               ON t.client_id = k.client_id AND t.temp = k.temp
             WHERE t.course_id = \(courseID.uuid)
             """, logger: logger)
+        var acks: [BatchKey: Ack] = [:]
         var known: [ClientID: [TempID: EntityID]] = [:]
-        for try await (client, temp, entity) in rows.decode((UUID, Int64, UUID).self) {
-            guard let temp = TempID(UInt64(bitPattern: temp)) else { throw StoreError.corrupt("temp ID 0 in client_temps") }
-            known[ClientID(EntityID(client)), default: [:]][temp] = EntityID(entity)
+        for try await (kind, client, key, ack, entity) in rows.decode((Int32, UUID, Int64, ByteBuffer?, UUID?).self) {
+            let clientID = ClientID(EntityID(client))
+            if kind == 0, let ack {
+                acks[BatchKey(client: clientID, batchSeq: BatchSeq(bitPattern: key))] = try Self.decodeAck(ack)
+            } else if kind == 1, let entity, let temp = TempID(UInt64(bitPattern: key)) {
+                known[clientID, default: [:]][temp] = EntityID(entity)
+            } else {
+                throw StoreError.corrupt("an unreadable batch record or temp ID of client \(client)")
+            }
         }
-        return known
+        return (acks, known)
     }
 
     /// Writes the net effect of `commits` (the rows as they are in `finalState`), one statement per
@@ -211,62 +207,15 @@ public final class PostgresStore: SyncStore {
             deletedVideos.formUnion(changes.deletedVideos)
         }
         let goneVideos = deletedVideos.filter { state.videos[$0] == nil }.map(\.uuid)
-        if !goneVideos.isEmpty {
-            try await connection.query("DELETE FROM videos WHERE id = ANY(\(goneVideos)::uuid[])", logger: logger)
-        }
         let goneChapters = deletedChapters.filter { state.chapters[$0] == nil }.map(\.uuid)
-        if !goneChapters.isEmpty {
-            try await connection.query("DELETE FROM chapters WHERE id = ANY(\(goneChapters)::uuid[])", logger: logger)
-        }
         let chapters = chapterIDs.compactMap { state.chapters[$0] }
-        if !chapters.isEmpty {
-            try await connection.query("""
-                INSERT INTO chapters (id, course_id, title, position, version)
-                SELECT u.id, \(courseID.uuid), u.title, u.position, u.version
-                FROM unnest(\(chapters.map(\.id.uuid))::uuid[], \(chapters.map(\.title))::text[],
-                            \(chapters.map { Int64($0.position) })::bigint[], \(chapters.map { Int64($0.version) })::bigint[])
-                     AS u(id, title, position, version)
-                ON CONFLICT (id) DO UPDATE SET title = excluded.title, position = excluded.position, version = excluded.version
-                """, logger: logger)
-        }
         let media = mediaIDs.compactMap { state.media[$0] }
-        if !media.isEmpty {
-            try await connection.query("""
-                INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size)
-                SELECT u.id, \(courseID.uuid), u.name, u.cdn_url, u.duration_ms, u.byte_size
-                FROM unnest(\(media.map(\.id.uuid))::uuid[], \(media.map(\.name))::text[], \(media.map(\.cdnURL))::text[],
-                            \(media.map { Int64($0.durationMs) })::bigint[], \(media.map { Int64($0.byteSize) })::bigint[])
-                     AS u(id, name, cdn_url, duration_ms, byte_size)
-                ON CONFLICT (id) DO UPDATE SET name = excluded.name, cdn_url = excluded.cdn_url,
-                    duration_ms = excluded.duration_ms, byte_size = excluded.byte_size
-                """, logger: logger)
-        }
         let videos = videoIDs.compactMap { state.videos[$0] }
-        if !videos.isEmpty {
-            try await connection.query("""
-                INSERT INTO videos (id, chapter_id, media_file_id, title, position)
-                SELECT * FROM unnest(\(videos.map(\.id.uuid))::uuid[], \(videos.map(\.chapterID.uuid))::uuid[],
-                                     \(videos.map(\.mediaFileID.uuid))::uuid[], \(videos.map(\.title))::text[],
-                                     \(videos.map { Int64($0.position) })::bigint[])
-                ON CONFLICT (id) DO UPDATE SET chapter_id = excluded.chapter_id, media_file_id = excluded.media_file_id,
-                    title = excluded.title, position = excluded.position
-                """, logger: logger)
-        }
-
         let seqs = commits.map { Int64($0.seq) }
         let clients = commits.map(\.clientID.id.uuid)
         let batchSeqs = commits.map { Int64(bitPattern: $0.batchSeq) }
         let diffs = commits.map { ByteBuffer(bytes: WireMessage.diff($0.diff).payload()) }
         let acks = commits.map { ByteBuffer(bytes: WireMessage.ack($0.ack).payload()) }
-        try await connection.query("""
-            INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff)
-            SELECT \(courseID.uuid), * FROM unnest(\(seqs)::bigint[], \(clients)::uuid[], \(batchSeqs)::bigint[], \(diffs)::bytea[])
-            """, logger: logger)
-        try await connection.query("""
-            INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack)
-            SELECT u.client_id, \(courseID.uuid), u.batch_seq, u.seq, u.ack
-            FROM unnest(\(clients)::uuid[], \(batchSeqs)::bigint[], \(seqs)::bigint[], \(acks)::bytea[]) AS u(client_id, batch_seq, seq, ack)
-            """, logger: logger)
         var tempClients: [UUID] = [], temps: [Int64] = [], entities: [UUID] = []
         for commit in commits {
             for (temp, entity) in commit.ack.idMap {
@@ -275,14 +224,52 @@ public final class PostgresStore: SyncStore {
                 entities.append(entity.uuid)
             }
         }
-        if !temps.isEmpty {
-            try await connection.query("""
+        // One statement, one round trip. Its parts run against one snapshot in no fixed order, which
+        // is safe here: they touch disjoint rows, foreign keys are checked at the end of the statement
+        // and the position/media uniqueness at commit (deferred).
+        try await connection.query("""
+            WITH deleted_videos AS (
+                DELETE FROM videos WHERE id = ANY(\(goneVideos)::uuid[])
+            ), deleted_chapters AS (
+                DELETE FROM chapters WHERE id = ANY(\(goneChapters)::uuid[])
+            ), upserted_chapters AS (
+                INSERT INTO chapters (id, course_id, title, position, version)
+                SELECT u.id, \(courseID.uuid), u.title, u.position, u.version
+                FROM unnest(\(chapters.map(\.id.uuid))::uuid[], \(chapters.map(\.title))::text[],
+                            \(chapters.map { Int64($0.position) })::bigint[], \(chapters.map { Int64($0.version) })::bigint[])
+                     AS u(id, title, position, version)
+                ON CONFLICT (id) DO UPDATE SET title = excluded.title, position = excluded.position, version = excluded.version
+            ), upserted_media AS (
+                INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size)
+                SELECT u.id, \(courseID.uuid), u.name, u.cdn_url, u.duration_ms, u.byte_size
+                FROM unnest(\(media.map(\.id.uuid))::uuid[], \(media.map(\.name))::text[], \(media.map(\.cdnURL))::text[],
+                            \(media.map { Int64($0.durationMs) })::bigint[], \(media.map { Int64($0.byteSize) })::bigint[])
+                     AS u(id, name, cdn_url, duration_ms, byte_size)
+                ON CONFLICT (id) DO UPDATE SET name = excluded.name, cdn_url = excluded.cdn_url,
+                    duration_ms = excluded.duration_ms, byte_size = excluded.byte_size
+            ), upserted_videos AS (
+                INSERT INTO videos (id, chapter_id, media_file_id, title, position)
+                SELECT * FROM unnest(\(videos.map(\.id.uuid))::uuid[], \(videos.map(\.chapterID.uuid))::uuid[],
+                                     \(videos.map(\.mediaFileID.uuid))::uuid[], \(videos.map(\.title))::text[],
+                                     \(videos.map { Int64($0.position) })::bigint[])
+                ON CONFLICT (id) DO UPDATE SET chapter_id = excluded.chapter_id, media_file_id = excluded.media_file_id,
+                    title = excluded.title, position = excluded.position
+            ), logged AS (
+                INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff)
+                SELECT \(courseID.uuid), * FROM unnest(\(seqs)::bigint[], \(clients)::uuid[], \(batchSeqs)::bigint[], \(diffs)::bytea[])
+            ), recorded AS (
+                INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack)
+                SELECT u.client_id, \(courseID.uuid), u.batch_seq, u.seq, u.ack
+                FROM unnest(\(clients)::uuid[], \(batchSeqs)::bigint[], \(seqs)::bigint[], \(acks)::bytea[]) AS u(client_id, batch_seq, seq, ack)
+            ), mapped AS (
                 INSERT INTO client_temps (client_id, course_id, temp, entity_id)
                 SELECT u.client_id, \(courseID.uuid), u.temp, u.entity_id
                 FROM unnest(\(tempClients)::uuid[], \(temps)::bigint[], \(entities)::uuid[]) AS u(client_id, temp, entity_id)
-                """, logger: logger)
-        }
-        try await connection.query("UPDATE courses SET seq = \(Int64(state.seq)) WHERE id = \(courseID.uuid)", logger: logger)
+            )
+            UPDATE courses SET seq = \(Int64(state.seq)) WHERE id = \(courseID.uuid)
+            -- Other nodes learn of the commit when the transaction commits (LISTEN/NOTIFY).
+            RETURNING pg_notify(\(Self.notificationChannel), \("\(courseID) \(state.seq)"))
+            """, logger: logger)
 
         // Prune the log now and then (when the seq crosses a multiple of the interval), not every commit.
         let interval = UInt64(max(1, min(100, logRetention / 4)))
@@ -290,6 +277,39 @@ public final class PostgresStore: SyncStore {
             try await connection.query("""
                 DELETE FROM change_log WHERE course_id = \(courseID.uuid) AND seq <= \(Int64(state.seq) - Int64(logRetention))
                 """, logger: logger)
+        }
+    }
+
+    // MARK: - Notifications
+
+    /// The NOTIFY channel on which every commit announces `<course id> <seq>`.
+    public static let notificationChannel = "coursesync_commits"
+
+    /// Calls `handler` for every commit announced on the database, by any node, until cancelled.
+    /// A lost connection is re-established (after a pause); `onReconnect` is called then, since
+    /// notifications sent meanwhile were missed.
+    public func listenForCommits(onReconnect: @escaping @Sendable () async -> Void = {},
+                                 _ handler: @escaping @Sendable (EntityID, CourseSeq) async -> Void) async {
+        var first = true
+        while !Task.isCancelled {
+            do {
+                if !first { await onReconnect() }
+                first = false
+                try await client.withConnection { connection in
+                    for try await notification in try await connection.listen(Self.notificationChannel) {
+                        let parts = notification.payload.split(separator: " ")
+                        guard parts.count == 2, let courseID = EntityID(String(parts[0])), let seq = CourseSeq(parts[1]) else {
+                            logger.warning("ignored a malformed commit notification", metadata: ["payload": "\(notification.payload)"])
+                            continue
+                        }
+                        await handler(courseID, seq)
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("commit notifications interrupted; listening again", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
         }
     }
 

@@ -39,6 +39,9 @@ actor CourseHub {
     private var accepting = true
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
     private var nextGeneration = 0
+    /// A commit announced by another node while a group commit was in flight (its own commit's
+    /// announcement may overtake its broadcast); looked at once the group is answered.
+    private var announcedSeq: CourseSeq = 0
 
     private struct Subscription {
         let handle: ConnectionHandle
@@ -109,6 +112,7 @@ actor CourseHub {
             }
         }
         committing = false
+        if announcedSeq > lastSeq { catchUpLiveSubscribers(to: announcedSeq) }
         let waiters = idleWaiters
         idleWaiters = []
         waiters.forEach { $0.resume() }
@@ -190,6 +194,15 @@ actor CourseHub {
     /// A commit by another node became known (e.g. by a notification): catch every live
     /// subscriber up to it.
     func noteCommitted(upTo seq: CourseSeq) {
+        guard seq > lastSeq else { return }
+        if committing {
+            announcedSeq = max(announcedSeq, seq)
+            return
+        }
+        catchUpLiveSubscribers(to: seq)
+    }
+
+    private func catchUpLiveSubscribers(to seq: CourseSeq) {
         guard seq > lastSeq else { return }
         lastSeq = seq
         for (key, subscription) in subscriptions where subscription.live && subscription.cursor < seq {

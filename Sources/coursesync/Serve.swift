@@ -57,7 +57,9 @@ struct Serve: AsyncParsableCommand {
             }
         })
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: client), .init(service: node, successTerminationBehavior: .gracefullyShutdownGroup)],
+            // Shut down in reverse: the listener, then the server (draining), then the pool it needs.
+            services: [.init(service: client), .init(service: node, successTerminationBehavior: .gracefullyShutdownGroup),
+                       .init(service: CommitListener(store: store, server: server))],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))

@@ -1,5 +1,6 @@
 import Foundation
 import PostgresNIO
+import PostgresStore
 import SyncModel
 import SyncServer
 import SyncWire
@@ -209,6 +210,54 @@ enum RandomEdits {
         default:
             return .createChapter(temp: temp(), title: "New chapter \(Int.random(in: 0..<1000, using: &random))",
                                   placement: placement(among: chapters.map(\.id)))
+        }
+    }
+}
+
+extension ConvergenceTests {
+    @Test func twoServerNodesOnOneDatabaseSerializeAndShareEveryDiff() async throws {
+        try await withDatabase { database in
+            let (courseID, chapters, media) = try await database.makeCourse(chapters: 2, media: 30)
+            try await withServer(store: database.store) { nodeA in
+                // A second node: its own store object (own cache), same database.
+                let storeB = PostgresStore(client: database.client, logger: TestDatabase.logger)
+                try await withServer(store: storeB) { nodeB in
+                    let listeners = [(database.store, nodeA.server), (storeB, nodeB.server)].map { store, server in
+                        Task { try await CommitListener(store: store, server: server).run() }
+                    }
+                    defer { listeners.forEach { $0.cancel() } }
+                    let onA = try await nodeA.editor(of: courseID)
+                    let onB = try await nodeB.editor(of: courseID)
+                    try await onA.subscribe(courseID)
+                    try await onB.subscribe(courseID)
+                    async let pushesA: Void = {
+                        for index in 0..<15 {
+                            _ = try await onA.push(courseID, batchSeq: BatchSeq(index + 1), [
+                                .linkMedia(chapter: .id(chapters[index % 2]), items: [LinkItem(temp: TempID(UInt64(index + 1))!, media: .id(media[index]))], placement: .atStart),
+                            ]).get()
+                        }
+                    }()
+                    async let pushesB: Void = {
+                        for index in 0..<15 {
+                            _ = try await onB.push(courseID, batchSeq: BatchSeq(index + 1), [
+                                .linkMedia(chapter: .id(chapters[index % 2]), items: [LinkItem(temp: TempID(UInt64(index + 1))!, media: .id(media[15 + index]))], placement: .atEnd),
+                            ]).get()
+                        }
+                    }()
+                    _ = try await (pushesA, pushesB)
+                    let stored = try await database.store.snapshot(courseID: courseID)
+                    #expect(stored.seq == 31)
+                    #expect(stored.videos.count == 30)
+                    try await expectDatabase(database, equals: stored)
+                    for client in [onA, onB] {
+                        try await client.waitUntil("caught up to \(stored.seq)") { messages in
+                            messages.contains { if case .diff(let diff) = $0 { diff.seq == stored.seq } else { false } }
+                        }
+                        var replica = ReplicaBuilder(courseID: courseID)
+                        #expect(try replica.update(client.received) == stored)
+                    }
+                }
+            }
         }
     }
 }
