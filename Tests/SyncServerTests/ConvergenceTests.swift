@@ -261,3 +261,26 @@ extension ConvergenceTests {
         }
     }
 }
+
+extension ConvergenceTests {
+    @Test func aLargeBatchReportsProgressBeforeItsAck() async throws {
+        try await withDatabase { database in
+            let (courseID, chapters, media) = try await database.makeCourse(chapters: 1, media: 150)
+            try await withServer(store: database.store) { server in
+                let client = try await server.editor(of: courseID)
+                let items = media.enumerated().map { LinkItem(temp: TempID(UInt64($0.offset + 1))!, media: .id($0.element)) }
+                let big = try await client.push(courseID, batchSeq: 1, [.linkMedia(chapter: .id(chapters[0]), items: items, placement: .atEnd)]).get()
+                #expect(big.idMap.count == 150)
+                let progress = client.received.compactMap { if case .progress(let progress) = $0 { progress } else { nil } }
+                #expect(progress.map(\.done) == [0, 150])
+                #expect(progress.allSatisfy { $0.total == 150 && $0.batchSeq == 1 })
+                let ackIndex = try #require(client.received.firstIndex { if case .ack = $0 { true } else { false } })
+                let lastProgress = try #require(client.received.lastIndex { if case .progress = $0 { true } else { false } })
+                #expect(lastProgress < ackIndex)
+                // A small batch (100 ops or fewer) sends none.
+                _ = try await client.push(courseID, batchSeq: 2, [.renameChapter(.id(chapters[0]), title: "Small")]).get()
+                #expect(client.received.filter { if case .progress = $0 { true } else { false } }.count == 2)
+            }
+        }
+    }
+}
