@@ -68,31 +68,19 @@ struct PostgresCluster: Sendable {
         return nil
     }
 
-    /// Runs a command to completion (output to a log file, not a pipe, so it cannot block) and
-    /// fails with that output if it exits non-zero. posix_spawn and waitpid rather than Foundation's
-    /// Process, whose waitUntilExit can miss the exit of a child in a test process on Linux.
+    /// Runs a command to completion and fails with its output if it exits non-zero.
     private static func run(_ executable: String, _ arguments: [String], asPostgres: Bool = false) throws(ClusterError) {
-        let argv = asPostgres ? ["/usr/sbin/runuser", "-u", "postgres", "--", executable] + arguments : [executable] + arguments
-        let logPath = FileManager.default.temporaryDirectory.appendingPathComponent("coursesync-cmd-\(getpid())-\(UInt32.random(in: 0 ... .max)).log").path
-        defer { try? FileManager.default.removeItem(atPath: logPath) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var cArguments = argv.map { strdup($0) } + [nil]
-        defer { cArguments.forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, argv[0], &actions, nil, &cArguments, environ)
-        guard spawned == 0 else { throw ClusterError(description: "cannot run \(argv[0]): \(String(cString: strerror(spawned)))") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1, errno == EINTR {}
-        let exited = status & 0x7f == 0
-        let code = (status >> 8) & 0xff
-        guard exited, code == 0 else {
-            let output = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-            throw ClusterError(description: "\(argv.joined(separator: " ")) failed (status \(status)):\n\(output)")
+        let argv = asPostgres ? ["-u", "postgres", "--", executable] + arguments : arguments
+        do {
+            let process = try Subprocess(argv, executable: asPostgres ? "/usr/sbin/runuser" : executable)
+            let status = process.waitBlocking()
+            guard status == 0 else {
+                throw ClusterError(description: "\(executable) \(arguments.joined(separator: " ")) failed (status \(status)):\n\(process.output)")
+            }
+        } catch let error as ClusterError {
+            throw error
+        } catch {
+            throw ClusterError(description: "cannot run \(executable): \(error)")
         }
     }
 

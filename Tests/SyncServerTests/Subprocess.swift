@@ -1,6 +1,7 @@
 import Foundation
 
-/// A child process for end-to-end tests: posix_spawn, output to a file, waitpid.
+/// A child process for tests: posix_spawn, output to a file, waitpid. (Foundation's Process can
+/// miss a child's exit in a test process on Linux: its waitUntilExit hung on `runuser`.)
 final class Subprocess: @unchecked Sendable {
     let pid: pid_t
     let logPath: String
@@ -56,6 +57,16 @@ final class Subprocess: @unchecked Sendable {
             }
             try await Task.sleep(for: .milliseconds(20))
         }
+    }
+
+    /// Waits for the exit, blocking the thread (for commands that end by themselves, like pg_ctl).
+    func waitBlocking() -> Int32 {
+        if let status { return status }
+        var raw: Int32 = 0
+        while waitpid(pid, &raw, 0) == -1, errno == EINTR {}
+        let code = raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+        status = code
+        return code
     }
 
     /// Runs to completion and returns the exit status and output.

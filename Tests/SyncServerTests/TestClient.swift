@@ -136,27 +136,8 @@ final class TestClient: Sendable {
 
     /// The course as this client's received snapshot parts and diffs build it.
     func replica(_ courseID: EntityID) throws -> CourseState {
-        var state: CourseState?
-        var parts: [SnapshotPart] = []
-        for message in received {
-            switch message {
-            case .snapshot(let part) where part.course.id == courseID:
-                parts.append(part)
-                if part.last {
-                    state = CourseState(course: part.course, chapters: parts.flatMap(\.chapters), media: parts.flatMap(\.media), videos: parts.flatMap(\.videos))
-                    parts = []
-                }
-            case .diff(let diff) where diff.courseID == courseID:
-                guard var current = state else { throw Timeout(description: "a diff arrived before any snapshot") }
-                guard diff.seq == current.seq + 1 else { throw Timeout(description: "gap: diff \(diff.seq) after \(current.seq)") }
-                current.apply(diff)
-                state = current
-            default:
-                break
-            }
-        }
-        guard let state else { throw Timeout(description: "no snapshot of \(courseID) received") }
-        return state
+        var builder = ReplicaBuilder(courseID: courseID)
+        return try builder.update(received)
     }
 
     static func kind(_ message: WireMessage) -> String {
