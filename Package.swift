@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "SyncWire", targets: ["SyncWire"]),
         .library(name: "SyncServer", targets: ["SyncServer"]),
         .library(name: "PostgresStore", targets: ["PostgresStore"]),
+        .library(name: "SQLiteStore", targets: ["SQLiteStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -21,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // Pure Swift: entities, operations, CourseState and the resolver. No I/O, no clocks, no randomness.
@@ -62,6 +64,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The embedded SyncStore on a SQLite file (GRDB), for a single node.
+        .target(
+            name: "SQLiteStore",
+            dependencies: [
+                "SyncModel",
+                "SyncWire",
+                "SyncServer",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "coursesync",
             dependencies: [
@@ -69,6 +82,7 @@ let package = Package(
                 "SyncWire",
                 "SyncServer",
                 "PostgresStore",
+                "SQLiteStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -87,6 +101,7 @@ let package = Package(
                 "SyncWire",
                 "SyncServer",
                 "PostgresStore",
+                "SQLiteStore",
                 // The end-to-end test runs the built binary.
                 "coursesync",
                 .product(name: "NIOCore", package: "swift-nio"),

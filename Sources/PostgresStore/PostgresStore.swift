@@ -48,8 +48,15 @@ public final class PostgresStore: SyncStore {
     public func commit(_ batches: [Batch], courseID: EntityID) async throws -> [BatchOutcome] {
         precondition(batches.allSatisfy { $0.courseID == courseID }, "a group commit is for one course")
         guard !batches.isEmpty else { return [] }
-        let (outcomes, state) = try await client.withTransaction(logger: logger) { connection in
-            try await self.commit(batches, courseID: courseID, on: connection)
+        let (outcomes, state): ([BatchOutcome], CourseState)
+        do {
+            (outcomes, state) = try await client.withTransaction(logger: logger) { connection in
+                try await self.commit(batches, courseID: courseID, on: connection)
+            }
+        } catch let error as PostgresTransactionError {
+            // Our own errors (an unknown course, a corrupt row) mean more to a caller than the wrapper.
+            if let inner = error.closureError as? StoreError { throw inner }
+            throw error
         }
         cache.withLockedValue { cache in
             if (cache[courseID]?.seq ?? 0) <= state.seq { cache[courseID] = state }
@@ -114,42 +121,13 @@ public final class PostgresStore: SyncStore {
             state = try await loadState(courseID, on: connection)
         }
         let startSeq = state.seq
-        var (applied, temps) = try await lookUp(batches, courseID: courseID, on: connection)
-
-        var outcomes: [BatchOutcome] = []
-        var commits: [Commit] = []
+        let (applied, temps) = try await lookUp(batches, courseID: courseID, on: connection)
         var allocator = RandomIDAllocator(SystemRandomNumberGenerator())
-        for batch in batches {
-            let key = BatchKey(batch)
-            if let ack = applied[key] {
-                outcomes.append(.replayed(ack))
-                continue
-            }
-            switch Resolver.resolve(batch, against: state, knownTemps: temps[batch.clientID, default: [:]], allocator: &allocator) {
-            case .success(let resolved):
-                state = resolved.state
-                commits.append(resolved.commit)
-                outcomes.append(.committed(resolved.commit))
-                applied[key] = resolved.commit.ack
-                temps[batch.clientID, default: [:]].merge(resolved.commit.ack.idMap) { _, new in new }
-            case .failure(let rejection):
-                outcomes.append(.rejected(rejection))
-            }
+        let group = GroupCommit.resolve(batches, against: state, appliedAcks: applied, knownTemps: temps, allocator: &allocator)
+        if !group.commits.isEmpty {
+            try await write(group, startSeq: startSeq, on: connection)
         }
-        if !commits.isEmpty {
-            try await write(commits, finalState: state, startSeq: startSeq, on: connection)
-        }
-        return (outcomes, state)
-    }
-
-    private struct BatchKey: Hashable {
-        var client: ClientID
-        var batchSeq: BatchSeq
-        init(_ batch: Batch) { self.init(client: batch.clientID, batchSeq: batch.batchSeq) }
-        init(client: ClientID, batchSeq: BatchSeq) {
-            self.client = client
-            self.batchSeq = batchSeq
-        }
+        return (group.outcomes, group.state)
     }
 
     /// In one round trip: the acks of the batches in `batches` that were committed before, and each
@@ -193,37 +171,20 @@ public final class PostgresStore: SyncStore {
 
     /// Writes the net effect of `commits` (the rows as they are in `finalState`), one statement per
     /// table, plus the change log, batch records, temp-ID map and course seq.
-    private func write(_ commits: [Commit], finalState state: CourseState, startSeq: CourseSeq, on connection: PostgresConnection) async throws {
+    private func write(_ group: GroupCommit, startSeq: CourseSeq, on connection: PostgresConnection) async throws {
+        let state = group.state, commits = group.commits
         let courseID = state.course.id
-        var chapterIDs = Set<EntityID>(), deletedChapters = Set<EntityID>()
-        var mediaIDs = Set<EntityID>(), videoIDs = Set<EntityID>(), deletedVideos = Set<EntityID>()
-        for commit in commits {
-            let changes = commit.diff.changes
-            chapterIDs.formUnion(changes.chapters.map(\.id))
-            chapterIDs.formUnion(changes.chapterVersions.map(\.chapterID))
-            deletedChapters.formUnion(changes.deletedChapters)
-            mediaIDs.formUnion(changes.media.map(\.id))
-            videoIDs.formUnion(changes.videos.map(\.id))
-            deletedVideos.formUnion(changes.deletedVideos)
-        }
-        let goneVideos = deletedVideos.filter { state.videos[$0] == nil }.map(\.uuid)
-        let goneChapters = deletedChapters.filter { state.chapters[$0] == nil }.map(\.uuid)
-        let chapters = chapterIDs.compactMap { state.chapters[$0] }
-        let media = mediaIDs.compactMap { state.media[$0] }
-        let videos = videoIDs.compactMap { state.videos[$0] }
+        let net = group.netChanges
+        let goneVideos = net.deletedVideos.map(\.uuid), goneChapters = net.deletedChapters.map(\.uuid)
+        let chapters = net.chapters, media = net.media, videos = net.videos
         let seqs = commits.map { Int64($0.seq) }
         let clients = commits.map(\.clientID.id.uuid)
         let batchSeqs = commits.map { Int64(bitPattern: $0.batchSeq) }
         let diffs = commits.map { ByteBuffer(bytes: WireMessage.diff($0.diff).payload()) }
         let acks = commits.map { ByteBuffer(bytes: WireMessage.ack($0.ack).payload()) }
-        var tempClients: [UUID] = [], temps: [Int64] = [], entities: [UUID] = []
-        for commit in commits {
-            for (temp, entity) in commit.ack.idMap {
-                tempClients.append(commit.clientID.id.uuid)
-                temps.append(Int64(bitPattern: temp.rawValue))
-                entities.append(entity.uuid)
-            }
-        }
+        let tempClients = net.tempMappings.map(\.client.id.uuid)
+        let temps = net.tempMappings.map { Int64(bitPattern: $0.temp.rawValue) }
+        let entities = net.tempMappings.map(\.entity.uuid)
         // One statement, one round trip. Its parts run against one snapshot in no fixed order, which
         // is safe here: they touch disjoint rows, foreign keys are checked at the end of the statement
         // and the position/media uniqueness at commit (deferred).

@@ -1,0 +1,260 @@
+import Foundation
+import PostgresStore
+import SQLiteStore
+import SyncModel
+import SyncServer
+import SyncWire
+import Testing
+
+/// Every store behaviour the server relies on, run against both stores.
+@Suite struct StoreConformanceTests {
+    enum Kind: String, CaseIterable, CustomTestStringConvertible, Sendable {
+        case postgres, sqlite
+        var testDescription: String { rawValue }
+    }
+
+    /// A fresh store of `kind`; `another()` opens a second instance on the same data (as a second
+    /// node or a restarted process would).
+    struct Subject {
+        let store: any SyncStore
+        let another: () throws -> any SyncStore
+    }
+
+    static func withStore<T>(_ kind: Kind, logRetention: Int = 100_000, _ body: (Subject) async throws -> T) async throws -> T {
+        switch kind {
+        case .postgres:
+            return try await withDatabase(logRetention: logRetention) { database in
+                try await body(Subject(store: database.store, another: {
+                    PostgresStore(client: database.client, logger: TestDatabase.logger, logRetention: logRetention)
+                }))
+            }
+        case .sqlite:
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("coursesync-sqlite-\(UInt64.random(in: 0 ... .max))")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let path = directory.appendingPathComponent("store.sqlite").path
+            return try await body(Subject(store: try SQLiteStore(path: path, logRetention: logRetention), another: {
+                try SQLiteStore(path: path, logRetention: logRetention)
+            }))
+        }
+    }
+
+    /// A course with two chapters and four media files, made by one set-up batch (seq 1).
+    static func makeCourse(_ store: any SyncStore) async throws -> (course: EntityID, chapters: [EntityID], media: [EntityID]) {
+        let courseID = EntityID.fresh()
+        try await store.createCourse(Course(id: courseID, title: "Conformance"))
+        var ops: [SyncModel.Operation] = [.createChapter(temp: TempID(1)!, title: "One", placement: .atEnd),
+                                          .createChapter(temp: TempID(2)!, title: "Two", placement: .atEnd)]
+        ops += (0..<4).map { .registerMedia(temp: TempID(UInt64(10 + $0))!, name: "Clip \($0)", cdnURL: "https://cdn.example.com/\($0).mp4", durationMs: 1000, byteSize: 1000) }
+        let outcome = try await store.commit([Batch(clientID: ClientID(.fresh()), courseID: courseID, batchSeq: 1, baseSeq: 0, ops: ops)], courseID: courseID)
+        guard case .committed(let commit) = outcome.first else { throw ReplicaBuilder.Broken(description: "set-up refused: \(outcome)") }
+        return (courseID, [commit.ack.idMap[TempID(1)!]!, commit.ack.idMap[TempID(2)!]!], (0..<4).map { commit.ack.idMap[TempID(UInt64(10 + $0))!]! })
+    }
+
+    static func link(_ client: ClientID, _ courseID: EntityID, _ batchSeq: BatchSeq, chapter: EntityID, media: EntityID, temp: UInt64) -> Batch {
+        Batch(clientID: client, courseID: courseID, batchSeq: batchSeq, baseSeq: 0,
+              ops: [.linkMedia(chapter: .id(chapter), items: [LinkItem(temp: TempID(temp)!, media: .id(media))], placement: .atEnd)])
+    }
+
+    @Test(arguments: Kind.allCases)
+    func aGroupCommitsEachBatchAllOrNothingInOrder(_ kind: Kind) async throws {
+        try await Self.withStore(kind) { subject in
+            let store = subject.store
+            let (courseID, chapters, media) = try await Self.makeCourse(store)
+            let alice = ClientID(.fresh()), bob = ClientID(.fresh())
+            let outcomes = try await store.commit([
+                Self.link(alice, courseID, 1, chapter: chapters[0], media: media[0], temp: 1),
+                Batch(clientID: bob, courseID: courseID, batchSeq: 1, baseSeq: 0, ops: [
+                    .renameChapter(.id(chapters[1]), title: "Renamed"), .unlinkVideo(.id(.fresh())),  // the second op fails
+                ]),
+                Self.link(bob, courseID, 2, chapter: chapters[0], media: media[1], temp: 1),
+            ], courseID: courseID)
+            guard outcomes.count == 3, case .committed(let first) = outcomes[0], case .rejected(let rejection) = outcomes[1],
+                  case .committed(let third) = outcomes[2] else {
+                Issue.record("unexpected outcomes \(outcomes)")
+                return
+            }
+            #expect(rejection.code == .targetDeleted && rejection.opIndex == 1)
+            #expect([first.seq, third.seq] == [2, 3])
+            let state = try await store.snapshot(courseID: courseID)
+            #expect(state.seq == 3)
+            #expect(state.chapters[chapters[1]]?.title == "Two")
+            #expect(state.videos(in: chapters[0]).map(\.id) == [first.ack.idMap[TempID(1)!], third.ack.idMap[TempID(1)!]])
+            // A second instance (another node, or a restart) reads the same state.
+            #expect(try await subject.another().snapshot(courseID: courseID) == state)
+        }
+    }
+
+    @Test(arguments: Kind.allCases)
+    func aResentBatchReplaysItsAckAndIsNotAppliedAgain(_ kind: Kind) async throws {
+        try await Self.withStore(kind) { subject in
+            let store = subject.store
+            let (courseID, chapters, media) = try await Self.makeCourse(store)
+            let client = ClientID(.fresh())
+            let batch = Self.link(client, courseID, 7, chapter: chapters[0], media: media[0], temp: 5)
+            guard case .committed(let commit) = try await store.commit([batch], courseID: courseID).first else {
+                Issue.record("not committed")
+                return
+            }
+            let before = try await store.snapshot(courseID: courseID)
+            // Later, and again within one group: replayed, byte for byte.
+            let again = try await store.commit([batch, batch], courseID: courseID)
+            #expect(again == [.replayed(commit.ack), .replayed(commit.ack)])
+            #expect(try await subject.another().commit([batch], courseID: courseID) == [.replayed(commit.ack)])
+            #expect(try await store.snapshot(courseID: courseID) == before)
+            // The same batch twice in its first group: applied once.
+            let fresh = Self.link(client, courseID, 8, chapter: chapters[1], media: media[0], temp: 6)
+            let twice = try await store.commit([fresh, fresh], courseID: courseID)
+            guard case .committed(let once) = twice[0] else { Issue.record("not committed"); return }
+            #expect(twice[1] == .replayed(once.ack))
+            #expect(try await store.snapshot(courseID: courseID).seq == before.seq + 1)
+        }
+    }
+
+    @Test(arguments: Kind.allCases)
+    func aRejectedBatchLeavesNoTrace(_ kind: Kind) async throws {
+        try await Self.withStore(kind) { subject in
+            let store = subject.store
+            let (courseID, chapters, media) = try await Self.makeCourse(store)
+            let client = ClientID(.fresh())
+            let before = try await store.snapshot(courseID: courseID)
+            let bad = Batch(clientID: client, courseID: courseID, batchSeq: 1, baseSeq: 0, ops: [
+                .createChapter(temp: TempID(1)!, title: "Fine", placement: .atEnd),
+                .linkMedia(chapter: .temp(TempID(1)!), items: [LinkItem(temp: TempID(2)!, media: .id(media[0]))], placement: .atEnd),
+                .renameChapter(.id(chapters[0]), title: ""),
+            ])
+            #expect(try await store.commit([bad], courseID: courseID).first?.rejectionCode == .invalidTitle)
+            #expect(try await store.snapshot(courseID: courseID) == before)
+            #expect(try await store.catchUp(courseID: courseID, after: before.seq, limit: 10) == .diffs([]))
+            // Nothing was recorded: the temps are unknown, the same batch seq may be used (the
+            // protocol forbids reusing it for other content; the store just did not keep it).
+            let dependent = Batch(clientID: client, courseID: courseID, batchSeq: 2, baseSeq: 0, ops: [.renameChapter(.temp(TempID(1)!), title: "X")])
+            #expect(try await store.commit([dependent], courseID: courseID).first?.rejectionCode == .unknownTempID)
+            var fixed = bad
+            fixed.ops[2] = .renameChapter(.id(chapters[0]), title: "Good")
+            guard case .committed(let commit) = try await store.commit([fixed], courseID: courseID).first else { Issue.record("not committed"); return }
+            #expect(commit.seq == before.seq + 1)
+        }
+    }
+
+    @Test(arguments: Kind.allCases)
+    func temporaryIDsOfEarlierBatchesCanBeReferenced(_ kind: Kind) async throws {
+        try await Self.withStore(kind) { subject in
+            let (courseID, _, media) = try await Self.makeCourse(subject.store)
+            let client = ClientID(.fresh())
+            _ = try await subject.store.commit([Batch(clientID: client, courseID: courseID, batchSeq: 1, baseSeq: 0,
+                                                      ops: [.createChapter(temp: TempID(1)!, title: "Later", placement: .atStart)])], courseID: courseID)
+            // A new instance: the temp map is durable, not just cached.
+            let outcome = try await subject.another().commit([Batch(clientID: client, courseID: courseID, batchSeq: 2, baseSeq: 0, ops: [
+                .linkMedia(chapter: .temp(TempID(1)!), items: [LinkItem(temp: TempID(2)!, media: .id(media[3]))], placement: .atEnd),
+                .renameVideo(.temp(TempID(2)!), title: "Linked"),
+            ])], courseID: courseID)
+            guard case .committed(let commit) = outcome.first else { Issue.record("\(outcome)"); return }
+            let state = try await subject.store.snapshot(courseID: courseID)
+            #expect(state.orderedChapters.first?.title == "Later")
+            #expect(state.videos[commit.ack.idMap[TempID(2)!]!]?.title == "Linked")
+            // Reusing a temp ID for a new row is refused.
+            let reuse = try await subject.store.commit([Batch(clientID: client, courseID: courseID, batchSeq: 3, baseSeq: 0, ops: [
+                .createChapter(temp: TempID(1)!, title: "Again", placement: .atEnd)])], courseID: courseID)
+            #expect(reuse.first?.rejectionCode == .duplicateTempID)
+        }
+    }
+
+    @Test(arguments: Kind.allCases)
+    func catchUpReturnsTheDiffsAfterACursorOrASnapshot(_ kind: Kind) async throws {
+        try await Self.withStore(kind, logRetention: 8) { subject in
+            let store = subject.store
+            let (courseID, chapters, _) = try await Self.makeCourse(store)
+            let client = ClientID(.fresh())
+            var states = [try await store.snapshot(courseID: courseID)]
+            for batchSeq in 1...40 as ClosedRange<BatchSeq> {
+                _ = try await store.commit([Batch(clientID: client, courseID: courseID, batchSeq: batchSeq, baseSeq: 0,
+                                                  ops: [.moveChapter(.id(chapters[Int(batchSeq) % 2]), placement: .atStart)])], courseID: courseID)
+                states.append(try await store.snapshot(courseID: courseID))
+            }
+            let current = states.last!
+            #expect(current.seq == 41)
+            guard case .diffs(let recent) = try await store.catchUp(courseID: courseID, after: 37, limit: 100) else {
+                Issue.record("expected diffs")
+                return
+            }
+            #expect(recent.map(\.seq) == [38, 39, 40, 41])
+            var rebuilt = states[36]  // seq 37
+            for diff in recent { rebuilt.apply(diff) }
+            #expect(rebuilt == current)
+            guard case .diffs(let limited) = try await store.catchUp(courseID: courseID, after: 37, limit: 2) else { Issue.record("expected diffs"); return }
+            #expect(limited.map(\.seq) == [38, 39])
+            #expect(try await store.catchUp(courseID: courseID, after: 41, limit: 10) == .diffs([]))
+            // Cursor 0, older than the log keeps (8 entries, pruned in steps), or ahead of the course: a snapshot.
+            for cursor in [0, 2, 99] as [CourseSeq] {
+                #expect(try await store.catchUp(courseID: courseID, after: cursor, limit: 10) == .snapshot(current), "cursor \(cursor)")
+            }
+            await #expect(throws: StoreError.unknownCourse(EntityID(high: 1, low: 1))) {
+                try await store.catchUp(courseID: EntityID(high: 1, low: 1), after: 0, limit: 1)
+            }
+        }
+    }
+
+    @Test(arguments: Kind.allCases)
+    func concurrentCommitsOnOneCourseAreSerialized(_ kind: Kind) async throws {
+        try await Self.withStore(kind) { subject in
+            let (courseID, chapters, media) = try await Self.makeCourse(subject.store)
+            let start = try await subject.store.snapshot(courseID: courseID)
+            // Four writers, each with its own store instance (as four nodes), linking into one chapter.
+            let stores = try (0..<4).map { _ in try subject.another() }
+            let seqs = try await withThrowingTaskGroup(of: [CourseSeq].self) { group in
+                for (writer, store) in stores.enumerated() {
+                    group.addTask {
+                        let client = ClientID(.fresh())
+                        var seqs: [CourseSeq] = []
+                        for round in 0..<10 {
+                            let batch = Batch(clientID: client, courseID: courseID, batchSeq: BatchSeq(round + 1), baseSeq: 0, ops: [
+                                round % 2 == 0
+                                    ? .linkMedia(chapter: .id(chapters[0]), items: [LinkItem(temp: TempID(UInt64(round + 1))!, media: .id(media[writer]))], placement: .atStart)
+                                    : .unlinkVideo(.temp(TempID(UInt64(round))!)),
+                            ])
+                            guard case .committed(let commit) = try await store.commit([batch], courseID: courseID).first else {
+                                throw ReplicaBuilder.Broken(description: "writer \(writer) round \(round) was not committed")
+                            }
+                            seqs.append(commit.seq)
+                        }
+                        return seqs
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            #expect(seqs.sorted() == Array(2...41))
+            let final = try await subject.store.snapshot(courseID: courseID)
+            #expect(final.seq == 41 && final.videos.isEmpty)
+            guard case .diffs(let diffs) = try await subject.store.catchUp(courseID: courseID, after: start.seq, limit: 100) else {
+                Issue.record("expected diffs")
+                return
+            }
+            var rebuilt = start
+            for diff in diffs { rebuilt.apply(diff) }
+            #expect(rebuilt == final)
+        }
+    }
+
+    @Test(arguments: Kind.allCases)
+    func coursesAreCreatedOnce(_ kind: Kind) async throws {
+        try await Self.withStore(kind) { subject in
+            let course = Course(id: .fresh(), title: "Once")
+            try await subject.store.createCourse(course)
+            await #expect(throws: StoreError.courseExists(course.id)) { try await subject.store.createCourse(course) }
+            #expect(try await subject.store.snapshot(courseID: course.id) == CourseState(course: course))
+            let missing = EntityID.fresh()
+            await #expect(throws: StoreError.unknownCourse(missing)) {
+                try await subject.store.commit([Batch(clientID: ClientID(.fresh()), courseID: missing, batchSeq: 1, baseSeq: 0,
+                                                      ops: [.createChapter(temp: TempID(1)!, title: "X", placement: .atEnd)])], courseID: missing)
+            }
+        }
+    }
+}
+
+extension BatchOutcome {
+    /// The code of a rejection; nil for a commit or a replay.
+    var rejectionCode: ErrorCode? {
+        if case .rejected(let rejection) = self { rejection.code } else { nil }
+    }
+}
