@@ -1,0 +1,446 @@
+import SyncModel
+import SyncWire
+
+/// The client engine, sans I/O: local edits, server messages and connection changes go in; frames
+/// to send, events for the app and one replica write per step come out. The real client drives it
+/// with NIO and GRDB; a simulator can drive it with a fake network and an in-memory replica.
+///
+/// The visible state is always the confirmed state (the server's, at the cursor) with the pending
+/// batches replayed on top by the same ``Resolver`` the server runs.
+public struct ClientCore: Sendable {
+    /// A batch made here that the server has not finished with.
+    struct PendingBatch: Hashable, Sendable {
+        var batch: Batch
+        /// Sent on the current connection (a reconnect resends what has no ack).
+        var sent = false
+        /// The server's ack; the batch stays until its diff is in the confirmed state.
+        var ack: Ack?
+        /// Its diff is in the confirmed state but its ack has not arrived (after a reconnect, the
+        /// catch-up can deliver the diff before the resend's ack).
+        var committed = false
+        /// What the replay predicted the server would do: used to count how often it was right.
+        var predictedNotes: Int?
+    }
+
+    /// The phase of the current connection.
+    public enum Phase: Hashable, Sendable {
+        case offline, awaitingWelcome, catchingUp, live
+    }
+
+    /// Something the shell must do after a step.
+    public enum Action: Hashable, Sendable {
+        case send(WireMessage)
+        case emit(ClientEvent)
+        /// Close the connection and reconnect later (a gap in the diff stream, a server error).
+        case reconnect(reason: String)
+        /// Close the connection and stop reconnecting: the server refused this client for good.
+        case stop(ConnectionError)
+    }
+
+    /// Counters for monitoring and the demo.
+    public struct Stats: Hashable, Sendable {
+        public var edits = 0
+        public var batchesSent = 0
+        public var acks = 0
+        public var rejections = 0
+        public var droppedEdits = 0
+        public var remoteDiffs = 0
+        public var snapshots = 0
+        public var resolutionNotes = 0
+        /// Acked batches whose outcome (accepted, with as many resolution notes) the local replay predicted.
+        public var predictionsMatched = 0
+        public var predictionsMissed = 0
+    }
+
+    public let clientID: ClientID
+    public let courseID: EntityID
+    /// Bound on waiting batches (``ClientConfiguration/maxPendingBatches``).
+    public let maxPendingBatches: Int
+    public private(set) var confirmed: CourseState
+    public private(set) var visible: CourseState
+    public private(set) var phase: Phase = .offline
+    public private(set) var stats = Stats()
+    var pending: [PendingBatch]
+    /// Temp IDs of acknowledged batches → real IDs.
+    var knownTemps: [TempID: EntityID]
+    /// Real ID → the local key of a row made here (rows first seen from the server use their ID).
+    var localKeys: [EntityID: LocalKey]
+    var nextTemp: UInt64
+    var nextBatchSeq: BatchSeq
+    /// ``knownTemps`` plus the provisional IDs of every temp the replayed batches created.
+    var visibleTemps: [TempID: EntityID] = [:]
+    /// The batch collecting edits until it is sealed (always the last pending batch, never sent).
+    var openBatch: BatchSeq?
+    /// The visible state and temps before the open batch, and what the open batch touched.
+    var openBase: (state: CourseState, temps: [TempID: EntityID], touched: TouchedIDs)?
+    var rows = VisibleRows()
+    var snapshotParts: [SnapshotPart] = []
+    var write = ReplicaWrite()
+    var countersMoved = false
+    var actions: [Action] = []
+
+    /// An engine over what a replica stored (``ReplicaContents/empty(clientID:courseID:)`` for a new one).
+    public init(_ contents: ReplicaContents, maxPendingBatches: Int = ClientConfiguration.defaultMaxPendingBatches) {
+        precondition(maxPendingBatches > 0)
+        clientID = contents.clientID
+        courseID = contents.confirmed.course.id
+        self.maxPendingBatches = maxPendingBatches
+        confirmed = contents.confirmed
+        visible = contents.confirmed
+        pending = contents.pending.map { PendingBatch(batch: $0) }
+        knownTemps = contents.knownTemps
+        localKeys = contents.localKeys
+        nextTemp = contents.nextTemp
+        nextBatchSeq = contents.nextBatchSeq
+        rebase()
+        // The replica's stored rows are rewritten from scratch when it opens.
+        write.replaceRows = rows
+        write.rows = RowDelta()
+    }
+
+    // MARK: Steps
+
+    /// What to write to the replica since the last call, in one transaction.
+    public mutating func takeWrite() -> ReplicaWrite {
+        if countersMoved { write.counters = Counters(nextTemp: nextTemp, nextBatchSeq: nextBatchSeq) }
+        defer { write = ReplicaWrite(); countersMoved = false }
+        return write
+    }
+
+    /// What to do since the last call, in order.
+    public mutating func takeActions() -> [Action] {
+        defer { actions = [] }
+        return actions
+    }
+
+    /// A fresh temp ID, unique for this replica for ever.
+    public mutating func mintTemp() -> TempID {
+        defer { nextTemp += 1; countersMoved = true }
+        return TempID(nextTemp)!
+    }
+
+    /// The reference an operation uses for the row `key` names, or `nil` if the replica shows no such row.
+    public func ref(_ key: LocalKey) -> Ref? {
+        guard rows.chapters[key] != nil || rows.videos[key] != nil || rows.media[key] != nil else { return nil }
+        let id = key.rawValue
+        guard id.isProvisional else { return .id(id) }
+        let temp = TempID(id.low)!
+        return knownTemps[temp].map(Ref.id) ?? .temp(temp)
+    }
+
+    /// Applies `op` to the visible state and queues it in the open batch (opening one if needed).
+    /// Throws, changing nothing, when the edit is invalid against the visible state or the queue is full.
+    public mutating func edit(_ op: SyncModel.Operation) throws(EditError) {
+        // A full open batch is sealed; the edit starts the next one.
+        if let last = pending.last, last.batch.batchSeq == openBatch,
+           last.batch.ops.reduce(0, { $0 + $1.weight }) + op.weight > Limits.maxOpsPerBatch {
+            seal()
+        }
+        let base: (state: CourseState, temps: [TempID: EntityID], touched: TouchedIDs)
+        var batch: Batch
+        if openBatch != nil, let openBase {
+            base = openBase
+            batch = pending[pending.count - 1].batch
+            batch.ops.append(op)
+        } else {
+            guard pending.count < maxPendingBatches else { throw .queueFull(limit: maxPendingBatches) }
+            base = (visible, visibleTemps, TouchedIDs())
+            batch = Batch(clientID: clientID, courseID: courseID, batchSeq: nextBatchSeq, baseSeq: confirmed.seq, ops: [op])
+        }
+        var allocator = ProvisionalIDAllocator()
+        let resolved: Resolved
+        switch Resolver.resolve(batch, against: base.state, knownTemps: base.temps, allocator: &allocator) {
+        case .success(let success): resolved = success
+        case .failure(var rejection):
+            rejection.opIndex = nil
+            throw .invalid(rejection)
+        }
+        if openBatch == nil {
+            openBatch = batch.batchSeq
+            nextBatchSeq += 1
+            countersMoved = true
+            pending.append(PendingBatch(batch: batch))
+        } else {
+            pending[pending.count - 1].batch = batch
+        }
+        pending[pending.count - 1].predictedNotes = resolved.commit.ack.notes.count
+        var touched = base.touched
+        touched.formUnion(resolved.commit.diff.changes)
+        openBase = (base.state, base.temps, touched)
+        visible = resolved.state
+        visibleTemps = base.temps.merging(resolved.commit.ack.idMap) { _, new in new }
+        write.batches[batch.batchSeq] = batch
+        write.rows.merge(rows.update(touched, from: visible, rowBuilder))
+        stats.edits += 1
+    }
+
+    /// Closes the open batch: it is sent now if connected, else on the next connection.
+    public mutating func seal() {
+        guard let seq = openBatch else { return }
+        openBatch = nil
+        openBase = nil
+        if phase == .catchingUp || phase == .live, let index = index(of: seq) { send(index) }
+    }
+
+    /// The transport connected; the shell sends `Hello` itself (it holds the token).
+    public mutating func connecting() {
+        phase = .awaitingWelcome
+        snapshotParts = []
+        for index in pending.indices { pending[index].sent = false }
+        actions.append(.emit(.connection(.connecting)))
+    }
+
+    /// The connection is gone; pending batches wait for the next one.
+    public mutating func disconnected(retryInMs: Int?) {
+        phase = .offline
+        snapshotParts = []
+        for index in pending.indices { pending[index].sent = false }
+        actions.append(.emit(.connection(.offline(retryInMs: retryInMs))))
+    }
+
+    /// A message from the server.
+    public mutating func received(_ message: WireMessage) {
+        switch message {
+        case .welcome:
+            guard phase == .awaitingWelcome else { return unexpected(message) }
+            phase = .catchingUp
+            actions.append(.send(.subscribe(courseID: courseID, sinceSeq: confirmed.seq)))
+            actions.append(.emit(.connection(.catchingUp)))
+            // Resend every unanswered batch, in order, before any new one (exactly-once makes it safe).
+            for index in pending.indices where pending[index].ack == nil && pending[index].batch.batchSeq != openBatch {
+                send(index)
+            }
+        case .error(let error):
+            if error.code.isPermanentRefusal {
+                actions.append(.stop(error))
+            } else {
+                actions.append(.reconnect(reason: "\(error.code): \(error.message)"))
+            }
+        case .subscribed(let course, let seq) where course == courseID:
+            phase = .live
+            actions.append(.emit(.connection(.live(seq: seq))))
+        case .snapshot(let part) where part.course.id == courseID:
+            snapshotParts.append(part)
+            if part.last { applySnapshot() }
+        case .diff(let diff) where diff.courseID == courseID:
+            apply(diff)
+        case .ack(let ack) where ack.courseID == courseID:
+            acknowledge(ack)
+        case .reject(let reject) where reject.courseID == courseID:
+            roll(back: reject.batchSeq, reject.rejection)
+        case .progress(let progress) where progress.courseID == courseID:
+            actions.append(.emit(.progress(batchSeq: progress.batchSeq, done: Int(progress.done), total: Int(progress.total))))
+        case .ping(let nonce):
+            actions.append(.send(.pong(nonce: nonce)))
+        case .pong, .subscribed, .snapshot, .diff, .ack, .reject, .progress:
+            break
+        case .hello, .subscribe, .unsubscribe, .push:
+            unexpected(message)
+        }
+    }
+
+    // MARK: Server messages
+
+    private mutating func unexpected(_ message: WireMessage) {
+        actions.append(.reconnect(reason: "unexpected message from the server: \(message)"))
+    }
+
+    private mutating func apply(_ diff: Diff) {
+        if diff.seq <= confirmed.seq { return }  // already applied (a resubscribe overlapping the stream)
+        guard diff.seq == confirmed.seq + 1 else {
+            return actions.append(.reconnect(reason: "gap in the diff stream: at seq \(confirmed.seq), received \(diff.seq)"))
+        }
+        confirmed.apply(diff)
+        write.confirmed.append(.diff(diff))
+        if diff.origin.clientID == clientID, let index = index(of: diff.origin.batchSeq) {
+            pending[index].committed = true
+        } else {
+            stats.remoteDiffs += 1
+            actions.append(.emit(.remoteChange(seq: diff.seq, origin: diff.origin.clientID)))
+        }
+        finalizeCommitted()
+        rebase()
+    }
+
+    private mutating func applySnapshot() {
+        let parts = snapshotParts
+        snapshotParts = []
+        guard parts.enumerated().allSatisfy({ $0.offset == Int($0.element.part) }) else {
+            return actions.append(.reconnect(reason: "snapshot parts out of order"))
+        }
+        let snapshot = CourseState(course: parts.last!.course, chapters: parts.flatMap(\.chapters),
+                                   media: parts.flatMap(\.media), videos: parts.flatMap(\.videos))
+        // A snapshot replaces everything: refuse one that would break the replica rather than crash on it.
+        let violations = snapshot.invariantViolations()
+        guard violations.isEmpty else {
+            return actions.append(.stop(ConnectionError(.internalError, "the server sent an inconsistent snapshot: \(violations.prefix(3))")))
+        }
+        confirmed = snapshot
+        stats.snapshots += 1
+        write.confirmed.append(.snapshot(confirmed))
+        finalizeCommitted()
+        rebase()
+    }
+
+    private mutating func acknowledge(_ ack: Ack) {
+        guard let index = index(of: ack.batchSeq), pending[index].ack == nil else { return }
+        pending[index].ack = ack
+        stats.acks += 1
+        if pending[index].predictedNotes == ack.notes.count { stats.predictionsMatched += 1 } else { stats.predictionsMissed += 1 }
+        var ids: [LocalKey: EntityID] = [:]
+        for (temp, id) in ack.idMap { ids[LocalKey(.provisional(temp))] = id }
+        actions.append(.emit(.acked(batchSeq: ack.batchSeq, seq: ack.seq, ids: ids)))
+        for note in ack.notes {
+            stats.resolutionNotes += 1
+            actions.append(.emit(.resolution(batchSeq: ack.batchSeq, note: note)))
+        }
+        if ack.seq <= confirmed.seq {
+            pending[index].committed = true
+            finalizeCommitted()
+            rebase()
+        }
+    }
+
+    /// Drops the rejected batch and every later batch that used rows it created, then replays.
+    private mutating func roll(back batchSeq: BatchSeq, _ rejection: Rejection) {
+        guard let index = index(of: batchSeq) else { return }  // a dependent batch already dropped
+        stats.rejections += 1
+        stats.predictionsMissed += 1
+        var lost = Set(pending[index].batch.ops.flatMap(\.createdTemps))
+        var dropped = [pending[index].batch]
+        var kept = Array(pending[..<index])
+        for later in pending[(index + 1)...] {
+            if !later.batch.mentionedTemps.isDisjoint(with: lost) {
+                lost.formUnion(later.batch.ops.flatMap(\.createdTemps))
+                dropped.append(later.batch)
+            } else {
+                kept.append(later)
+            }
+        }
+        pending = kept
+        for batch in dropped {
+            write.deletedBatches.insert(batch.batchSeq)
+            write.batches[batch.batchSeq] = nil
+            if batch.batchSeq == openBatch { openBatch = nil }
+        }
+        let edits = dropped.flatMap { batch in batch.ops.map { DroppedEdit(batchSeq: batch.batchSeq, operation: $0) } }
+        stats.droppedEdits += edits.count
+        rebase()
+        actions.append(.emit(.rejected(Rejected(batchSeq: batchSeq, code: rejection.code, opIndex: rejection.opIndex,
+                                                message: rejection.message, droppedEdits: edits))))
+    }
+
+    /// Retires every batch whose ack has arrived and whose diff is in the confirmed state: its
+    /// temps become known, its rows keep their local keys, later batches refer to real IDs.
+    private mutating func finalizeCommitted() {
+        while let index = pending.firstIndex(where: { $0.ack.map { $0.seq <= confirmed.seq } ?? false }) {
+            let ack = pending.remove(at: index).ack!
+            write.deletedBatches.insert(ack.batchSeq)
+            write.batches[ack.batchSeq] = nil
+            let merged = Set(ack.notes.compactMap { if case .merged(_, let temp, _) = $0 { temp } else { nil } })
+            for (temp, id) in ack.idMap {
+                knownTemps[temp] = id
+                write.temps[temp] = id
+                if !merged.contains(temp) && localKeys[id] == nil {
+                    localKeys[id] = LocalKey(.provisional(temp))
+                    write.localKeys[id] = localKeys[id]
+                }
+            }
+            for later in pending.indices {
+                let batch = pending[later].batch
+                let rewritten = batch.ops.map { $0.mapRefs { ref in
+                    if case .temp(let temp) = ref, let id = ack.idMap[temp] { .id(id) } else { ref }
+                } }
+                if rewritten != batch.ops {
+                    pending[later].batch.ops = rewritten
+                    write.batches[batch.batchSeq] = pending[later].batch
+                }
+            }
+        }
+    }
+
+    // MARK: Replay
+
+    /// Recomputes the visible state from the confirmed state and the pending batches, and the rows.
+    mutating func rebase() {
+        var state = confirmed
+        var temps = knownTemps
+        var allocator = ProvisionalIDAllocator()
+        openBase = nil
+        for index in pending.indices where !pending[index].committed {
+            let batch = pending[index].batch
+            if batch.batchSeq == openBatch { openBase = (state, temps, TouchedIDs()) }
+            switch Resolver.resolve(batch, against: state, knownTemps: temps, allocator: &allocator) {
+            case .success(let resolved):
+                state = resolved.state
+                temps.merge(resolved.commit.ack.idMap) { _, new in new }
+                pending[index].predictedNotes = resolved.commit.ack.notes.count
+                if batch.batchSeq == openBatch { openBase!.touched.formUnion(resolved.commit.diff.changes) }
+            case .failure:
+                // Left out of the visible state: the server will reject it too (and later batches
+                // that used its temp IDs), unless the confirmed state changes again first.
+                pending[index].predictedNotes = nil
+            }
+        }
+        visible = state
+        visibleTemps = temps
+        let new = rowBuilder.rows(of: visible)
+        write.rows.merge(rows.delta(to: new))
+        rows = new
+    }
+
+    // MARK: Helpers
+
+    var rowBuilder: RowBuilder { RowBuilder(confirmed: confirmed, localKeys: localKeys) }
+
+    func index(of batchSeq: BatchSeq) -> Int? { pending.firstIndex { $0.batch.batchSeq == batchSeq } }
+
+    private mutating func send(_ index: Int) {
+        pending[index].sent = true
+        stats.batchesSent += 1
+        actions.append(.send(.push(Push(pending[index].batch))))
+    }
+
+    /// Batches waiting for the server, in order (including the open one).
+    public var pendingBatches: [Batch] { pending.map(\.batch) }
+
+    /// Whether nothing is waiting for the server.
+    public var isSettled: Bool { pending.isEmpty }
+}
+
+extension ErrorCode {
+    /// Connection errors after which reconnecting cannot help.
+    var isPermanentRefusal: Bool {
+        switch self {
+        case .unsupportedProtocolVersion, .unauthenticated, .tokenExpired, .forbidden, .unknownCourse: true
+        default: false
+        }
+    }
+}
+
+extension SyncModel.Operation {
+    /// The same operation with every reference passed through `transform`.
+    func mapRefs(_ transform: (Ref) -> Ref) -> SyncModel.Operation {
+        func place(_ placement: Placement) -> Placement {
+            switch placement {
+            case .atEnd, .atStart: placement
+            case .after(let anchor): .after(transform(anchor))
+            case .before(let anchor): .before(transform(anchor))
+            }
+        }
+        switch self {
+        case .createChapter(let temp, let title, let placement): return .createChapter(temp: temp, title: title, placement: place(placement))
+        case .renameChapter(let ref, let title): return .renameChapter(transform(ref), title: title)
+        case .moveChapter(let ref, let placement): return .moveChapter(transform(ref), placement: place(placement))
+        case .deleteChapter(let ref): return .deleteChapter(transform(ref))
+        case .registerMedia: return self
+        case .linkMedia(let chapter, let items, let placement):
+            return .linkMedia(chapter: transform(chapter),
+                              items: items.map { LinkItem(temp: $0.temp, media: transform($0.media), title: $0.title) },
+                              placement: place(placement))
+        case .moveVideo(let ref, let chapter, let placement): return .moveVideo(transform(ref), toChapter: transform(chapter), placement: place(placement))
+        case .renameVideo(let ref, let title): return .renameVideo(transform(ref), title: title)
+        case .unlinkVideo(let ref): return .unlinkVideo(transform(ref))
+        }
+    }
+}

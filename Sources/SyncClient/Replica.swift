@@ -1,0 +1,286 @@
+import Foundation
+import GRDB
+import SyncModel
+import SyncWire
+
+/// Why a replica file could not be used.
+public enum ReplicaError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The file is a replica of another course.
+    case otherCourse(file: String, holds: EntityID, wanted: EntityID)
+    /// A stored row could not be decoded (the file was changed by something else).
+    case corrupt(String)
+
+    public var description: String {
+        switch self {
+        case .otherCourse(let file, let holds, let wanted): "\(file) is a replica of course \(holds), not \(wanted)"
+        case .corrupt(let what): "the replica file is corrupt: \(what)"
+        }
+    }
+}
+
+/// The replica file: the confirmed state at the cursor, the pending batches, the temp-ID map and
+/// local keys, and the visible rows the app reads and observes. One file per (client, course).
+///
+/// WAL mode with `synchronous = NORMAL`: a committed edit survives the process crashing (the
+/// pending queue is what must not be lost); a power cut may lose the last moments of edits,
+/// which the server never saw either.
+public final class Replica: Sendable {
+    public let path: String
+    let pool: DatabasePool
+
+    /// Opens (creating if needed) the replica file at `path` and migrates its schema.
+    public init(path: String) throws {
+        self.path = path
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        pool = try DatabasePool(path: path, configuration: configuration)
+        try Self.migrator.migrate(pool)
+    }
+
+    // MARK: Loading
+
+    /// What the file holds for `courseID`, or `nil` for a new file. A file of another course throws.
+    public func load(courseID: EntityID) throws -> ReplicaContents? {
+        try pool.read { db in
+            guard let client = try Data.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'client_id'") else { return nil }
+            guard let clientID = EntityID(bytes: client), let courseID2 = try Data.fetchOne(db, sql: "SELECT id FROM course").flatMap({ EntityID(bytes: $0) }) else {
+                throw ReplicaError.corrupt("meta or course row")
+            }
+            guard courseID2 == courseID else { throw ReplicaError.otherCourse(file: path, holds: courseID2, wanted: courseID) }
+            let courseRow = try Row.fetchOne(db, sql: "SELECT title, seq FROM course")!
+            let course = Course(id: courseID, title: courseRow["title"], seq: UInt64(bitPattern: courseRow["seq"]))
+            let chapters = try Row.fetchAll(db, sql: "SELECT id, title, position, version FROM chapters").map { row in
+                Chapter(id: try Self.id(row["id"]), courseID: courseID, title: row["title"], position: row["position"],
+                        version: UInt64(bitPattern: row["version"]))
+            }
+            let media = try Row.fetchAll(db, sql: "SELECT id, name, cdn_url, duration_ms, byte_size FROM media").map { row in
+                MediaFile(id: try Self.id(row["id"]), courseID: courseID, name: row["name"], cdnURL: row["cdn_url"],
+                          durationMs: UInt64(bitPattern: row["duration_ms"]), byteSize: UInt64(bitPattern: row["byte_size"]))
+            }
+            let videos = try Row.fetchAll(db, sql: "SELECT id, chapter_id, media_id, title, position FROM videos").map { row in
+                Video(id: try Self.id(row["id"]), chapterID: try Self.id(row["chapter_id"]), mediaFileID: try Self.id(row["media_id"]),
+                      title: row["title"], position: row["position"])
+            }
+            let pending = try Row.fetchAll(db, sql: "SELECT batch_seq, push FROM pending_batches ORDER BY batch_seq").map { row in
+                let bytes: Data = row["push"]
+                guard case .push(let push) = try WireMessage(payload: bytes) else { throw ReplicaError.corrupt("pending batch \(row["batch_seq"] as Int64)") }
+                return push.batch(from: ClientID(clientID))
+            }
+            var temps: [TempID: EntityID] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT temp, id FROM temps") {
+                guard let temp = TempID(UInt64(bitPattern: row["temp"])) else { throw ReplicaError.corrupt("temp 0") }
+                temps[temp] = try Self.id(row["id"])
+            }
+            var keys: [EntityID: LocalKey] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT id, key FROM local_keys") {
+                keys[try Self.id(row["id"])] = LocalKey(try Self.id(row["key"]))
+            }
+            let nextTemp = try Int64.fetchOne(db, sql: "SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'next_temp'") ?? 1
+            let nextBatch = try Int64.fetchOne(db, sql: "SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'next_batch_seq'") ?? 1
+            return ReplicaContents(clientID: ClientID(clientID),
+                                   confirmed: CourseState(course: course, chapters: chapters, media: media, videos: videos),
+                                   pending: pending, knownTemps: temps, localKeys: keys,
+                                   nextTemp: UInt64(nextTemp), nextBatchSeq: UInt64(nextBatch))
+        }
+    }
+
+    /// Records a new replica's identity (its client ID and course).
+    public func create(_ contents: ReplicaContents) throws {
+        try pool.write { db in
+            try db.execute(sql: "INSERT INTO meta (name, value) VALUES ('client_id', ?)", arguments: [contents.clientID.id.data])
+            try db.execute(sql: "INSERT INTO course (id, title, seq) VALUES (?, ?, ?)",
+                           arguments: [contents.confirmed.course.id.data, contents.confirmed.course.title, Int64(bitPattern: contents.confirmed.seq)])
+        }
+    }
+
+    // MARK: Writing
+
+    /// Writes one engine step in one transaction.
+    public func apply(_ write: ReplicaWrite) throws {
+        guard !write.isEmpty else { return }
+        try pool.write { db in try Self.apply(write, db) }
+    }
+
+    static func apply(_ write: ReplicaWrite, _ db: Database) throws {
+        for change in write.confirmed {
+            switch change {
+            case .diff(let diff): try apply(diff, db)
+            case .snapshot(let state): try replace(with: state, db)
+            }
+        }
+        let deleteBatch = try db.cachedStatement(sql: "DELETE FROM pending_batches WHERE batch_seq = ?")
+        for seq in write.deletedBatches { try deleteBatch.execute(arguments: [Int64(bitPattern: seq)]) }
+        let storeBatch = try db.cachedStatement(sql: "INSERT OR REPLACE INTO pending_batches (batch_seq, push) VALUES (?, ?)")
+        for (seq, batch) in write.batches {
+            try storeBatch.execute(arguments: [Int64(bitPattern: seq), Data(WireMessage.push(Push(batch)).payload())])
+        }
+        let storeTemp = try db.cachedStatement(sql: "INSERT OR REPLACE INTO temps (temp, id) VALUES (?, ?)")
+        for (temp, id) in write.temps { try storeTemp.execute(arguments: [Int64(bitPattern: temp.rawValue), id.data]) }
+        let storeKey = try db.cachedStatement(sql: "INSERT OR REPLACE INTO local_keys (id, key) VALUES (?, ?)")
+        for (id, key) in write.localKeys { try storeKey.execute(arguments: [id.data, key.rawValue.data]) }
+        if let counters = write.counters {
+            try db.execute(sql: "INSERT OR REPLACE INTO meta (name, value) VALUES ('next_temp', ?), ('next_batch_seq', ?)",
+                           arguments: [Int64(bitPattern: counters.nextTemp), Int64(bitPattern: counters.nextBatchSeq)])
+        }
+        if let rows = write.replaceRows {
+            try db.execute(sql: "DELETE FROM visible_chapters; DELETE FROM visible_media; DELETE FROM visible_videos")
+            var delta = RowDelta()
+            delta.chapters = rows.chapters
+            delta.media = rows.media
+            delta.videos = rows.videos
+            try apply(delta, db)
+        }
+        try apply(write.rows, db)
+    }
+
+    private static func apply(_ diff: Diff, _ db: Database) throws {
+        let changes = diff.changes
+        for id in changes.deletedVideos { try db.execute(sql: "DELETE FROM videos WHERE id = ?", arguments: [id.data]) }
+        for id in changes.deletedChapters {
+            try db.execute(sql: "DELETE FROM videos WHERE chapter_id = ?", arguments: [id.data])
+            try db.execute(sql: "DELETE FROM chapters WHERE id = ?", arguments: [id.data])
+        }
+        try store(chapters: changes.chapters, media: changes.media, videos: changes.videos, db)
+        let version = try db.cachedStatement(sql: "UPDATE chapters SET version = ? WHERE id = ?")
+        for entry in changes.chapterVersions { try version.execute(arguments: [Int64(bitPattern: entry.version), entry.chapterID.data]) }
+        try db.execute(sql: "UPDATE course SET seq = ?", arguments: [Int64(bitPattern: diff.seq)])
+    }
+
+    private static func replace(with state: CourseState, _ db: Database) throws {
+        try db.execute(sql: "DELETE FROM videos; DELETE FROM chapters; DELETE FROM media")
+        try store(chapters: Array(state.chapters.values), media: Array(state.media.values), videos: Array(state.videos.values), db)
+        try db.execute(sql: "UPDATE course SET title = ?, seq = ?", arguments: [state.course.title, Int64(bitPattern: state.seq)])
+    }
+
+    private static func store(chapters: [Chapter], media: [MediaFile], videos: [Video], _ db: Database) throws {
+        let chapter = try db.cachedStatement(sql: "INSERT OR REPLACE INTO chapters (id, title, position, version) VALUES (?, ?, ?, ?)")
+        for row in chapters { try chapter.execute(arguments: [row.id.data, row.title, row.position, Int64(bitPattern: row.version)]) }
+        let file = try db.cachedStatement(sql: "INSERT OR REPLACE INTO media (id, name, cdn_url, duration_ms, byte_size) VALUES (?, ?, ?, ?, ?)")
+        for row in media {
+            try file.execute(arguments: [row.id.data, row.name, row.cdnURL, Int64(bitPattern: row.durationMs), Int64(bitPattern: row.byteSize)])
+        }
+        let video = try db.cachedStatement(sql: "INSERT OR REPLACE INTO videos (id, chapter_id, media_id, title, position) VALUES (?, ?, ?, ?, ?)")
+        for row in videos { try video.execute(arguments: [row.id.data, row.chapterID.data, row.mediaFileID.data, row.title, row.position]) }
+    }
+
+    private static func apply(_ delta: RowDelta, _ db: Database) throws {
+        let deleteChapter = try db.cachedStatement(sql: "DELETE FROM visible_chapters WHERE key = ?")
+        for key in delta.deletedChapters { try deleteChapter.execute(arguments: [key.rawValue.data]) }
+        let deleteMedia = try db.cachedStatement(sql: "DELETE FROM visible_media WHERE key = ?")
+        for key in delta.deletedMedia { try deleteMedia.execute(arguments: [key.rawValue.data]) }
+        let deleteVideo = try db.cachedStatement(sql: "DELETE FROM visible_videos WHERE key = ?")
+        for key in delta.deletedVideos { try deleteVideo.execute(arguments: [key.rawValue.data]) }
+        let chapter = try db.cachedStatement(sql: """
+            INSERT OR REPLACE INTO visible_chapters (key, id, title, position, version, status) VALUES (?, ?, ?, ?, ?, ?)
+            """)
+        for row in delta.chapters.values {
+            try chapter.execute(arguments: [row.key.rawValue.data, row.id?.data, row.title, row.position,
+                                            Int64(bitPattern: row.version), row.status.rawValue])
+        }
+        let file = try db.cachedStatement(sql: """
+            INSERT OR REPLACE INTO visible_media (key, id, name, cdn_url, duration_ms, byte_size, status) VALUES (?, ?, ?, ?, ?, ?, ?)
+            """)
+        for row in delta.media.values {
+            try file.execute(arguments: [row.key.rawValue.data, row.id?.data, row.name, row.cdnURL, Int64(bitPattern: row.durationMs),
+                                         Int64(bitPattern: row.byteSize), row.status.rawValue])
+        }
+        let video = try db.cachedStatement(sql: """
+            INSERT OR REPLACE INTO visible_videos (key, id, chapter_key, media_key, title, position, status) VALUES (?, ?, ?, ?, ?, ?, ?)
+            """)
+        for row in delta.videos.values {
+            try video.execute(arguments: [row.key.rawValue.data, row.id?.data, row.chapterKey.rawValue.data, row.mediaKey.rawValue.data,
+                                          row.title, row.position, row.status.rawValue])
+        }
+    }
+
+    // MARK: Reading
+
+    /// The outline as stored now.
+    public func outline() throws -> Outline { try pool.read(Self.outline) }
+
+    /// The media library as stored now, by name.
+    public func media() throws -> [MediaRow] { try pool.read(Self.media) }
+
+    /// A chapter's videos as stored now, in order.
+    public func videos(inChapter key: LocalKey) throws -> [VideoRow] { try pool.read { try Self.videos(inChapter: key, $0) } }
+
+    static func outline(_ db: Database) throws -> Outline {
+        let course = try Row.fetchOne(db, sql: "SELECT title, seq FROM course")
+        let chapters = try Row.fetchAll(db, sql: "SELECT * FROM visible_chapters ORDER BY position").map(chapterRow)
+        var videos: [LocalKey: [VideoRow]] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT * FROM visible_videos ORDER BY chapter_key, position") {
+            let video = try videoRow(row)
+            videos[video.chapterKey, default: []].append(video)
+        }
+        return Outline(title: course?["title"] ?? "", seq: UInt64(bitPattern: course?["seq"] ?? 0),
+                       chapters: chapters.map { Outline.Entry(chapter: $0, videos: videos[$0.key] ?? []) })
+    }
+
+    static func videos(inChapter key: LocalKey, _ db: Database) throws -> [VideoRow] {
+        try Row.fetchAll(db, sql: "SELECT * FROM visible_videos WHERE chapter_key = ? ORDER BY position", arguments: [key.rawValue.data])
+            .map(videoRow)
+    }
+
+    static func media(_ db: Database) throws -> [MediaRow] {
+        try Row.fetchAll(db, sql: "SELECT * FROM visible_media ORDER BY name, key").map { row in
+            MediaRow(key: LocalKey(try id(row["key"])), id: try optionalID(row["id"]), name: row["name"], cdnURL: row["cdn_url"],
+                     durationMs: UInt64(bitPattern: row["duration_ms"]), byteSize: UInt64(bitPattern: row["byte_size"]),
+                     status: RowStatus(rawValue: row["status"]) ?? .pending)
+        }
+    }
+
+    private static func chapterRow(_ row: Row) throws -> ChapterRow {
+        ChapterRow(key: LocalKey(try id(row["key"])), id: try optionalID(row["id"]), title: row["title"], position: row["position"],
+                   version: UInt64(bitPattern: row["version"]), status: RowStatus(rawValue: row["status"]) ?? .pending)
+    }
+
+    private static func videoRow(_ row: Row) throws -> VideoRow {
+        VideoRow(key: LocalKey(try id(row["key"])), id: try optionalID(row["id"]), chapterKey: LocalKey(try id(row["chapter_key"])),
+                 mediaKey: LocalKey(try id(row["media_key"])), title: row["title"], position: row["position"],
+                 status: RowStatus(rawValue: row["status"]) ?? .pending)
+    }
+
+    static func optionalID(_ data: Data?) throws -> EntityID? {
+        try data.map { try id($0) }
+    }
+
+    static func id(_ data: Data?) throws -> EntityID {
+        guard let data, let id = EntityID(bytes: data) else { throw ReplicaError.corrupt("an ID is not 16 bytes") }
+        return id
+    }
+
+    // MARK: Schema
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("0001_replica") { db in
+            try db.execute(sql: """
+                CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+                CREATE TABLE course (id BLOB PRIMARY KEY, title TEXT NOT NULL, seq INTEGER NOT NULL);
+                CREATE TABLE chapters (id BLOB PRIMARY KEY, title TEXT NOT NULL, position INTEGER NOT NULL, version INTEGER NOT NULL);
+                CREATE TABLE media (id BLOB PRIMARY KEY, name TEXT NOT NULL, cdn_url TEXT NOT NULL,
+                                    duration_ms INTEGER NOT NULL, byte_size INTEGER NOT NULL);
+                CREATE TABLE videos (id BLOB PRIMARY KEY, chapter_id BLOB NOT NULL, media_id BLOB NOT NULL,
+                                     title TEXT NOT NULL, position INTEGER NOT NULL);
+                CREATE TABLE pending_batches (batch_seq INTEGER PRIMARY KEY, push BLOB NOT NULL);
+                CREATE TABLE temps (temp INTEGER PRIMARY KEY, id BLOB NOT NULL);
+                CREATE TABLE local_keys (id BLOB PRIMARY KEY, key BLOB NOT NULL);
+                CREATE TABLE visible_chapters (key BLOB PRIMARY KEY, id BLOB, title TEXT NOT NULL, position INTEGER NOT NULL,
+                                               version INTEGER NOT NULL, status INTEGER NOT NULL);
+                CREATE TABLE visible_media (key BLOB PRIMARY KEY, id BLOB, name TEXT NOT NULL, cdn_url TEXT NOT NULL,
+                                            duration_ms INTEGER NOT NULL, byte_size INTEGER NOT NULL, status INTEGER NOT NULL);
+                CREATE TABLE visible_videos (key BLOB PRIMARY KEY, id BLOB, chapter_key BLOB NOT NULL, media_key BLOB NOT NULL,
+                                             title TEXT NOT NULL, position INTEGER NOT NULL, status INTEGER NOT NULL);
+                CREATE INDEX visible_videos_by_chapter ON visible_videos (chapter_key, position);
+                """)
+        }
+        return migrator
+    }
+}
+
+extension EntityID {
+    var data: Data { Data(bytes) }
+}

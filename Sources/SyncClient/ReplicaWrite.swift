@@ -1,0 +1,51 @@
+import SyncModel
+
+/// Everything one engine step changed that the replica file must keep, written in one transaction.
+public struct ReplicaWrite: Hashable, Sendable {
+    public enum ConfirmedChange: Hashable, Sendable {
+        case diff(Diff)
+        case snapshot(CourseState)
+    }
+
+    /// Changes to the confirmed state, in order.
+    var confirmed: [ConfirmedChange] = []
+    /// Pending batches to store (new or rewritten).
+    var batches: [BatchSeq: Batch] = [:]
+    /// Pending batches to forget (acked and confirmed, or rolled back).
+    var deletedBatches: Set<BatchSeq> = []
+    var temps: [TempID: EntityID] = [:]
+    var localKeys: [EntityID: LocalKey] = [:]
+    /// The temp and batch counters, when they moved.
+    var counters: Counters?
+    /// Replace every visible row (when the replica opens).
+    var replaceRows: VisibleRows?
+    var rows = RowDelta()
+
+    public var isEmpty: Bool {
+        confirmed.isEmpty && batches.isEmpty && deletedBatches.isEmpty && temps.isEmpty && localKeys.isEmpty
+            && counters == nil && replaceRows == nil && rows.isEmpty
+    }
+}
+
+/// The next temp ID and batch seq to hand out: never reused, so stored with every step that moves them.
+public struct Counters: Hashable, Sendable {
+    public var nextTemp: UInt64
+    public var nextBatchSeq: BatchSeq
+}
+
+/// What a replica file holds, loaded when it opens.
+public struct ReplicaContents: Hashable, Sendable {
+    public var clientID: ClientID
+    public var confirmed: CourseState
+    public var pending: [Batch]
+    public var knownTemps: [TempID: EntityID]
+    public var localKeys: [EntityID: LocalKey]
+    public var nextTemp: UInt64
+    public var nextBatchSeq: BatchSeq
+
+    /// A new replica of `courseID` that has seen nothing yet.
+    public static func empty(clientID: ClientID, courseID: EntityID) -> ReplicaContents {
+        ReplicaContents(clientID: clientID, confirmed: CourseState(course: Course(id: courseID, title: "", seq: 0)),
+                        pending: [], knownTemps: [:], localKeys: [:], nextTemp: 1, nextBatchSeq: 1)
+    }
+}

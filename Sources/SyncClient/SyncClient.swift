@@ -1,0 +1,362 @@
+import Foundation
+import GRDB
+import Logging
+import NIOCore
+import SyncModel
+import SyncWire
+
+/// A course replica that edits instantly and syncs in the background.
+///
+/// Every edit applies to the local SQLite replica at once (optimistically, with temporary IDs for
+/// new rows) and returns the new rows' ``LocalKey``s. Edits made close together are sent as one
+/// batch; the server orders and resolves them, and its acks and diffs flow back: temp IDs become
+/// real IDs (local keys stay), pending edits are rebased on others' changes, and a rejected batch
+/// is rolled back exactly, together with the later batches that depended on it.
+///
+/// ```swift
+/// let client = try await SyncClient.open(path: "course.replica", courseID: course,
+///                                        configuration: ClientConfiguration(port: 7420, token: token))
+/// let intro = try await client.createChapter(title: "Introduction")
+/// let videos = try await client.linkMedia([clipA, clipB], to: intro)
+/// for try await rows in client.observeVideos(inChapter: intro) { render(rows) }
+/// ```
+public actor SyncClient {
+    public let configuration: ClientConfiguration
+    public let replica: Replica
+    /// Everything the app may want to show; see ``ClientEvent``.
+    public nonisolated let events: AsyncStream<ClientEvent>
+    private let eventSink: AsyncStream<ClientEvent>.Continuation
+    private var core: ClientCore
+    private let logger: Logger
+    private var connectionTask: Task<Void, Never>?
+    private var sealTask: Task<Void, Never>?
+    private var outbound: AsyncStream<WireMessage>.Continuation?
+    private var channel: (any NIOCore.Channel)?
+    private var closed = false
+    private var stopped: ConnectionError?
+    private var settleWaiters: [CheckedContinuation<Void, any Error>] = []
+
+    /// Opens the replica at `path` (creating it for `courseID` if new) and starts syncing.
+    /// Pending edits left by an earlier run are sent as soon as the server is reachable.
+    public static func open(path: String, courseID: EntityID, configuration: ClientConfiguration,
+                            logger: Logger = Logger(label: "coursesync.client")) async throws -> SyncClient {
+        let replica = try Replica(path: path)
+        let contents: ReplicaContents
+        if let stored = try replica.load(courseID: courseID) {
+            contents = stored
+        } else {
+            var generator = SystemRandomNumberGenerator()
+            contents = .empty(clientID: ClientID(.random(using: &generator)), courseID: courseID)
+            try replica.create(contents)
+        }
+        let client = SyncClient(replica: replica, contents: contents, configuration: configuration, logger: logger)
+        try await client.start()
+        return client
+    }
+
+    private init(replica: Replica, contents: ReplicaContents, configuration: ClientConfiguration, logger: Logger) {
+        self.replica = replica
+        self.configuration = configuration
+        self.logger = logger
+        core = ClientCore(contents, maxPendingBatches: configuration.maxPendingBatches)
+        clientID = contents.clientID
+        (events, eventSink) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(configuration.eventBuffer))
+    }
+
+    private func start() throws {
+        try replica.apply(core.takeWrite())
+        connectionTask = Task { await self.maintainConnection() }
+    }
+
+    /// Stops syncing and closes the connection. Pending edits stay in the replica for the next open.
+    public func close() async {
+        guard !closed else { return }
+        closed = true
+        core.seal()
+        sealTask?.cancel()
+        try? replica.apply(core.takeWrite())
+        connectionTask?.cancel()
+        channel?.close(promise: nil)
+        await connectionTask?.value
+        eventSink.finish()
+        for waiter in settleWaiters { waiter.resume(throwing: EditError.closed) }
+        settleWaiters = []
+    }
+
+    // MARK: Reading
+
+    /// The client's ID (one per replica file).
+    public nonisolated let clientID: ClientID
+    public var courseID: EntityID { core.courseID }
+    /// The confirmed course seq: the cursor.
+    public var cursor: CourseSeq { core.confirmed.seq }
+    /// The confirmed state (the server's, at the cursor).
+    public var confirmedState: CourseState { core.confirmed }
+    /// The visible state: confirmed with the pending batches replayed (IDs of unconfirmed rows are provisional).
+    public var visibleState: CourseState { core.visible }
+    /// Batches waiting for the server (sealed or not).
+    public var pendingBatches: [Batch] { core.pendingBatches }
+    public var stats: ClientCore.Stats { core.stats }
+    public var phase: ClientCore.Phase { core.phase }
+    /// The whole engine, for tests that check its invariants.
+    var coreForTests: ClientCore { core }
+
+    /// The outline as the replica shows it now.
+    public func outline() throws -> Outline { try replica.outline() }
+
+    /// The chapters and their videos, re-read after every change to the replica.
+    public nonisolated func observeOutline() -> AsyncValueObservation<Outline> {
+        ValueObservation.tracking(Replica.outline).values(in: replica.pool)
+    }
+
+    /// A chapter's videos in order (with their status), re-read after every change.
+    public nonisolated func observeVideos(inChapter chapter: LocalKey) -> AsyncValueObservation<[VideoRow]> {
+        ValueObservation.tracking { try Replica.videos(inChapter: chapter, $0) }.values(in: replica.pool)
+    }
+
+    /// The course's media library.
+    public func media() throws -> [MediaRow] { try replica.media() }
+
+    // MARK: Edits
+
+    /// Creates a chapter; returns its local key.
+    @discardableResult
+    public func createChapter(title: String, placement: LocalPlacement = .atEnd) throws -> LocalKey {
+        let temp = core.mintTemp()
+        try perform(.createChapter(temp: temp, title: title, placement: try resolve(placement)))
+        return core.key(forTemp: temp)
+    }
+
+    public func renameChapter(_ chapter: LocalKey, to title: String) throws {
+        try perform(.renameChapter(try ref(chapter), title: title))
+    }
+
+    public func moveChapter(_ chapter: LocalKey, to placement: LocalPlacement) throws {
+        try perform(.moveChapter(try ref(chapter), placement: try resolve(placement)))
+    }
+
+    /// Deletes a chapter and its videos.
+    public func deleteChapter(_ chapter: LocalKey) throws {
+        try perform(.deleteChapter(try ref(chapter)))
+    }
+
+    /// Adds a media file to the course's library; returns its local key.
+    @discardableResult
+    public func registerMedia(name: String, cdnURL: String, durationMs: UInt64, byteSize: UInt64) throws -> LocalKey {
+        let temp = core.mintTemp()
+        try perform(.registerMedia(temp: temp, name: name, cdnURL: cdnURL, durationMs: durationMs, byteSize: byteSize))
+        return core.key(forTemp: temp)
+    }
+
+    /// Links media files into a chapter as one contiguous run at `placement`; returns the videos'
+    /// local keys in order. A media file the chapter already holds maps to the existing video.
+    @discardableResult
+    public func linkMedia(_ media: [LocalKey], to chapter: LocalKey, placement: LocalPlacement = .atEnd,
+                          titles: [String?]? = nil) throws -> [LocalKey] {
+        let chapterRef = try ref(chapter)
+        var items: [LinkItem] = []
+        for (index, file) in media.enumerated() {
+            items.append(LinkItem(temp: core.mintTemp(), media: try ref(file), title: titles?[index]))
+        }
+        try perform(.linkMedia(chapter: chapterRef, items: items, placement: try resolve(placement)))
+        return items.map { core.key(forTemp: $0.temp) }
+    }
+
+    public func moveVideo(_ video: LocalKey, to chapter: LocalKey, placement: LocalPlacement = .atEnd) throws {
+        try perform(.moveVideo(try ref(video), toChapter: try ref(chapter), placement: try resolve(placement)))
+    }
+
+    public func renameVideo(_ video: LocalKey, to title: String) throws {
+        try perform(.renameVideo(try ref(video), title: title))
+    }
+
+    public func unlinkVideo(_ video: LocalKey) throws {
+        try perform(.unlinkVideo(try ref(video)))
+    }
+
+    /// Resubmits rolled-back edits as a new batch, resolved against the current state. Throws
+    /// (changing nothing) if they no longer make sense, e.g. their chapter is really gone.
+    public func retry(_ edits: [DroppedEdit]) throws {
+        for edit in edits { try perform(edit.operation, seal: false) }
+        seal()
+    }
+
+    /// Sends the open batch now instead of at the end of the coalescing window.
+    public func seal() {
+        sealTask?.cancel()
+        sealTask = nil
+        core.seal()
+        carryOut()
+    }
+
+    /// Returns when every edit made so far has been answered by the server and the replica is
+    /// live (caught up). Waits through disconnects; throws only if the client is closed or refused.
+    public func settle() async throws {
+        seal()
+        if let stopped { throw stopped }
+        if isSettled { return }
+        try await withCheckedThrowingContinuation { settleWaiters.append($0) }
+    }
+
+    private var isSettled: Bool { core.isSettled && core.phase == .live }
+
+    private func ref(_ key: LocalKey) throws(EditError) -> Ref {
+        guard let ref = core.ref(key) else { throw .unknownKey(key) }
+        return ref
+    }
+
+    private func resolve(_ placement: LocalPlacement) throws(EditError) -> Placement {
+        switch placement {
+        case .atEnd: .atEnd
+        case .atStart: .atStart
+        case .after(let key): .after(try ref(key))
+        case .before(let key): .before(try ref(key))
+        }
+    }
+
+    private func perform(_ op: SyncModel.Operation, seal sealNow: Bool = true) throws {
+        guard !closed else { throw EditError.closed }
+        try core.edit(op)
+        carryOut()
+        guard sealNow else { return }
+        if configuration.coalesceWindow == .zero {
+            seal()
+        } else if sealTask == nil {
+            sealTask = Task { [window = configuration.coalesceWindow] in
+                try? await Task.sleep(for: window)
+                guard !Task.isCancelled else { return }
+                self.sealTask = nil
+                self.seal()
+            }
+        }
+    }
+
+    // MARK: Carrying out the engine's decisions
+
+    /// Writes the step to the replica, then sends frames and emits events, in order.
+    private func carryOut() {
+        do {
+            try replica.apply(core.takeWrite())
+        } catch {
+            // The in-memory engine is ahead of the file; the next successful write does not repair
+            // that, so stop syncing rather than acknowledge what was not stored.
+            logger.critical("cannot write the replica", metadata: ["path": "\(replica.path)", "error": "\(error)"])
+            stop(ConnectionError(.internalError, "cannot write the replica \(replica.path): \(error)"))
+            return
+        }
+        for action in core.takeActions() {
+            switch action {
+            case .send(let message): outbound?.yield(message)
+            case .emit(let event): eventSink.yield(event)
+            case .reconnect(let reason):
+                logger.info("reconnecting", metadata: ["reason": "\(reason)"])
+                channel?.close(promise: nil)
+            case .stop(let error): stop(error)
+            }
+        }
+        if isSettled {
+            for waiter in settleWaiters { waiter.resume() }
+            settleWaiters = []
+        }
+    }
+
+    private func stop(_ error: ConnectionError) {
+        guard stopped == nil else { return }
+        stopped = error
+        logger.error("the server refused this client", metadata: ["code": "\(error.code)", "message": "\(error.message)"])
+        eventSink.yield(.connection(.refused(code: error.code, message: error.message)))
+        connectionTask?.cancel()
+        channel?.close(promise: nil)
+        for waiter in settleWaiters { waiter.resume(throwing: error) }
+        settleWaiters = []
+    }
+
+    // MARK: Connection
+
+    private func maintainConnection() async {
+        var failures = 0
+        while !closed, stopped == nil, !Task.isCancelled {
+            core.connecting()
+            carryOut()
+            var welcomed = false
+            do {
+                let connection = try await Transport.connect(configuration)
+                try await connection.executeThenClose { inbound, writer in
+                    let (queue, sink) = AsyncStream.makeStream(of: WireMessage.self)
+                    self.attach(connection.channel, sink)
+                    defer { sink.finish() }
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            for await message in queue { try await writer.write(message) }
+                        }
+                        sink.yield(.hello(Hello(clientID: self.clientID, token: self.configuration.token)))
+                        for try await frame in inbound {
+                            let message = try frame.get()
+                            if case .welcome = message { welcomed = true; failures = 0 }
+                            self.receive(message)
+                        }
+                        sink.finish()
+                        group.cancelAll()
+                    }
+                }
+            } catch {
+                logger.debug("connection ended", metadata: ["error": "\(error)"])
+            }
+            detach()
+            guard !closed, stopped == nil, !Task.isCancelled else { break }
+            if !welcomed { failures += 1 }
+            let delay = backoff(failures: max(failures, 1))
+            core.disconnected(retryInMs: Int(delay.nanoseconds / 1_000_000))
+            carryOut()
+            try? await Task.sleep(for: delay)
+        }
+        if stopped == nil {
+            core.disconnected(retryInMs: nil)
+            carryOut()
+        }
+    }
+
+    /// Full jitter: uniform in [0, min(cap, base × 2^(failures − 1))].
+    private func backoff(failures: Int) -> Duration {
+        let base = configuration.reconnectBase.nanoseconds
+        let bound = min(configuration.reconnectCap.nanoseconds, base << min(failures - 1, 30))
+        return .nanoseconds(Int64.random(in: 0...max(bound, 1)))
+    }
+
+    private func attach(_ channel: any NIOCore.Channel, _ sink: AsyncStream<WireMessage>.Continuation) {
+        self.channel = channel
+        outbound = sink
+    }
+
+    private func detach() {
+        channel = nil
+        outbound = nil
+    }
+
+    private func receive(_ message: WireMessage) {
+        core.received(message)
+        carryOut()
+    }
+
+    /// Closes the current connection as if the network dropped it (for tests and tools); the
+    /// client reconnects after its backoff.
+    public func dropConnection() {
+        channel?.close(promise: nil)
+    }
+}
+
+/// Where a new or moved row goes, by local key.
+public enum LocalPlacement: Hashable, Sendable {
+    case atEnd
+    case atStart
+    case after(LocalKey)
+    case before(LocalKey)
+}
+
+extension ClientCore {
+    /// The local key of the row `temp` made in the visible state (an existing row's key when the
+    /// resolver merged it, e.g. media the chapter already held).
+    public func key(forTemp temp: TempID) -> LocalKey {
+        visibleTemps[temp].map { rowBuilder.key($0) } ?? LocalKey(.provisional(temp))
+    }
+}
