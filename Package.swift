@@ -96,6 +96,7 @@ let package = Package(
                 "SyncServer",
                 "PostgresStore",
                 "SQLiteStore",
+                "SyncClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -114,6 +114,10 @@ public actor SyncClient {
         ValueObservation.tracking { try Replica.videos(inChapter: chapter, $0) }.values(in: replica.pool)
     }
 
+    /// The local key of the row with the server ID `id` (rows made on this replica keep the key
+    /// they had before their ID was known). For turning IDs from elsewhere (a URL, a command line) into keys.
+    public func key(for id: EntityID) -> LocalKey { core.rowBuilder.key(id) }
+
     /// The course's media library.
     public func media() throws -> [MediaRow] { try replica.media() }
 

@@ -59,7 +59,7 @@ public struct Welcome: Hashable, Sendable {
 }
 
 /// A connection-level error; the server closes the connection after sending it.
-public struct ConnectionError: Error, Hashable, Sendable {
+public struct ConnectionError: Error, Hashable, Sendable, CustomStringConvertible {
     public var code: ErrorCode
     public var message: String
 
@@ -67,6 +67,8 @@ public struct ConnectionError: Error, Hashable, Sendable {
         self.code = code
         self.message = message
     }
+
+    public var description: String { "the server refused the connection: \(code): \(message)" }
 }
 
 /// One part of a snapshot of a course at `course.seq`.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PostgresStore
+import SQLiteStore
 import SyncModel
 
 struct CourseCommand: AsyncParsableCommand {
@@ -13,7 +14,7 @@ struct CourseCommand: AsyncParsableCommand {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create an empty course and print its ID.")
 
-        @OptionGroup var postgres: PostgresOptions
+        @OptionGroup var store: StoreOptions
         @OptionGroup var logging: LoggingOptions
 
         @Option(help: "The course's title.")
@@ -32,10 +33,15 @@ struct CourseCommand: AsyncParsableCommand {
             var generator = SystemRandomNumberGenerator()
             let courseID = try id.map { try parseEntityID($0, what: "--id") } ?? .random(using: &generator)
             guard case .success(let title) = Validation.title(title) else { return }
-            try await withPostgres(try postgres.configuration(), logger: logger) { client in
-                let store = PostgresStore(client: client, logger: logger)
-                try await store.checkSchema()
-                try await store.createCourse(Course(id: courseID, title: title))
+            let course = Course(id: courseID, title: title)
+            if let configuration = try store.postgresConfiguration() {
+                try await withPostgres(configuration, logger: logger) { client in
+                    let store = PostgresStore(client: client, logger: logger)
+                    try await store.checkSchema()
+                    try await store.createCourse(course)
+                }
+            } else {
+                try await store.openSQLite().createCourse(course)
             }
             print(courseID)
         }

@@ -3,10 +3,42 @@ import Foundation
 import Logging
 import PostgresNIO
 import PostgresStore
+import SQLiteStore
 import SyncModel
 import SyncServer
 
-/// Where the PostgreSQL store is.
+/// Where the store is: PostgreSQL when `--postgres` is given, else the embedded SQLite store in the data directory.
+struct StoreOptions: ParsableArguments {
+    static let defaultDataDirectory = ProcessInfo.processInfo.environment["COURSESYNC_DATA"] ?? "coursesync-data"
+
+    @Option(name: .customLong("postgres"), help: ArgumentHelp(
+        "A PostgreSQL database, as a URL (several nodes can share one). Without it, the SQLite store in --data-dir is used.",
+        valueName: "postgres://user@host:port/database"))
+    var url: String?
+
+    @Option(help: ArgumentHelp("The data directory: the SQLite store and the token secret (default: $COURSESYNC_DATA, else ./coursesync-data).",
+                               valueName: "dir"))
+    var dataDir: String = StoreOptions.defaultDataDirectory
+
+    var sqlitePath: String { URL(fileURLWithPath: dataDir).appendingPathComponent("store.sqlite").path }
+
+    func postgresConfiguration() throws -> PostgresClient.Configuration? {
+        guard let url else { return nil }
+        do {
+            return try PostgresURL.configuration(url)
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+
+    /// Opens the SQLite store, creating the data directory if needed.
+    func openSQLite(logRetention: Int = 100_000) throws -> SQLiteStore {
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        return try SQLiteStore(path: sqlitePath, logRetention: logRetention)
+    }
+}
+
+/// A required PostgreSQL database (for `migrate` and `bench ack`).
 struct PostgresOptions: ParsableArguments {
     @Option(name: .customLong("postgres"), help: ArgumentHelp("The PostgreSQL database, as a URL.", valueName: "postgres://user@host:port/database"))
     var url: String
@@ -40,13 +72,13 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 /// The file holding the server's token secret.
 struct SecretOptions: ParsableArguments {
-    static let defaultPath = "coursesync-data/secret"
-
-    @Option(help: ArgumentHelp("The file holding the token signing secret (created with a new random secret if missing, for serve).", valueName: "file"))
-    var secretFile: String = SecretOptions.defaultPath
+    @Option(help: ArgumentHelp("The file holding the token signing secret (default: <data dir>/secret; serve creates it with a new random secret if missing).",
+                               valueName: "file"))
+    var secretFile: String?
 
     /// The secret, creating the file (mode 0600) with a fresh one if `create` and it is missing.
-    func load(create: Bool) throws -> (secret: [UInt8], created: Bool) {
+    func load(create: Bool, dataDir: String) throws -> (secret: [UInt8], created: Bool, path: String) {
+        let secretFile = path(dataDir: dataDir)
         var created = false
         if create, !FileManager.default.fileExists(atPath: secretFile) {
             let directory = URL(fileURLWithPath: secretFile).deletingLastPathComponent().path
@@ -58,10 +90,16 @@ struct SecretOptions: ParsableArguments {
             created = true
         }
         do {
-            return (try TokenSecret.load(path: secretFile), created)
+            return (try TokenSecret.load(path: secretFile), created, secretFile)
         } catch {
-            throw ValidationError("\(error.description)\(create ? "" : " (start `coursesync serve` once to create it, or pass --secret-file)")")
+            throw ValidationError("\(error.description)\(create ? "" : " (start `coursesync serve` once to create it, or pass --data-dir or --secret-file)")")
         }
+    }
+}
+
+extension SecretOptions {
+    func path(dataDir: String) -> String {
+        secretFile ?? URL(fileURLWithPath: dataDir).appendingPathComponent("secret").path
     }
 }
 

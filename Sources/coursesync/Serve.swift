@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import PostgresStore
+import SQLiteStore
 import ServiceLifecycle
 import SyncServer
 
@@ -10,20 +11,21 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the sync server.",
         discussion: """
-        Listens for clients (protocol/README.md) and commits their batches to PostgreSQL. SIGTERM or \
-        SIGINT drains: batches in flight are committed and answered, then connections close.
-        Issue tokens for clients with `coursesync token issue` and the same --secret-file.
+        Listens for clients (protocol/README.md) and commits their batches to the store: with no flags, \
+        an embedded SQLite store in the data directory (one node); with --postgres URL, PostgreSQL \
+        (several nodes may share it). SIGTERM or SIGINT drains: batches in flight are committed and \
+        answered, then connections close. Issue tokens with `coursesync token issue` (same data directory).
         """
     )
 
-    @OptionGroup var postgres: PostgresOptions
+    @OptionGroup var store: StoreOptions
     @OptionGroup var secret: SecretOptions
     @OptionGroup var logging: LoggingOptions
 
-    @Option(help: "The address to listen on.")
+    @Option(help: "The address to listen on (port 0: any free port).")
     var listen = ListenAddress(host: "127.0.0.1", port: 7420)
 
-    @Flag(help: "Apply missing migrations before serving (otherwise an unmigrated database is an error).")
+    @Flag(help: "PostgreSQL: apply missing migrations before serving (otherwise an unmigrated database is an error). The SQLite store always migrates itself.")
     var migrate = false
 
     @Option(help: "Change-log entries kept per course; a client further behind gets a snapshot.")
@@ -39,30 +41,47 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let logger = logging.bootstrap(label: "coursesync")
-        let (secret, created) = try secret.load(create: true)
-        if created { logger.notice("created a new token secret", metadata: ["file": "\(self.secret.secretFile)"]) }
+        let (secret, created, secretPath) = try secret.load(create: true, dataDir: store.dataDir)
+        if created { logger.notice("created a new token secret", metadata: ["file": "\(secretPath)"]) }
         let authority = try TokenAuthority(secret: secret)
-        let client = PostgresClient(configuration: try postgres.configuration(), backgroundLogger: logger)
-        let store = PostgresStore(client: client, logger: logger, logRetention: logRetention)
-        let server = SyncServer(store: store, authority: authority,
-                                configuration: ServerConfiguration(host: listen.host, port: listen.port,
-                                                                   heartbeatInterval: .seconds(Int64(heartbeatSeconds))),
-                                logger: logger)
-        let node = Node(server: server, prepare: { [migrate] in
-            if migrate {
-                let applied = try await Migrator().migrate(client, logger: logger)
-                logger.info("migrations", metadata: ["applied": "\(applied)"])
-            } else {
-                try await store.checkSchema()
-            }
-        })
-        let group = ServiceGroup(configuration: .init(
+        let configuration = ServerConfiguration(host: listen.host, port: listen.port,
+                                                heartbeatInterval: .seconds(Int64(heartbeatSeconds)))
+        let banner: @Sendable (Int, String) -> Void = { [listen, store] port, storeDescription in
+            let lines = [
+                "CourseSync \(CourseSyncVersion.current) listening on \(listen.host):\(port)",
+                "  store:   \(storeDescription)",
+                "  secret:  \(secretPath)",
+                "  course:  coursesync course create --title \"My course\"\(store.url == nil ? " --data-dir \(store.dataDir)" : " --postgres URL")",
+                "  token:   coursesync token issue --user you --course COURSE_ID --role editor --secret-file \(secretPath)",
+                "  client:  coursesync client outline --course COURSE_ID --server \(listen.host):\(port) --token TOKEN",
+            ]
+            FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration]
+        if let postgresConfiguration = try store.postgresConfiguration() {
+            let client = PostgresClient(configuration: postgresConfiguration, backgroundLogger: logger)
+            let postgresStore = PostgresStore(client: client, logger: logger, logRetention: logRetention)
+            let server = SyncServer(store: postgresStore, authority: authority, configuration: configuration, logger: logger)
+            let description = "PostgreSQL \(postgresConfiguration.host ?? "(socket)"):\(postgresConfiguration.port ?? 5432)/\(postgresConfiguration.database ?? "")"
+            let node = Node(server: server, announce: { banner($0, description) }, prepare: { [migrate] in
+                if migrate {
+                    let applied = try await Migrator().migrate(client, logger: logger)
+                    logger.info("migrations", metadata: ["applied": "\(applied)"])
+                } else {
+                    try await postgresStore.checkSchema()
+                }
+            })
             // Shut down in reverse: the listener, then the server (draining), then the pool it needs.
-            services: [.init(service: client), .init(service: node, successTerminationBehavior: .gracefullyShutdownGroup),
-                       .init(service: CommitListener(store: store, server: server))],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        ))
+            services = [.init(service: client), .init(service: node, successTerminationBehavior: .gracefullyShutdownGroup),
+                        .init(service: CommitListener(store: postgresStore, server: server))]
+        } else {
+            let sqlite = try store.openSQLite(logRetention: logRetention)
+            let server = SyncServer(store: sqlite, authority: authority, configuration: configuration, logger: logger)
+            let description = "SQLite \(store.sqlitePath) (one node; --postgres URL for several)"
+            services = [.init(service: Node(server: server, announce: { banner($0, description) }, prepare: {}),
+                              successTerminationBehavior: .gracefullyShutdownGroup)]
+        }
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }
@@ -71,11 +90,17 @@ struct Serve: AsyncParsableCommand {
 /// shuts it down before the PostgreSQL pool it needs.
 struct Node: Service {
     let server: SyncServer
+    /// Called with the port once the server listens (the banner).
+    let announce: @Sendable (Int) -> Void
     let prepare: @Sendable () async throws -> Void
 
     func run() async throws {
         try await prepare()
-        try await server.run()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            if let port = try? await server.listeningPort() { announce(port) }
+            try await group.next()
+        }
     }
 }
 

@@ -13,7 +13,7 @@ struct TokenCommand: ParsableCommand {
     struct Issue: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print a signed token giving a user a role in some courses.",
-            discussion: "Sign with the server's --secret-file; the server accepts the token until it expires."
+            discussion: "Signs with the server's secret (from --data-dir or --secret-file); the server accepts the token until it expires."
         )
 
         @Option(help: "The user the token is for (shown in the server's logs).")
@@ -33,6 +33,10 @@ struct TokenCommand: ParsableCommand {
 
         @OptionGroup var secret: SecretOptions
 
+        @Option(help: ArgumentHelp("The server's data directory, where the secret is (default: $COURSESYNC_DATA, else ./coursesync-data).",
+                                   valueName: "dir"))
+        var dataDir: String = StoreOptions.defaultDataDirectory
+
         func validate() throws {
             guard !user.isEmpty, user.utf8.count <= 200 else { throw ValidationError("--user must be 1 to 200 bytes") }
             guard !course.isEmpty || allCourses else { throw ValidationError("name at least one --course, or pass --all-courses") }
@@ -41,7 +45,7 @@ struct TokenCommand: ParsableCommand {
         }
 
         func run() throws {
-            let (secret, _) = try secret.load(create: false)
+            let (secret, _, _) = try secret.load(create: false, dataDir: dataDir)
             let authority = try TokenAuthority(secret: secret)
             let roles = Dictionary(try course.map { (try parseEntityID($0, what: "--course"), role) }) { _, last in last }
             print(authority.issue(TokenClaims(user: user, expires: Date().addingTimeInterval(ttlHours * 3600), courses: roles,

@@ -56,4 +56,45 @@ import Testing
             #expect(server.output.contains("listening"))
         }
     }
+
+    @Test func serveRunsOnTheEmbeddedSQLiteStoreAndTheClientCommandsWork() async throws {
+        try await withReplicaFolder { folder in
+            let data = folder.appendingPathComponent("data").path
+            let port = PostgresCluster.freePort()
+            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(port)"])
+            let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Offline first", "--log-level", "error"])
+            let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
+            let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course.description, "--role", "editor"])
+                .output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let common = ["--course", course.description, "--server", "127.0.0.1:\(port)", "--token", token, "--log-level", "error",
+                          "--replica", folder.appendingPathComponent("cli.replica").path]
+            func client(_ arguments: [String]) async throws -> String {
+                let result = try await Subprocess.run(["client"] + arguments + common)
+                #expect(result.status == 0, "client \(arguments): \(result.output)")
+                return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            let chapter = try await client(["create-chapter", "--title", "Getting started"])
+            #expect(EntityID(chapter) != nil, "\(chapter)")
+            let media = try await client(["register-media", "--name", "welcome.mp4", "--url", "https://cdn.example.com/welcome.mp4",
+                                          "--duration-ms", "90000", "--bytes", "12345"])
+            _ = try await client(["link", "--chapter", chapter, media])
+            // Another replica sees the same outline.
+            let other = try await Subprocess.run(["client", "outline", "--course", course.description, "--server", "127.0.0.1:\(port)",
+                                                  "--token", token, "--log-level", "error", "--replica", folder.appendingPathComponent("other.replica").path])
+            #expect(other.output.contains("1. Getting started  [\(chapter)]"), "\(other.output)")
+            #expect(other.output.contains("1. welcome.mp4"), "\(other.output)")
+            #expect(other.output.contains("at seq 3"), "\(other.output)")
+            // A bad token is refused with its code, and the command fails.
+            let refused = try await Subprocess.run(["client", "outline", "--course", course.description, "--server", "127.0.0.1:\(port)",
+                                                    "--token", "v1.bad.token", "--log-level", "critical",
+                                                    "--replica", folder.appendingPathComponent("refused.replica").path])
+            #expect(refused.status != 0)
+            #expect(refused.output.contains("unauthenticated"), "\(refused.output)")
+            server.signal(SIGTERM)
+            #expect(try await server.wait() == 0, "\(server.output)")
+            #expect(server.output.contains("listening on 127.0.0.1:\(port)"), "\(server.output)")
+            #expect(server.output.contains("store:   SQLite \(data)/store.sqlite"), "\(server.output)")
+            #expect(FileManager.default.fileExists(atPath: data + "/secret"))
+        }
+    }
 }
