@@ -98,6 +98,8 @@ public actor SyncClient {
     public var pendingBatches: [Batch] { core.pendingBatches }
     public var stats: ClientCore.Stats { core.stats }
     public var phase: ClientCore.Phase { core.phase }
+    /// When the last `Reject` frame arrived, before it was applied (for `coursesync bench local`).
+    public private(set) var lastRejectArrival: ContinuousClock.Instant?
     /// The whole engine, for tests that check its invariants.
     var coreForTests: ClientCore { core }
 
@@ -338,6 +340,7 @@ public actor SyncClient {
     }
 
     private func receive(_ message: WireMessage) {
+        if case .reject = message { lastRejectArrival = ContinuousClock.now }
         core.received(message)
         carryOut()
     }

@@ -11,7 +11,7 @@ import SyncWire
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure the engine. Figures are medians and percentiles, on this machine, now.",
-        subcommands: [AckBench.self]
+        subcommands: [AckBench.self, LocalBench.self]
     )
 }
 
@@ -86,7 +86,7 @@ struct BenchFixture {
     let chapters: [EntityID]
     let media: [EntityID]
 
-    static func make(store: PostgresStore, writers: Int) async throws -> BenchFixture {
+    static func make(store: some SyncStore, writers: Int) async throws -> BenchFixture {
         var generator = SystemRandomNumberGenerator()
         let courseID = EntityID.random(using: &generator)
         try await store.createCourse(Course(id: courseID, title: "Benchmark course"))
