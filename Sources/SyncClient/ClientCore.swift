@@ -50,6 +50,8 @@ public struct ClientCore: Sendable {
         /// Acked batches whose outcome (accepted, with as many resolution notes) the local replay predicted.
         public var predictionsMatched = 0
         public var predictionsMissed = 0
+
+        public init() {}
     }
 
     public let clientID: ClientID

@@ -98,6 +98,16 @@ public actor SyncClient {
     public var pendingBatches: [Batch] { core.pendingBatches }
     public var stats: ClientCore.Stats { core.stats }
     public var phase: ClientCore.Phase { core.phase }
+    /// Push → Ack round trips of the most recent batches (at most ``roundTripWindow``), oldest first.
+    public private(set) var ackRoundTrips: [Duration] = []
+    public static let roundTripWindow = 10_000
+    private var sentAt: [BatchSeq: ContinuousClock.Instant] = [:]
+
+    private func recordRoundTrip(_ duration: Duration) {
+        if ackRoundTrips.count == Self.roundTripWindow { ackRoundTrips.removeFirst(Self.roundTripWindow / 2) }
+        ackRoundTrips.append(duration)
+    }
+
     /// When the last `Reject` frame arrived, before it was applied (for `coursesync bench local`).
     public private(set) var lastRejectArrival: ContinuousClock.Instant?
     /// The whole engine, for tests that check its invariants.
@@ -252,8 +262,16 @@ public actor SyncClient {
         }
         for action in core.takeActions() {
             switch action {
-            case .send(let message): outbound?.yield(message)
-            case .emit(let event): eventSink.yield(event)
+            case .send(let message):
+                if case .push(let push) = message { sentAt[push.batchSeq] = ContinuousClock.now }
+                outbound?.yield(message)
+            case .emit(let event):
+                if case .acked(let batchSeq, _, _) = event, let sent = sentAt.removeValue(forKey: batchSeq) {
+                    recordRoundTrip(ContinuousClock.now - sent)
+                } else if case .rejected(let rejected) = event {
+                    for edit in rejected.droppedEdits { sentAt[edit.batchSeq] = nil }
+                }
+                eventSink.yield(event)
             case .reconnect(let reason):
                 logger.info("reconnecting", metadata: ["reason": "\(reason)"])
                 channel?.close(promise: nil)

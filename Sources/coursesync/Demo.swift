@@ -1,0 +1,287 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SQLiteStore
+import SyncClient
+import SyncModel
+import SyncServer
+
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Three instructors edit one course at once, live, and converge.",
+        discussion: """
+        Starts an embedded server (SQLite store) on a free loopback port, seeds a course with a media \
+        library, and runs simulated instructors: real SyncClients, each with its own replica file, over \
+        real TCP, linking, moving, renaming and unlinking videos in the same chapters at the same time. \
+        Ends with the converged outline, a check of every replica against the server, and figures. \
+        Nothing else needs to run; files go to a temporary directory unless --data-dir is given.
+        """
+    )
+
+    @Option(help: "Simulated instructors (1 to 16).") var instructors = 3
+    @Option(help: "Edits per instructor.") var edits = 80
+    @Option(help: "Media files in the course's library.") var media = 36
+    @Option(help: "Chapters to start with.") var chapters = 4
+    @Option(help: "Random seed for the instructors' choices (default: random).") var seed: UInt64?
+    @Option(help: ArgumentHelp("Keep the store and replicas in this directory (default: a temporary one, removed).", valueName: "dir"))
+    var dataDir: String?
+    @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        guard (1...16).contains(instructors) else { throw ValidationError("--instructors must be between 1 and 16") }
+        guard (1...10_000).contains(edits) else { throw ValidationError("--edits must be between 1 and 10000") }
+        guard (2...1_000).contains(media) else { throw ValidationError("--media must be between 2 and 1000") }
+        guard (1...50).contains(chapters) else { throw ValidationError("--chapters must be between 1 and 50") }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "coursesync.demo")
+        logger.logLevel = logging.logLevel == .info ? .error : logging.logLevel
+        let folder = URL(fileURLWithPath: dataDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("coursesync-demo-\(UInt64.random(in: 0 ... .max))").path)
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { if dataDir == nil { try? FileManager.default.removeItem(at: folder) } }
+        let seed = seed ?? UInt64.random(in: 0 ... .max)
+
+        let store = try SQLiteStore(path: folder.appendingPathComponent("store.sqlite").path)
+        let authority = try TokenAuthority(secret: Array(TokenSecret.generate().utf8))
+        let server = SyncServer(store: store, authority: authority,
+                                configuration: ServerConfiguration(host: "127.0.0.1", port: 0, serverID: "demo"), logger: logger)
+        let serving = Task { try await server.run() }
+        defer { serving.cancel() }
+        let port = try await server.listeningPort()
+        let course = try await seedCourse(store)
+        say("CourseSync demo — server on 127.0.0.1:\(port) (SQLite store in \(folder.path)), seed \(seed)")
+        say("course \"\(course.title)\": \(chapters) chapters, \(media) media files; \(instructors) instructors × \(edits) edits, concurrently\n")
+
+        let names = ["Ada", "Grace", "Linus", "Barbara", "Edsger", "Margaret", "Dennis", "Frances",
+                     "Ken", "Radia", "Donald", "Sophie", "Alan", "Katherine", "Niklaus", "Hedy"]
+        var clients: [Instructor] = []
+        for index in 0..<instructors {
+            let name = names[index]
+            let token = authority.issue(TokenClaims(user: name, expires: Date().addingTimeInterval(3600), courses: [course.id: .editor]))
+            var configuration = ClientConfiguration(port: port, token: token)
+            configuration.coalesceWindow = .milliseconds(3)
+            let client = try await SyncClient.open(path: folder.appendingPathComponent("\(name.lowercased()).replica").path,
+                                                   courseID: course.id, configuration: configuration, logger: logger)
+            try await client.settle()
+            clients.append(Instructor(name: name, client: client, seed: seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15))
+        }
+
+        let progress = Progress(total: instructors * edits)
+        let ticker = Task { [clients] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(250))
+                await progress.show(clients)
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for instructor in clients {
+                group.addTask { try await instructor.work(edits: edits, progress: progress) }
+            }
+            try await group.waitForAll()
+        }
+        try await settle(clients)
+        ticker.cancel()
+        await progress.show(clients, final: true)
+
+        let truth = try await store.snapshot(courseID: course.id)
+        say("\n\(render(truth))\n")
+        var allMatch = true
+        for instructor in clients {
+            let visible = await instructor.client.visibleState
+            let confirmed = await instructor.client.confirmedState
+            let pending = await instructor.client.pendingBatches.count
+            let matches = visible == truth && confirmed == truth && pending == 0
+            allMatch = allMatch && matches
+            say("\(instructor.name.padding(toLength: 9, withPad: " ", startingAt: 0)) replica: \(visible.chapters.count) chapters, \(visible.videos.count) videos at seq \(confirmed.seq) — \(matches ? "matches the server ✓" : "DIFFERS from the server ✗")")
+        }
+        var totals = ClientCore.Stats()
+        var applyTimes: [Duration] = []
+        var ackTimes: [Duration] = []
+        for instructor in clients {
+            let stats = await instructor.client.stats
+            totals.edits += stats.edits
+            totals.acks += stats.acks
+            totals.rejections += stats.rejections
+            totals.droppedEdits += stats.droppedEdits
+            totals.resolutionNotes += stats.resolutionNotes
+            totals.predictionsMatched += stats.predictionsMatched
+            totals.predictionsMissed += stats.predictionsMissed
+            applyTimes += await instructor.applyTimes.values
+            ackTimes += await instructor.client.ackRoundTrips
+        }
+        let refused = await progress.refusedLocally
+        let conflicts = totals.resolutionNotes + totals.rejections
+        let predictions = "\(totals.predictionsMatched)/\(totals.predictionsMatched + totals.predictionsMissed)"
+        say("")
+        say("edits \(totals.edits) (+\(refused) refused at once by the replica, e.g. media already in that chapter)")
+        say("batches acked \(totals.acks) · rejected \(totals.rejections) (\(totals.droppedEdits) edits rolled back) · server commits \(truth.seq)")
+        say("conflicts resolved \(conflicts): \(totals.resolutionNotes) merges or missing anchors, \(totals.rejections) rejections")
+        say("optimistic apply: median \(format(median(applyTimes))) · push → ack: median \(format(median(ackTimes))) · predictions right \(predictions)")
+        for instructor in clients { await instructor.client.close() }
+        await server.shutDown()
+        _ = await serving.result
+        if !allMatch { throw ExitCode.failure }
+    }
+
+    private func seedCourse(_ store: SQLiteStore) async throws -> Course {
+        var generator = SystemRandomNumberGenerator()
+        let course = Course(id: .random(using: &generator), title: "Swift on the Server")
+        try await store.createCourse(course)
+        let titles = ["Getting started", "Async and await", "SwiftNIO", "PostgreSQL", "Deploying", "Observability"]
+        var ops: [SyncModel.Operation] = (0..<chapters).map {
+            .createChapter(temp: TempID(UInt64(1 + $0))!, title: $0 < titles.count ? titles[$0] : "Chapter \($0 + 1)", placement: .atEnd)
+        }
+        for index in 0..<media {
+            let number = index + 1
+            let name = "clip-" + (number < 10 ? "0" : "") + String(number) + ".mp4"
+            ops.append(.registerMedia(temp: TempID(UInt64(10_000 + index))!, name: name, cdnURL: "https://cdn.example.com/clips/\(number).mp4",
+                                      durationMs: UInt64(60_000 + index * 7_000), byteSize: UInt64(5_000_000 + index * 100_000)))
+        }
+        let setup = Batch(clientID: ClientID(.random(using: &generator)), courseID: course.id, batchSeq: 1, baseSeq: 0, ops: ops)
+        guard case .committed = try await store.commit([setup], courseID: course.id).first else { throw ValidationError("the seed batch was refused") }
+        return course
+    }
+
+    private func settle(_ clients: [Instructor]) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for instructor in clients { try await instructor.client.settle() }
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(60))
+                throw ValidationError("the replicas did not settle within 60 s")
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+        // Every replica has seen every commit, including the others' last ones.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            var cursors = Set<CourseSeq>()
+            for instructor in clients { cursors.insert(await instructor.client.cursor) }
+            if cursors.count == 1 { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    private func render(_ state: CourseState) -> String {
+        var lines = ["\"\(state.course.title)\" at seq \(state.seq)"]
+        for chapter in state.orderedChapters {
+            let videos = state.videos(in: chapter.id)
+            lines.append("\(chapter.position + 1). \(chapter.title) (\(videos.count) videos)")
+            for video in videos.prefix(8) { lines.append("     \(video.position + 1). \(video.title)") }
+            if videos.count > 8 { lines.append("     … \(videos.count - 8) more") }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// One simulated instructor: random edits through the client API, with short pauses.
+actor Instructor {
+    let name: String
+    let client: SyncClient
+    private var random: SplitMix64
+    private(set) var applyTimes = Durations()
+
+    init(name: String, client: SyncClient, seed: UInt64) {
+        self.name = name
+        self.client = client
+        random = SplitMix64(seed: seed)
+    }
+
+    func work(edits: Int, progress: Progress) async throws {
+        for _ in 0..<edits {
+            try await Task.sleep(for: .milliseconds(Int.random(in: 0...12, using: &random)))
+            let start = ContinuousClock.now
+            do {
+                try await edit()
+                applyTimes.values.append(ContinuousClock.now - start)
+                await progress.edited()
+            } catch let error as EditError {
+                guard case .invalid = error else { throw error }
+                await progress.refused()
+            }
+        }
+    }
+
+    private func edit() async throws {
+        let state = await client.visibleState
+        let chapters = state.orderedChapters
+        let videos = Array(state.videos.values).sorted { $0.id < $1.id }
+        let media = Array(state.media.keys).sorted()
+        let key = { (id: EntityID) in await self.client.key(for: id) }
+        let roll = Int.random(in: 0..<100, using: &random)
+        let chapter = chapters.randomElement(using: &random)!
+        switch roll {
+        case 0..<40 where !media.isEmpty:
+            var picks: [LocalKey] = []
+            for _ in 0..<Int.random(in: 1...3, using: &random) {
+                let file = media.randomElement(using: &random)!
+                if state.video(linking: file, in: chapter.id) == nil, !picks.contains(LocalKey(file)) { picks.append(await key(file)) }
+            }
+            guard !picks.isEmpty else { return try await client.renameChapter(await key(chapter.id), to: chapter.title) }
+            let anchor = state.videos(in: chapter.id).randomElement(using: &random)
+            let placement: LocalPlacement = if let anchor, Bool.random(using: &random) { .after(await key(anchor.id)) } else { .atEnd }
+            try await client.linkMedia(picks, to: await key(chapter.id), placement: placement)
+        case 40..<60 where !videos.isEmpty:
+            let video = videos.randomElement(using: &random)!
+            try await client.moveVideo(await key(video.id), to: await key(chapter.id), placement: Bool.random(using: &random) ? .atStart : .atEnd)
+        case 60..<80 where !videos.isEmpty:
+            let video = videos.randomElement(using: &random)!
+            try await client.renameVideo(await key(video.id), to: "\(video.title.split(separator: " · ").first ?? "") · \(name)")
+        case 80..<95 where !videos.isEmpty:
+            try await client.unlinkVideo(await key(videos.randomElement(using: &random)!.id))
+        default:
+            try await client.renameChapter(await key(chapter.id), to: "\(chapter.title.split(separator: " · ").first ?? "") · \(name)")
+        }
+    }
+}
+
+struct Durations: Sendable {
+    var values: [Duration] = []
+}
+
+/// The live progress line.
+actor Progress {
+    let total: Int
+    private var done = 0
+    private(set) var refusedLocally = 0
+    private let isTerminal = isatty(STDOUT_FILENO) != 0
+    private var lastLine = ContinuousClock.now
+
+    init(total: Int) { self.total = total }
+
+    func edited() { done += 1 }
+    func refused() { refusedLocally += 1; done += 1 }
+
+    func show(_ instructors: [Instructor], final: Bool = false) async {
+        var acks = 0, rejections = 0, notes = 0, pending = 0
+        var seq: CourseSeq = 0
+        for instructor in instructors {
+            let stats = await instructor.client.stats
+            acks += stats.acks
+            rejections += stats.rejections
+            notes += stats.resolutionNotes
+            pending += await instructor.client.pendingBatches.count
+            seq = max(seq, await instructor.client.cursor)
+        }
+        let line = "edits \(done)/\(total) · acked batches \(acks) · rejected \(rejections) · resolved \(notes) · pending \(pending) · server seq \(seq)"
+        if isTerminal {
+            FileHandle.standardOutput.write(Data("\r\u{1B}[2K\(line)\(final ? "\n" : "")".utf8))
+        } else if final || ContinuousClock.now - lastLine >= .seconds(1) {
+            lastLine = ContinuousClock.now
+            say(line)
+        }
+    }
+}
+
+private func median(_ values: [Duration]) -> Duration? {
+    guard !values.isEmpty else { return nil }
+    return values.sorted()[values.count / 2]
+}
+
+private func format(_ duration: Duration?) -> String {
+    guard let duration else { return "n/a" }
+    return String(format: "%.2f ms", Double(duration.nanoseconds) / 1e6)
+}
