@@ -97,4 +97,12 @@ import Testing
             #expect(FileManager.default.fileExists(atPath: data + "/secret"))
         }
     }
+
+    @Test func theDemoRunsToAVerifiedConvergedEnd() async throws {
+        let result = try await Subprocess.run(["demo", "--edits", "40", "--seed", "42"])
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.components(separatedBy: "matches the server ✓").count - 1 == 3, "\(result.output)")
+        #expect(!result.output.contains("DIFFERS"))
+        #expect(result.output.contains("conflicts resolved"))
+    }
 }
