@@ -107,6 +107,8 @@ let package = Package(
             ]
         ),
         .testTarget(name: "SyncModelTests", dependencies: ["SyncModel"]),
+        // The client engine without sockets: a model server drives it.
+        .testTarget(name: "SyncClientTests", dependencies: ["SyncClient", "SyncModel", "SyncWire"]),
         // Real PostgreSQL (a private cluster per test run) and real TCP.
         .testTarget(
             name: "SyncServerTests",

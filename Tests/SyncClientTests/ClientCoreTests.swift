@@ -1,0 +1,169 @@
+@testable import SyncClient
+import SyncModel
+import SyncWire
+import Testing
+
+/// A server reduced to its decision: the resolver over an in-memory state, with the exactly-once
+/// record and temp map per client. Enough to drive a ``ClientCore`` without sockets.
+struct ModelServer {
+    var state: CourseState
+    var temps: [ClientID: [TempID: EntityID]] = [:]
+    var acks: [ClientID: [BatchSeq: Ack]] = [:]
+    var allocator = RandomIDAllocator(SplitMix64(seed: 1))
+
+    /// Resolves a push like the server: the stored ack for a resend, else an ack and a diff, or a rejection.
+    mutating func push(_ batch: Batch) -> (WireMessage, Diff?) {
+        if let ack = acks[batch.clientID]?[batch.batchSeq] { return (.ack(ack), nil) }
+        switch Resolver.resolve(batch, against: state, knownTemps: temps[batch.clientID] ?? [:], allocator: &allocator) {
+        case .success(let resolved):
+            state = resolved.state
+            temps[batch.clientID, default: [:]].merge(resolved.commit.ack.idMap) { _, new in new }
+            acks[batch.clientID, default: [:]][batch.batchSeq] = resolved.commit.ack
+            return (.ack(resolved.commit.ack), resolved.commit.diff)
+        case .failure(let rejection):
+            return (.reject(BatchRejection(courseID: batch.courseID, batchSeq: batch.batchSeq, rejection: rejection)), nil)
+        }
+    }
+}
+
+@Suite struct ClientCoreTests {
+    let courseID = EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_0001)
+    let clientID = ClientID(EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_0002))
+
+    /// A server with one chapter and three media files, and a live client core caught up with it.
+    func setUp(maxPendingBatches: Int = 100) -> (ModelServer, ClientCore, chapter: EntityID, media: [EntityID]) {
+        var server = ModelServer(state: CourseState(course: Course(id: courseID, title: "Course")))
+        let setupClient = ClientID(EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_0003))
+        let (answer, _) = server.push(Batch(clientID: setupClient, courseID: courseID, batchSeq: 1, baseSeq: 0, ops: [
+            .createChapter(temp: TempID(1)!, title: "Chapter", placement: .atEnd),
+            .registerMedia(temp: TempID(2)!, name: "a", cdnURL: "https://cdn.example.com/a", durationMs: 1, byteSize: 1),
+            .registerMedia(temp: TempID(3)!, name: "b", cdnURL: "https://cdn.example.com/b", durationMs: 1, byteSize: 1),
+            .registerMedia(temp: TempID(4)!, name: "c", cdnURL: "https://cdn.example.com/c", durationMs: 1, byteSize: 1),
+        ]))
+        guard case .ack(let ack) = answer else { fatalError("set-up refused") }
+        var core = ClientCore(.empty(clientID: clientID, courseID: courseID), maxPendingBatches: maxPendingBatches)
+        core.connecting()
+        core.received(.welcome(Welcome(serverID: "model", heartbeatIntervalMs: 1000)))
+        let state = server.state
+        core.received(.snapshot(SnapshotPart(course: state.course, chapters: Array(state.chapters.values), media: Array(state.media.values),
+                                             videos: Array(state.videos.values), part: 0, last: true)))
+        core.received(.subscribed(courseID: courseID, seq: state.seq))
+        _ = core.takeActions()
+        _ = core.takeWrite()
+        return (server, core, ack.idMap[TempID(1)!]!, (2...4).map { ack.idMap[TempID($0)!]! })
+    }
+
+    /// Delivers every push the core sent to the model server, and the answers back (ack, then diff).
+    func exchange(_ core: inout ClientCore, _ server: inout ModelServer) {
+        var outbox = core.takeActions()
+        while !outbox.isEmpty {
+            for case .send(.push(let push)) in outbox {
+                let (answer, diff) = server.push(push.batch(from: core.clientID))
+                core.received(answer)
+                if let diff { core.received(.diff(diff)) }
+            }
+            outbox = core.takeActions()
+        }
+    }
+
+    @Test func anInvalidEditThrowsAndChangesNothing() throws {
+        var (_, core, chapter, _) = setUp()
+        let before = core.visible
+        #expect(throws: EditError.self) { try core.edit(.renameChapter(.id(chapter), title: "  ")) }
+        #expect(throws: EditError.self) { try core.edit(.unlinkVideo(.id(EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_0009)))) }
+        #expect(core.visible == before)
+        #expect(core.pendingBatches.isEmpty)
+        #expect(core.takeWrite().batches.isEmpty)
+    }
+
+    @Test func editsCoalesceIntoTheOpenBatchUntilSealed() throws {
+        var (_, core, chapter, media) = setUp()
+        let temp = core.mintTemp()
+        try core.edit(.linkMedia(chapter: .id(chapter), items: [LinkItem(temp: temp, media: .id(media[0]))], placement: .atEnd))
+        try core.edit(.renameVideo(.temp(temp), title: "Renamed in the same batch"))
+        #expect(core.pendingBatches.count == 1 && core.pendingBatches[0].ops.count == 2)
+        #expect(core.takeActions().isEmpty, "nothing is sent before the batch is sealed")
+        core.seal()
+        #expect(core.takeActions().count == 1)
+        try core.edit(.renameChapter(.id(chapter), title: "Next batch"))
+        #expect(core.pendingBatches.map(\.batchSeq) == [1, 2])
+    }
+
+    @Test func aFullOpenBatchIsSealedAndTheEditStartsTheNext() throws {
+        var (_, core, chapter, _) = setUp()
+        for index in 0..<Limits.maxOpsPerBatch { try core.edit(.renameChapter(.id(chapter), title: "Title \(index)")) }
+        #expect(core.pendingBatches.count == 1)
+        try core.edit(.renameChapter(.id(chapter), title: "One past the limit"))
+        #expect(core.pendingBatches.map(\.ops.count) == [Limits.maxOpsPerBatch, 1])
+    }
+
+    @Test func thePendingQueueIsBoundedWithAClearError() throws {
+        var (_, core, chapter, _) = setUp(maxPendingBatches: 2)
+        try core.edit(.renameChapter(.id(chapter), title: "One"))
+        core.seal()
+        try core.edit(.renameChapter(.id(chapter), title: "Two"))
+        core.seal()
+        #expect(throws: EditError.queueFull(limit: 2)) { try core.edit(.renameChapter(.id(chapter), title: "Three")) }
+        #expect(core.visible.chapters[chapter]?.title == "Two")
+    }
+
+    @Test func anAckThenItsDiffSwapTempIDsKeepLocalKeysAndRewriteLaterBatches() throws {
+        var (server, core, chapter, media) = setUp()
+        let chapterTemp = core.mintTemp()
+        try core.edit(.createChapter(temp: chapterTemp, title: "New", placement: .atEnd))
+        core.seal()
+        let videoTemp = core.mintTemp()
+        try core.edit(.linkMedia(chapter: .temp(chapterTemp), items: [LinkItem(temp: videoTemp, media: .id(media[1]))], placement: .atEnd))
+        let key = core.key(forTemp: chapterTemp)
+        // Only the first batch reaches the server.
+        let sent = core.takeActions()
+        guard case .send(.push(let first)) = sent.first else { Issue.record("\(sent)"); return }
+        let (answer, diff) = server.push(first.batch(from: clientID))
+        core.received(answer)
+        #expect(core.visible.chapters[EntityID.provisional(chapterTemp)] != nil, "the rows stay until the diff arrives")
+        core.received(.diff(try #require(diff)))
+        guard case .ack(let ack) = answer else { Issue.record("\(answer)"); return }
+        let real = try #require(ack.idMap[chapterTemp])
+        #expect(core.visible.chapters[real]?.title == "New")
+        #expect(core.key(forTemp: chapterTemp) == key, "the local key survives the ID swap")
+        // Still pending: the second batch links a video into it (its video list is not confirmed).
+        #expect(core.rows.chapters[key]?.id == real && core.rows.chapters[key]?.status == .pending)
+        #expect(core.pendingBatches.count == 1)
+        #expect(core.pendingBatches[0].ops.first?.references.first == .id(real), "the later batch now names the real ID")
+        core.seal()
+        exchange(&core, &server)
+        #expect(core.isSettled && core.visible == server.state && core.confirmed == server.state)
+        #expect(core.rows.chapters[key]?.status == .confirmed)
+        _ = chapter
+    }
+
+    @Test func aDiffOfOurOwnBatchBeforeItsAckIsNotAppliedTwice() throws {
+        var (server, core, chapter, media) = setUp()
+        let temp = core.mintTemp()
+        try core.edit(.linkMedia(chapter: .id(chapter), items: [LinkItem(temp: temp, media: .id(media[2]))], placement: .atEnd))
+        core.seal()
+        guard case .send(.push(let push)) = core.takeActions().first else { Issue.record("not sent"); return }
+        let (answer, diff) = server.push(push.batch(from: clientID))
+        // The connection drops; the catch-up brings the diff, the resend brings the (stored) ack.
+        core.disconnected(retryInMs: 1)
+        core.connecting()
+        core.received(.welcome(Welcome(serverID: "model", heartbeatIntervalMs: 1000)))
+        core.received(.diff(try #require(diff)))
+        #expect(core.visible.videos.count == 1, "the committed batch is not replayed on top of its own diff")
+        core.received(answer)
+        #expect(core.isSettled && core.visible == server.state)
+        #expect(core.rows.videos[LocalKey(.provisional(temp))]?.status == .confirmed)
+    }
+
+    @Test func aGapInTheDiffStreamReconnectsAndAPermanentRefusalStops() throws {
+        var (_, core, _, _) = setUp()
+        let seq = core.confirmed.seq
+        core.received(.diff(Diff(courseID: courseID, seq: seq + 2, origin: BatchOrigin(clientID: clientID, batchSeq: 9), changes: ChangeSet())))
+        #expect(core.confirmed.seq == seq)
+        guard case .reconnect = core.takeActions().first else { Issue.record("no reconnect on a gap"); return }
+        core.received(.error(ConnectionError(.tokenExpired, "expired")))
+        #expect(core.takeActions() == [.stop(ConnectionError(.tokenExpired, "expired"))])
+        core.received(.error(ConnectionError(.shuttingDown, "bye")))
+        guard case .reconnect = core.takeActions().first else { Issue.record("a server shutting down is temporary"); return }
+    }
+}
