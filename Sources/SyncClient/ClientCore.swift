@@ -368,6 +368,7 @@ public struct ClientCore: Sendable {
         var state = confirmed
         var temps = knownTemps
         var allocator = ProvisionalIDAllocator()
+        var doomedOpenBatch = false
         openBase = nil
         for index in pending.indices where !pending[index].committed {
             let batch = pending[index].batch
@@ -382,8 +383,12 @@ public struct ClientCore: Sendable {
                 // Left out of the visible state: the server will reject it too (and later batches
                 // that used its temp IDs), unless the confirmed state changes again first.
                 pending[index].predictedNotes = nil
+                if batch.batchSeq == openBatch { doomedOpenBatch = true }
             }
         }
+        // New edits must not join a batch that can no longer commit: send it as it is (its
+        // rejection rolls it back with an event) and let the next edit open a fresh one.
+        if doomedOpenBatch { seal() }
         visible = state
         visibleTemps = temps
         let new = rowBuilder.rows(of: visible)

@@ -22,6 +22,7 @@ import SyncWire
 /// ```
 public actor SyncClient {
     public let configuration: ClientConfiguration
+    /// The replica file.
     public let replica: Replica
     /// Everything the app may want to show; see ``ClientEvent``.
     public nonisolated let events: AsyncStream<ClientEvent>
@@ -87,6 +88,7 @@ public actor SyncClient {
 
     /// The client's ID (one per replica file).
     public nonisolated let clientID: ClientID
+    /// The course this replica holds.
     public var courseID: EntityID { core.courseID }
     /// The confirmed course seq: the cursor.
     public var cursor: CourseSeq { core.confirmed.seq }
@@ -96,7 +98,9 @@ public actor SyncClient {
     public var visibleState: CourseState { core.visible }
     /// Batches waiting for the server (sealed or not).
     public var pendingBatches: [Batch] { core.pendingBatches }
+    /// Counters: edits, batches, acks, rejections, how often the local prediction was right.
     public var stats: ClientCore.Stats { core.stats }
+    /// Where the connection is: offline, awaiting the handshake, catching up, live.
     public var phase: ClientCore.Phase { core.phase }
     /// Push → Ack round trips of the most recent batches (at most ``roundTripWindow``), oldest first.
     public private(set) var ackRoundTrips: [Duration] = []
@@ -143,10 +147,12 @@ public actor SyncClient {
         return core.key(forTemp: temp)
     }
 
+    /// Renames a chapter (1–500 characters after trimming, no control characters).
     public func renameChapter(_ chapter: LocalKey, to title: String) throws {
         try perform(.renameChapter(try ref(chapter), title: title))
     }
 
+    /// Moves a chapter among the course's chapters.
     public func moveChapter(_ chapter: LocalKey, to placement: LocalPlacement) throws {
         try perform(.moveChapter(try ref(chapter), placement: try resolve(placement)))
     }
@@ -178,14 +184,17 @@ public actor SyncClient {
         return items.map { core.key(forTemp: $0.temp) }
     }
 
+    /// Moves a video within its chapter or into another one (which must not already link its media file).
     public func moveVideo(_ video: LocalKey, to chapter: LocalKey, placement: LocalPlacement = .atEnd) throws {
         try perform(.moveVideo(try ref(video), toChapter: try ref(chapter), placement: try resolve(placement)))
     }
 
+    /// Renames a video.
     public func renameVideo(_ video: LocalKey, to title: String) throws {
         try perform(.renameVideo(try ref(video), title: title))
     }
 
+    /// Removes a video from its chapter (the media file stays in the library).
     public func unlinkVideo(_ video: LocalKey) throws {
         try perform(.unlinkVideo(try ref(video)))
     }

@@ -166,4 +166,23 @@ struct ModelServer {
         core.received(.error(ConnectionError(.shuttingDown, "bye")))
         guard case .reconnect = core.takeActions().first else { Issue.record("a server shutting down is temporary"); return }
     }
+
+    @Test func anOpenBatchThatARemoteChangeDoomsIsSentAsItIsAndNewEditsStartAFreshOne() throws {
+        var (server, core, chapter, media) = setUp()
+        let temp = core.mintTemp()
+        try core.edit(.linkMedia(chapter: .id(chapter), items: [LinkItem(temp: temp, media: .id(media[0]))], placement: .atEnd))
+        // Another client deletes the chapter before the open batch is sealed.
+        let other = ClientID(EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_0007))
+        let (_, diff) = server.push(Batch(clientID: other, courseID: courseID, batchSeq: 1, baseSeq: 1, ops: [.deleteChapter(.id(chapter))]))
+        core.received(.diff(try #require(diff)))
+        #expect(core.visible.videos.isEmpty)
+        let newChapter = core.mintTemp()
+        try core.edit(.createChapter(temp: newChapter, title: "Still possible", placement: .atEnd))
+        #expect(core.pendingBatches.map(\.ops.count) == [1, 1], "the doomed batch was sealed; the edit opened another")
+        core.seal()
+        exchange(&core, &server)
+        #expect(core.isSettled && core.visible == server.state)
+        #expect(core.visible.orderedChapters.map(\.title) == ["Still possible"])
+        #expect(core.stats.rejections == 1 && core.stats.droppedEdits == 1)
+    }
 }
