@@ -37,20 +37,20 @@ struct Demo: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "coursesync.demo")
         logger.logLevel = logging.logLevel == .info ? .error : logging.logLevel
-        let folder = URL(fileURLWithPath: dataDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("coursesync-demo-\(UInt64.random(in: 0 ... .max))").path)
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { if dataDir == nil { try? FileManager.default.removeItem(at: folder) } }
         let seed = seed ?? UInt64.random(in: 0 ... .max)
+        let allMatch = try await withScratchFolder("coursesync-demo", kept: dataDir) { folder in
+            try await EmbeddedServer.with(folder: folder, name: "demo", logger: logger) { embedded in
+                try await run(embedded, folder: folder, seed: seed, logger: logger)
+            }
+        }
+        if !allMatch { throw ExitCode.failure }
+    }
 
-        let store = try SQLiteStore(path: folder.appendingPathComponent("store.sqlite").path)
-        let authority = try TokenAuthority(secret: Array(TokenSecret.generate().utf8))
-        let server = SyncServer(store: store, authority: authority,
-                                configuration: ServerConfiguration(host: "127.0.0.1", port: 0, serverID: "demo"), logger: logger)
-        let serving = Task { try await server.run() }
-        defer { serving.cancel() }
-        let port = try await server.listeningPort()
+    /// The instructors' session; returns whether every replica matched the server.
+    private func run(_ embedded: EmbeddedServer, folder: URL, seed: UInt64, logger: Logger) async throws -> Bool {
+        let store = embedded.store
         let course = try await seedCourse(store)
-        say("CourseSync demo — server on 127.0.0.1:\(port) (SQLite store in \(folder.path)), seed \(seed)")
+        say("CourseSync demo — server on 127.0.0.1:\(embedded.port) (SQLite store in \(folder.path)), seed \(seed)")
         say("course \"\(course.title)\": \(chapters) chapters, \(media) media files; \(instructors) instructors × \(edits) edits, concurrently\n")
 
         let names = ["Ada", "Grace", "Linus", "Barbara", "Edsger", "Margaret", "Dennis", "Frances",
@@ -58,8 +58,7 @@ struct Demo: AsyncParsableCommand {
         var clients: [Instructor] = []
         for index in 0..<instructors {
             let name = names[index]
-            let token = authority.issue(TokenClaims(user: name, expires: Date().addingTimeInterval(3600), courses: [course.id: .editor]))
-            var configuration = ClientConfiguration(port: port, token: token)
+            var configuration = ClientConfiguration(port: embedded.port, token: embedded.token(name, .editor, in: course.id))
             configuration.coalesceWindow = .milliseconds(3)
             let client = try await SyncClient.open(path: folder.appendingPathComponent("\(name.lowercased()).replica").path,
                                                    courseID: course.id, configuration: configuration, logger: logger)
@@ -119,9 +118,7 @@ struct Demo: AsyncParsableCommand {
         say("conflicts resolved \(conflicts): \(totals.resolutionNotes) merges or missing anchors, \(totals.rejections) rejections")
         say("optimistic apply: median \(format(median(applyTimes))) · push → ack: median \(format(median(ackTimes))) · predictions right \(predictions)")
         for instructor in clients { await instructor.client.close() }
-        await server.shutDown()
-        _ = await serving.result
-        if !allMatch { throw ExitCode.failure }
+        return allMatch
     }
 
     private func seedCourse(_ store: SQLiteStore) async throws -> Course {

@@ -31,21 +31,21 @@ struct LocalBench: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "coursesync.bench")
         logger.logLevel = .error
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("coursesync-bench-\(UInt64.random(in: 0 ... .max))")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let store = try SQLiteStore(path: folder.appendingPathComponent("store.sqlite").path)
-        let authority = try TokenAuthority(secret: Array(TokenSecret.generate().utf8))
-        let server = SyncServer(store: store, authority: authority,
-                                configuration: ServerConfiguration(host: "127.0.0.1", port: 0, serverID: "bench"), logger: logger)
-        let serving = Task { try await server.run() }
-        defer { serving.cancel() }
-        let port = try await server.listeningPort()
+        try await withScratchFolder("coursesync-bench") { folder in
+            try await EmbeddedServer.with(folder: folder, name: "bench", logger: logger) { embedded in
+                try await run(embedded, folder: folder, logger: logger)
+            }
+        }
+    }
+
+    private func run(_ embedded: EmbeddedServer, folder: URL, logger: Logger) async throws {
+        let store = embedded.store
+        let port = embedded.port
         let fixture = try await BenchFixture.make(store: store, writers: 2)
         func client(_ name: String, _ role: Role) async throws -> SyncClient {
-            let token = authority.issue(TokenClaims(user: name, expires: Date().addingTimeInterval(86_400), courses: [fixture.courseID: role]))
             let client = try await SyncClient.open(path: folder.appendingPathComponent("\(name).replica").path, courseID: fixture.courseID,
-                                                   configuration: ClientConfiguration(port: port, token: token), logger: logger)
+                                                   configuration: ClientConfiguration(port: port, token: embedded.token(name, role, in: fixture.courseID)),
+                                                   logger: logger)
             try await client.settle()
             return client
         }
@@ -87,8 +87,6 @@ struct LocalBench: AsyncParsableCommand {
         report("Reject → rollback observed", rollback)
         await editor.close()
         await viewer.close()
-        await server.shutDown()
-        _ = await serving.result
     }
 
     private func report(_ what: String, _ histogram: Histogram<UInt64>) {

@@ -107,3 +107,34 @@ extension SyncClient {
         (confirmedState, coreForTests.pending, coreForTests.knownTemps, visibleState)
     }
 }
+
+/// What most client tests need: a database with a course (`chapters` chapters, `media` media
+/// files), a server on it, a breakable proxy in front of the server, and a folder for replicas.
+struct ClientWorld {
+    let database: TestDatabase
+    let server: TestServer
+    let proxy: TestProxy
+    let folder: URL
+    let courseID: EntityID
+    let chapters: [EntityID]
+    let media: [EntityID]
+
+    /// A client with its own replica, connected through the proxy unless `direct`.
+    func client(_ name: String, direct: Bool = false, configure: (inout ClientConfiguration) -> Void = { _ in }) async throws -> SyncClient {
+        try await server.client(of: courseID, in: folder, name: name, port: direct ? server.port : proxy.port, configure: configure)
+    }
+}
+
+func withClientWorld(chapters: Int, media: Int, _ body: (ClientWorld) async throws -> Void) async throws {
+    try await withDatabase { database in
+        let (courseID, chapterIDs, mediaIDs) = try await database.makeCourse(chapters: chapters, media: media)
+        try await withServer(store: database.store) { server in
+            let proxy = try await TestProxy(targetPort: server.port)
+            defer { Task { await proxy.close() } }
+            try await withReplicaFolder { folder in
+                try await body(ClientWorld(database: database, server: server, proxy: proxy, folder: folder,
+                                           courseID: courseID, chapters: chapterIDs, media: mediaIDs))
+            }
+        }
+    }
+}

@@ -44,125 +44,107 @@ struct ClientTests {
     }
 
     @Test func anOptimisticChapterWithVideosLinkedBeforeItsAckEndsWithRealIDs() async throws {
-        try await withDatabase { database in
-            let (courseID, _, media) = try await database.makeCourse(chapters: 0, media: 3)
-            try await withServer(store: database.store) { server in
-                let proxy = try await TestProxy(targetPort: server.port)
-                defer { Task { await proxy.close() } }
-                try await withReplicaFolder { folder in
-                    let client = try await server.client(of: courseID, in: folder, name: "ada", port: proxy.port) { $0.coalesceWindow = .zero }
-                    let events = EventLog(client)
-                    try await client.settle()
-                    // Hold what the client sends: the link is made, and sent, before the chapter's ack exists.
-                    proxy.set(.holdUpstream)
-                    let chapter = try await client.createChapter(title: "Made offline-fast")
-                    let videos = try await client.linkMedia(media.map(LocalKey.init), to: chapter)
-                    try await client.renameVideo(videos[1], to: "Second, renamed")
-                    #expect(await client.pendingBatches.count == 3)
-                    let optimistic = try await client.outline()
-                    #expect(optimistic.chapters.map(\.chapter.key) == [chapter])
-                    #expect(optimistic.chapters[0].chapter.status == .pending && optimistic.chapters[0].chapter.id == nil)
-                    #expect(optimistic.chapters[0].videos.map(\.key) == videos)
-                    #expect(optimistic.chapters[0].videos.allSatisfy { $0.chapterKey == chapter && $0.status == .pending })
-                    try await expectVisibleIsReplay(client)
+        try await withClientWorld(chapters: 0, media: 3) { world in
+            let (database, proxy, courseID, media) = (world.database, world.proxy, world.courseID, world.media)
+            let client = try await world.client("ada") { $0.coalesceWindow = .zero }
+            let events = EventLog(client)
+            try await client.settle()
+            // Hold what the client sends: the link is made, and sent, before the chapter's ack exists.
+            proxy.set(.holdUpstream)
+            let chapter = try await client.createChapter(title: "Made offline-fast")
+            let videos = try await client.linkMedia(media.map(LocalKey.init), to: chapter)
+            try await client.renameVideo(videos[1], to: "Second, renamed")
+            #expect(await client.pendingBatches.count == 3)
+            let optimistic = try await client.outline()
+            #expect(optimistic.chapters.map(\.chapter.key) == [chapter])
+            #expect(optimistic.chapters[0].chapter.status == .pending && optimistic.chapters[0].chapter.id == nil)
+            #expect(optimistic.chapters[0].videos.map(\.key) == videos)
+            #expect(optimistic.chapters[0].videos.allSatisfy { $0.chapterKey == chapter && $0.status == .pending })
+            try await expectVisibleIsReplay(client)
 
-                    proxy.set(.pass)
-                    try await client.settle()
-                    try await expectConverged(client, database)
-                    let outline = try await client.outline()
-                    // The keys did not change; the real IDs arrived; the references hold.
-                    #expect(outline.chapters.map(\.chapter.key) == [chapter])
-                    let chapterID = try #require(outline.chapters[0].chapter.id)
-                    #expect(outline.chapters[0].videos.map(\.key) == videos)
-                    #expect(outline.chapters[0].videos.map(\.title) == ["Media 0", "Second, renamed", "Media 2"])
-                    let state = try await database.store.snapshot(courseID: courseID)
-                    #expect(state.videos(in: chapterID).map(\.id) == outline.chapters[0].videos.map(\.id!))
-                    await client.close()
-                    let acks = await events.all().compactMap { if case .acked(_, _, let ids) = $0 { ids } else { nil } }
-                    #expect(acks.count == 3)
-                    #expect(acks.first?[chapter] == chapterID)
-                }
-            }
+            proxy.set(.pass)
+            try await client.settle()
+            try await expectConverged(client, database)
+            let outline = try await client.outline()
+            // The keys did not change; the real IDs arrived; the references hold.
+            #expect(outline.chapters.map(\.chapter.key) == [chapter])
+            let chapterID = try #require(outline.chapters[0].chapter.id)
+            #expect(outline.chapters[0].videos.map(\.key) == videos)
+            #expect(outline.chapters[0].videos.map(\.title) == ["Media 0", "Second, renamed", "Media 2"])
+            let state = try await database.store.snapshot(courseID: courseID)
+            #expect(state.videos(in: chapterID).map(\.id) == outline.chapters[0].videos.map(\.id!))
+            await client.close()
+            let acks = await events.all().compactMap { if case .acked(_, _, let ids) = $0 { ids } else { nil } }
+            #expect(acks.count == 3)
+            #expect(acks.first?[chapter] == chapterID)
         }
     }
 
     @Test func aRejectedBatchRollsBackExactlyWithTheBatchesThatDependOnIt() async throws {
-        try await withDatabase { database in
-            let (courseID, chapters, media) = try await database.makeCourse(chapters: 2, media: 4)
-            try await withServer(store: database.store) { server in
-                let proxy = try await TestProxy(targetPort: server.port)
-                defer { Task { await proxy.close() } }
-                try await withReplicaFolder { folder in
-                    let ada = try await server.client(of: courseID, in: folder, name: "ada", port: proxy.port) { $0.coalesceWindow = .zero }
-                    let grace = try await server.client(of: courseID, in: folder, name: "grace")
-                    let events = EventLog(ada)
-                    try await ada.settle()
-                    try await grace.settle()
-                    let doomed = LocalKey(chapters[0])
-                    proxy.set(.holdUpstream)
-                    let linked = try await ada.linkMedia([LocalKey(media[0]), LocalKey(media[1])], to: doomed)   // batch 1
-                    try await ada.renameVideo(linked[0], to: "Depends on batch 1")                                  // batch 2
-                    let kept = try await ada.createChapter(title: "Independent")                                    // batch 3
-                    try await ada.linkMedia([LocalKey(media[2])], to: kept)                                         // batch 4
-                    let batches = await ada.pendingBatches
-                    #expect(batches.count == 4)
+        try await withClientWorld(chapters: 2, media: 4) { world in
+            let (database, proxy, chapters, media) = (world.database, world.proxy, world.chapters, world.media)
+            let ada = try await world.client("ada") { $0.coalesceWindow = .zero }
+            let grace = try await world.client("grace", direct: true)
+            let events = EventLog(ada)
+            try await ada.settle()
+            try await grace.settle()
+            let doomed = LocalKey(chapters[0])
+            proxy.set(.holdUpstream)
+            let linked = try await ada.linkMedia([LocalKey(media[0]), LocalKey(media[1])], to: doomed)   // batch 1
+            try await ada.renameVideo(linked[0], to: "Depends on batch 1")                                  // batch 2
+            let kept = try await ada.createChapter(title: "Independent")                                    // batch 3
+            try await ada.linkMedia([LocalKey(media[2])], to: kept)                                         // batch 4
+            let batches = await ada.pendingBatches
+            #expect(batches.count == 4)
 
-                    // Meanwhile grace deletes the chapter ada is linking into.
-                    try await grace.deleteChapter(doomed)
-                    try await grace.settle()
-                    let afterDelete = await grace.cursor
-                    try await eventually("ada saw the delete") { await ada.cursor == afterDelete }
-                    try await expectVisibleIsReplay(ada)
-                    #expect(await ada.visibleState.chapters[chapters[0]] == nil)
+            // Meanwhile grace deletes the chapter ada is linking into.
+            try await grace.deleteChapter(doomed)
+            try await grace.settle()
+            let afterDelete = await grace.cursor
+            try await eventually("ada saw the delete") { await ada.cursor == afterDelete }
+            try await expectVisibleIsReplay(ada)
+            #expect(await ada.visibleState.chapters[chapters[0]] == nil)
 
-                    proxy.set(.pass)
-                    try await ada.settle()
-                    try await expectConverged(ada, database)
-                    let outline = try await ada.outline()
-                    #expect(outline.chapters.map(\.chapter.title) == ["Chapter 1", "Independent"])
-                    #expect(outline.chapters[1].chapter.key == kept)
-                    #expect(outline.chapters[1].videos.map(\.mediaKey) == [LocalKey(media[2])])
-                    await ada.close()
-                    await grace.close()
+            proxy.set(.pass)
+            try await ada.settle()
+            try await expectConverged(ada, database)
+            let outline = try await ada.outline()
+            #expect(outline.chapters.map(\.chapter.title) == ["Chapter 1", "Independent"])
+            #expect(outline.chapters[1].chapter.key == kept)
+            #expect(outline.chapters[1].videos.map(\.mediaKey) == [LocalKey(media[2])])
+            await ada.close()
+            await grace.close()
 
-                    let rejections = EventLog.rejections(await events.all())
-                    #expect(rejections.count == 1)
-                    let rejected = try #require(rejections.first)
-                    #expect(rejected.code == .targetDeleted && rejected.batchSeq == batches[0].batchSeq)
-                    #expect(rejected.droppedEdits.map(\.batchSeq) == [batches[0].batchSeq, batches[1].batchSeq])
-                    #expect(rejected.droppedEdits.map(\.operation) == batches[0].ops + batches[1].ops)
-                }
-            }
+            let rejections = EventLog.rejections(await events.all())
+            #expect(rejections.count == 1)
+            let rejected = try #require(rejections.first)
+            #expect(rejected.code == .targetDeleted && rejected.batchSeq == batches[0].batchSeq)
+            #expect(rejected.droppedEdits.map(\.batchSeq) == [batches[0].batchSeq, batches[1].batchSeq])
+            #expect(rejected.droppedEdits.map(\.operation) == batches[0].ops + batches[1].ops)
         }
     }
 
     @Test func aConnectionKilledAfterSendingAndBeforeTheAckAppliesEachEditOnce() async throws {
-        try await withDatabase { database in
-            let (courseID, chapters, media) = try await database.makeCourse(chapters: 1, media: 3)
-            try await withServer(store: database.store) { server in
-                let proxy = try await TestProxy(targetPort: server.port)
-                defer { Task { await proxy.close() } }
-                try await withReplicaFolder { folder in
-                    let client = try await server.client(of: courseID, in: folder, name: "ada", port: proxy.port)
-                    try await client.settle()
-                    let before = try await database.store.snapshot(courseID: courseID).seq
-                    // The server's answers are lost: the batch commits, the client never hears of it.
-                    proxy.set(.dropDownstream)
-                    try await client.linkMedia(media.map(LocalKey.init), to: LocalKey(chapters[0]))
-                    try await client.seal()
-                    try await eventually("the batch committed") { try await database.store.snapshot(courseID: courseID).seq == before + 1 }
-                    #expect(await client.pendingBatches.count == 1)
-                    proxy.cutAll()
-                    proxy.set(.pass)
-                    try await client.settle()
-                    let state = try await database.store.snapshot(courseID: courseID)
-                    #expect(state.seq == before + 1, "the resent batch was applied again")
-                    #expect(state.videos(in: chapters[0]).map(\.mediaFileID) == media)
-                    try await expectConverged(client, database)
-                    #expect(await client.stats.acks == 1)
-                    await client.close()
-                }
-            }
+        try await withClientWorld(chapters: 1, media: 3) { world in
+            let (database, proxy, courseID, chapters, media) = (world.database, world.proxy, world.courseID, world.chapters, world.media)
+            let client = try await world.client("ada")
+            try await client.settle()
+            let before = try await database.store.snapshot(courseID: courseID).seq
+            // The server's answers are lost: the batch commits, the client never hears of it.
+            proxy.set(.dropDownstream)
+            try await client.linkMedia(media.map(LocalKey.init), to: LocalKey(chapters[0]))
+            try await client.seal()
+            try await eventually("the batch committed") { try await database.store.snapshot(courseID: courseID).seq == before + 1 }
+            #expect(await client.pendingBatches.count == 1)
+            proxy.cutAll()
+            proxy.set(.pass)
+            try await client.settle()
+            let state = try await database.store.snapshot(courseID: courseID)
+            #expect(state.seq == before + 1, "the resent batch was applied again")
+            #expect(state.videos(in: chapters[0]).map(\.mediaFileID) == media)
+            try await expectConverged(client, database)
+            #expect(await client.stats.acks == 1)
+            await client.close()
         }
     }
 
@@ -216,72 +198,66 @@ struct ClientTests {
     }
 
     @Test func pendingEditsAreRebasedOnRemoteMovesRenamesAndDeletes() async throws {
-        try await withDatabase { database in
-            let (courseID, chapters, media) = try await database.makeCourse(chapters: 2, media: 4)
+        try await withClientWorld(chapters: 2, media: 4) { world in
+            let (database, proxy, courseID, chapters, media) = (world.database, world.proxy, world.courseID, world.chapters, world.media)
             let (x, z) = (LocalKey(chapters[0]), LocalKey(chapters[1]))
-            try await withServer(store: database.store) { server in
-                let proxy = try await TestProxy(targetPort: server.port)
-                defer { Task { await proxy.close() } }
-                try await withReplicaFolder { folder in
-                    let ada = try await server.client(of: courseID, in: folder, name: "ada", port: proxy.port) { $0.coalesceWindow = .zero }
-                    let grace = try await server.client(of: courseID, in: folder, name: "grace")
-                    let events = EventLog(ada)
-                    try await grace.settle()
-                    let videos = try await grace.linkMedia(media.prefix(3).map(LocalKey.init), to: x)
-                    try await grace.settle()
-                    let graceSeq = await grace.cursor
-                    try await eventually("ada caught up") { await ada.cursor == graceSeq }
-                    // Keys are per replica: grace's rows have grace's keys; ada knows them by their real IDs.
-                    let ids = try await grace.outline().chapters[0].videos.map { $0.id! }
-                    #expect(ids.count == 3 && videos.count == 3)
-                    let (v0, v1, v2) = (LocalKey(ids[0]), LocalKey(ids[1]), LocalKey(ids[2]))
+            let ada = try await world.client("ada") { $0.coalesceWindow = .zero }
+            let grace = try await world.client("grace", direct: true)
+            let events = EventLog(ada)
+            try await grace.settle()
+            let videos = try await grace.linkMedia(media.prefix(3).map(LocalKey.init), to: x)
+            try await grace.settle()
+            let graceSeq = await grace.cursor
+            try await eventually("ada caught up") { await ada.cursor == graceSeq }
+            // Keys are per replica: grace's rows have grace's keys; ada knows them by their real IDs.
+            let ids = try await grace.outline().chapters[0].videos.map { $0.id! }
+            #expect(ids.count == 3 && videos.count == 3)
+            let (v0, v1, v2) = (LocalKey(ids[0]), LocalKey(ids[1]), LocalKey(ids[2]))
 
-                    proxy.set(.holdUpstream)
-                    try await ada.renameVideo(v0, to: "Ada's title")
-                    try await ada.moveVideo(v1, to: z, placement: .atStart)
-                    let linked = try await ada.linkMedia([LocalKey(media[3])], to: x, placement: .after(v2))
-                    let newChapter = try await ada.createChapter(title: "Ada's chapter", placement: .after(x))
-                    try await expectVisibleIsReplay(ada)
+            proxy.set(.holdUpstream)
+            try await ada.renameVideo(v0, to: "Ada's title")
+            try await ada.moveVideo(v1, to: z, placement: .atStart)
+            let linked = try await ada.linkMedia([LocalKey(media[3])], to: x, placement: .after(v2))
+            let newChapter = try await ada.createChapter(title: "Ada's chapter", placement: .after(x))
+            try await expectVisibleIsReplay(ada)
 
-                    // Grace renames the same video, moves ada's anchor away, deletes the video ada moves.
-                    for step in 0..<3 {
-                        switch step {
-                        case 0: try await grace.renameVideo(videos[0], to: "Grace's title")
-                        case 1: try await grace.moveVideo(videos[2], to: z)
-                        default: try await grace.unlinkVideo(videos[1])
-                        }
-                        try await grace.settle()
-                        let seq = await grace.cursor
-                        try await eventually("ada received step \(step)") { await ada.cursor == seq }
-                        try await expectVisibleIsReplay(ada)
-                    }
-                    // The move of a deleted video is predicted to fail and already left out.
-                    #expect(await ada.visibleState.videos[ids[1]] == nil)
-
-                    proxy.set(.pass)
-                    try await ada.settle()
-                    try await grace.settle()
-                    let seq = try await database.store.snapshot(courseID: courseID).seq
-                    try await eventually("both at seq \(seq)") {
-                        let (a, g) = (await ada.cursor, await grace.cursor)
-                        return a == seq && g == seq
-                    }
-                    try await expectConverged(ada, database)
-                    try await expectConverged(grace, database)
-                    let state = try await database.store.snapshot(courseID: courseID)
-                    #expect(state.videos[ids[0]]?.title == "Ada's title", "the later rename wins")
-                    #expect(state.videos(in: chapters[0]).last?.mediaFileID == media[3], "the anchor moved away: placed at the end")
-                    #expect(state.orderedChapters.map(\.title) == ["Chapter 0", "Ada's chapter", "Chapter 1"])
-                    let outline = try await ada.outline()
-                    #expect(outline.chapters[1].chapter.key == newChapter)
-                    #expect(outline.chapters[0].videos.last?.key == linked[0])
-                    await ada.close()
-                    await grace.close()
-                    let all = await events.all()
-                    #expect(EventLog.rejections(all).map(\.code) == [.targetDeleted])
-                    #expect(EventLog.notes(all).contains { if case .anchorMissing = $0 { true } else { false } })
+            // Grace renames the same video, moves ada's anchor away, deletes the video ada moves.
+            for step in 0..<3 {
+                switch step {
+                case 0: try await grace.renameVideo(videos[0], to: "Grace's title")
+                case 1: try await grace.moveVideo(videos[2], to: z)
+                default: try await grace.unlinkVideo(videos[1])
                 }
+                try await grace.settle()
+                let seq = await grace.cursor
+                try await eventually("ada received step \(step)") { await ada.cursor == seq }
+                try await expectVisibleIsReplay(ada)
             }
+            // The move of a deleted video is predicted to fail and already left out.
+            #expect(await ada.visibleState.videos[ids[1]] == nil)
+
+            proxy.set(.pass)
+            try await ada.settle()
+            try await grace.settle()
+            let seq = try await database.store.snapshot(courseID: courseID).seq
+            try await eventually("both at seq \(seq)") {
+                let (a, g) = (await ada.cursor, await grace.cursor)
+                return a == seq && g == seq
+            }
+            try await expectConverged(ada, database)
+            try await expectConverged(grace, database)
+            let state = try await database.store.snapshot(courseID: courseID)
+            #expect(state.videos[ids[0]]?.title == "Ada's title", "the later rename wins")
+            #expect(state.videos(in: chapters[0]).last?.mediaFileID == media[3], "the anchor moved away: placed at the end")
+            #expect(state.orderedChapters.map(\.title) == ["Chapter 0", "Ada's chapter", "Chapter 1"])
+            let outline = try await ada.outline()
+            #expect(outline.chapters[1].chapter.key == newChapter)
+            #expect(outline.chapters[0].videos.last?.key == linked[0])
+            await ada.close()
+            await grace.close()
+            let all = await events.all()
+            #expect(EventLog.rejections(all).map(\.code) == [.targetDeleted])
+            #expect(EventLog.notes(all).contains { if case .anchorMissing = $0 { true } else { false } })
         }
     }
 }
