@@ -88,6 +88,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The deterministic simulator: the engines under a seeded scheduler, network and faults.
+        .target(
+            name: "SyncSimulation",
+            dependencies: ["SyncModel", "SyncWire", "SyncServer", "SyncClient"]
+        ),
         .executableTarget(
             name: "coursesync",
             dependencies: [
@@ -97,6 +102,7 @@ let package = Package(
                 "PostgresStore",
                 "SQLiteStore",
                 "SyncClient",
+                "SyncSimulation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -107,6 +113,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "SyncModelTests", dependencies: ["SyncModel"]),
+        .testTarget(name: "SimulationTests", dependencies: ["SyncSimulation"]),
         // The client engine without sockets: a model server drives it.
         .testTarget(name: "SyncClientTests", dependencies: ["SyncClient", "SyncModel", "SyncWire"]),
         // Real PostgreSQL (a private cluster per test run) and real TCP.

@@ -15,9 +15,6 @@ public struct ClientCore: Sendable {
         var sent = false
         /// The server's ack; the batch stays until its diff is in the confirmed state.
         var ack: Ack?
-        /// Its diff is in the confirmed state but its ack has not arrived (after a reconnect, the
-        /// catch-up can deliver the diff before the resend's ack).
-        var committed = false
         /// What the replay predicted the server would do: used to count how often it was right.
         var predictedNotes: Int?
     }
@@ -77,6 +74,13 @@ public struct ClientCore: Sendable {
     var openBase: (state: CourseState, temps: [TempID: EntityID], touched: TouchedIDs)?
     var rows = VisibleRows()
     var snapshotParts: [SnapshotPart] = []
+    /// Catch-up material waiting for acks (see ``releaseHeld()``).
+    var held: [Held] = []
+
+    enum Held: Hashable, Sendable {
+        case diff(Diff)
+        case snapshot([SnapshotPart])
+    }
     var write = ReplicaWrite()
     var countersMoved = false
     var actions: [Action] = []
@@ -188,6 +192,7 @@ public struct ClientCore: Sendable {
     public mutating func connecting() {
         phase = .awaitingWelcome
         snapshotParts = []
+        held = []
         for index in pending.indices { pending[index].sent = false }
         actions.append(.emit(.connection(.connecting)))
     }
@@ -196,6 +201,7 @@ public struct ClientCore: Sendable {
     public mutating func disconnected(retryInMs: Int?) {
         phase = .offline
         snapshotParts = []
+        held = []
         for index in pending.indices { pending[index].sent = false }
         actions.append(.emit(.connection(.offline(retryInMs: retryInMs))))
     }
@@ -223,9 +229,14 @@ public struct ClientCore: Sendable {
             actions.append(.emit(.connection(.live(seq: seq))))
         case .snapshot(let part) where part.course.id == courseID:
             snapshotParts.append(part)
-            if part.last { applySnapshot() }
+            if part.last {
+                held.append(.snapshot(snapshotParts))
+                snapshotParts = []
+                releaseHeld()
+            }
         case .diff(let diff) where diff.courseID == courseID:
-            apply(diff)
+            held.append(.diff(diff))
+            releaseHeld()
         case .ack(let ack) where ack.courseID == courseID:
             acknowledge(ack)
         case .reject(let reject) where reject.courseID == courseID:
@@ -247,6 +258,30 @@ public struct ClientCore: Sendable {
         actions.append(.reconnect(reason: "unexpected message from the server: \(message)"))
     }
 
+    /// Applies held catch-up material in order, as far as possible.
+    ///
+    /// After a reconnect the catch-up can deliver the diff of one of our batches before the resend
+    /// brings its ack. Applied then, the batch's rows would be confirmed under IDs we cannot map
+    /// to its temp IDs, so later batches using them could not be replayed. So a diff of our own
+    /// unacknowledged batch, and everything after it, waits for that ack (it always comes: every
+    /// unanswered batch is resent on connecting). A snapshot likewise waits until every batch sent
+    /// is answered, since it may contain any of them. Nothing held is persisted: the cursor stays,
+    /// and a reconnect fetches it again.
+    private mutating func releaseHeld() {
+        while let next = held.first {
+            switch next {
+            case .diff(let diff):
+                if diff.origin.clientID == clientID, let index = index(of: diff.origin.batchSeq), pending[index].ack == nil { return }
+                held.removeFirst()
+                apply(diff)
+            case .snapshot(let parts):
+                if pending.contains(where: { $0.sent && $0.ack == nil }) { return }
+                held.removeFirst()
+                applySnapshot(parts)
+            }
+        }
+    }
+
     private mutating func apply(_ diff: Diff) {
         if diff.seq <= confirmed.seq { return }  // already applied (a resubscribe overlapping the stream)
         guard diff.seq == confirmed.seq + 1 else {
@@ -254,9 +289,7 @@ public struct ClientCore: Sendable {
         }
         confirmed.apply(diff)
         write.confirmed.append(.diff(diff))
-        if diff.origin.clientID == clientID, let index = index(of: diff.origin.batchSeq) {
-            pending[index].committed = true
-        } else {
+        if diff.origin.clientID != clientID || index(of: diff.origin.batchSeq) == nil {
             stats.remoteDiffs += 1
             actions.append(.emit(.remoteChange(seq: diff.seq, origin: diff.origin.clientID)))
         }
@@ -264,9 +297,7 @@ public struct ClientCore: Sendable {
         rebase()
     }
 
-    private mutating func applySnapshot() {
-        let parts = snapshotParts
-        snapshotParts = []
+    private mutating func applySnapshot(_ parts: [SnapshotPart]) {
         guard parts.enumerated().allSatisfy({ $0.offset == Int($0.element.part) }) else {
             return actions.append(.reconnect(reason: "snapshot parts out of order"))
         }
@@ -297,10 +328,10 @@ public struct ClientCore: Sendable {
             actions.append(.emit(.resolution(batchSeq: ack.batchSeq, note: note)))
         }
         if ack.seq <= confirmed.seq {
-            pending[index].committed = true
             finalizeCommitted()
             rebase()
         }
+        releaseHeld()
     }
 
     /// Drops the rejected batch and every later batch that used rows it created, then replays.
@@ -330,6 +361,7 @@ public struct ClientCore: Sendable {
         rebase()
         actions.append(.emit(.rejected(Rejected(batchSeq: batchSeq, code: rejection.code, opIndex: rejection.opIndex,
                                                 message: rejection.message, droppedEdits: edits))))
+        releaseHeld()
     }
 
     /// Retires every batch whose ack has arrived and whose diff is in the confirmed state: its
@@ -370,7 +402,7 @@ public struct ClientCore: Sendable {
         var allocator = ProvisionalIDAllocator()
         var doomedOpenBatch = false
         openBase = nil
-        for index in pending.indices where !pending[index].committed {
+        for index in pending.indices {
             let batch = pending[index].batch
             if batch.batchSeq == openBatch { openBase = (state, temps, TouchedIDs()) }
             switch Resolver.resolve(batch, against: state, knownTemps: temps, allocator: &allocator) {

@@ -26,7 +26,7 @@ public enum ReplicaError: Error, Hashable, Sendable, CustomStringConvertible {
 /// which the server never saw either.
 public final class Replica: Sendable {
     public let path: String
-    let pool: DatabasePool
+    let pool: any DatabaseWriter
 
     /// Opens (creating if needed) the replica file at `path` and migrates its schema.
     public init(path: String) throws {
@@ -37,6 +37,13 @@ public final class Replica: Sendable {
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
         }
         pool = try DatabasePool(path: path, configuration: configuration)
+        try Self.migrator.migrate(pool)
+    }
+
+    /// A replica in memory (the simulator's clients): the same schema and code, no file.
+    public init(inMemory name: String) throws {
+        path = ":memory:\(name)"
+        pool = try DatabaseQueue()
         try Self.migrator.migrate(pool)
     }
 

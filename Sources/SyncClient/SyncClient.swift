@@ -132,7 +132,7 @@ public actor SyncClient {
 
     /// The local key of the row with the server ID `id` (rows made on this replica keep the key
     /// they had before their ID was known). For turning IDs from elsewhere (a URL, a command line) into keys.
-    public func key(for id: EntityID) -> LocalKey { core.rowBuilder.key(id) }
+    public func key(for id: EntityID) -> LocalKey { core.key(for: id) }
 
     /// The course's media library.
     public func media() throws -> [MediaRow] { try replica.media() }
@@ -388,6 +388,9 @@ public enum LocalPlacement: Hashable, Sendable {
 }
 
 extension ClientCore {
+    /// The local key of the row whose ID (real or provisional) in the visible state is `id`.
+    public func key(for id: EntityID) -> LocalKey { rowBuilder.key(id) }
+
     /// The local key of the row `temp` made in the visible state (an existing row's key when the
     /// resolver merged it, e.g. media the chapter already held).
     public func key(forTemp temp: TempID) -> LocalKey {

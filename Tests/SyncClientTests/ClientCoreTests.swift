@@ -150,6 +150,7 @@ struct ModelServer {
         core.received(.welcome(Welcome(serverID: "model", heartbeatIntervalMs: 1000)))
         core.received(.diff(try #require(diff)))
         #expect(core.visible.videos.count == 1, "the committed batch is not replayed on top of its own diff")
+        #expect(core.confirmed.seq == push.baseSeq, "the diff waits for the ack: its rows' IDs are not known yet")
         core.received(answer)
         #expect(core.isSettled && core.visible == server.state)
         #expect(core.rows.videos[LocalKey(.provisional(temp))]?.status == .confirmed)

@@ -60,7 +60,7 @@ func eventually(_ what: String, seconds: Double = 15, sourceLocation: SourceLoca
 /// by the resolver, and the rows stored in the file are exactly that state.
 func expectVisibleIsReplay(_ client: SyncClient, sourceLocation: SourceLocation = #_sourceLocation) async throws {
     let (confirmed, pending, temps, visible) = await client.internals()
-    let replayed = Replay.replay(pending.filter { !$0.committed }.map(\.batch), onto: confirmed, knownTemps: temps).visible
+    let replayed = Replay.replay(pending.map(\.batch), onto: confirmed, knownTemps: temps).visible
     #expect(visible == replayed, "the visible state is not confirmed + pending replayed", sourceLocation: sourceLocation)
     let outline = try await client.outline()
     #expect(OutlineShape(outline) == OutlineShape(visible), "the replica file does not show the visible state", sourceLocation: sourceLocation)

@@ -1,0 +1,541 @@
+import Foundation
+import SyncClient
+import SyncModel
+import SyncServer
+import SyncWire
+
+/// Which faults a run injects.
+public struct Faults: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+
+    /// Connections dropped at random moments (frames in flight either way are lost).
+    public static let drops = Faults(rawValue: 1)
+    /// A client process restarts: its engine is rebuilt from its replica.
+    public static let clientRestarts = Faults(rawValue: 2)
+    /// The server restarts: connections and queued, uncommitted batches are lost; the store stays.
+    public static let serverRestarts = Faults(rawValue: 4)
+    /// A client stops reading for a while, so the server cuts it as a slow consumer.
+    public static let slowConsumers = Faults(rawValue: 8)
+    public static let all: Faults = [.drops, .clientRestarts, .serverRestarts, .slowConsumers]
+
+    public static let names: [(String, Faults)] = [("drops", .drops), ("client-restarts", .clientRestarts),
+                                                   ("server-restarts", .serverRestarts), ("slow-consumers", .slowConsumers)]
+
+    public var description: String {
+        let named = Self.names.filter { contains($0.1) }.map(\.0)
+        return named.isEmpty ? "none" : named.joined(separator: ",")
+    }
+}
+
+public struct SimulationOptions: Hashable, Sendable {
+    public var clients = 4
+    public var editsPerClient = 40
+    public var faults = Faults.all
+    /// Change-log entries the store keeps: small, so reconnecting clients also get snapshots.
+    public var logRetention = 24
+    /// Frames queued for a client before the server cuts it as a slow consumer.
+    public var outboxFrames = 48
+    /// Steps after the workload before a run that has not settled is a failure.
+    public var quiescenceSteps = 20_000
+
+    public init() {}
+}
+
+/// What one seed did, and what it broke.
+public struct SimulationResult: Sendable {
+    public var seed: UInt64
+    public var violations: [String]
+    /// The last steps before the end (all of them with tracing on).
+    public var trace: [String]
+    public var steps = 0
+    public var edits = 0
+    public var commits = 0
+    public var rejections = 0
+    public var faults = 0
+
+    public var passed: Bool { violations.isEmpty }
+}
+
+/// The whole system under a seeded scheduler: the server's decisions (``ServerSession`` for the
+/// handshake and authorization, ``GroupCommit`` over ``SimStore`` for commits, catch-up and fan-out
+/// as the protocol prescribes), N client engines (``ClientCore`` with a real ``Replica`` in memory),
+/// and a network of FIFO connections whose frames (encoded and decoded like on the wire) are
+/// delivered in a random interleaving. Same seed, same run.
+public final class Simulation {
+    struct Client {
+        let name: String
+        var core: ClientCore
+        let replica: Replica
+        var connection: Int?
+        var reconnectAt = 0
+        var paused = 0
+        var editsLeft: Int
+        var created = Set<BatchSeq>()
+        var acked: [BatchSeq: Int] = [:]
+        var dropped: [BatchSeq: Int] = [:]
+    }
+
+    struct Connection {
+        let client: Int
+        var session: ServerSession
+        var up: [[UInt8]] = []
+        var down: [[UInt8]] = []
+        var subscribed = false
+        /// The server sent an `Error`: it closes once the frames before it are delivered.
+        var closing = false
+    }
+
+    let seed: UInt64
+    let options: SimulationOptions
+    private var random: SplitMix64
+    private var store: SimStore
+    private var clients: [Client] = []
+    private var connections: [Int: Connection] = [:]
+    private var nextConnection = 1
+    /// Pushes handed to the course, not yet committed (lost if the server restarts).
+    private var queue: [(connection: Int, batch: Batch)] = []
+    private let authority: TokenAuthority
+    private let token: String
+    private let courseID: EntityID
+    private let now = Date(timeIntervalSince1970: 1_800_000_000)
+    private var step = 0
+    private var result: SimulationResult
+    private let tracing: Bool
+    private var faultsOn = true
+
+    public init(seed: UInt64, options: SimulationOptions = SimulationOptions(), tracing: Bool = false) throws {
+        self.seed = seed
+        self.options = options
+        self.tracing = tracing
+        random = SplitMix64(seed: seed)
+        var ids = SplitMix64(seed: seed ^ 0xC0FF_EE00_D15E_A5E5)
+        courseID = .random(using: &ids)
+        store = SimStore(course: Course(id: courseID, title: "Simulated course"), logRetention: options.logRetention, seed: seed ^ 0x5EED)
+        authority = try TokenAuthority(secret: Array("simulation-secret-of-at-least-32-bytes".utf8))
+        token = authority.issue(TokenClaims(user: "sim", expires: now.addingTimeInterval(86_400), courses: [courseID: .editor]))
+        result = SimulationResult(seed: seed, violations: [], trace: [])
+        // A course with a few chapters and a media library, committed before the clients start.
+        var ops: [SyncModel.Operation] = (1...3).map { .createChapter(temp: TempID(UInt64($0))!, title: "Chapter \($0)", placement: .atEnd) }
+        ops += (1...12).map {
+            .registerMedia(temp: TempID(UInt64(100 + $0))!, name: "clip \($0)", cdnURL: "https://cdn.example.com/\($0)", durationMs: 1_000, byteSize: 1_000)
+        }
+        _ = store.commit([Batch(clientID: ClientID(.random(using: &ids)), courseID: courseID, batchSeq: 1, baseSeq: 0, ops: ops)])
+        for index in 0..<options.clients {
+            let replica = try Replica(inMemory: "client\(index)")
+            let contents = ReplicaContents.empty(clientID: ClientID(.random(using: &ids)), courseID: courseID)
+            try replica.create(contents)
+            var core = ClientCore(contents)
+            try replica.apply(core.takeWrite())
+            clients.append(Client(name: "c\(index)", core: core, replica: replica, editsLeft: options.editsPerClient))
+        }
+    }
+
+    /// Runs the workload with faults, then lets the system quiesce and checks every invariant.
+    public func run() -> SimulationResult {
+        do {
+            for index in clients.indices { try connect(index) }
+            while clients.contains(where: { $0.editsLeft > 0 }) {
+                try tick(workload: true)
+                if !result.violations.isEmpty { return finish() }
+            }
+            faultsOn = false
+            var quiet = 0
+            while !isQuiescent {
+                try tick(workload: false)
+                quiet += 1
+                if !result.violations.isEmpty { return finish() }
+                if quiet > options.quiescenceSteps {
+                    violation("did not quiesce within \(options.quiescenceSteps) steps: \(describeState())")
+                    return finish()
+                }
+            }
+            try checkFinalState()
+        } catch {
+            violation("error: \(error)")
+        }
+        return finish()
+    }
+
+    // MARK: - Scheduler
+
+    private func tick(workload: Bool) throws {
+        step += 1
+        result.steps = step
+        for index in clients.indices where clients[index].connection == nil && step >= clients[index].reconnectAt {
+            try connect(index)
+        }
+        var choices: [(weight: Int, action: () throws -> Void)] = []
+        // Sorted: a dictionary's order differs between runs, and the choice must not.
+        for id in connections.keys.sorted() {
+            let connection = connections[id]!
+            if !connection.up.isEmpty { choices.append((6, { try self.deliverUp(id) })) }
+            if !connection.down.isEmpty, clients[connection.client].paused == 0 { choices.append((6, { try self.deliverDown(id) })) }
+        }
+        if !queue.isEmpty { choices.append((3, { self.commitGroup() })) }
+        if workload {
+            for index in clients.indices where clients[index].editsLeft > 0 {
+                choices.append((3, { try self.edit(index) }))
+            }
+        }
+        for index in clients.indices where clients[index].core.pendingBatches.last.map({ _ in true }) ?? false {
+            choices.append((1, { try self.seal(index) }))
+        }
+        if faultsOn { addFaults(&choices) }
+        for index in clients.indices where clients[index].paused > 0 { clients[index].paused -= 1 }
+        guard !choices.isEmpty else { return }
+        let total = choices.reduce(0) { $0 + $1.weight }
+        var pick = Int.random(in: 0..<total, using: &random)
+        for choice in choices {
+            if pick < choice.weight { return try choice.action() }
+            pick -= choice.weight
+        }
+    }
+
+    private func addFaults(_ choices: inout [(weight: Int, action: () throws -> Void)]) {
+        // Weights out of 1,000 per step: rare next to the ~20 of normal work.
+        let roll = Int.random(in: 0..<1_000, using: &random)
+        let faults = options.faults
+        if faults.contains(.drops), roll < 4, let id = connections.keys.sorted().randomElement(using: &random) {
+            choices = [(1, { self.fault("drop connection \(id) of \(self.clients[self.connections[id]!.client].name)"); self.close(id) })]
+        } else if faults.contains(.clientRestarts), roll >= 4, roll < 6 {
+            let index = Int.random(in: 0..<clients.count, using: &random)
+            choices = [(1, { try self.restartClient(index) })]
+        } else if faults.contains(.serverRestarts), roll >= 6, roll < 7 {
+            choices = [(1, { self.restartServer() })]
+        } else if faults.contains(.slowConsumers), roll >= 7, roll < 9 {
+            let index = Int.random(in: 0..<clients.count, using: &random)
+            choices = [(1, { self.fault("\(self.clients[index].name) stops reading"); self.clients[index].paused = 400 })]
+        }
+    }
+
+    private var isQuiescent: Bool {
+        queue.isEmpty && connections.values.allSatisfy { $0.up.isEmpty && $0.down.isEmpty }
+            && clients.allSatisfy { $0.core.isSettled && $0.core.phase == .live && $0.core.confirmed.seq == store.state.seq }
+    }
+
+    // MARK: - Clients
+
+    private func connect(_ index: Int) throws {
+        let id = nextConnection
+        nextConnection += 1
+        connections[id] = Connection(client: index, session: ServerSession(
+            authority: authority, welcome: Welcome(serverID: "sim", heartbeatIntervalMs: 15_000)))
+        clients[index].connection = id
+        clients[index].core.connecting()
+        connections[id]!.up.append(WireMessage.hello(Hello(clientID: clients[index].core.clientID, token: token)).payload())
+        try carryOut(index)
+        log("\(clients[index].name) connects (#\(id))")
+    }
+
+    private func edit(_ index: Int) throws {
+        clients[index].editsLeft -= 1
+        guard let op = randomOperation(&clients[index].core) else { return }
+        do {
+            try clients[index].core.edit(op)
+            result.edits += 1
+            log("\(clients[index].name) edits: \(op.summary)")
+        } catch {
+            log("\(clients[index].name) edit refused locally: \(error)")
+        }
+        try carryOut(index)
+        try checkClient(index)
+    }
+
+    private func seal(_ index: Int) throws {
+        clients[index].core.seal()
+        try carryOut(index)
+    }
+
+    private func restartClient(_ index: Int) throws {
+        fault("restart \(clients[index].name)")
+        if let id = clients[index].connection { close(id) }
+        guard let contents = try clients[index].replica.load(courseID: courseID) else {
+            return violation("\(clients[index].name)'s replica lost its identity")
+        }
+        var core = ClientCore(contents)
+        if core.visible != clients[index].core.visible {
+            violation("\(clients[index].name) shows another state after a restart: \(Self.difference(clients[index].core.visible, core.visible))")
+        }
+        // The old process's events died with it: a batch still pending will be answered again.
+        for batch in core.pendingBatches {
+            clients[index].acked[batch.batchSeq] = nil
+        }
+        try clients[index].replica.apply(core.takeWrite())
+        clients[index].core = core
+        clients[index].reconnectAt = step + Int.random(in: 1...50, using: &random)
+    }
+
+    /// Writes the engine's step to the replica and carries out its actions.
+    private func carryOut(_ index: Int) throws {
+        try clients[index].replica.apply(clients[index].core.takeWrite())
+        for action in clients[index].core.takeActions() {
+            switch action {
+            case .send(let message):
+                if case .push(let push) = message { clients[index].created.insert(push.batchSeq) }
+                if let id = clients[index].connection { connections[id]?.up.append(message.payload()) }
+            case .emit(.acked(let batchSeq, _, _)):
+                clients[index].acked[batchSeq, default: 0] += 1
+            case .emit(.rejected(let rejected)):
+                result.rejections += 1
+                for seq in Set(rejected.droppedEdits.map(\.batchSeq)) { clients[index].dropped[seq, default: 0] += 1 }
+                log("\(clients[index].name) rolls back batch \(rejected.batchSeq): \(rejected.code)")
+            case .emit:
+                break
+            case .reconnect(let reason):
+                log("\(clients[index].name) reconnects: \(reason)")
+                if let id = clients[index].connection { close(id) }
+            case .stop(let error):
+                violation("\(clients[index].name) was refused for good: \(error)")
+            }
+        }
+        for batch in clients[index].core.pendingBatches { clients[index].created.insert(batch.batchSeq) }
+    }
+
+    private func checkClient(_ index: Int) throws {
+        let core = clients[index].core
+        let problems = core.visible.invariantViolations()
+        if !problems.isEmpty { violation("\(clients[index].name)'s visible state breaks invariants: \(problems.prefix(3))") }
+        // A batch whose commit is in the confirmed state must not also be replayed as pending:
+        // the visible state would hold its effect twice.
+        let confirmedHere = Set(store.history.prefix(Int(core.confirmed.seq)).filter { $0.origin.clientID == core.clientID }.map(\.origin.batchSeq))
+        for batch in core.pendingBatches where confirmedHere.contains(batch.batchSeq) {
+            violation("\(clients[index].name)'s batch \(batch.batchSeq) is both confirmed and pending: applied twice in what it shows")
+        }
+    }
+
+    // MARK: - Network
+
+    private func deliverUp(_ id: Int) throws {
+        let bytes = connections[id]!.up.removeFirst()
+        let message = try WireMessage(payload: bytes)
+        let actions = connections[id]!.session.receive(.success(message), now: now)
+        for action in actions {
+            guard connections[id] != nil else { return }
+            switch action {
+            case .send(let reply): sendDown(id, reply)
+            case .close(let error):
+                sendDown(id, .error(error))
+                connections[id]?.closing = true
+            case .subscribe(let course, let since):
+                catchUp(id, course: course, since: since)
+            case .unsubscribe:
+                connections[id]?.subscribed = false
+            case .push(let batch):
+                queue.append((id, batch))
+            }
+        }
+    }
+
+    private func deliverDown(_ id: Int) throws {
+        let bytes = connections[id]!.down.removeFirst()
+        let message = try WireMessage(payload: bytes)
+        let index = connections[id]!.client
+        clients[index].core.received(message)
+        try carryOut(index)
+        try checkClient(index)
+        if connections[id]?.closing == true, connections[id]?.down.isEmpty == true {
+            close(id)
+        }
+    }
+
+    private func sendDown(_ id: Int, _ message: WireMessage) {
+        guard var connection = connections[id], !connection.closing else { return }
+        if connection.down.count >= options.outboxFrames {
+            // The outbox is full: cut the connection as the real server does; the client resumes from its cursor.
+            connection.down = [WireMessage.error(ConnectionError(.slowConsumer, "too slow")).payload()]
+            connection.closing = true
+            connections[id] = connection
+            log("server cuts #\(id) (slow consumer)")
+            return
+        }
+        connection.down.append(message.payload())
+        connections[id] = connection
+    }
+
+    private func close(_ id: Int) {
+        guard let connection = connections.removeValue(forKey: id) else { return }
+        let index = connection.client
+        guard clients[index].connection == id else { return }
+        clients[index].connection = nil
+        let wait = Int.random(in: 1...30, using: &random)
+        clients[index].reconnectAt = step + wait
+        clients[index].core.disconnected(retryInMs: wait)
+        try? carryOut(index)
+    }
+
+    // MARK: - Server
+
+    private func catchUp(_ id: Int, course: EntityID, since: CourseSeq) {
+        if let diffs = store.diffs(after: since) {
+            for diff in diffs { sendDown(id, .diff(diff)) }
+        } else {
+            let state = store.state
+            sendDown(id, .snapshot(SnapshotPart(course: state.course, chapters: Array(state.chapters.values).sorted { $0.id < $1.id },
+                                                media: Array(state.media.values).sorted { $0.id < $1.id },
+                                                videos: Array(state.videos.values).sorted { $0.id < $1.id }, part: 0, last: true)))
+        }
+        sendDown(id, .subscribed(courseID: course, seq: store.state.seq))
+        connections[id]?.subscribed = true
+    }
+
+    private func commitGroup() {
+        let size = Int.random(in: 1...min(8, queue.count), using: &random)
+        let group = Array(queue.prefix(size))
+        queue.removeFirst(size)
+        let outcome = store.commit(group.map(\.batch))
+        let problems = store.state.invariantViolations()
+        if !problems.isEmpty { violation("the store breaks invariants: \(problems.prefix(3))") }
+        for ((id, batch), answer) in zip(group, outcome.outcomes) {
+            switch answer {
+            case .committed(let commit):
+                result.commits += 1
+                sendDown(id, .ack(commit.ack))
+                for (other, connection) in connections.sorted(by: { $0.key < $1.key }) where connection.subscribed {
+                    sendDown(other, .diff(commit.diff))
+                }
+            case .replayed(let ack):
+                sendDown(id, .ack(ack))
+            case .rejected(let rejection):
+                sendDown(id, .reject(BatchRejection(courseID: batch.courseID, batchSeq: batch.batchSeq, rejection: rejection)))
+            }
+        }
+        log("server commits \(group.count) batch(es) → seq \(store.state.seq)")
+    }
+
+    private func restartServer() {
+        fault("restart the server (\(queue.count) queued batches lost)")
+        queue = []
+        for id in connections.keys.sorted() { close(id) }
+    }
+
+    // MARK: - Workload
+
+    /// A random edit against what the client shows, weighted to provoke every conflict rule.
+    private func randomOperation(_ core: inout ClientCore) -> SyncModel.Operation? {
+        let state = core.visible
+        let chapters = state.orderedChapters
+        let videos = state.videos.values.sorted { $0.id < $1.id }
+        let media = state.media.keys.sorted()
+        func ref(_ id: EntityID) -> Ref? { core.ref(core.key(for: id)) }
+        func placement(among ids: [EntityID]) -> Placement {
+            switch Int.random(in: 0..<4, using: &random) {
+            case 0: return .atStart
+            case 1 where !ids.isEmpty: return ref(ids.randomElement(using: &random)!).map(Placement.after) ?? .atEnd
+            case 2 where !ids.isEmpty: return ref(ids.randomElement(using: &random)!).map(Placement.before) ?? .atEnd
+            default: return .atEnd
+            }
+        }
+        guard let chapter = chapters.randomElement(using: &random), let chapterRef = ref(chapter.id) else {
+            return .createChapter(temp: core.mintTemp(), title: "New chapter", placement: .atEnd)
+        }
+        let roll = Int.random(in: 0..<100, using: &random)
+        switch roll {
+        case 0..<35 where !media.isEmpty:
+            // Same few media into the same chapters: duplicate links merge.
+            let count = Int.random(in: 1...3, using: &random)
+            let items = (0..<count).compactMap { _ in ref(media.randomElement(using: &random)!) }.map { LinkItem(temp: core.mintTemp(), media: $0) }
+            return .linkMedia(chapter: chapterRef, items: items, placement: placement(among: state.videoOrder[chapter.id] ?? []))
+        case 35..<50 where !videos.isEmpty:
+            let video = videos.randomElement(using: &random)!
+            guard let videoRef = ref(video.id) else { return nil }
+            return .moveVideo(videoRef, toChapter: chapterRef, placement: placement(among: state.videoOrder[chapter.id] ?? []))
+        case 50..<62 where !videos.isEmpty:
+            guard let videoRef = ref(videos.randomElement(using: &random)!.id) else { return nil }
+            return .renameVideo(videoRef, title: "Title \(Int.random(in: 0..<1_000, using: &random))")
+        case 62..<72 where !videos.isEmpty:
+            guard let videoRef = ref(videos.randomElement(using: &random)!.id) else { return nil }
+            return .unlinkVideo(videoRef)
+        case 72..<80:
+            return .renameChapter(chapterRef, title: "Chapter \(Int.random(in: 0..<1_000, using: &random))")
+        case 80..<86:
+            return .moveChapter(chapterRef, placement: placement(among: state.chapterOrder))
+        case 86..<90 where chapters.count > 2:
+            return .deleteChapter(chapterRef)
+        case 90..<95:
+            return .createChapter(temp: core.mintTemp(), title: "Chapter \(Int.random(in: 0..<1_000, using: &random))",
+                                  placement: placement(among: state.chapterOrder))
+        default:
+            let number = Int.random(in: 0..<1_000, using: &random)
+            return .registerMedia(temp: core.mintTemp(), name: "upload \(number)", cdnURL: "https://cdn.example.com/u\(number)",
+                                  durationMs: 1_000, byteSize: 1_000)
+        }
+    }
+
+    // MARK: - Checks
+
+    private func checkFinalState() throws {
+        let truth = store.state
+        for client in clients {
+            if client.core.visible != truth { violation("\(client.name)'s visible state differs from the server's") }
+            if client.core.confirmed != truth { violation("\(client.name)'s confirmed state differs from the server's") }
+            if !client.core.pendingBatches.isEmpty { violation("\(client.name) still has \(client.core.pendingBatches.count) pending batches") }
+            if truth.chapters.keys.contains(where: \.isProvisional) || client.core.visible.videos.keys.contains(where: \.isProvisional) {
+                violation("\(client.name) still shows a provisional ID")
+            }
+            guard let stored = try client.replica.load(courseID: courseID) else { violation("\(client.name)'s replica is empty"); continue }
+            if stored.confirmed != truth || !stored.pending.isEmpty { violation("\(client.name)'s replica file differs from the server") }
+            let outline = try client.replica.outline()
+            let rows = outline.chapters.map { "\($0.chapter.id.map(\.description) ?? "?") \($0.chapter.title) \($0.videos.map { "\($0.id.map(\.description) ?? "?")@\($0.position)" })" }
+            let expected = truth.orderedChapters.map { chapter in "\(chapter.id) \(chapter.title) \(truth.videos(in: chapter.id).map { "\($0.id)@\($0.position)" })" }
+            if rows != expected { violation("\(client.name)'s visible rows differ from the server's") }
+            if outline.chapters.contains(where: { $0.chapter.status != .confirmed || $0.videos.contains { $0.status != .confirmed } }) {
+                violation("\(client.name) has rows still marked pending")
+            }
+            // Every batch ended exactly once: acknowledged, or rolled back.
+            for seq in client.created {
+                let acked = client.acked[seq] ?? 0
+                let dropped = client.dropped[seq] ?? 0
+                if acked + dropped != 1 { violation("\(client.name)'s batch \(seq) was acked \(acked)× and rolled back \(dropped)×") }
+            }
+        }
+        var origins = Set<BatchKey>()
+        var replayed = store.initial
+        for diff in store.history {
+            if !origins.insert(BatchKey(client: diff.origin.clientID, batchSeq: diff.origin.batchSeq)).inserted {
+                violation("batch \(diff.origin.batchSeq) of \(diff.origin.clientID) was committed twice")
+            }
+            replayed.apply(diff)
+        }
+        if replayed != truth { violation("the change log replayed from zero does not rebuild the store") }
+    }
+
+    // MARK: - Trace
+
+    private func log(_ line: @autoclosure () -> String) {
+        let entry = "[\(step)] \(line())"
+        result.trace.append(entry)
+        if !tracing, result.trace.count > 60 { result.trace.removeFirst(result.trace.count - 40) }
+    }
+
+    private func fault(_ what: String) {
+        result.faults += 1
+        log("FAULT: \(what)")
+    }
+
+    private func violation(_ what: String) {
+        result.violations.append(what)
+        log("VIOLATION: \(what)")
+    }
+
+    private func describeState() -> String {
+        let parts = clients.map { "\($0.name): \($0.core.phase) seq \($0.core.confirmed.seq) pending \($0.core.pendingBatches.count)" }
+        return "server seq \(store.state.seq), queue \(queue.count); " + parts.joined(separator: "; ")
+    }
+
+    private func finish() -> SimulationResult { result }
+
+    /// What differs between two states, briefly.
+    static func difference(_ a: CourseState, _ b: CourseState) -> String {
+        var parts: [String] = []
+        if a.seq != b.seq { parts.append("seq \(a.seq) vs \(b.seq)") }
+        for id in Set(a.chapters.keys).union(b.chapters.keys) where a.chapters[id] != b.chapters[id] {
+            parts.append("chapter \(id): \(a.chapters[id].map { "\($0.title)@\($0.position) v\($0.version)" } ?? "none") vs \(b.chapters[id].map { "\($0.title)@\($0.position) v\($0.version)" } ?? "none")")
+        }
+        for id in Set(a.videos.keys).union(b.videos.keys) where a.videos[id] != b.videos[id] {
+            parts.append("video \(id): \(a.videos[id].map { "\($0.title)@\($0.position)" } ?? "none") vs \(b.videos[id].map { "\($0.title)@\($0.position)" } ?? "none")")
+        }
+        for id in Set(a.media.keys).union(b.media.keys) where a.media[id] != b.media[id] { parts.append("media \(id)") }
+        return parts.prefix(6).joined(separator: "; ")
+    }
+}
