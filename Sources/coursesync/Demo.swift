@@ -187,17 +187,24 @@ actor Instructor {
         random = SplitMix64(seed: seed)
     }
 
-    func work(edits: Int, progress: Progress) async throws {
-        for _ in 0..<edits {
-            try await Task.sleep(for: .milliseconds(Int.random(in: 0...12, using: &random)))
+    /// Makes `edits` edits, or edits until `deadline`, with pauses of up to `pauseMs`.
+    func work(edits: Int, until deadline: ContinuousClock.Instant? = nil, pauseMs: Int = 12, progress: Progress) async throws {
+        var made = 0
+        while deadline.map({ ContinuousClock.now < $0 }) ?? (made < edits) {
+            made += 1
+            try await Task.sleep(for: .milliseconds(Int.random(in: 0...pauseMs, using: &random)))
             let start = ContinuousClock.now
             do {
                 try await edit()
                 applyTimes.values.append(ContinuousClock.now - start)
                 await progress.edited()
             } catch let error as EditError {
-                guard case .invalid = error else { throw error }
-                await progress.refused()
+                // Refused at once: invalid against what the replica shows, or the row vanished
+                // (another instructor's change arrived) between choosing it and editing it.
+                switch error {
+                case .invalid, .unknownKey: await progress.refused()
+                case .queueFull, .closed: throw error
+                }
             }
         }
     }

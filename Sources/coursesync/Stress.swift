@@ -1,0 +1,274 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PostgresNIO
+import PostgresStore
+import SQLiteStore
+import SyncClient
+import SyncModel
+import SyncServer
+
+struct Stress: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Many real clients against a real server over loopback TCP, optionally killing the server; then check every replica.",
+        discussion: """
+        Runs `coursesync serve` as a child process (on the SQLite store in a scratch directory, or on \
+        --postgres URL), seeds a course, and starts N SyncClients, each with its own replica file, \
+        making random edits on that one course. With --kill-every, the server is killed with SIGKILL \
+        at that interval and restarted on the same port. At the end an independent checker reopens \
+        every replica file and compares it with the store row for row, and prints the verdict.
+        """
+    )
+
+    @Option(help: "Clients (1 to 200).") var clients = 32
+    @Option(help: "Edits per client.") var edits = 200
+    @Option(help: "Edit for this many seconds instead of a number of edits.") var seconds: Double?
+    @Option(help: "Kill (SIGKILL) and restart the server every this many seconds while clients edit.") var killEvery: Double?
+    @Option(name: .customLong("postgres"), help: ArgumentHelp("Use PostgreSQL (a migrated database) instead of SQLite.", valueName: "url"))
+    var postgresURL: String?
+    @Option(help: "Random seed for the clients' choices (default: random).") var seed: UInt64?
+    @Option(help: "Seconds to wait for everything to settle after the edits.") var settleTimeout: Double = 120
+
+    func validate() throws {
+        guard (1...200).contains(clients) else { throw ValidationError("--clients must be between 1 and 200") }
+        guard (1...100_000).contains(edits) else { throw ValidationError("--edits must be between 1 and 100000") }
+        if let seconds { guard seconds > 0, seconds <= 3600 else { throw ValidationError("--seconds must be in (0, 3600]") } }
+        if let killEvery { guard killEvery >= 0.2 else { throw ValidationError("--kill-every must be at least 0.2 seconds") } }
+        if let postgresURL { _ = try PostgresURL.configuration(postgresURL) }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "coursesync.stress")
+        logger.logLevel = .critical
+        let seed = seed ?? UInt64.random(in: 0 ... .max)
+        try await withScratchFolder("coursesync-stress") { folder in
+            let secretFile = folder.appendingPathComponent("secret").path
+            guard FileManager.default.createFile(atPath: secretFile, contents: Data(TokenSecret.generate().utf8), attributes: [.posixPermissions: 0o600]) else {
+                throw ValidationError("cannot write \(secretFile)")
+            }
+            let authority = try TokenAuthority(secret: try TokenSecret.load(path: secretFile))
+            if let postgresURL {
+                try await withPostgres(try PostgresURL.configuration(postgresURL), logger: logger) { client in
+                    let store = PostgresStore(client: client, logger: logger)
+                    try await store.checkSchema()
+                    try await run(store: store, storeArguments: ["--postgres", postgresURL], folder: folder, secretFile: secretFile,
+                                  authority: authority, seed: seed, logger: logger)
+                }
+            } else {
+                let data = folder.appendingPathComponent("data").path
+                try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+                let store = try SQLiteStore(path: URL(fileURLWithPath: data).appendingPathComponent("store.sqlite").path)
+                try await run(store: store, storeArguments: ["--data-dir", data], folder: folder, secretFile: secretFile,
+                              authority: authority, seed: seed, logger: logger)
+            }
+        }
+    }
+
+    private func run(store: some SyncStore, storeArguments: [String], folder: URL, secretFile: String,
+                     authority: TokenAuthority, seed: UInt64, logger: Logger) async throws {
+        let port = try freeLoopbackPort()
+        let server = ServerProcess(arguments: ["serve", "--listen", "127.0.0.1:\(port)", "--secret-file", secretFile, "--log-level", "error"] + storeArguments,
+                                   log: folder.appendingPathComponent("server.log").path, port: port)
+        try await server.start()
+        defer { server.stop() }
+        let courseID = try await BenchFixture.make(store: store, writers: 4).courseID
+        say("coursesync stress — \(clients) clients × \(seconds.map { "\($0) s" } ?? "\(edits) edits") on one course, " +
+            "\(storeArguments[0] == "--postgres" ? "PostgreSQL" : "SQLite") server on 127.0.0.1:\(port)" +
+            (killEvery.map { ", SIGKILL every \($0) s" } ?? "") + ", seed \(seed)")
+
+        var instructors: [Instructor] = []
+        var reconnectCounters: [Task<Int, Never>] = []
+        for index in 0..<clients {
+            var configuration = ClientConfiguration(port: port, token: authority.issue(TokenClaims(
+                user: "stress\(index)", expires: Date().addingTimeInterval(86_400), courses: [courseID: .editor])))
+            configuration.reconnectBase = .milliseconds(50)
+            configuration.reconnectCap = .seconds(2)
+            let client = try await SyncClient.open(path: folder.appendingPathComponent("client\(index).replica").path,
+                                                   courseID: courseID, configuration: configuration, logger: logger)
+            reconnectCounters.append(Task {
+                await client.events.reduce(0) { count, event in
+                    if case .connection(.offline(let retry)) = event, retry != nil { count + 1 } else { count }
+                }
+            })
+            instructors.append(Instructor(name: "stress\(index)", client: client, seed: seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15))
+        }
+        for instructor in instructors { try await within(settleTimeout, "client \(instructor.name) to catch up") { try await instructor.client.settle() } }
+
+        let start = ContinuousClock.now
+        let deadline = seconds.map { start + .milliseconds(Int64($0 * 1000)) }
+        let progress = Progress(total: deadline == nil ? clients * edits : 0)
+        let killer = Task { () -> Int in
+            guard let killEvery else { return 0 }
+            var kills = 0
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(Int64(killEvery * 1000)))
+                guard !Task.isCancelled else { break }
+                server.kill()
+                kills += 1
+                try? await Task.sleep(for: .milliseconds(200))
+                try? await server.start()
+            }
+            return kills
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for instructor in instructors {
+                group.addTask { try await instructor.work(edits: edits, until: deadline, pauseMs: 20, progress: progress) }
+            }
+            try await group.waitForAll()
+        }
+        killer.cancel()
+        let kills = await killer.value
+        try await server.start()
+        let editing = ContinuousClock.now - start
+        for instructor in instructors {
+            try await within(settleTimeout, "client \(instructor.name) to settle") { try await instructor.client.settle() }
+        }
+        let truth = try await store.snapshot(courseID: courseID)
+        for instructor in instructors {
+            try await within(settleTimeout, "client \(instructor.name) to reach seq \(truth.seq)") {
+                while await instructor.client.cursor < truth.seq { try await Task.sleep(for: .milliseconds(10)) }
+            }
+        }
+        var totals = ClientCore.Stats()
+        for instructor in instructors {
+            let stats = await instructor.client.stats
+            totals.edits += stats.edits
+            totals.acks += stats.acks
+            totals.rejections += stats.rejections
+            totals.droppedEdits += stats.droppedEdits
+            totals.resolutionNotes += stats.resolutionNotes
+            await instructor.client.close()
+        }
+        var reconnects = 0
+        for counter in reconnectCounters { reconnects += await counter.value }
+
+        // The independent check: each replica file, reopened, against the store.
+        var mismatches: [String] = []
+        let problems = truth.invariantViolations()
+        if !problems.isEmpty { mismatches.append("the store breaks invariants: \(problems.prefix(3))") }
+        for index in 0..<clients {
+            let replica = try Replica(path: folder.appendingPathComponent("client\(index).replica").path)
+            guard let contents = try replica.load(courseID: courseID) else { mismatches.append("client \(index): empty replica"); continue }
+            if contents.confirmed != truth { mismatches.append("client \(index): confirmed state differs from the store") }
+            if !contents.pending.isEmpty { mismatches.append("client \(index): \(contents.pending.count) batches still pending") }
+            let outline = try replica.outline()
+            let shown = outline.chapters.map { "\($0.chapter.id.map(\.description) ?? "?") \($0.chapter.title) \($0.videos.map { "\($0.id.map(\.description) ?? "?") \($0.title)" })" }
+            let expected = truth.orderedChapters.map { chapter in "\(chapter.id) \(chapter.title) \(truth.videos(in: chapter.id).map { "\($0.id) \($0.title)" })" }
+            if shown != expected { mismatches.append("client \(index): visible rows differ from the store") }
+            if outline.chapters.contains(where: { $0.chapter.status != .confirmed || $0.videos.contains { $0.status != .confirmed } }) {
+                mismatches.append("client \(index): rows still pending")
+            }
+        }
+        say("""
+        edits \(totals.edits) (+\(await progress.refusedLocally) refused locally) in \(String(format: "%.1f", Double(editing.components.seconds) + Double(editing.components.attoseconds) / 1e18)) s · \
+        batches acked \(totals.acks) · rejected \(totals.rejections) (\(totals.droppedEdits) edits rolled back) · \
+        conflicts resolved \(totals.resolutionNotes + totals.rejections) · reconnects \(reconnects) · server kills \(kills) · store seq \(truth.seq)
+        """)
+        if mismatches.isEmpty {
+            say("verdict: all \(clients) replicas match the store row for row ✓")
+        } else {
+            say("verdict: FAILED\n" + mismatches.prefix(20).map { "  \($0)" }.joined(separator: "\n"))
+            throw ExitCode.failure
+        }
+    }
+
+    private func within(_ seconds: Double, _ what: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
+                throw ValidationError("timed out after \(seconds) s waiting for \(what)")
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+}
+
+/// `coursesync serve` as a child process that can be killed and restarted.
+final class ServerProcess: @unchecked Sendable {
+    let arguments: [String]
+    let log: String
+    let port: Int
+    private let lock = NSLock()
+    private var pid: pid_t?
+
+    init(arguments: [String], log: String, port: Int) {
+        self.arguments = arguments
+        self.log = log
+        self.port = port
+    }
+
+    /// Starts the server if it is not running and waits until it accepts connections.
+    func start() async throws {
+        if lock.withLock({ pid }) == nil {
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            var cArguments = ([executable] + arguments).map { strdup($0) } + [nil]
+            defer { cArguments.forEach { free($0) } }
+            var child: pid_t = 0
+            let result = posix_spawn(&child, executable, &actions, nil, &cArguments, environ)
+            guard result == 0 else { throw ValidationError("cannot start the server: \(String(cString: strerror(result)))") }
+            lock.withLock { pid = child }
+        }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            if canConnect(port: port) { return }
+            if let pid = lock.withLock({ pid }), waitpid(pid, nil, WNOHANG) == pid {
+                lock.withLock { self.pid = nil }
+                throw ValidationError("the server exited at start; see \(log)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw ValidationError("the server did not listen on port \(port) within 30 s; see \(log)")
+    }
+
+    /// SIGKILL, and reap the process.
+    func kill() {
+        guard let pid = lock.withLock({ () -> pid_t? in defer { self.pid = nil }; return self.pid }) else { return }
+        Foundation.kill(pid, SIGKILL)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1, errno == EINTR {}
+    }
+
+    /// SIGTERM (a graceful stop), and reap.
+    func stop() {
+        guard let pid = lock.withLock({ () -> pid_t? in defer { self.pid = nil }; return self.pid }) else { return }
+        Foundation.kill(pid, SIGTERM)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1, errno == EINTR {}
+    }
+}
+
+/// A loopback port nobody listens on right now.
+func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw ValidationError("socket: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    guard bound == 0 else { throw ValidationError("bind: \(String(cString: strerror(errno)))") }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+func canConnect(port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = UInt16(port).bigEndian
+    return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+}
