@@ -55,10 +55,10 @@ public struct ClientCore: Sendable {
     public let courseID: EntityID
     /// Bound on waiting batches (``ClientConfiguration/maxPendingBatches``).
     public let maxPendingBatches: Int
-    public private(set) var confirmed: CourseState
-    public private(set) var visible: CourseState
-    public private(set) var phase: Phase = .offline
-    public private(set) var stats = Stats()
+    public internal(set) var confirmed: CourseState
+    public internal(set) var visible: CourseState
+    public internal(set) var phase: Phase = .offline
+    public internal(set) var stats = Stats()
     var pending: [PendingBatch]
     /// Temp IDs of acknowledged batches → real IDs.
     var knownTemps: [TempID: EntityID]
@@ -206,193 +206,6 @@ public struct ClientCore: Sendable {
         actions.append(.emit(.connection(.offline(retryInMs: retryInMs))))
     }
 
-    /// A message from the server.
-    public mutating func received(_ message: WireMessage) {
-        switch message {
-        case .welcome:
-            guard phase == .awaitingWelcome else { return unexpected(message) }
-            phase = .catchingUp
-            actions.append(.send(.subscribe(courseID: courseID, sinceSeq: confirmed.seq)))
-            actions.append(.emit(.connection(.catchingUp)))
-            // Resend every unanswered batch, in order, before any new one (exactly-once makes it safe).
-            for index in pending.indices where pending[index].ack == nil && pending[index].batch.batchSeq != openBatch {
-                send(index)
-            }
-        case .error(let error):
-            if error.code.isPermanentRefusal {
-                actions.append(.stop(error))
-            } else {
-                actions.append(.reconnect(reason: "\(error.code): \(error.message)"))
-            }
-        case .subscribed(let course, let seq) where course == courseID:
-            phase = .live
-            actions.append(.emit(.connection(.live(seq: seq))))
-        case .snapshot(let part) where part.course.id == courseID:
-            snapshotParts.append(part)
-            if part.last {
-                held.append(.snapshot(snapshotParts))
-                snapshotParts = []
-                releaseHeld()
-            }
-        case .diff(let diff) where diff.courseID == courseID:
-            held.append(.diff(diff))
-            releaseHeld()
-        case .ack(let ack) where ack.courseID == courseID:
-            acknowledge(ack)
-        case .reject(let reject) where reject.courseID == courseID:
-            roll(back: reject.batchSeq, reject.rejection)
-        case .progress(let progress) where progress.courseID == courseID:
-            actions.append(.emit(.progress(batchSeq: progress.batchSeq, done: Int(progress.done), total: Int(progress.total))))
-        case .ping(let nonce):
-            actions.append(.send(.pong(nonce: nonce)))
-        case .pong, .subscribed, .snapshot, .diff, .ack, .reject, .progress:
-            break
-        case .hello, .subscribe, .unsubscribe, .push:
-            unexpected(message)
-        }
-    }
-
-    // MARK: Server messages
-
-    private mutating func unexpected(_ message: WireMessage) {
-        actions.append(.reconnect(reason: "unexpected message from the server: \(message)"))
-    }
-
-    /// Applies held catch-up material in order, as far as possible.
-    ///
-    /// After a reconnect the catch-up can deliver the diff of one of our batches before the resend
-    /// brings its ack. Applied then, the batch's rows would be confirmed under IDs we cannot map
-    /// to its temp IDs, so later batches using them could not be replayed. So a diff of our own
-    /// unacknowledged batch, and everything after it, waits for that ack (it always comes: every
-    /// unanswered batch is resent on connecting). A snapshot likewise waits until every batch sent
-    /// is answered, since it may contain any of them. Nothing held is persisted: the cursor stays,
-    /// and a reconnect fetches it again.
-    private mutating func releaseHeld() {
-        while let next = held.first {
-            switch next {
-            case .diff(let diff):
-                if diff.origin.clientID == clientID, let index = index(of: diff.origin.batchSeq), pending[index].ack == nil { return }
-                held.removeFirst()
-                apply(diff)
-            case .snapshot(let parts):
-                if pending.contains(where: { $0.sent && $0.ack == nil }) { return }
-                held.removeFirst()
-                applySnapshot(parts)
-            }
-        }
-    }
-
-    private mutating func apply(_ diff: Diff) {
-        if diff.seq <= confirmed.seq { return }  // already applied (a resubscribe overlapping the stream)
-        guard diff.seq == confirmed.seq + 1 else {
-            return actions.append(.reconnect(reason: "gap in the diff stream: at seq \(confirmed.seq), received \(diff.seq)"))
-        }
-        confirmed.apply(diff)
-        write.confirmed.append(.diff(diff))
-        if diff.origin.clientID != clientID || index(of: diff.origin.batchSeq) == nil {
-            stats.remoteDiffs += 1
-            actions.append(.emit(.remoteChange(seq: diff.seq, origin: diff.origin.clientID)))
-        }
-        finalizeCommitted()
-        rebase()
-    }
-
-    private mutating func applySnapshot(_ parts: [SnapshotPart]) {
-        guard parts.enumerated().allSatisfy({ $0.offset == Int($0.element.part) }) else {
-            return actions.append(.reconnect(reason: "snapshot parts out of order"))
-        }
-        let snapshot = CourseState(course: parts.last!.course, chapters: parts.flatMap(\.chapters),
-                                   media: parts.flatMap(\.media), videos: parts.flatMap(\.videos))
-        // A snapshot replaces everything: refuse one that would break the replica rather than crash on it.
-        let violations = snapshot.invariantViolations()
-        guard violations.isEmpty else {
-            return actions.append(.stop(ConnectionError(.internalError, "the server sent an inconsistent snapshot: \(violations.prefix(3))")))
-        }
-        confirmed = snapshot
-        stats.snapshots += 1
-        write.confirmed.append(.snapshot(confirmed))
-        finalizeCommitted()
-        rebase()
-    }
-
-    private mutating func acknowledge(_ ack: Ack) {
-        guard let index = index(of: ack.batchSeq), pending[index].ack == nil else { return }
-        pending[index].ack = ack
-        stats.acks += 1
-        if pending[index].predictedNotes == ack.notes.count { stats.predictionsMatched += 1 } else { stats.predictionsMissed += 1 }
-        var ids: [LocalKey: EntityID] = [:]
-        for (temp, id) in ack.idMap { ids[LocalKey(.provisional(temp))] = id }
-        actions.append(.emit(.acked(batchSeq: ack.batchSeq, seq: ack.seq, ids: ids)))
-        for note in ack.notes {
-            stats.resolutionNotes += 1
-            actions.append(.emit(.resolution(batchSeq: ack.batchSeq, note: note)))
-        }
-        if ack.seq <= confirmed.seq {
-            finalizeCommitted()
-            rebase()
-        }
-        releaseHeld()
-    }
-
-    /// Drops the rejected batch and every later batch that used rows it created, then replays.
-    private mutating func roll(back batchSeq: BatchSeq, _ rejection: Rejection) {
-        guard let index = index(of: batchSeq) else { return }  // a dependent batch already dropped
-        stats.rejections += 1
-        stats.predictionsMissed += 1
-        var lost = Set(pending[index].batch.ops.flatMap(\.createdTemps))
-        var dropped = [pending[index].batch]
-        var kept = Array(pending[..<index])
-        for later in pending[(index + 1)...] {
-            if !later.batch.mentionedTemps.isDisjoint(with: lost) {
-                lost.formUnion(later.batch.ops.flatMap(\.createdTemps))
-                dropped.append(later.batch)
-            } else {
-                kept.append(later)
-            }
-        }
-        pending = kept
-        for batch in dropped {
-            write.deletedBatches.insert(batch.batchSeq)
-            write.batches[batch.batchSeq] = nil
-            if batch.batchSeq == openBatch { openBatch = nil }
-        }
-        let edits = dropped.flatMap { batch in batch.ops.map { DroppedEdit(batchSeq: batch.batchSeq, operation: $0) } }
-        stats.droppedEdits += edits.count
-        rebase()
-        actions.append(.emit(.rejected(Rejected(batchSeq: batchSeq, code: rejection.code, opIndex: rejection.opIndex,
-                                                message: rejection.message, droppedEdits: edits))))
-        releaseHeld()
-    }
-
-    /// Retires every batch whose ack has arrived and whose diff is in the confirmed state: its
-    /// temps become known, its rows keep their local keys, later batches refer to real IDs.
-    private mutating func finalizeCommitted() {
-        while let index = pending.firstIndex(where: { $0.ack.map { $0.seq <= confirmed.seq } ?? false }) {
-            let ack = pending.remove(at: index).ack!
-            write.deletedBatches.insert(ack.batchSeq)
-            write.batches[ack.batchSeq] = nil
-            let merged = Set(ack.notes.compactMap { if case .merged(_, let temp, _) = $0 { temp } else { nil } })
-            for (temp, id) in ack.idMap {
-                knownTemps[temp] = id
-                write.temps[temp] = id
-                if !merged.contains(temp) && localKeys[id] == nil {
-                    localKeys[id] = LocalKey(.provisional(temp))
-                    write.localKeys[id] = localKeys[id]
-                }
-            }
-            for later in pending.indices {
-                let batch = pending[later].batch
-                let rewritten = batch.ops.map { $0.mapRefs { ref in
-                    if case .temp(let temp) = ref, let id = ack.idMap[temp] { .id(id) } else { ref }
-                } }
-                if rewritten != batch.ops {
-                    pending[later].batch.ops = rewritten
-                    write.batches[batch.batchSeq] = pending[later].batch
-                }
-            }
-        }
-    }
-
     // MARK: Replay
 
     /// Recomputes the visible state from the confirmed state and the pending batches, and the rows.
@@ -434,7 +247,7 @@ public struct ClientCore: Sendable {
 
     func index(of batchSeq: BatchSeq) -> Int? { pending.firstIndex { $0.batch.batchSeq == batchSeq } }
 
-    private mutating func send(_ index: Int) {
+    mutating func send(_ index: Int) {
         pending[index].sent = true
         stats.batchesSent += 1
         actions.append(.send(.push(Push(pending[index].batch))))
