@@ -49,6 +49,20 @@ public struct ClientCore: Sendable {
         public var predictionsMissed = 0
 
         public init() {}
+
+        /// Adds another client's counters (for totals over several clients).
+        public mutating func add(_ other: Stats) {
+            edits += other.edits
+            batchesSent += other.batchesSent
+            acks += other.acks
+            rejections += other.rejections
+            droppedEdits += other.droppedEdits
+            remoteDiffs += other.remoteDiffs
+            snapshots += other.snapshots
+            resolutionNotes += other.resolutionNotes
+            predictionsMatched += other.predictionsMatched
+            predictionsMissed += other.predictionsMissed
+        }
     }
 
     public let clientID: ClientID

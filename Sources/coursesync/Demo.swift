@@ -98,14 +98,7 @@ struct Demo: AsyncParsableCommand {
         var applyTimes: [Duration] = []
         var ackTimes: [Duration] = []
         for instructor in clients {
-            let stats = await instructor.client.stats
-            totals.edits += stats.edits
-            totals.acks += stats.acks
-            totals.rejections += stats.rejections
-            totals.droppedEdits += stats.droppedEdits
-            totals.resolutionNotes += stats.resolutionNotes
-            totals.predictionsMatched += stats.predictionsMatched
-            totals.predictionsMissed += stats.predictionsMissed
+            totals.add(await instructor.client.stats)
             applyTimes += await instructor.applyTimes.values
             ackTimes += await instructor.client.ackRoundTrips
         }

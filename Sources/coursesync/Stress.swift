@@ -131,12 +131,7 @@ struct Stress: AsyncParsableCommand {
         }
         var totals = ClientCore.Stats()
         for instructor in instructors {
-            let stats = await instructor.client.stats
-            totals.edits += stats.edits
-            totals.acks += stats.acks
-            totals.rejections += stats.rejections
-            totals.droppedEdits += stats.droppedEdits
-            totals.resolutionNotes += stats.resolutionNotes
+            totals.add(await instructor.client.stats)
             await instructor.client.close()
         }
         var reconnects = 0
