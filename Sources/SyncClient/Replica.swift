@@ -27,6 +27,8 @@ public enum ReplicaError: Error, Hashable, Sendable, CustomStringConvertible {
 public final class Replica: Sendable {
     public let path: String
     let pool: any DatabaseWriter
+    /// A separate connection that checkpoints the WAL (see ``checkpoint()``); nil in memory.
+    private let checkpointer: DatabaseQueue?
 
     /// Opens (creating if needed) the replica file at `path` and migrates its schema.
     public init(path: String) throws {
@@ -35,15 +37,30 @@ public final class Replica: Sendable {
         configuration.busyMode = .timeout(5)
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            // No checkpoint inside an edit's commit (its fsync is what makes the slowest edits
+            // slow); ``checkpoint()`` does it from another connection instead.
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
         }
         pool = try DatabasePool(path: path, configuration: configuration)
         try Self.migrator.migrate(pool)
+        var checkpointing = Configuration()
+        checkpointing.busyMode = .timeout(5)
+        checkpointer = try DatabaseQueue(path: path, configuration: checkpointing)
+    }
+
+    /// Copies the WAL back into the database file without blocking writers (a passive
+    /// checkpoint, on its own connection). ``SyncClient`` calls it in the background.
+    public func checkpoint() throws {
+        try checkpointer?.writeWithoutTransaction { db in
+            _ = try db.checkpoint(.passive)
+        }
     }
 
     /// A replica in memory (the simulator's clients): the same schema and code, no file.
     public init(inMemory name: String) throws {
         path = ":memory:\(name)"
         pool = try DatabaseQueue()
+        checkpointer = nil
         try Self.migrator.migrate(pool)
     }
 

@@ -30,6 +30,7 @@ public actor SyncClient {
     private var core: ClientCore
     private let logger: Logger
     private var connectionTask: Task<Void, Never>?
+    private var checkpointTask: Task<Void, Never>?
     private var sealTask: Task<Void, Never>?
     private var outbound: AsyncStream<WireMessage>.Continuation?
     private var channel: (any NIOCore.Channel)?
@@ -67,6 +68,12 @@ public actor SyncClient {
     private func start() throws {
         try replica.apply(core.takeWrite())
         connectionTask = Task { await self.maintainConnection() }
+        checkpointTask = Task.detached(priority: .background) { [replica, logger] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(500))
+                do { try replica.checkpoint() } catch { logger.debug("checkpoint failed", metadata: ["error": "\(error)"]) }
+            }
+        }
     }
 
     /// Stops syncing and closes the connection. Pending edits stay in the replica for the next open.
@@ -77,8 +84,11 @@ public actor SyncClient {
         sealTask?.cancel()
         try? replica.apply(core.takeWrite())
         connectionTask?.cancel()
+        checkpointTask?.cancel()
         channel?.close(promise: nil)
         await connectionTask?.value
+        await checkpointTask?.value
+        try? replica.checkpoint()
         eventSink.finish()
         for waiter in settleWaiters { waiter.resume(throwing: EditError.closed) }
         settleWaiters = []
