@@ -36,6 +36,49 @@ public final class SQLiteStore: SyncStore {
         try Self.migrator.migrate(pool)
     }
 
+    /// Every row of every course, for `coursesync copy` (read in one transaction).
+    public func dump() async throws -> StoreDump {
+        try await pool.read { db in
+            func id(_ data: Data?) throws -> EntityID {
+                guard let data, let id = EntityID(bytes: data) else { throw StoreError.corrupt("an ID is not 16 bytes") }
+                return id
+            }
+            var dump = StoreDump()
+            for row in try Row.fetchAll(db, sql: "SELECT id, title, seq FROM courses") {
+                dump.courses.append(Course(id: try id(row["id"]), title: row["title"], seq: CourseSeq(row["seq"] as Int64)))
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT id, course_id, title, position, version FROM chapters") {
+                dump.chapters.append(Chapter(id: try id(row["id"]), courseID: try id(row["course_id"]), title: row["title"],
+                                             position: row["position"], version: UInt64(row["version"] as Int64)))
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT id, course_id, name, cdn_url, duration_ms, byte_size FROM media_files") {
+                dump.media.append(MediaFile(id: try id(row["id"]), courseID: try id(row["course_id"]), name: row["name"], cdnURL: row["cdn_url"],
+                                            durationMs: UInt64(row["duration_ms"] as Int64), byteSize: UInt64(row["byte_size"] as Int64)))
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT id, chapter_id, media_file_id, title, position FROM videos") {
+                dump.videos.append(Video(id: try id(row["id"]), chapterID: try id(row["chapter_id"]), mediaFileID: try id(row["media_file_id"]),
+                                         title: row["title"], position: row["position"]))
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT course_id, seq, origin_client_id, origin_batch_seq, diff FROM change_log ORDER BY course_id, seq") {
+                dump.log.append(.init(courseID: try id(row["course_id"]), seq: CourseSeq(row["seq"] as Int64),
+                                      origin: BatchOrigin(clientID: ClientID(try id(row["origin_client_id"])),
+                                                          batchSeq: BatchSeq(bitPattern: row["origin_batch_seq"] as Int64)),
+                                      diff: Array(row["diff"] as Data)))
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT client_id, course_id, batch_seq, seq, ack FROM client_batches") {
+                dump.batches.append(.init(client: ClientID(try id(row["client_id"])), courseID: try id(row["course_id"]),
+                                          batchSeq: BatchSeq(bitPattern: row["batch_seq"] as Int64), seq: CourseSeq(row["seq"] as Int64),
+                                          ack: Array(row["ack"] as Data)))
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT client_id, course_id, temp, entity_id FROM client_temps") {
+                guard let temp = TempID(UInt64(bitPattern: row["temp"] as Int64)) else { throw StoreError.corrupt("temp ID 0") }
+                dump.temps.append(.init(client: ClientID(try id(row["client_id"])), courseID: try id(row["course_id"]), temp: temp,
+                                        entity: try id(row["entity_id"])))
+            }
+            return dump
+        }
+    }
+
     public func createCourse(_ course: Course) async throws {
         try await pool.write { db in
             guard try Int.fetchOne(db, sql: "SELECT 1 FROM courses WHERE id = ?", arguments: [course.id.blob]) == nil else {

@@ -13,7 +13,7 @@ struct CourseSync: AsyncParsableCommand {
         The wire protocol is specified in protocol/README.md.
         """,
         version: CourseSyncVersion.current,
-        subcommands: [Demo.self, Serve.self, Migrate.self, CourseCommand.self, TokenCommand.self, ClientCommand.self, Simulate.self, Stress.self, Bench.self]
+        subcommands: [Demo.self, Serve.self, Migrate.self, CopyCommand.self, CourseCommand.self, TokenCommand.self, ClientCommand.self, Simulate.self, Stress.self, Bench.self]
     )
 }
 

@@ -95,6 +95,14 @@ import Testing
             #expect(server.output.contains("listening on 127.0.0.1:\(port)"), "\(server.output)")
             #expect(server.output.contains("store:   SQLite \(data)/store.sqlite"), "\(server.output)")
             #expect(FileManager.default.fileExists(atPath: data + "/secret"))
+            // Moving to PostgreSQL: the stopped store copies over whole.
+            try await withDatabase(migrated: false) { database in
+                let copied = try await Subprocess.run(["copy", "--data-dir", data, "--postgres", database.url + "?sslmode=disable", "--migrate",
+                                                       "--log-level", "error"])
+                #expect(copied.status == 0, "\(copied.output)")
+                #expect(copied.output.contains("Copied 1 courses (1 chapters, 1 videos, 1 media files, 3 change-log entries"), "\(copied.output)")
+                #expect(try await database.store.snapshot(courseID: course).orderedChapters.map(\.title) == ["Getting started"])
+            }
         }
     }
 
