@@ -17,284 +17,170 @@ public final class ConnectionHandle: Sendable {
     }
 }
 
-/// One course on this node: it queues the course's batches and commits them in groups (one
-/// store transaction for everything queued, which turns a lock convoy into throughput), answers
-/// each batch's author, and fans each commit's diff out to the course's subscribers, encoded once.
-///
-/// Order guarantees: the batches of one connection are answered in arrival order; a commit's `Ack`
-/// is queued before its `Diff`; every subscriber gets every commit once, in seq order, with no gap
-/// (a subscriber that would see a gap, because another node committed, is caught up from the store).
+/// One course on this node: the driver of a ``HubCore`` (which decides) over the store and the
+/// connections' outboxes (which carry out). Store calls run in tasks and come back as inputs.
 actor CourseHub {
     let courseID: EntityID
     private let store: any SyncStore
     private let logger: Logger
-    private let maxGroupBatches: Int
     private let catchUpChunk: Int
-
-    /// The highest seq this hub has seen committed.
-    private var lastSeq: CourseSeq = 0
-    private var subscriptions: [ObjectIdentifier: Subscription] = [:]
-    private var queue: [Pending] = []
-    private var committing = false
-    private var accepting = true
+    private var core: HubCore<ObjectIdentifier>
+    private var handles: [ObjectIdentifier: ConnectionHandle] = [:]
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
-    private var nextGeneration = 0
-    /// A commit announced by another node while a group commit was in flight (its own commit's
-    /// announcement may overtake its broadcast); looked at once the group is answered.
-    private var announcedSeq: CourseSeq = 0
-
-    private struct Subscription {
-        let handle: ConnectionHandle
-        var cursor: CourseSeq
-        /// Live: receives diffs as they commit. Not live: being caught up from the store.
-        var live = false
-        /// `Subscribed` was sent (the initial catch-up ended).
-        var announced = false
-        /// Tells a restarted subscription's catch-up from an abandoned one.
-        let generation: Int
-    }
-
-    private struct Pending {
-        let batch: Batch
-        let origin: ConnectionHandle
-    }
+    private var idle = false
 
     init(courseID: EntityID, store: any SyncStore, logger: Logger, maxGroupBatches: Int, catchUpChunk: Int) {
         self.courseID = courseID
         self.store = store
-        self.maxGroupBatches = maxGroupBatches
         self.catchUpChunk = catchUpChunk
+        core = HubCore(courseID: courseID, maxGroupBatches: maxGroupBatches)
         var logger = logger
         logger[metadataKey: "course"] = "\(courseID)"
         self.logger = logger
     }
 
-    // MARK: - Batches
+    // MARK: - Inputs
 
     /// Queues `batch` for commit. `false` if the hub no longer accepts batches (shutting down): the
     /// batch is not answered, and its author resends it after reconnecting.
     func push(_ batch: Batch, from origin: ConnectionHandle) -> Bool {
-        guard accepting else { return false }
-        queue.append(Pending(batch: batch, origin: origin))
-        let weight = batch.ops.reduce(0) { $0 + $1.weight }
-        if weight > Limits.progressThresholdOps {
-            origin.outbox.send(.progress(Progress(courseID: courseID, batchSeq: batch.batchSeq, done: 0, total: UInt32(weight))))
-        }
-        if !committing {
-            committing = true
-            Task { await self.commitQueued() }
-        }
+        let key = ObjectIdentifier(origin)
+        guard let effects = core.push(batch, from: key) else { return false }
+        handles[key] = origin
+        perform(effects)
         return true
     }
 
     /// Stops accepting batches and returns once every queued batch is answered.
     func drain() async {
-        accepting = false
-        guard committing || !queue.isEmpty else { return }
+        perform(core.drain())
+        guard !idle else { return }
         await withCheckedContinuation { idleWaiters.append($0) }
     }
 
-    private func commitQueued() async {
-        while !queue.isEmpty {
-            let group = Array(queue.prefix(maxGroupBatches))
-            queue.removeFirst(group.count)
-            let outcomes: [BatchOutcome]
-            do {
-                outcomes = try await store.commit(group.map(\.batch), courseID: courseID)
-            } catch {
-                fail(group, error)
-                continue
-            }
-            assert(outcomes.count == group.count, "one outcome per batch")
-            for (pending, outcome) in zip(group, outcomes) {
-                answer(pending, outcome)
-                pending.origin.inFlight.release()
-            }
-        }
-        committing = false
-        if announcedSeq > lastSeq { catchUpLiveSubscribers(to: announcedSeq) }
-        let waiters = idleWaiters
-        idleWaiters = []
-        waiters.forEach { $0.resume() }
-    }
-
-    private func answer(_ pending: Pending, _ outcome: BatchOutcome) {
-        let outbox = pending.origin.outbox
-        let batch = pending.batch
-        switch outcome {
-        case .committed(let commit):
-            let weight = batch.ops.reduce(0) { $0 + $1.weight }
-            if weight > Limits.progressThresholdOps {
-                outbox.send(.progress(Progress(courseID: courseID, batchSeq: batch.batchSeq, done: UInt32(weight), total: UInt32(weight))))
-            }
-            outbox.send(.ack(commit.ack))
-            broadcast(commit.diff)
-        case .replayed(let ack):
-            logger.debug("replayed the ack of an already committed batch", metadata: ["client": "\(batch.clientID)", "batch": "\(batch.batchSeq)"])
-            outbox.send(.ack(ack))
-        case .rejected(let rejection):
-            logger.debug("rejected a batch", metadata: ["client": "\(batch.clientID)", "batch": "\(batch.batchSeq)", "code": "\(rejection.code)"])
-            outbox.send(.reject(BatchRejection(courseID: courseID, batchSeq: batch.batchSeq, rejection: rejection)))
-        }
-    }
-
-    /// The store failed: nothing of the group was committed. Each author's connection is closed;
-    /// the clients resend after reconnecting, and exactly-once makes that safe.
-    private func fail(_ group: [Pending], _ error: any Error) {
-        let connectionError: ConnectionError
-        if case StoreError.unknownCourse = error {
-            connectionError = ConnectionError(.unknownCourse, "course \(courseID) does not exist")
-        } else {
-            logger.error("group commit failed", metadata: ["batches": "\(group.count)", "error": "\(error)"])
-            connectionError = ConnectionError(.internalError, "the server could not commit; reconnect and resend")
-        }
-        for pending in group {
-            pending.origin.outbox.close(connectionError)
-            pending.origin.inFlight.release()
-        }
-    }
-
-    // MARK: - Subscriptions
-
     /// Catches `handle` up from `sinceSeq` (diffs, or a snapshot), sends `Subscribed`, then keeps it live.
     /// Subscribing again restarts the catch-up from the new cursor.
-    func subscribe(_ handle: ConnectionHandle, sinceSeq: CourseSeq) async {
-        nextGeneration += 1
+    func subscribe(_ handle: ConnectionHandle, sinceSeq: CourseSeq) {
         let key = ObjectIdentifier(handle)
-        subscriptions[key] = Subscription(handle: handle, cursor: sinceSeq, generation: nextGeneration)
-        await catchUp(key, generation: nextGeneration)
+        handles[key] = handle
+        perform(core.subscribe(key, sinceSeq: sinceSeq))
     }
 
     func unsubscribe(_ handle: ConnectionHandle) {
-        subscriptions[ObjectIdentifier(handle)] = nil
+        let key = ObjectIdentifier(handle)
+        core.unsubscribe(key)
+        forgetIfUnused(key)
     }
 
-    var subscriberCount: Int { subscriptions.count }
-
-    private func broadcast(_ diff: Diff) {
-        lastSeq = max(lastSeq, diff.seq)
-        var encoded: ByteBuffer?
-        for (key, subscription) in subscriptions where subscription.live && diff.seq > subscription.cursor {
-            guard diff.seq == subscription.cursor + 1 else {
-                // Another node committed in between: fill the gap from the store.
-                subscriptions[key]?.live = false
-                let generation = subscription.generation
-                Task { await self.catchUp(key, generation: generation) }
-                continue
-            }
-            if encoded == nil { encoded = ByteBuffer(bytes: WireMessage.diff(diff).payload()) }
-            if subscription.handle.outbox.send(encoded: encoded!) {
-                subscriptions[key]?.cursor = diff.seq
-            } else {
-                subscriptions[key] = nil
-            }
-        }
-    }
+    var subscriberCount: Int { core.subscriberCount }
 
     /// A commit by another node became known (e.g. by a notification): catch every live
     /// subscriber up to it.
     func noteCommitted(upTo seq: CourseSeq) {
-        guard seq > lastSeq else { return }
-        if committing {
-            announcedSeq = max(announcedSeq, seq)
-            return
-        }
-        catchUpLiveSubscribers(to: seq)
+        perform(core.noteCommitted(upTo: seq))
     }
 
-    private func catchUpLiveSubscribers(to seq: CourseSeq) {
-        guard seq > lastSeq else { return }
-        lastSeq = seq
-        for (key, subscription) in subscriptions where subscription.live && subscription.cursor < seq {
-            subscriptions[key]?.live = false
-            let generation = subscription.generation
-            Task { await self.catchUp(key, generation: generation) }
-        }
+    private func committed(_ outcomes: [BatchOutcome]) {
+        perform(core.committed(outcomes))
     }
 
-    private func catchUp(_ key: ObjectIdentifier, generation: Int) async {
-        while true {
-            guard let subscription = subscriptions[key], subscription.generation == generation else { return }
-            let handle = subscription.handle
-            guard !handle.outbox.isClosing else {
-                subscriptions[key] = nil
-                return
-            }
-            let result: CatchUp
-            do {
-                result = try await store.catchUp(courseID: courseID, after: subscription.cursor, limit: catchUpChunk)
-            } catch {
-                subscriptions[key] = nil
-                if case StoreError.unknownCourse = error {
-                    handle.outbox.close(ConnectionError(.unknownCourse, "course \(courseID) does not exist"))
-                } else {
-                    logger.error("catch-up failed", metadata: ["error": "\(error)"])
-                    handle.outbox.close(ConnectionError(.internalError, "the server could not read the course; reconnect"))
-                }
-                return
-            }
-            // The subscription may have been dropped or restarted while the store was read.
-            guard var current = subscriptions[key], current.generation == generation else { return }
-            switch result {
-            case .snapshot(let state):
-                for part in Self.snapshotParts(of: state) { await handle.outbox.sendWaiting(.snapshot(part)) }
-                current.cursor = state.seq
-            case .diffs(let diffs):
-                for diff in diffs where diff.seq == current.cursor + 1 {
-                    await handle.outbox.sendWaiting(.diff(diff))
-                    current.cursor = diff.seq
-                }
-            }
-            // Room for `Subscribed` and the first live diffs; then no await until the subscription is live.
-            await handle.outbox.waitForSpace()
-            // The subscription may have been dropped or restarted while waiting for space.
-            guard subscriptions[key]?.generation == generation else { return }
-            lastSeq = max(lastSeq, current.cursor)
-            if current.cursor >= lastSeq {
-                // Nothing between here and going live awaits, so no commit can slip past.
-                current.live = true
-                if !current.announced {
-                    current.announced = true
-                    handle.outbox.send(.subscribed(courseID: courseID, seq: current.cursor))
-                }
-                subscriptions[key] = current
-                return
-            }
-            subscriptions[key] = current
+    private func commitFailed(_ error: any Error) {
+        var unknownCourse = false
+        if case StoreError.unknownCourse = error {
+            unknownCourse = true
+        } else {
+            logger.error("group commit failed", metadata: ["error": "\(error)"])
         }
+        perform(core.commitFailed(unknownCourse: unknownCourse))
     }
 
-    /// Splits a snapshot into parts of about ``Limits/snapshotPartBytes``, each repeating the course row.
-    static func snapshotParts(of state: CourseState) -> [SnapshotPart] {
-        let budget = Limits.snapshotPartBytes
-        var parts: [SnapshotPart] = []
-        var part = SnapshotPart(course: state.course, chapters: [], media: [], videos: [], part: 0, last: false)
-        var bytes = 0
-        func add(_ size: Int, _ append: (inout SnapshotPart) -> Void) {
-            if bytes + size > budget, bytes > 0 {
-                parts.append(part)
-                part = SnapshotPart(course: state.course, chapters: [], media: [], videos: [], part: UInt32(parts.count), last: false)
-                bytes = 0
+    private func caughtUp(_ key: ObjectIdentifier, generation: Int, _ result: Result<CatchUp, any Error>) {
+        switch result {
+        case .success(let catchUp):
+            perform(core.caughtUp(key, generation: generation, catchUp))
+        case .failure(let error):
+            var unknownCourse = false
+            if case StoreError.unknownCourse = error {
+                unknownCourse = true
+            } else {
+                logger.error("catch-up failed", metadata: ["error": "\(error)"])
             }
-            append(&part)
-            bytes += size
+            perform(core.catchUpFailed(key, generation: generation, unknownCourse: unknownCourse))
         }
-        // Rough encoded sizes: three 18-byte IDs and small integers per row, plus the text.
-        for chapter in state.orderedChapters {
-            add(64 + chapter.title.utf8.count) { $0.chapters.append(chapter) }
-        }
-        for media in state.media.values.sorted(by: { $0.id < $1.id }) {
-            add(80 + media.name.utf8.count + media.cdnURL.utf8.count) { $0.media.append(media) }
-        }
-        for chapter in state.orderedChapters {
-            for video in state.videos(in: chapter.id) {
-                add(80 + video.title.utf8.count) { $0.videos.append(video) }
-            }
-        }
-        part.last = true
-        parts.append(part)
-        return parts
+        forgetIfUnused(key)
     }
+
+    private func catchUpSent(_ key: ObjectIdentifier, generation: Int) {
+        perform(core.catchUpSent(key, generation: generation))
+    }
+
+    // MARK: - Effects
+
+    private func perform(_ effects: [HubCore<ObjectIdentifier>.Effect]) {
+        var released: [ObjectIdentifier] = []
+        for effect in effects {
+            switch effect {
+            case .commit(let batches):
+                let store = store, courseID = courseID
+                Task {
+                    do {
+                        let outcomes = try await store.commit(batches, courseID: courseID)
+                        await self.committed(outcomes)
+                    } catch {
+                        await self.commitFailed(error)
+                    }
+                }
+            case .send(let key, let message):
+                handles[key]?.outbox.send(message)
+            case .broadcast(let diff, let keys):
+                let encoded = ByteBuffer(bytes: WireMessage.diff(diff).payload())
+                for key in keys where handles[key]?.outbox.send(encoded: encoded) == false {
+                    core.sendFailed(key)
+                    released.append(key)
+                }
+            case .loadCatchUp(let key, let generation, let cursor):
+                guard let handle = handles[key], !handle.outbox.isClosing else {
+                    core.unsubscribe(key)
+                    released.append(key)
+                    continue
+                }
+                let store = store, courseID = courseID, limit = catchUpChunk
+                Task {
+                    do {
+                        let catchUp = try await store.catchUp(courseID: courseID, after: cursor, limit: limit)
+                        await self.caughtUp(key, generation: generation, .success(catchUp))
+                    } catch {
+                        await self.caughtUp(key, generation: generation, .failure(error))
+                    }
+                }
+            case .sendCatchUp(let key, let generation, let messages):
+                guard let outbox = handles[key]?.outbox else { continue }
+                Task {
+                    for message in messages { await outbox.sendWaiting(message) }
+                    // Room for `Subscribed` and the first live diffs before going live.
+                    await outbox.waitForSpace()
+                    await self.catchUpSent(key, generation: generation)
+                }
+            case .close(let key, let error):
+                handles[key]?.outbox.close(error)
+            case .release(let key):
+                handles[key]?.inFlight.release()
+                released.append(key)
+            case .idle:
+                idle = true
+                let waiters = idleWaiters
+                idleWaiters = []
+                waiters.forEach { $0.resume() }
+            }
+        }
+        for key in released { forgetIfUnused(key) }
+    }
+
+    private func forgetIfUnused(_ key: ObjectIdentifier) {
+        if !core.references(key) { handles[key] = nil }
+    }
+
+    static func snapshotParts(of state: CourseState) -> [SnapshotPart] { HubCore<ObjectIdentifier>.snapshotParts(of: state) }
 }
 
 /// A connection's budget of pushes sent but not yet answered. When it is used up the connection

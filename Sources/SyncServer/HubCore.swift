@@ -1,0 +1,301 @@
+import SyncModel
+import SyncWire
+
+/// A course hub's decisions, without I/O: batches queued and committed in groups, answers to
+/// authors, diffs fanned out, subscribers caught up from the store and made live. ``CourseHub``
+/// drives it with the real store and outboxes; the simulator drives it with a fake store and network.
+///
+/// Order guarantees: the batches of one connection are answered in arrival order; a commit's `Ack`
+/// is sent before its `Diff`; every subscriber gets every commit once, in seq order, with no gap (a
+/// subscriber that would see a gap, because another node committed, is caught up from the store).
+public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
+    /// What the driver must do. Effects that start work (`commit`, `loadCatchUp`, `sendCatchUp`)
+    /// are answered later with the matching input.
+    public enum Effect: Hashable, Sendable {
+        /// Commit the group in one store transaction; answer with ``committed(_:)`` or ``commitFailed(unknownCourse:)``.
+        case commit([Batch])
+        /// Queue a frame (never waits; a full outbox cuts the connection as a slow consumer).
+        case send(Connection, WireMessage)
+        /// Queue a diff (encoded once) to each connection; answer ``sendFailed(_:)`` for each whose outbox was full.
+        case broadcast(Diff, to: [Connection])
+        /// Read the commits after `after` (or a snapshot); answer ``caughtUp(_:generation:_:)`` or ``catchUpFailed(_:generation:unknownCourse:)``.
+        case loadCatchUp(Connection, generation: Int, after: CourseSeq)
+        /// Queue catch-up frames, each waiting for room, then wait for room for a few more; then
+        /// answer ``catchUpSent(_:generation:)``.
+        case sendCatchUp(Connection, generation: Int, [WireMessage])
+        /// Send `Error` and close the connection.
+        case close(Connection, ConnectionError)
+        /// One of the connection's pushes is answered (its in-flight budget).
+        case release(Connection)
+        /// Draining and nothing is queued or committing any more.
+        case idle
+    }
+
+    struct Subscription: Hashable, Sendable {
+        var cursor: CourseSeq
+        /// Live: receives diffs as they commit. Not live: being caught up from the store.
+        var live = false
+        /// `Subscribed` was sent (the initial catch-up ended).
+        var announced = false
+        /// Tells a restarted subscription's catch-up from an abandoned one.
+        let generation: Int
+    }
+
+    struct Pending: Hashable, Sendable {
+        let batch: Batch
+        let origin: Connection
+    }
+
+    public let courseID: EntityID
+    let maxGroupBatches: Int
+    /// The highest seq this hub has seen committed.
+    private(set) var lastSeq: CourseSeq = 0
+    private(set) var subscriptions: [Connection: Subscription] = [:]
+    private var queue: [Pending] = []
+    /// The group being committed.
+    private var committing: [Pending]?
+    private(set) var accepting = true
+    private var draining = false
+    private var nextGeneration = 0
+    /// A commit announced by another node while a group commit was in flight (its own commit's
+    /// announcement may overtake its broadcast); looked at once the group is answered.
+    private var announcedSeq: CourseSeq = 0
+
+    public init(courseID: EntityID, maxGroupBatches: Int) {
+        precondition(maxGroupBatches > 0)
+        self.courseID = courseID
+        self.maxGroupBatches = maxGroupBatches
+    }
+
+    public var subscriberCount: Int { subscriptions.count }
+
+    /// Whether the hub still needs `connection` (a subscription, or a batch not yet answered).
+    public func references(_ connection: Connection) -> Bool {
+        subscriptions[connection] != nil || queue.contains { $0.origin == connection }
+            || (committing?.contains { $0.origin == connection } ?? false)
+    }
+
+    // MARK: - Batches
+
+    /// Queues `batch`; `nil` if the hub no longer accepts batches (draining): the batch is not
+    /// answered, and its author resends it after reconnecting.
+    public mutating func push(_ batch: Batch, from origin: Connection) -> [Effect]? {
+        guard accepting else { return nil }
+        queue.append(Pending(batch: batch, origin: origin))
+        var effects: [Effect] = []
+        let weight = batch.ops.reduce(0) { $0 + $1.weight }
+        if weight > Limits.progressThresholdOps {
+            effects.append(.send(origin, .progress(Progress(courseID: courseID, batchSeq: batch.batchSeq, done: 0, total: UInt32(weight)))))
+        }
+        if committing == nil { effects += startGroup() }
+        return effects
+    }
+
+    private mutating func startGroup() -> [Effect] {
+        guard committing == nil, !queue.isEmpty else { return [] }
+        let group = Array(queue.prefix(maxGroupBatches))
+        queue.removeFirst(group.count)
+        committing = group
+        return [.commit(group.map(\.batch))]
+    }
+
+    /// The group committed: one outcome per batch, in order.
+    public mutating func committed(_ outcomes: [BatchOutcome]) -> [Effect] {
+        guard let group = committing else { return [] }
+        precondition(outcomes.count == group.count, "one outcome per batch")
+        committing = nil
+        var effects: [Effect] = []
+        for (pending, outcome) in zip(group, outcomes) {
+            effects += answer(pending, outcome)
+            effects.append(.release(pending.origin))
+        }
+        return effects + groupEnded()
+    }
+
+    /// The store failed: nothing of the group was committed. Each author's connection is closed;
+    /// the clients resend after reconnecting, and exactly-once makes that safe.
+    public mutating func commitFailed(unknownCourse: Bool) -> [Effect] {
+        guard let group = committing else { return [] }
+        committing = nil
+        let error = unknownCourse ? ConnectionError(.unknownCourse, "course \(courseID) does not exist")
+            : ConnectionError(.internalError, "the server could not commit; reconnect and resend")
+        var effects: [Effect] = []
+        for pending in group { effects += [.close(pending.origin, error), .release(pending.origin)] }
+        return effects + groupEnded()
+    }
+
+    private mutating func groupEnded() -> [Effect] {
+        var effects = startGroup()
+        if committing == nil {
+            if announcedSeq > lastSeq { effects += catchUpLiveSubscribers(to: announcedSeq) }
+            if draining { effects.append(.idle) }
+        }
+        return effects
+    }
+
+    private mutating func answer(_ pending: Pending, _ outcome: BatchOutcome) -> [Effect] {
+        let batch = pending.batch
+        switch outcome {
+        case .committed(let commit):
+            var effects: [Effect] = []
+            let weight = batch.ops.reduce(0) { $0 + $1.weight }
+            if weight > Limits.progressThresholdOps {
+                effects.append(.send(pending.origin, .progress(Progress(courseID: courseID, batchSeq: batch.batchSeq,
+                                                                        done: UInt32(weight), total: UInt32(weight)))))
+            }
+            effects.append(.send(pending.origin, .ack(commit.ack)))
+            return effects + broadcast(commit.diff)
+        case .replayed(let ack):
+            return [.send(pending.origin, .ack(ack))]
+        case .rejected(let rejection):
+            return [.send(pending.origin, .reject(BatchRejection(courseID: courseID, batchSeq: batch.batchSeq, rejection: rejection)))]
+        }
+    }
+
+    /// Stops accepting batches; `.idle` comes once every queued batch is answered (at once if none is).
+    public mutating func drain() -> [Effect] {
+        accepting = false
+        draining = true
+        return committing == nil && queue.isEmpty ? [.idle] : []
+    }
+
+    // MARK: - Subscriptions
+
+    /// Catches `connection` up from `sinceSeq` (diffs, or a snapshot), then `Subscribed`, then live.
+    /// Subscribing again restarts the catch-up from the new cursor.
+    public mutating func subscribe(_ connection: Connection, sinceSeq: CourseSeq) -> [Effect] {
+        nextGeneration += 1
+        subscriptions[connection] = Subscription(cursor: sinceSeq, generation: nextGeneration)
+        return [.loadCatchUp(connection, generation: nextGeneration, after: sinceSeq)]
+    }
+
+    public mutating func unsubscribe(_ connection: Connection) {
+        subscriptions[connection] = nil
+    }
+
+    /// The connection's outbox was full: it is cut as a slow consumer and stops receiving.
+    public mutating func sendFailed(_ connection: Connection) {
+        subscriptions[connection] = nil
+    }
+
+    private mutating func broadcast(_ diff: Diff) -> [Effect] {
+        lastSeq = max(lastSeq, diff.seq)
+        var effects: [Effect] = []
+        var recipients: [Connection] = []
+        // In connection order, so that a simulation replays exactly.
+        for connection in subscriptions.keys.sorted() {
+            let subscription = subscriptions[connection]!
+            guard subscription.live, diff.seq > subscription.cursor else { continue }
+            guard diff.seq == subscription.cursor + 1 else {
+                // Another node committed in between: fill the gap from the store.
+                subscriptions[connection]?.live = false
+                effects.append(.loadCatchUp(connection, generation: subscription.generation, after: subscription.cursor))
+                continue
+            }
+            subscriptions[connection]?.cursor = diff.seq
+            recipients.append(connection)
+        }
+        if !recipients.isEmpty { effects.insert(.broadcast(diff, to: recipients), at: 0) }
+        return effects
+    }
+
+    /// A commit by another node became known (e.g. by a notification): catch every live
+    /// subscriber up to it.
+    public mutating func noteCommitted(upTo seq: CourseSeq) -> [Effect] {
+        guard seq > lastSeq else { return [] }
+        if committing != nil {
+            announcedSeq = max(announcedSeq, seq)
+            return []
+        }
+        return catchUpLiveSubscribers(to: seq)
+    }
+
+    private mutating func catchUpLiveSubscribers(to seq: CourseSeq) -> [Effect] {
+        guard seq > lastSeq else { return [] }
+        lastSeq = seq
+        var effects: [Effect] = []
+        for connection in subscriptions.keys.sorted() {
+            let subscription = subscriptions[connection]!
+            guard subscription.live, subscription.cursor < seq else { continue }
+            subscriptions[connection]?.live = false
+            effects.append(.loadCatchUp(connection, generation: subscription.generation, after: subscription.cursor))
+        }
+        return effects
+    }
+
+    /// The store answered a ``Effect/loadCatchUp(_:generation:after:)``.
+    public mutating func caughtUp(_ connection: Connection, generation: Int, _ result: CatchUp) -> [Effect] {
+        // The subscription may have been dropped or restarted while the store was read.
+        guard var current = subscriptions[connection], current.generation == generation else { return [] }
+        var messages: [WireMessage] = []
+        switch result {
+        case .snapshot(let state):
+            messages = Self.snapshotParts(of: state).map(WireMessage.snapshot)
+            current.cursor = state.seq
+        case .diffs(let diffs):
+            for diff in diffs where diff.seq == current.cursor + 1 {
+                messages.append(.diff(diff))
+                current.cursor = diff.seq
+            }
+        }
+        subscriptions[connection] = current
+        return [.sendCatchUp(connection, generation: generation, messages)]
+    }
+
+    public mutating func catchUpFailed(_ connection: Connection, generation: Int, unknownCourse: Bool) -> [Effect] {
+        guard subscriptions[connection]?.generation == generation else { return [] }
+        subscriptions[connection] = nil
+        return [.close(connection, unknownCourse ? ConnectionError(.unknownCourse, "course \(courseID) does not exist")
+                                                 : ConnectionError(.internalError, "the server could not read the course; reconnect"))]
+    }
+
+    /// The catch-up frames are queued and there is room for more: go live, or read on.
+    public mutating func catchUpSent(_ connection: Connection, generation: Int) -> [Effect] {
+        guard var current = subscriptions[connection], current.generation == generation else { return [] }
+        lastSeq = max(lastSeq, current.cursor)
+        guard current.cursor >= lastSeq else {
+            return [.loadCatchUp(connection, generation: generation, after: current.cursor)]
+        }
+        // From here until the next commit's broadcast nothing waits, so no commit can slip past.
+        current.live = true
+        var effects: [Effect] = []
+        if !current.announced {
+            current.announced = true
+            effects.append(.send(connection, .subscribed(courseID: courseID, seq: current.cursor)))
+        }
+        subscriptions[connection] = current
+        return effects
+    }
+
+    /// Splits a snapshot into parts of about ``Limits/snapshotPartBytes``, each repeating the course row.
+    public static func snapshotParts(of state: CourseState) -> [SnapshotPart] {
+        let budget = Limits.snapshotPartBytes
+        var parts: [SnapshotPart] = []
+        var part = SnapshotPart(course: state.course, chapters: [], media: [], videos: [], part: 0, last: false)
+        var bytes = 0
+        func add(_ size: Int, _ append: (inout SnapshotPart) -> Void) {
+            if bytes + size > budget, bytes > 0 {
+                parts.append(part)
+                part = SnapshotPart(course: state.course, chapters: [], media: [], videos: [], part: UInt32(parts.count), last: false)
+                bytes = 0
+            }
+            append(&part)
+            bytes += size
+        }
+        // Rough encoded sizes: three 18-byte IDs and small integers per row, plus the text.
+        for chapter in state.orderedChapters {
+            add(64 + chapter.title.utf8.count) { $0.chapters.append(chapter) }
+        }
+        for media in state.media.values.sorted(by: { $0.id < $1.id }) {
+            add(80 + media.name.utf8.count + media.cdnURL.utf8.count) { $0.media.append(media) }
+        }
+        for chapter in state.orderedChapters {
+            for video in state.videos(in: chapter.id) {
+                add(80 + video.title.utf8.count) { $0.videos.append(video) }
+            }
+        }
+        part.last = true
+        parts.append(part)
+        return parts
+    }
+}
