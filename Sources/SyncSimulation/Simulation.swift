@@ -58,8 +58,9 @@ public struct SimulationResult: Sendable {
 }
 
 /// The whole system under a seeded scheduler: the server's decisions (``ServerSession`` for the
-/// handshake and authorization, ``GroupCommit`` over ``SimStore`` for commits, catch-up and fan-out
-/// as the protocol prescribes), N client engines (``ClientCore`` with a real ``Replica`` in memory),
+/// handshake and authorization, ``HubCore`` for queueing, group commits, answers, fan-out and
+/// catch-up, ``GroupCommit`` over ``SimStore`` for resolution; store calls complete at later
+/// steps, reads in any order), N client engines (``ClientCore`` with a real ``Replica`` in memory),
 /// and a network of FIFO connections whose frames (encoded and decoded like on the wire) are
 /// delivered in a random interleaving. Same seed, same run.
 public final class Simulation {
@@ -81,7 +82,6 @@ public final class Simulation {
         var session: ServerSession
         var up: [[UInt8]] = []
         var down: [[UInt8]] = []
-        var subscribed = false
         /// The server sent an `Error`: it closes once the frames before it are delivered.
         var closing = false
     }
@@ -93,8 +93,19 @@ public final class Simulation {
     private var clients: [Client] = []
     private var connections: [Int: Connection] = [:]
     private var nextConnection = 1
-    /// Pushes handed to the course, not yet committed (lost if the server restarts).
-    private var queue: [(connection: Int, batch: Batch)] = []
+    /// The server's course hub: the production decisions, driven here.
+    private var hub: HubCore<Int>
+    /// Store calls the hub started, completed at later steps (in any order for reads).
+    private var storeCalls: [StoreCall] = []
+    /// Catch-ups whose frames are queued, waiting for room in the connection's outbox.
+    private var spaceWaiters: [(connection: Int, generation: Int)] = []
+    /// How many diffs one catch-up read returns (small, so catch-ups take several rounds).
+    private let catchUpChunk = 8
+
+    private enum StoreCall {
+        case commit([Batch])
+        case load(connection: Int, generation: Int, after: CourseSeq)
+    }
     private let authority: TokenAuthority
     private let token: String
     private let courseID: EntityID
@@ -112,6 +123,7 @@ public final class Simulation {
         var ids = SplitMix64(seed: seed ^ 0xC0FF_EE00_D15E_A5E5)
         courseID = .random(using: &ids)
         store = SimStore(course: Course(id: courseID, title: "Simulated course"), logRetention: options.logRetention, seed: seed ^ 0x5EED)
+        hub = HubCore(courseID: courseID, maxGroupBatches: 8)
         authority = try TokenAuthority(secret: Array("simulation-secret-of-at-least-32-bytes".utf8))
         token = authority.issue(TokenClaims(user: "sim", expires: now.addingTimeInterval(86_400), courses: [courseID: .editor]))
         result = SimulationResult(seed: seed, violations: [], trace: [])
@@ -172,7 +184,8 @@ public final class Simulation {
             if !connection.up.isEmpty { choices.append((6, { try self.deliverUp(id) })) }
             if !connection.down.isEmpty, clients[connection.client].paused == 0 { choices.append((6, { try self.deliverDown(id) })) }
         }
-        if !queue.isEmpty { choices.append((3, { self.commitGroup() })) }
+        if !storeCalls.isEmpty { choices.append((3, { self.completeStoreCall() })) }
+        if spaceWaiters.contains(where: { self.hasRoom($0.connection) }) { choices.append((3, { self.continueCatchUp() })) }
         if workload {
             for index in clients.indices where clients[index].editsLeft > 0 {
                 choices.append((3, { try self.edit(index) }))
@@ -210,7 +223,7 @@ public final class Simulation {
     }
 
     private var isQuiescent: Bool {
-        queue.isEmpty && connections.values.allSatisfy { $0.up.isEmpty && $0.down.isEmpty }
+        storeCalls.isEmpty && spaceWaiters.isEmpty && connections.values.allSatisfy { $0.up.isEmpty && $0.down.isEmpty }
             && clients.allSatisfy { $0.core.isSettled && $0.core.phase == .live && $0.core.confirmed.seq == store.state.seq }
     }
 
@@ -317,12 +330,12 @@ public final class Simulation {
             case .close(let error):
                 sendDown(id, .error(error))
                 connections[id]?.closing = true
-            case .subscribe(let course, let since):
-                catchUp(id, course: course, since: since)
+            case .subscribe(_, let since):
+                perform(hub.subscribe(id, sinceSeq: since))
             case .unsubscribe:
-                connections[id]?.subscribed = false
+                hub.unsubscribe(id)
             case .push(let batch):
-                queue.append((id, batch))
+                if let effects = hub.push(batch, from: id) { perform(effects) }
             }
         }
     }
@@ -339,22 +352,32 @@ public final class Simulation {
         }
     }
 
-    private func sendDown(_ id: Int, _ message: WireMessage) {
-        guard var connection = connections[id], !connection.closing else { return }
-        if connection.down.count >= options.outboxFrames {
+    /// Queues a frame for the client; `false` when the outbox was full and the connection is cut.
+    @discardableResult
+    private func sendDown(_ id: Int, _ message: WireMessage, waiting: Bool = false) -> Bool {
+        guard var connection = connections[id], !connection.closing else { return false }
+        if !waiting, connection.down.count >= options.outboxFrames {
             // The outbox is full: cut the connection as the real server does; the client resumes from its cursor.
             connection.down = [WireMessage.error(ConnectionError(.slowConsumer, "too slow")).payload()]
             connection.closing = true
             connections[id] = connection
+            hub.sendFailed(id)
             log("server cuts #\(id) (slow consumer)")
-            return
+            return false
         }
         connection.down.append(message.payload())
         connections[id] = connection
+        return true
+    }
+
+    private func hasRoom(_ id: Int) -> Bool {
+        guard let connection = connections[id] else { return true }  // gone: the hub finds out
+        return connection.down.count < options.outboxFrames / 2
     }
 
     private func close(_ id: Int) {
         guard let connection = connections.removeValue(forKey: id) else { return }
+        hub.unsubscribe(id)
         let index = connection.client
         guard clients[index].connection == id else { return }
         clients[index].connection = nil
@@ -366,46 +389,75 @@ public final class Simulation {
 
     // MARK: - Server
 
-    private func catchUp(_ id: Int, course: EntityID, since: CourseSeq) {
-        if let diffs = store.diffs(after: since) {
-            for diff in diffs { sendDown(id, .diff(diff)) }
-        } else {
-            let state = store.state
-            sendDown(id, .snapshot(SnapshotPart(course: state.course, chapters: Array(state.chapters.values).sorted { $0.id < $1.id },
-                                                media: Array(state.media.values).sorted { $0.id < $1.id },
-                                                videos: Array(state.videos.values).sorted { $0.id < $1.id }, part: 0, last: true)))
-        }
-        sendDown(id, .subscribed(courseID: course, seq: store.state.seq))
-        connections[id]?.subscribed = true
-    }
-
-    private func commitGroup() {
-        let size = Int.random(in: 1...min(8, queue.count), using: &random)
-        let group = Array(queue.prefix(size))
-        queue.removeFirst(size)
-        let outcome = store.commit(group.map(\.batch))
-        let problems = store.state.invariantViolations()
-        if !problems.isEmpty { violation("the store breaks invariants: \(problems.prefix(3))") }
-        for ((id, batch), answer) in zip(group, outcome.outcomes) {
-            switch answer {
-            case .committed(let commit):
-                result.commits += 1
-                sendDown(id, .ack(commit.ack))
-                for (other, connection) in connections.sorted(by: { $0.key < $1.key }) where connection.subscribed {
-                    sendDown(other, .diff(commit.diff))
+    /// Carries out the hub's effects.
+    private func perform(_ effects: [HubCore<Int>.Effect]) {
+        for effect in effects {
+            switch effect {
+            case .commit(let batches):
+                storeCalls.append(.commit(batches))
+            case .send(let id, let message):
+                sendDown(id, message)
+            case .broadcast(let diff, let ids):
+                for id in ids { sendDown(id, .diff(diff)) }
+            case .loadCatchUp(let id, let generation, let cursor):
+                if connections[id] == nil || connections[id]!.closing {
+                    hub.unsubscribe(id)
+                } else {
+                    storeCalls.append(.load(connection: id, generation: generation, after: cursor))
                 }
-            case .replayed(let ack):
-                sendDown(id, .ack(ack))
-            case .rejected(let rejection):
-                sendDown(id, .reject(BatchRejection(courseID: batch.courseID, batchSeq: batch.batchSeq, rejection: rejection)))
+            case .sendCatchUp(let id, let generation, let messages):
+                for message in messages { sendDown(id, message, waiting: true) }
+                spaceWaiters.append((id, generation))
+            case .close(let id, let error):
+                sendDown(id, .error(error), waiting: true)
+                connections[id]?.closing = true
+            case .release, .idle:
+                break
             }
         }
-        log("server commits \(group.count) batch(es) → seq \(store.state.seq)")
+    }
+
+    /// Completes one outstanding store call: the group commit, or any of the catch-up reads.
+    private func completeStoreCall() {
+        // The hub has one group commit in flight at most; reads may overtake it or each other.
+        let index = Int.random(in: 0..<storeCalls.count, using: &random)
+        let call = storeCalls.remove(at: index)
+        switch call {
+        case .commit(let batches):
+            let group = store.commit(batches)
+            let problems = store.state.invariantViolations()
+            if !problems.isEmpty { violation("the store breaks invariants: \(problems.prefix(3))") }
+            result.commits += group.commits.count
+            log("server commits \(batches.count) batch(es) → seq \(store.state.seq)")
+            perform(hub.committed(group.outcomes))
+        case .load(let id, let generation, let cursor):
+            let catchUp: CatchUp = store.diffs(after: cursor).map { .diffs(Array($0.prefix(catchUpChunk))) } ?? .snapshot(store.state)
+            perform(hub.caughtUp(id, generation: generation, catchUp))
+        }
+    }
+
+    private func continueCatchUp() {
+        guard let index = spaceWaiters.firstIndex(where: { hasRoom($0.connection) }) else { return }
+        let (id, generation) = spaceWaiters.remove(at: index)
+        perform(hub.catchUpSent(id, generation: generation))
     }
 
     private func restartServer() {
-        fault("restart the server (\(queue.count) queued batches lost)")
-        queue = []
+        // A group the store was committing may or may not have made it: decide at random, and
+        // either way nobody hears of it.
+        var lost = 0
+        for call in storeCalls {
+            guard case .commit(let batches) = call else { continue }
+            if Bool.random(using: &random) {
+                _ = store.commit(batches)
+            } else {
+                lost += batches.count
+            }
+        }
+        fault("restart the server (\(lost) batches in flight lost, \(storeCalls.count) store calls abandoned)")
+        storeCalls = []
+        spaceWaiters = []
+        hub = HubCore(courseID: courseID, maxGroupBatches: 8)
         for id in connections.keys.sorted() { close(id) }
     }
 
@@ -520,7 +572,7 @@ public final class Simulation {
 
     private func describeState() -> String {
         let parts = clients.map { "\($0.name): \($0.core.phase) seq \($0.core.confirmed.seq) pending \($0.core.pendingBatches.count)" }
-        return "server seq \(store.state.seq), queue \(queue.count); " + parts.joined(separator: "; ")
+        return "server seq \(store.state.seq), store calls \(storeCalls.count), catch-ups waiting \(spaceWaiters.count); " + parts.joined(separator: "; ")
     }
 
     private func finish() -> SimulationResult { result }
