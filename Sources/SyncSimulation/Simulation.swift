@@ -74,6 +74,8 @@ public final class Simulation {
         var editsLeft: Int
         var created = Set<BatchSeq>()
         var acked: [BatchSeq: Int] = [:]
+        /// The course seq each ack said its batch committed as.
+        var ackedSeqs: [BatchSeq: CourseSeq] = [:]
         var dropped: [BatchSeq: Int] = [:]
     }
 
@@ -287,8 +289,9 @@ public final class Simulation {
             case .send(let message):
                 if case .push(let push) = message { clients[index].created.insert(push.batchSeq) }
                 if let id = clients[index].connection { connections[id]?.up.append(message.payload()) }
-            case .emit(.acked(let batchSeq, _, _)):
+            case .emit(.acked(let batchSeq, let seq, _)):
                 clients[index].acked[batchSeq, default: 0] += 1
+                clients[index].ackedSeqs[batchSeq] = seq
             case .emit(.rejected(let rejected)):
                 result.rejections += 1
                 for seq in Set(rejected.droppedEdits.map(\.batchSeq)) { clients[index].dropped[seq, default: 0] += 1 }
@@ -533,6 +536,15 @@ public final class Simulation {
             if rows != expected { violation("\(client.name)'s visible rows differ from the server's") }
             if outline.chapters.contains(where: { $0.chapter.status != .confirmed || $0.videos.contains { $0.status != .confirmed } }) {
                 violation("\(client.name) has rows still marked pending")
+            }
+            // Every acknowledged batch is the commit its ack names: its effect is in the log at
+            // that seq, so the state (the log replayed, checked below) holds it unless a later
+            // commit overrode it.
+            for (batchSeq, seq) in client.ackedSeqs {
+                let origin = seq >= 1 && Int(seq) <= store.history.count ? store.history[Int(seq) - 1].origin : nil
+                if origin != BatchOrigin(clientID: client.core.clientID, batchSeq: batchSeq) {
+                    violation("\(client.name)'s batch \(batchSeq) was acked as seq \(seq), which is another commit")
+                }
             }
             // Every batch ended exactly once: acknowledged, or rolled back.
             for seq in client.created {
