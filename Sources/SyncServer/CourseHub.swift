@@ -33,7 +33,7 @@ actor CourseHub {
         self.courseID = courseID
         self.store = store
         self.catchUpChunk = catchUpChunk
-        core = HubCore(courseID: courseID, maxGroupBatches: maxGroupBatches)
+        core = HubCore(courseID: courseID, maxGroupBatches: maxGroupBatches, catchUpChunk: catchUpChunk)
         var logger = logger
         logger[metadataKey: "course"] = "\(courseID)"
         self.logger = logger

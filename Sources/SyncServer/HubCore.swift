@@ -39,6 +39,9 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
         var announced = false
         /// Tells a restarted subscription's catch-up from an abandoned one.
         let generation: Int
+        /// The last read returned a full chunk: the log may hold more than this hub has seen
+        /// committed (after a restart the hub has seen nothing), so read again before going live.
+        var more = false
     }
 
     struct Pending: Hashable, Sendable {
@@ -48,6 +51,8 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
 
     public let courseID: EntityID
     let maxGroupBatches: Int
+    /// The most diffs one catch-up read returns (the driver's store read limit).
+    public let catchUpChunk: Int
     /// The highest seq this hub has seen committed.
     private(set) var lastSeq: CourseSeq = 0
     private(set) var subscriptions: [Connection: Subscription] = [:]
@@ -61,10 +66,11 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
     /// announcement may overtake its broadcast); looked at once the group is answered.
     private var announcedSeq: CourseSeq = 0
 
-    public init(courseID: EntityID, maxGroupBatches: Int) {
-        precondition(maxGroupBatches > 0)
+    public init(courseID: EntityID, maxGroupBatches: Int, catchUpChunk: Int) {
+        precondition(maxGroupBatches > 0 && catchUpChunk > 0)
         self.courseID = courseID
         self.maxGroupBatches = maxGroupBatches
+        self.catchUpChunk = catchUpChunk
     }
 
     public var subscriberCount: Int { subscriptions.count }
@@ -232,11 +238,13 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
         case .snapshot(let state):
             messages = Self.snapshotParts(of: state).map(WireMessage.snapshot)
             current.cursor = state.seq
+            current.more = false
         case .diffs(let diffs):
             for diff in diffs where diff.seq == current.cursor + 1 {
                 messages.append(.diff(diff))
                 current.cursor = diff.seq
             }
+            current.more = diffs.count >= catchUpChunk
         }
         subscriptions[connection] = current
         return [.sendCatchUp(connection, generation: generation, messages)]
@@ -253,7 +261,7 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
     public mutating func catchUpSent(_ connection: Connection, generation: Int) -> [Effect] {
         guard var current = subscriptions[connection], current.generation == generation else { return [] }
         lastSeq = max(lastSeq, current.cursor)
-        guard current.cursor >= lastSeq else {
+        guard current.cursor >= lastSeq, !current.more else {
             return [.loadCatchUp(connection, generation: generation, after: current.cursor)]
         }
         // From here until the next commit's broadcast nothing waits, so no commit can slip past.

@@ -125,7 +125,7 @@ public final class Simulation {
         var ids = SplitMix64(seed: seed ^ 0xC0FF_EE00_D15E_A5E5)
         courseID = .random(using: &ids)
         store = SimStore(course: Course(id: courseID, title: "Simulated course"), logRetention: options.logRetention, seed: seed ^ 0x5EED)
-        hub = HubCore(courseID: courseID, maxGroupBatches: 8)
+        hub = HubCore(courseID: courseID, maxGroupBatches: 8, catchUpChunk: catchUpChunk)
         authority = try TokenAuthority(secret: Array("simulation-secret-of-at-least-32-bytes".utf8))
         token = authority.issue(TokenClaims(user: "sim", expires: now.addingTimeInterval(86_400), courses: [courseID: .editor]))
         result = SimulationResult(seed: seed, violations: [], trace: [])
@@ -325,6 +325,7 @@ public final class Simulation {
     private func deliverUp(_ id: Int) throws {
         let bytes = connections[id]!.up.removeFirst()
         let message = try WireMessage(payload: bytes)
+        if tracing { log("\(clients[connections[id]!.client].name) → #\(id): \(Self.brief(message))") }
         let actions = connections[id]!.session.receive(.success(message), now: now)
         for action in actions {
             guard connections[id] != nil else { return }
@@ -347,6 +348,7 @@ public final class Simulation {
         let bytes = connections[id]!.down.removeFirst()
         let message = try WireMessage(payload: bytes)
         let index = connections[id]!.client
+        if tracing { log("#\(id) → \(clients[index].name): \(Self.brief(message))") }
         clients[index].core.received(message)
         try carryOut(index)
         try checkClient(index)
@@ -460,7 +462,7 @@ public final class Simulation {
         fault("restart the server (\(lost) batches in flight lost, \(storeCalls.count) store calls abandoned)")
         storeCalls = []
         spaceWaiters = []
-        hub = HubCore(courseID: courseID, maxGroupBatches: 8)
+        hub = HubCore(courseID: courseID, maxGroupBatches: 8, catchUpChunk: catchUpChunk)
         for id in connections.keys.sorted() { close(id) }
     }
 
@@ -588,6 +590,26 @@ public final class Simulation {
     }
 
     private func finish() -> SimulationResult { result }
+
+    /// A message in a few words, for traces.
+    static func brief(_ message: WireMessage) -> String {
+        switch message {
+        case .hello: "Hello"
+        case .welcome: "Welcome"
+        case .error(let error): "Error \(error.code)"
+        case .subscribe(_, let since): "Subscribe since \(since)"
+        case .unsubscribe: "Unsubscribe"
+        case .subscribed(_, let seq): "Subscribed at \(seq)"
+        case .snapshot(let part): "Snapshot at \(part.course.seq)"
+        case .diff(let diff): "Diff \(diff.seq) (batch \(diff.origin.batchSeq) of \(diff.origin.clientID.description.prefix(4)))"
+        case .push(let push): "Push batch \(push.batchSeq)"
+        case .ack(let ack): "Ack batch \(ack.batchSeq) as \(ack.seq)"
+        case .reject(let reject): "Reject batch \(reject.batchSeq) \(reject.rejection.code)"
+        case .progress: "Progress"
+        case .ping: "Ping"
+        case .pong: "Pong"
+        }
+    }
 
     /// What differs between two states, briefly.
     static func difference(_ a: CourseState, _ b: CourseState) -> String {

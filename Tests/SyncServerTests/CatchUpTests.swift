@@ -100,4 +100,27 @@ import Testing
             }
         }
     }
+
+    /// Found by the simulator (seeds 4907, 6006, 6631, 8495): a hub that has not seen the latest
+    /// commits (a restarted server, or another node's commits) took the end of one catch-up read as
+    /// the end of the log, so a subscriber more than a chunk behind went live too early and missed
+    /// commits until the next one arrived.
+    @Test func aSubscriberMoreThanOneReadBehindIsCaughtUpToTheEndBeforeGoingLive() async throws {
+        try await withDatabase { database in
+            let (courseID, chapters, _) = try await database.makeCourse(chapters: 1)
+            let author = ClientID(.fresh())
+            // Committed behind the server's back: its hub has seen none of it.
+            for batchSeq in 1...10 as ClosedRange<BatchSeq> {
+                _ = try await database.store.commit([Batch(clientID: author, courseID: courseID, batchSeq: batchSeq, baseSeq: 0,
+                                                           ops: [.renameChapter(.id(chapters[0]), title: "Title \(batchSeq)")])], courseID: courseID)
+            }
+            let seq = try await database.store.snapshot(courseID: courseID).seq
+            try await withServer(store: database.store, configure: { $0.catchUpChunk = 4 }) { server in
+                let client = try await server.editor(of: courseID)
+                #expect(try await client.subscribe(courseID, since: 1) == seq)
+                let diffs = client.received.compactMap { if case .diff(let diff) = $0 { diff.seq } else { nil } }
+                #expect(diffs == Array(2...seq), "every commit after the cursor, in order, before Subscribed")
+            }
+        }
+    }
 }
