@@ -90,31 +90,31 @@ public final class Simulation {
 
     let seed: UInt64
     let options: SimulationOptions
-    private var random: SplitMix64
-    private var store: SimStore
-    private var clients: [Client] = []
-    private var connections: [Int: Connection] = [:]
+    var random: SplitMix64
+    var store: SimStore
+    var clients: [Client] = []
+    var connections: [Int: Connection] = [:]
     private var nextConnection = 1
     /// The server's course hub: the production decisions, driven here.
-    private var hub: HubCore<Int>
+    var hub: HubCore<Int>
     /// Store calls the hub started, completed at later steps (in any order for reads).
-    private var storeCalls: [StoreCall] = []
+    var storeCalls: [StoreCall] = []
     /// Catch-ups whose frames are queued, waiting for room in the connection's outbox.
-    private var spaceWaiters: [(connection: Int, generation: Int)] = []
+    var spaceWaiters: [(connection: Int, generation: Int)] = []
     /// How many diffs one catch-up read returns (small, so catch-ups take several rounds).
     private let catchUpChunk = 8
 
-    private enum StoreCall {
+    enum StoreCall {
         case commit([Batch])
         case load(connection: Int, generation: Int, after: CourseSeq)
     }
     private let authority: TokenAuthority
     private let token: String
-    private let courseID: EntityID
+    let courseID: EntityID
     private let now = Date(timeIntervalSince1970: 1_800_000_000)
-    private var step = 0
-    private var result: SimulationResult
-    private let tracing: Bool
+    var step = 0
+    var result: SimulationResult
+    let tracing: Bool
     private var faultsOn = true
 
     public init(seed: UInt64, options: SimulationOptions = SimulationOptions(), tracing: Bool = false) throws {
@@ -464,164 +464,5 @@ public final class Simulation {
         spaceWaiters = []
         hub = HubCore(courseID: courseID, maxGroupBatches: 8, catchUpChunk: catchUpChunk)
         for id in connections.keys.sorted() { close(id) }
-    }
-
-    // MARK: - Workload
-
-    /// A random edit against what the client shows, weighted to provoke every conflict rule.
-    private func randomOperation(_ core: inout ClientCore) -> SyncModel.Operation? {
-        let state = core.visible
-        let chapters = state.orderedChapters
-        let videos = state.videos.values.sorted { $0.id < $1.id }
-        let media = state.media.keys.sorted()
-        func ref(_ id: EntityID) -> Ref? { core.ref(core.key(for: id)) }
-        func placement(among ids: [EntityID]) -> Placement {
-            switch Int.random(in: 0..<4, using: &random) {
-            case 0: return .atStart
-            case 1 where !ids.isEmpty: return ref(ids.randomElement(using: &random)!).map(Placement.after) ?? .atEnd
-            case 2 where !ids.isEmpty: return ref(ids.randomElement(using: &random)!).map(Placement.before) ?? .atEnd
-            default: return .atEnd
-            }
-        }
-        guard let chapter = chapters.randomElement(using: &random), let chapterRef = ref(chapter.id) else {
-            return .createChapter(temp: core.mintTemp(), title: "New chapter", placement: .atEnd)
-        }
-        let roll = Int.random(in: 0..<100, using: &random)
-        switch roll {
-        case 0..<35 where !media.isEmpty:
-            // Same few media into the same chapters: duplicate links merge.
-            let count = Int.random(in: 1...3, using: &random)
-            let items = (0..<count).compactMap { _ in ref(media.randomElement(using: &random)!) }.map { LinkItem(temp: core.mintTemp(), media: $0) }
-            return .linkMedia(chapter: chapterRef, items: items, placement: placement(among: state.videoOrder[chapter.id] ?? []))
-        case 35..<50 where !videos.isEmpty:
-            let video = videos.randomElement(using: &random)!
-            guard let videoRef = ref(video.id) else { return nil }
-            return .moveVideo(videoRef, toChapter: chapterRef, placement: placement(among: state.videoOrder[chapter.id] ?? []))
-        case 50..<62 where !videos.isEmpty:
-            guard let videoRef = ref(videos.randomElement(using: &random)!.id) else { return nil }
-            return .renameVideo(videoRef, title: "Title \(Int.random(in: 0..<1_000, using: &random))")
-        case 62..<72 where !videos.isEmpty:
-            guard let videoRef = ref(videos.randomElement(using: &random)!.id) else { return nil }
-            return .unlinkVideo(videoRef)
-        case 72..<80:
-            return .renameChapter(chapterRef, title: "Chapter \(Int.random(in: 0..<1_000, using: &random))")
-        case 80..<86:
-            return .moveChapter(chapterRef, placement: placement(among: state.chapterOrder))
-        case 86..<90 where chapters.count > 2:
-            return .deleteChapter(chapterRef)
-        case 90..<95:
-            return .createChapter(temp: core.mintTemp(), title: "Chapter \(Int.random(in: 0..<1_000, using: &random))",
-                                  placement: placement(among: state.chapterOrder))
-        default:
-            let number = Int.random(in: 0..<1_000, using: &random)
-            return .registerMedia(temp: core.mintTemp(), name: "upload \(number)", cdnURL: "https://cdn.example.com/u\(number)",
-                                  durationMs: 1_000, byteSize: 1_000)
-        }
-    }
-
-    // MARK: - Checks
-
-    private func checkFinalState() throws {
-        let truth = store.state
-        for client in clients {
-            if client.core.visible != truth { violation("\(client.name)'s visible state differs from the server's") }
-            if client.core.confirmed != truth { violation("\(client.name)'s confirmed state differs from the server's") }
-            if !client.core.pendingBatches.isEmpty { violation("\(client.name) still has \(client.core.pendingBatches.count) pending batches") }
-            if truth.chapters.keys.contains(where: \.isProvisional) || client.core.visible.videos.keys.contains(where: \.isProvisional) {
-                violation("\(client.name) still shows a provisional ID")
-            }
-            guard let stored = try client.replica.load(courseID: courseID) else { violation("\(client.name)'s replica is empty"); continue }
-            if stored.confirmed != truth || !stored.pending.isEmpty { violation("\(client.name)'s replica file differs from the server") }
-            let outline = try client.replica.outline()
-            let rows = outline.chapters.map { "\($0.chapter.id.map(\.description) ?? "?") \($0.chapter.title) \($0.videos.map { "\($0.id.map(\.description) ?? "?")@\($0.position)" })" }
-            let expected = truth.orderedChapters.map { chapter in "\(chapter.id) \(chapter.title) \(truth.videos(in: chapter.id).map { "\($0.id)@\($0.position)" })" }
-            if rows != expected { violation("\(client.name)'s visible rows differ from the server's") }
-            if outline.chapters.contains(where: { $0.chapter.status != .confirmed || $0.videos.contains { $0.status != .confirmed } }) {
-                violation("\(client.name) has rows still marked pending")
-            }
-            // Every acknowledged batch is the commit its ack names: its effect is in the log at
-            // that seq, so the state (the log replayed, checked below) holds it unless a later
-            // commit overrode it.
-            for (batchSeq, seq) in client.ackedSeqs {
-                let origin = seq >= 1 && Int(seq) <= store.history.count ? store.history[Int(seq) - 1].origin : nil
-                if origin != BatchOrigin(clientID: client.core.clientID, batchSeq: batchSeq) {
-                    violation("\(client.name)'s batch \(batchSeq) was acked as seq \(seq), which is another commit")
-                }
-            }
-            // Every batch ended exactly once: acknowledged, or rolled back.
-            for seq in client.created {
-                let acked = client.acked[seq] ?? 0
-                let dropped = client.dropped[seq] ?? 0
-                if acked + dropped != 1 { violation("\(client.name)'s batch \(seq) was acked \(acked)× and rolled back \(dropped)×") }
-            }
-        }
-        var origins = Set<BatchKey>()
-        var replayed = store.initial
-        for diff in store.history {
-            if !origins.insert(BatchKey(client: diff.origin.clientID, batchSeq: diff.origin.batchSeq)).inserted {
-                violation("batch \(diff.origin.batchSeq) of \(diff.origin.clientID) was committed twice")
-            }
-            replayed.apply(diff)
-        }
-        if replayed != truth { violation("the change log replayed from zero does not rebuild the store") }
-    }
-
-    // MARK: - Trace
-
-    private func log(_ line: @autoclosure () -> String) {
-        let entry = "[\(step)] \(line())"
-        result.trace.append(entry)
-        if !tracing, result.trace.count > 60 { result.trace.removeFirst(result.trace.count - 40) }
-    }
-
-    private func fault(_ what: String) {
-        result.faults += 1
-        log("FAULT: \(what)")
-    }
-
-    private func violation(_ what: String) {
-        result.violations.append(what)
-        log("VIOLATION: \(what)")
-    }
-
-    private func describeState() -> String {
-        let parts = clients.map { "\($0.name): \($0.core.phase) seq \($0.core.confirmed.seq) pending \($0.core.pendingBatches.count)" }
-        return "server seq \(store.state.seq), store calls \(storeCalls.count), catch-ups waiting \(spaceWaiters.count); " + parts.joined(separator: "; ")
-    }
-
-    private func finish() -> SimulationResult { result }
-
-    /// A message in a few words, for traces.
-    static func brief(_ message: WireMessage) -> String {
-        switch message {
-        case .hello: "Hello"
-        case .welcome: "Welcome"
-        case .error(let error): "Error \(error.code)"
-        case .subscribe(_, let since): "Subscribe since \(since)"
-        case .unsubscribe: "Unsubscribe"
-        case .subscribed(_, let seq): "Subscribed at \(seq)"
-        case .snapshot(let part): "Snapshot at \(part.course.seq)"
-        case .diff(let diff): "Diff \(diff.seq) (batch \(diff.origin.batchSeq) of \(diff.origin.clientID.description.prefix(4)))"
-        case .push(let push): "Push batch \(push.batchSeq)"
-        case .ack(let ack): "Ack batch \(ack.batchSeq) as \(ack.seq)"
-        case .reject(let reject): "Reject batch \(reject.batchSeq) \(reject.rejection.code)"
-        case .progress: "Progress"
-        case .ping: "Ping"
-        case .pong: "Pong"
-        }
-    }
-
-    /// What differs between two states, briefly.
-    static func difference(_ a: CourseState, _ b: CourseState) -> String {
-        var parts: [String] = []
-        if a.seq != b.seq { parts.append("seq \(a.seq) vs \(b.seq)") }
-        for id in Set(a.chapters.keys).union(b.chapters.keys) where a.chapters[id] != b.chapters[id] {
-            parts.append("chapter \(id): \(a.chapters[id].map { "\($0.title)@\($0.position) v\($0.version)" } ?? "none") vs \(b.chapters[id].map { "\($0.title)@\($0.position) v\($0.version)" } ?? "none")")
-        }
-        for id in Set(a.videos.keys).union(b.videos.keys) where a.videos[id] != b.videos[id] {
-            parts.append("video \(id): \(a.videos[id].map { "\($0.title)@\($0.position)" } ?? "none") vs \(b.videos[id].map { "\($0.title)@\($0.position)" } ?? "none")")
-        }
-        for id in Set(a.media.keys).union(b.media.keys) where a.media[id] != b.media[id] { parts.append("media \(id)") }
-        return parts.prefix(6).joined(separator: "; ")
     }
 }
