@@ -40,57 +40,52 @@ public final class PostgresStore: SyncStore {
     /// Writes a dump of another store (`coursesync copy`) in one transaction. Refuses, writing
     /// nothing, if any of its courses exists here already.
     public func load(_ dump: StoreDump) async throws {
-        do {
-            try await client.withTransaction(logger: logger) { connection in
-                for course in dump.courses {
-                    let rows = try await connection.query("""
-                        INSERT INTO courses (id, title, seq) VALUES (\(course.id.uuid), \(course.title), \(Int64(course.seq)))
-                        ON CONFLICT (id) DO NOTHING RETURNING id
-                        """, logger: self.logger)
-                    guard try await rows.collect().count == 1 else { throw StoreError.courseExists(course.id) }
-                }
-                for chapter in dump.chapters {
-                    try await connection.query("""
-                        INSERT INTO chapters (id, course_id, title, position, version)
-                        VALUES (\(chapter.id.uuid), \(chapter.courseID.uuid), \(chapter.title), \(Int32(chapter.position)), \(Int64(chapter.version)))
-                        """, logger: self.logger)
-                }
-                for file in dump.media {
-                    try await connection.query("""
-                        INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size)
-                        VALUES (\(file.id.uuid), \(file.courseID.uuid), \(file.name), \(file.cdnURL), \(Int64(file.durationMs)), \(Int64(file.byteSize)))
-                        """, logger: self.logger)
-                }
-                for video in dump.videos {
-                    try await connection.query("""
-                        INSERT INTO videos (id, chapter_id, media_file_id, title, position)
-                        VALUES (\(video.id.uuid), \(video.chapterID.uuid), \(video.mediaFileID.uuid), \(video.title), \(Int32(video.position)))
-                        """, logger: self.logger)
-                }
-                for entry in dump.log {
-                    try await connection.query("""
-                        INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff)
-                        VALUES (\(entry.courseID.uuid), \(Int64(entry.seq)), \(entry.origin.clientID.id.uuid),
-                                \(Int64(bitPattern: entry.origin.batchSeq)), \(ByteBuffer(bytes: entry.diff)))
-                        """, logger: self.logger)
-                }
-                for record in dump.batches {
-                    try await connection.query("""
-                        INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack)
-                        VALUES (\(record.client.id.uuid), \(record.courseID.uuid), \(Int64(bitPattern: record.batchSeq)),
-                                \(Int64(record.seq)), \(ByteBuffer(bytes: record.ack)))
-                        """, logger: self.logger)
-                }
-                for record in dump.temps {
-                    try await connection.query("""
-                        INSERT INTO client_temps (client_id, course_id, temp, entity_id)
-                        VALUES (\(record.client.id.uuid), \(record.courseID.uuid), \(Int64(bitPattern: record.temp.rawValue)), \(record.entity.uuid))
-                        """, logger: self.logger)
-                }
+        try await transaction { connection in
+            for course in dump.courses {
+                let rows = try await connection.query("""
+                    INSERT INTO courses (id, title, seq) VALUES (\(course.id.uuid), \(course.title), \(Int64(course.seq)))
+                    ON CONFLICT (id) DO NOTHING RETURNING id
+                    """, logger: self.logger)
+                guard try await rows.collect().count == 1 else { throw StoreError.courseExists(course.id) }
             }
-        } catch let error as PostgresTransactionError {
-            if let inner = error.closureError as? StoreError { throw inner }
-            throw error
+            for chapter in dump.chapters {
+                try await connection.query("""
+                    INSERT INTO chapters (id, course_id, title, position, version)
+                    VALUES (\(chapter.id.uuid), \(chapter.courseID.uuid), \(chapter.title), \(Int32(chapter.position)), \(Int64(chapter.version)))
+                    """, logger: self.logger)
+            }
+            for file in dump.media {
+                try await connection.query("""
+                    INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size)
+                    VALUES (\(file.id.uuid), \(file.courseID.uuid), \(file.name), \(file.cdnURL), \(Int64(file.durationMs)), \(Int64(file.byteSize)))
+                    """, logger: self.logger)
+            }
+            for video in dump.videos {
+                try await connection.query("""
+                    INSERT INTO videos (id, chapter_id, media_file_id, title, position)
+                    VALUES (\(video.id.uuid), \(video.chapterID.uuid), \(video.mediaFileID.uuid), \(video.title), \(Int32(video.position)))
+                    """, logger: self.logger)
+            }
+            for entry in dump.log {
+                try await connection.query("""
+                    INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff)
+                    VALUES (\(entry.courseID.uuid), \(Int64(entry.seq)), \(entry.origin.clientID.id.uuid),
+                            \(Int64(bitPattern: entry.origin.batchSeq)), \(ByteBuffer(bytes: entry.diff)))
+                    """, logger: self.logger)
+            }
+            for record in dump.batches {
+                try await connection.query("""
+                    INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack)
+                    VALUES (\(record.client.id.uuid), \(record.courseID.uuid), \(Int64(bitPattern: record.batchSeq)),
+                            \(Int64(record.seq)), \(ByteBuffer(bytes: record.ack)))
+                    """, logger: self.logger)
+            }
+            for record in dump.temps {
+                try await connection.query("""
+                    INSERT INTO client_temps (client_id, course_id, temp, entity_id)
+                    VALUES (\(record.client.id.uuid), \(record.courseID.uuid), \(Int64(bitPattern: record.temp.rawValue)), \(record.entity.uuid))
+                    """, logger: self.logger)
+            }
         }
     }
 
@@ -105,20 +100,24 @@ public final class PostgresStore: SyncStore {
     public func commit(_ batches: [Batch], courseID: EntityID) async throws -> [BatchOutcome] {
         precondition(batches.allSatisfy { $0.courseID == courseID }, "a group commit is for one course")
         guard !batches.isEmpty else { return [] }
-        let (outcomes, state): ([BatchOutcome], CourseState)
-        do {
-            (outcomes, state) = try await client.withTransaction(logger: logger) { connection in
-                try await self.commit(batches, courseID: courseID, on: connection)
-            }
-        } catch let error as PostgresTransactionError {
-            // Our own errors (an unknown course, a corrupt row) mean more to a caller than the wrapper.
-            if let inner = error.closureError as? StoreError { throw inner }
-            throw error
+        let (outcomes, state) = try await transaction { connection in
+            try await self.commit(batches, courseID: courseID, on: connection)
         }
         cache.withLockedValue { cache in
             if (cache[courseID]?.seq ?? 0) <= state.seq { cache[courseID] = state }
         }
         return outcomes
+    }
+
+    /// `body` in one transaction; our own errors (an unknown course, a corrupt row) are thrown as
+    /// they are rather than inside postgres-nio's wrapper, which means less to a caller.
+    private func transaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        do {
+            return try await client.withTransaction(logger: logger) { connection in try await body(connection) }
+        } catch let error as PostgresTransactionError {
+            if let inner = error.closureError as? StoreError { throw inner }
+            throw error
+        }
     }
 
     public func catchUp(courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> CatchUp {

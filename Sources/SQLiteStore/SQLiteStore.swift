@@ -39,10 +39,7 @@ public final class SQLiteStore: SyncStore {
     /// Every row of every course, for `coursesync copy` (read in one transaction).
     public func dump() async throws -> StoreDump {
         try await pool.read { db in
-            func id(_ data: Data?) throws -> EntityID {
-                guard let data, let id = EntityID(bytes: data) else { throw StoreError.corrupt("an ID is not 16 bytes") }
-                return id
-            }
+            let id = Self.id
             var dump = StoreDump()
             for row in try Row.fetchAll(db, sql: "SELECT id, title, seq FROM courses") {
                 dump.courses.append(Course(id: try id(row["id"]), title: row["title"], seq: CourseSeq(row["seq"] as Int64)))

@@ -310,3 +310,14 @@ extension SyncModel.Operation {
         }
     }
 }
+
+extension ClientCore {
+    /// The local key of the row whose ID (real or provisional) in the visible state is `id`.
+    public func key(for id: EntityID) -> LocalKey { rowBuilder.key(id) }
+
+    /// The local key of the row `temp` made in the visible state (an existing row's key when the
+    /// resolver merged it, e.g. media the chapter already held).
+    public func key(forTemp temp: TempID) -> LocalKey {
+        visibleTemps[temp].map { rowBuilder.key($0) } ?? LocalKey(.provisional(temp))
+    }
+}

@@ -120,6 +120,18 @@ public final class Replica: Sendable {
         }
     }
 
+    /// How the file differs from `state`, which a settled replica of the course holds: `state` as
+    /// its confirmed state, no pending batch, and exactly `state`'s rows shown, all confirmed.
+    /// Empty when it matches. For checkers (the simulator, `coursesync stress`).
+    public func differences(from state: CourseState) throws -> [String] {
+        guard let contents = try load(courseID: state.course.id) else { return ["the replica is empty"] }
+        var problems: [String] = []
+        if contents.confirmed != state { problems.append("its confirmed state differs") }
+        if !contents.pending.isEmpty { problems.append("\(contents.pending.count) batches are still pending") }
+        if !(try outline().mirrors(state)) { problems.append("the rows it shows differ or are not all confirmed") }
+        return problems
+    }
+
     // MARK: Writing
 
     /// Writes one engine step in one transaction.

@@ -77,6 +77,24 @@ public struct Outline: Hashable, Sendable {
     public var seq: CourseSeq
     public var chapters: [Entry]
 
+    /// Whether the outline shows exactly `state`: every chapter and video confirmed, with the
+    /// state's IDs, titles, positions and chapter versions, in order.
+    public func mirrors(_ state: CourseState) -> Bool {
+        let expected = state.orderedChapters
+        guard chapters.count == expected.count else { return false }
+        for (entry, chapter) in zip(chapters, expected) {
+            let row = entry.chapter
+            let videos = state.videos(in: chapter.id)
+            guard row.status == .confirmed, row.id == chapter.id, row.title == chapter.title, row.position == chapter.position,
+                  row.version == chapter.version, entry.videos.count == videos.count else { return false }
+            for (row, video) in zip(entry.videos, videos)
+            where row.status != .confirmed || row.id != video.id || row.title != video.title || row.position != video.position {
+                return false
+            }
+        }
+        return true
+    }
+
     /// How many chapters and videos are not yet confirmed.
     public var pendingCount: Int {
         chapters.reduce(0) { count, entry in

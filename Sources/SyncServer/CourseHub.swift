@@ -179,8 +179,6 @@ actor CourseHub {
     private func forgetIfUnused(_ key: ObjectIdentifier) {
         if !core.references(key) { handles[key] = nil }
     }
-
-    static func snapshotParts(of state: CourseState) -> [SnapshotPart] { HubCore<ObjectIdentifier>.snapshotParts(of: state) }
 }
 
 /// A connection's budget of pushes sent but not yet answered. When it is used up the connection

@@ -189,15 +189,9 @@ struct ClientOptions: ParsableArguments {
     func settle(_ client: SyncClient) async throws {
         let timeout = timeout
         let server = server
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await client.settle() }
-            group.addTask {
-                try await Task.sleep(for: .seconds(timeout))
-                throw ValidationError("no answer from the server at \(server) within \(timeout) s (\(await client.phase)); edits made stay in the replica and sync next time")
-            }
-            try await group.next()
-            group.cancelAll()
-        }
+        try await withTimeout(timeout, { try await client.settle() }, failure: {
+            ValidationError("no answer from the server at \(server) within \(timeout) s (\(await client.phase)); edits made stay in the replica and sync next time")
+        })
     }
 }
 

@@ -134,17 +134,9 @@ struct Demo: AsyncParsableCommand {
     }
 
     private func settle(_ clients: [Instructor]) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                for instructor in clients { try await instructor.client.settle() }
-            }
-            group.addTask {
-                try await Task.sleep(for: .seconds(60))
-                throw ValidationError("the replicas did not settle within 60 s")
-            }
-            try await group.next()
-            group.cancelAll()
-        }
+        try await withTimeout(60, {
+            for instructor in clients { try await instructor.client.settle() }
+        }, failure: { ValidationError("the replicas did not settle within 60 s") })
         // Every replica has seen every commit, including the others' last ones.
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {

@@ -41,3 +41,17 @@ func withScratchFolder<T>(_ prefix: String, kept: String? = nil, _ body: (URL) a
     defer { if kept == nil { try? FileManager.default.removeItem(at: folder) } }
     return try await body(folder)
 }
+
+/// Runs `body`; if it has not finished after `seconds`, cancels it and throws `failure()`.
+func withTimeout(_ seconds: Double, _ body: @escaping @Sendable () async throws -> Void,
+                 failure: @escaping @Sendable () async -> any Error) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
+            throw await failure()
+        }
+        try await group.next()
+        group.cancelAll()
+    }
+}

@@ -143,16 +143,7 @@ struct Stress: AsyncParsableCommand {
         if !problems.isEmpty { mismatches.append("the store breaks invariants: \(problems.prefix(3))") }
         for index in 0..<clients {
             let replica = try Replica(path: folder.appendingPathComponent("client\(index).replica").path)
-            guard let contents = try replica.load(courseID: courseID) else { mismatches.append("client \(index): empty replica"); continue }
-            if contents.confirmed != truth { mismatches.append("client \(index): confirmed state differs from the store") }
-            if !contents.pending.isEmpty { mismatches.append("client \(index): \(contents.pending.count) batches still pending") }
-            let outline = try replica.outline()
-            let shown = outline.chapters.map { "\($0.chapter.id.map(\.description) ?? "?") \($0.chapter.title) \($0.videos.map { "\($0.id.map(\.description) ?? "?") \($0.title)" })" }
-            let expected = truth.orderedChapters.map { chapter in "\(chapter.id) \(chapter.title) \(truth.videos(in: chapter.id).map { "\($0.id) \($0.title)" })" }
-            if shown != expected { mismatches.append("client \(index): visible rows differ from the store") }
-            if outline.chapters.contains(where: { $0.chapter.status != .confirmed || $0.videos.contains { $0.status != .confirmed } }) {
-                mismatches.append("client \(index): rows still pending")
-            }
+            for problem in try replica.differences(from: truth) { mismatches.append("client \(index): \(problem)") }
         }
         say("""
         edits \(totals.edits) (+\(await progress.refusedLocally) refused locally) in \(String(format: "%.1f", Double(editing.components.seconds) + Double(editing.components.attoseconds) / 1e18)) s · \
@@ -168,15 +159,7 @@ struct Stress: AsyncParsableCommand {
     }
 
     private func within(_ seconds: Double, _ what: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
-                throw ValidationError("timed out after \(seconds) s waiting for \(what)")
-            }
-            try await group.next()
-            group.cancelAll()
-        }
+        try await withTimeout(seconds, body, failure: { ValidationError("timed out after \(seconds) s waiting for \(what)") })
     }
 }
 
