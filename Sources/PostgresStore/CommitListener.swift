@@ -1,26 +1,47 @@
+import Logging
 import ServiceLifecycle
 import SyncModel
 import SyncServer
 
-/// Tells a server node about commits made by other nodes sharing the database (LISTEN/NOTIFY), so
-/// its subscribers get those diffs too. Run it in the node's `ServiceGroup`, after the server.
-///
-/// A notification lost while the listening connection is re-established only delays delivery:
-/// the next commit on the course, from any node, triggers a catch-up from the change log.
+/// The node-to-node half of a PostgreSQL deployment: hears every commit announced on the
+/// database (LISTEN/NOTIFY) and tells this node's course hubs, so their subscribers get the other
+/// nodes' commits. Notifications can be lost (a listener whose connection dropped hears nothing
+/// of what was committed meanwhile), so, following ``CommitWatch``, the node also reads every
+/// active course's seq from the store whenever the LISTEN is (re)established and every
+/// `checkInterval`: a lost notification delays a subscriber by at most that long.
 public struct CommitListener: Service {
     let store: PostgresStore
     let server: SyncServer
+    let checkInterval: Duration
+    let retryDelay: Duration
 
-    public init(store: PostgresStore, server: SyncServer) {
+    public init(store: PostgresStore, server: SyncServer, checkInterval: Duration = .seconds(5), retryDelay: Duration = .seconds(1)) {
         self.store = store
         self.server = server
+        self.checkInterval = checkInterval
+        self.retryDelay = retryDelay
     }
 
     public func run() async throws {
-        let server = server
+        let (server, store, checkInterval, retryDelay) = (self.server, self.store, self.checkInterval, self.retryDelay)
         await cancelWhenGracefulShutdown {
-            await store.listenForCommits { courseID, seq in
-                await server.noteCommitted(courseID: courseID, upTo: seq)
+            await withDiscardingTaskGroup { group in
+                group.addTask {
+                    await store.listenForCommits(retryDelay: retryDelay, onListening: { await server.checkStore() }) { courseID, seq in
+                        await server.noteCommitted(courseID: courseID, upTo: seq)
+                    }
+                }
+                group.addTask {
+                    let origin = ContinuousClock.now
+                    func now() -> Moment { Moment(nanoseconds: (ContinuousClock.now - origin).wholeNanoseconds) }
+                    var watch = CommitWatch(checkInterval: checkInterval, now: now())
+                    while !Task.isCancelled {
+                        do {
+                            try await Task.sleep(until: origin + .nanoseconds(watch.nextCheck.nanoseconds), clock: .continuous)
+                        } catch { return }
+                        if watch.handleTimeout(now: now()) { await server.checkStore() }
+                    }
+                }
             }
         }
     }

@@ -303,17 +303,18 @@ public final class PostgresStore: SyncStore {
     public static let notificationChannel = "coursesync_commits"
 
     /// Calls `handler` for every commit announced on the database, by any node, until cancelled.
-    /// A lost connection is re-established (after a pause); `onReconnect` is called then, since
-    /// notifications sent meanwhile were missed.
-    public func listenForCommits(onReconnect: @escaping @Sendable () async -> Void = {},
+    /// A lost connection is re-established (after `retryDelay`). `onListening` is called each
+    /// time the LISTEN is in place, first included: what was committed before it (or while the
+    /// listener was away) was not announced to it, so that is when to read the store.
+    public func listenForCommits(retryDelay: Duration = .seconds(1),
+                                 onListening: @escaping @Sendable () async -> Void = {},
                                  _ handler: @escaping @Sendable (EntityID, CourseSeq) async -> Void) async {
-        var first = true
         while !Task.isCancelled {
             do {
-                if !first { await onReconnect() }
-                first = false
                 try await client.withConnection { connection in
-                    for try await notification in try await connection.listen(Self.notificationChannel) {
+                    let notifications = try await connection.listen(Self.notificationChannel)
+                    await onListening()
+                    for try await notification in notifications {
                         let parts = notification.payload.split(separator: " ")
                         guard parts.count == 2, let courseID = EntityID(String(parts[0])), let seq = CourseSeq(parts[1]) else {
                             logger.warning("ignored a malformed commit notification", metadata: ["payload": "\(notification.payload)"])
@@ -325,8 +326,8 @@ public final class PostgresStore: SyncStore {
             } catch {
                 if Task.isCancelled { return }
                 logger.warning("commit notifications interrupted; listening again", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: .seconds(1))
             }
+            try? await Task.sleep(for: retryDelay)
         }
     }
 

@@ -143,6 +143,12 @@ public final class SQLiteStore: SyncStore {
         try await pool.read { db in try Self.loadState(courseID, db) }
     }
 
+    public func courseSeq(_ courseID: EntityID) async throws -> CourseSeq? {
+        try await pool.read { db in
+            try Int64.fetchOne(db, sql: "SELECT seq FROM courses WHERE id = ?", arguments: [courseID.blob]).map { CourseSeq($0) }
+        }
+    }
+
     // MARK: - Schema
 
     static var migrator: DatabaseMigrator {

@@ -18,12 +18,22 @@ public struct ClientConfiguration: Sendable {
     /// the same server do not come back in step.
     public var reconnectBase: Duration = .milliseconds(100)
     public var reconnectCap: Duration = .seconds(30)
-    public var connectTimeout: Duration = .seconds(5)
-    /// A connection that receives nothing for this long is closed and reopened. The server pings
-    /// every heartbeat interval (15 s by default), so three missed pings.
-    public var readTimeout: Duration = .seconds(45)
+    /// Connecting, TCP and handshake together, must reach `Welcome` within this. After that the
+    /// heartbeat interval the server's `Welcome` names governs: the client pings after one quiet
+    /// interval and reconnects after three.
+    public var handshakeTimeout: Duration = .seconds(10)
     /// Bound on undelivered events; the oldest are dropped when the app does not read them.
     public var eventBuffer = 4096
+
+    /// The engine's share of this configuration.
+    var timing: ClientCore.Timing {
+        var timing = ClientCore.Timing()
+        timing.coalesceWindow = coalesceWindow
+        timing.handshakeTimeout = handshakeTimeout
+        timing.reconnectBase = reconnectBase
+        timing.reconnectCap = reconnectCap
+        return timing
+    }
 
     public init(host: String = "127.0.0.1", port: Int = 7420, token: String) {
         self.host = host

@@ -3,12 +3,20 @@ import SyncWire
 
 /// What the server says, and what the engine makes of it.
 extension ClientCore {
-    /// A message from the server.
-    public mutating func received(_ message: WireMessage) {
+    /// A message from the server, received at `now`.
+    public mutating func received(_ message: WireMessage, now: Moment) {
+        heartbeat?.received(now: now)
         switch message {
-        case .welcome:
+        case .welcome(let welcome):
             guard phase == .awaitingWelcome else { return unexpected(message) }
             phase = .catchingUp
+            welcomed = true
+            failedAttempts = 0
+            handshakeDeadline = nil
+            // The server's interval governs both ends (protocol §8); a server that names none gets the default.
+            let interval = welcome.heartbeatIntervalMs > 0 ? Duration.milliseconds(Int64(welcome.heartbeatIntervalMs)) : .seconds(15)
+            heartbeat = Heartbeat(interval: interval, now: now)
+            if welcome.maxOpsPerBatch > 0 { maxOpsPerBatch = min(Limits.maxOpsPerBatch, Int(welcome.maxOpsPerBatch)) }
             actions.append(.send(.subscribe(courseID: courseID, sinceSeq: confirmed.seq)))
             actions.append(.emit(.connection(.catchingUp)))
             // Resend every unanswered batch, in order, before any new one (exactly-once makes it safe).
@@ -17,6 +25,7 @@ extension ClientCore {
             }
         case .error(let error):
             if error.code.isPermanentRefusal {
+                stopped = true
                 actions.append(.stop(error))
             } else {
                 actions.append(.reconnect(reason: "\(error.code): \(error.message)"))
@@ -101,6 +110,7 @@ extension ClientCore {
         // A snapshot replaces everything: refuse one that would break the replica rather than crash on it.
         let violations = snapshot.invariantViolations()
         guard violations.isEmpty else {
+            stopped = true
             return actions.append(.stop(ConnectionError(.internalError, "the server sent an inconsistent snapshot: \(violations.prefix(3))")))
         }
         confirmed = snapshot

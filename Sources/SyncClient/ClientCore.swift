@@ -7,7 +7,26 @@ import SyncWire
 ///
 /// The visible state is always the confirmed state (the server's, at the cursor) with the pending
 /// batches replayed on top by the same ``Resolver`` the server runs.
+///
+/// Time is an input too: every step that depends on it takes `now`, and ``nextDeadline`` tells the
+/// shell when to call ``handleTimeout(now:)``. The engine decides the coalescing window, the
+/// handshake deadline, heartbeats (the ``Heartbeat`` rule with the interval the server's `Welcome`
+/// names: a `Ping` after one quiet interval, a reconnect after three) and the reconnect backoff
+/// (full jitter); the shell only arms one timer and moves frames.
 public struct ClientCore: Sendable {
+    /// The engine's time policy.
+    public struct Timing: Hashable, Sendable {
+        /// Edits within this window of the first go in one batch; `.zero` seals each edit at once.
+        public var coalesceWindow: Duration = .milliseconds(5)
+        /// From starting to connect until `Welcome`; past it the attempt is abandoned.
+        public var handshakeTimeout: Duration = .seconds(10)
+        /// Reconnect delays: uniform in [0, min(cap, base × 2^(failed attempts − 1))].
+        public var reconnectBase: Duration = .milliseconds(100)
+        public var reconnectCap: Duration = .seconds(30)
+
+        public init() {}
+    }
+
     /// A batch made here that the server has not finished with.
     struct PendingBatch: Hashable, Sendable {
         var batch: Batch
@@ -32,6 +51,8 @@ public struct ClientCore: Sendable {
         case reconnect(reason: String)
         /// Close the connection and stop reconnecting: the server refused this client for good.
         case stop(ConnectionError)
+        /// Open a connection now (then call ``connecting(now:)`` and send `Hello`).
+        case connect
     }
 
     /// Counters for monitoring and the demo.
@@ -99,9 +120,32 @@ public struct ClientCore: Sendable {
     var countersMoved = false
     var actions: [Action] = []
 
+    public let timing: Timing
+    /// Draws the reconnect jitter.
+    var random: SplitMix64
+    /// After `Welcome`: the heartbeat rule at the server's interval.
+    var heartbeat: Heartbeat?
+    /// While awaiting `Welcome`: when the attempt is given up.
+    var handshakeDeadline: Moment?
+    /// When the open batch is sealed (the coalescing window).
+    var sealDeadline: Moment?
+    /// While offline: when to connect again.
+    public internal(set) var retryAt: Moment?
+    /// Connection attempts in a row that ended before `Welcome`.
+    var failedAttempts = 0
+    var welcomed = false
+    /// Refused for good, or closed: no more connections.
+    var stopped = false
+    /// The most ops a batch may weigh: the protocol's limit, or less if the server's `Welcome` says so.
+    public internal(set) var maxOpsPerBatch = Limits.maxOpsPerBatch
+
     /// An engine over what a replica stored (``ReplicaContents/empty(clientID:courseID:)`` for a new one).
-    public init(_ contents: ReplicaContents, maxPendingBatches: Int = ClientConfiguration.defaultMaxPendingBatches) {
+    /// `seed` feeds the reconnect jitter (a simulation passes a fixed one).
+    public init(_ contents: ReplicaContents, maxPendingBatches: Int = ClientConfiguration.defaultMaxPendingBatches,
+                timing: Timing = Timing(), seed: UInt64) {
         precondition(maxPendingBatches > 0)
+        self.timing = timing
+        random = SplitMix64(seed: seed)
         clientID = contents.clientID
         courseID = contents.confirmed.course.id
         self.maxPendingBatches = maxPendingBatches
@@ -148,12 +192,24 @@ public struct ClientCore: Sendable {
         return knownTemps[temp].map(Ref.id) ?? .temp(temp)
     }
 
-    /// Applies `op` to the visible state and queues it in the open batch (opening one if needed).
-    /// Throws, changing nothing, when the edit is invalid against the visible state or the queue is full.
-    public mutating func edit(_ op: SyncModel.Operation) throws(EditError) {
+    /// Applies `op` to the visible state and queues it in the open batch (opening one if needed),
+    /// which is sealed at the end of the coalescing window (at once with a zero window; with
+    /// `holdOpen`, only by an explicit ``seal()``). Throws, changing nothing, when the edit is
+    /// invalid against the visible state or the queue is full.
+    public mutating func edit(_ op: SyncModel.Operation, now: Moment, holdOpen: Bool = false) throws(EditError) {
+        try queue(op)
+        if holdOpen { return }
+        if timing.coalesceWindow <= .zero {
+            seal()
+        } else if sealDeadline == nil {
+            sealDeadline = now + timing.coalesceWindow
+        }
+    }
+
+    private mutating func queue(_ op: SyncModel.Operation) throws(EditError) {
         // A full open batch is sealed; the edit starts the next one.
         if let last = pending.last, last.batch.batchSeq == openBatch,
-           last.batch.ops.reduce(0, { $0 + $1.weight }) + op.weight > Limits.maxOpsPerBatch {
+           last.batch.ops.reduce(0, { $0 + $1.weight }) + op.weight > maxOpsPerBatch {
             seal()
         }
         let base: (state: CourseState, temps: [TempID: EntityID], touched: TouchedIDs)
@@ -196,28 +252,105 @@ public struct ClientCore: Sendable {
 
     /// Closes the open batch: it is sent now if connected, else on the next connection.
     public mutating func seal() {
+        sealDeadline = nil
         guard let seq = openBatch else { return }
         openBatch = nil
         openBase = nil
         if phase == .catchingUp || phase == .live, let index = index(of: seq) { send(index) }
     }
 
-    /// The transport connected; the shell sends `Hello` itself (it holds the token).
-    public mutating func connecting() {
+    // MARK: Connection and time
+
+    /// Starts syncing: asks the shell to connect (``Action/connect``).
+    public mutating func start() {
+        guard !stopped, phase == .offline, retryAt == nil else { return }
+        actions.append(.connect)
+    }
+
+    /// The shell starts connecting; it sends `Hello` itself (it holds the token). The attempt,
+    /// handshake included, must end in `Welcome` within ``Timing/handshakeTimeout``.
+    public mutating func connecting(now: Moment) {
         phase = .awaitingWelcome
+        welcomed = false
+        retryAt = nil
+        heartbeat = nil
+        handshakeDeadline = now + timing.handshakeTimeout
         snapshotParts = []
         held = []
         for index in pending.indices { pending[index].sent = false }
         actions.append(.emit(.connection(.connecting)))
     }
 
-    /// The connection is gone; pending batches wait for the next one.
-    public mutating func disconnected(retryInMs: Int?) {
+    /// The connection is gone; pending batches wait for the next one, which the engine schedules
+    /// with backoff (unless `retry` is false: the client is closing).
+    public mutating func disconnected(now: Moment, retry: Bool = true) {
         phase = .offline
+        heartbeat = nil
+        handshakeDeadline = nil
         snapshotParts = []
         held = []
         for index in pending.indices { pending[index].sent = false }
-        actions.append(.emit(.connection(.offline(retryInMs: retryInMs))))
+        guard retry, !stopped else {
+            stopped = stopped || !retry
+            retryAt = nil
+            return actions.append(.emit(.connection(.offline(retryInMs: nil))))
+        }
+        if !welcomed { failedAttempts += 1 }
+        welcomed = false
+        let delay = backoff(failedAttempts: max(failedAttempts, 1))
+        retryAt = now + delay
+        actions.append(.emit(.connection(.offline(retryInMs: Int(delay.wholeMilliseconds)))))
+    }
+
+    /// Full jitter: uniform in [0, min(cap, base × 2^(failed attempts − 1))].
+    mutating func backoff(failedAttempts: Int) -> Duration {
+        let base = timing.reconnectBase.wholeNanoseconds
+        let bound = min(timing.reconnectCap.wholeNanoseconds, base << min(failedAttempts - 1, 30))
+        return .nanoseconds(Int64.random(in: 0...max(bound, 1), using: &random))
+    }
+
+    /// Stops for good (the shell could not store a step): no more connections.
+    public mutating func stop() {
+        stopped = true
+        retryAt = nil
+    }
+
+    /// When ``handleTimeout(now:)`` next has something to do.
+    public var nextDeadline: Moment? {
+        switch phase {
+        case .offline: earliest(sealDeadline, retryAt)
+        case .awaitingWelcome: earliest(sealDeadline, handshakeDeadline)
+        case .catchingUp, .live: earliest(sealDeadline, heartbeat?.deadline)
+        }
+    }
+
+    /// The shell's timer fired: seal the open batch, ping a quiet server, give up on a silent
+    /// connection or a handshake that takes too long, connect again after the backoff.
+    public mutating func handleTimeout(now: Moment) {
+        if let deadline = sealDeadline, now >= deadline { seal() }
+        switch phase {
+        case .offline:
+            if let retryAt, now >= retryAt, !stopped {
+                self.retryAt = nil
+                actions.append(.connect)
+            }
+        case .awaitingWelcome:
+            if let deadline = handshakeDeadline, now >= deadline {
+                handshakeDeadline = nil
+                actions.append(.reconnect(reason: "no Welcome within \(timing.handshakeTimeout.wholeMilliseconds) ms"))
+            }
+        case .catchingUp, .live:
+            switch heartbeat?.fire(now: now) {
+            case .ping:
+                actions.append(.send(.ping(nonce: random.next() | 1)))
+            case .timeout:
+                let silence = heartbeat!.timeout.wholeMilliseconds
+                heartbeat = nil
+                actions.append(.reconnect(reason: "idle: nothing received from the server for \(silence) ms"))
+            case nil:
+                break
+            }
+        }
     }
 
     // MARK: Replay

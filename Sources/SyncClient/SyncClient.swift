@@ -31,7 +31,10 @@ public actor SyncClient {
     private let logger: Logger
     private var connectionTask: Task<Void, Never>?
     private var checkpointTask: Task<Void, Never>?
-    private var sealTask: Task<Void, Never>?
+    /// Sleeps until the engine's next deadline.
+    private var timerTask: Task<Void, Never>?
+    private var armedDeadline: Moment?
+    private let clockOrigin = ContinuousClock.now
     private var outbound: AsyncStream<WireMessage>.Continuation?
     private var channel: (any NIOCore.Channel)?
     private var closed = false
@@ -60,14 +63,17 @@ public actor SyncClient {
         self.replica = replica
         self.configuration = configuration
         self.logger = logger
-        core = ClientCore(contents, maxPendingBatches: configuration.maxPendingBatches)
+        var generator = SystemRandomNumberGenerator()
+        core = ClientCore(contents, maxPendingBatches: configuration.maxPendingBatches, timing: configuration.timing,
+                          seed: generator.next())
         clientID = contents.clientID
         (events, eventSink) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(configuration.eventBuffer))
     }
 
     private func start() throws {
         try replica.apply(core.takeWrite())
-        connectionTask = Task { await self.maintainConnection() }
+        core.start()
+        carryOut()
         checkpointTask = Task.detached(priority: .background) { [replica, logger] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(500))
@@ -81,12 +87,18 @@ public actor SyncClient {
         guard !closed else { return }
         closed = true
         core.seal()
-        sealTask?.cancel()
-        try? replica.apply(core.takeWrite())
+        core.stop()
+        timerTask?.cancel()
         connectionTask?.cancel()
         checkpointTask?.cancel()
         channel?.close(promise: nil)
         await connectionTask?.value
+        core.disconnected(now: now(), retry: false)
+        do {
+            try replica.apply(core.takeWrite())
+        } catch {
+            logger.error("cannot write the replica on close", metadata: ["path": "\(replica.path)", "error": "\(error)"])
+        }
         await checkpointTask?.value
         try? replica.checkpoint()
         eventSink.finish()
@@ -212,14 +224,12 @@ public actor SyncClient {
     /// Resubmits rolled-back edits as a new batch, resolved against the current state. Throws
     /// (changing nothing) if they no longer make sense, e.g. their chapter is really gone.
     public func retry(_ edits: [DroppedEdit]) throws {
-        for edit in edits { try perform(edit.operation, seal: false) }
+        for edit in edits { try perform(edit.operation, holdOpen: true) }
         seal()
     }
 
     /// Sends the open batch now instead of at the end of the coalescing window.
     public func seal() {
-        sealTask?.cancel()
-        sealTask = nil
         core.seal()
         carryOut()
     }
@@ -249,21 +259,10 @@ public actor SyncClient {
         }
     }
 
-    private func perform(_ op: SyncModel.Operation, seal sealNow: Bool = true) throws {
+    private func perform(_ op: SyncModel.Operation, holdOpen: Bool = false) throws {
         guard !closed else { throw EditError.closed }
-        try core.edit(op)
+        try core.edit(op, now: now(), holdOpen: holdOpen)
         carryOut()
-        guard sealNow else { return }
-        if configuration.coalesceWindow == .zero {
-            seal()
-        } else if sealTask == nil {
-            sealTask = Task { [window = configuration.coalesceWindow] in
-                try? await Task.sleep(for: window)
-                guard !Task.isCancelled else { return }
-                self.sealTask = nil
-                self.seal()
-            }
-        }
     }
 
     // MARK: Carrying out the engine's decisions
@@ -276,6 +275,7 @@ public actor SyncClient {
             // The in-memory engine is ahead of the file; the next successful write does not repair
             // that, so stop syncing rather than acknowledge what was not stored.
             logger.critical("cannot write the replica", metadata: ["path": "\(replica.path)", "error": "\(error)"])
+            core.stop()
             stop(ConnectionError(.internalError, "cannot write the replica \(replica.path): \(error)"))
             return
         }
@@ -293,10 +293,12 @@ public actor SyncClient {
                 eventSink.yield(event)
             case .reconnect(let reason):
                 logger.info("reconnecting", metadata: ["reason": "\(reason)"])
-                channel?.close(promise: nil)
+                if let channel { channel.close(promise: nil) } else { connectionTask?.cancel() }
             case .stop(let error): stop(error)
+            case .connect: connect()
             }
         }
+        armTimer()
         if isSettled {
             for waiter in settleWaiters { waiter.resume() }
             settleWaiters = []
@@ -314,56 +316,67 @@ public actor SyncClient {
         settleWaiters = []
     }
 
-    // MARK: Connection
+    // MARK: Time and connection
 
-    private func maintainConnection() async {
-        var failures = 0
-        while !closed, stopped == nil, !Task.isCancelled {
-            core.connecting()
-            carryOut()
-            var welcomed = false
-            do {
-                let connection = try await Transport.connect(configuration)
-                try await connection.executeThenClose { inbound, writer in
-                    let (queue, sink) = AsyncStream.makeStream(of: WireMessage.self)
-                    self.attach(connection.channel, sink)
-                    defer { sink.finish() }
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask {
-                            for await message in queue { try await writer.write(message) }
-                        }
-                        sink.yield(.hello(Hello(clientID: self.clientID, token: self.configuration.token)))
-                        for try await frame in inbound {
-                            let message = try frame.get()
-                            if case .welcome = message { welcomed = true; failures = 0 }
-                            self.receive(message)
-                        }
-                        sink.finish()
-                        group.cancelAll()
-                    }
-                }
-            } catch {
-                logger.debug("connection ended", metadata: ["error": "\(error)"])
-            }
-            detach()
-            guard !closed, stopped == nil, !Task.isCancelled else { break }
-            if !welcomed { failures += 1 }
-            let delay = backoff(failures: max(failures, 1))
-            core.disconnected(retryInMs: Int(delay.nanoseconds / 1_000_000))
-            carryOut()
-            try? await Task.sleep(for: delay)
-        }
-        if stopped == nil {
-            core.disconnected(retryInMs: nil)
-            carryOut()
+    /// The engine's clock: a monotonic one, from when this client opened.
+    private func now() -> Moment { Moment(nanoseconds: (ContinuousClock.now - clockOrigin).wholeNanoseconds) }
+
+    /// Keeps one timer armed for the engine's next deadline.
+    private func armTimer() {
+        let deadline = closed || stopped != nil ? nil : core.nextDeadline
+        guard deadline != armedDeadline else { return }
+        timerTask?.cancel()
+        armedDeadline = deadline
+        guard let deadline else { return timerTask = nil }
+        let instant = clockOrigin + .nanoseconds(deadline.nanoseconds)
+        timerTask = Task {
+            do { try await Task.sleep(until: instant, clock: .continuous) } catch { return }
+            self.timerFired(deadline)
         }
     }
 
-    /// Full jitter: uniform in [0, min(cap, base × 2^(failures − 1))].
-    private func backoff(failures: Int) -> Duration {
-        let base = configuration.reconnectBase.nanoseconds
-        let bound = min(configuration.reconnectCap.nanoseconds, base << min(failures - 1, 30))
-        return .nanoseconds(Int64.random(in: 0...max(bound, 1)))
+    private func timerFired(_ deadline: Moment) {
+        guard armedDeadline == deadline else { return }
+        armedDeadline = nil
+        core.handleTimeout(now: now())
+        carryOut()
+    }
+
+    /// One connection, from connecting to its end; then the engine schedules the next.
+    private func connect() {
+        guard !closed, stopped == nil, connectionTask == nil else { return }
+        core.connecting(now: now())
+        carryOut()
+        connectionTask = Task { await self.runConnection() }
+    }
+
+    private func runConnection() async {
+        do {
+            let connection = try await Transport.connect(configuration)
+            try await connection.executeThenClose { inbound, writer in
+                let (queue, sink) = AsyncStream.makeStream(of: WireMessage.self)
+                self.attach(connection.channel, sink)
+                defer { sink.finish() }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await message in queue { try await writer.write(message) }
+                    }
+                    sink.yield(.hello(Hello(clientID: self.clientID, token: self.configuration.token)))
+                    for try await frame in inbound {
+                        self.receive(try frame.get())
+                    }
+                    sink.finish()
+                    group.cancelAll()
+                }
+            }
+        } catch {
+            logger.debug("connection ended", metadata: ["error": "\(error)"])
+        }
+        detach()
+        connectionTask = nil
+        guard !closed, stopped == nil else { return }
+        core.disconnected(now: now())
+        carryOut()
     }
 
     private func attach(_ channel: any NIOCore.Channel, _ sink: AsyncStream<WireMessage>.Continuation) {
@@ -378,7 +391,7 @@ public actor SyncClient {
 
     private func receive(_ message: WireMessage) {
         if case .reject = message { lastRejectArrival = ContinuousClock.now }
-        core.received(message)
+        core.received(message, now: now())
         carryOut()
     }
 

@@ -45,15 +45,16 @@ actor CourseHub {
     /// batch is not answered, and its author resends it after reconnecting.
     func push(_ batch: Batch, from origin: ConnectionHandle) -> Bool {
         let key = ObjectIdentifier(origin)
-        guard let effects = core.push(batch, from: key) else { return false }
+        guard core.push(batch, from: key) else { return false }
         handles[key] = origin
-        perform(effects)
+        perform()
         return true
     }
 
     /// Stops accepting batches and returns once every queued batch is answered.
     func drain() async {
-        perform(core.drain())
+        core.drain()
+        perform()
         guard !idle else { return }
         await withCheckedContinuation { idleWaiters.append($0) }
     }
@@ -63,7 +64,8 @@ actor CourseHub {
     func subscribe(_ handle: ConnectionHandle, sinceSeq: CourseSeq) {
         let key = ObjectIdentifier(handle)
         handles[key] = handle
-        perform(core.subscribe(key, sinceSeq: sinceSeq))
+        core.subscribe(key, sinceSeq: sinceSeq)
+        perform()
     }
 
     func unsubscribe(_ handle: ConnectionHandle) {
@@ -77,11 +79,13 @@ actor CourseHub {
     /// A commit by another node became known (e.g. by a notification): catch every live
     /// subscriber up to it.
     func noteCommitted(upTo seq: CourseSeq) {
-        perform(core.noteCommitted(upTo: seq))
+        core.noteCommitted(upTo: seq)
+        perform()
     }
 
     private func committed(_ outcomes: [BatchOutcome]) {
-        perform(core.committed(outcomes))
+        core.committed(outcomes)
+        perform()
     }
 
     private func commitFailed(_ error: any Error) {
@@ -91,13 +95,14 @@ actor CourseHub {
         } else {
             logger.error("group commit failed", metadata: ["error": "\(error)"])
         }
-        perform(core.commitFailed(unknownCourse: unknownCourse))
+        core.commitFailed(unknownCourse: unknownCourse)
+        perform()
     }
 
     private func caughtUp(_ key: ObjectIdentifier, generation: Int, _ result: Result<CatchUp, any Error>) {
         switch result {
         case .success(let catchUp):
-            perform(core.caughtUp(key, generation: generation, catchUp))
+            core.caughtUp(key, generation: generation, catchUp)
         case .failure(let error):
             var unknownCourse = false
             if case StoreError.unknownCourse = error {
@@ -105,19 +110,23 @@ actor CourseHub {
             } else {
                 logger.error("catch-up failed", metadata: ["error": "\(error)"])
             }
-            perform(core.catchUpFailed(key, generation: generation, unknownCourse: unknownCourse))
+            core.catchUpFailed(key, generation: generation, unknownCourse: unknownCourse)
         }
+        perform()
         forgetIfUnused(key)
     }
 
     private func catchUpSent(_ key: ObjectIdentifier, generation: Int) {
-        perform(core.catchUpSent(key, generation: generation))
+        core.catchUpSent(key, generation: generation)
+        perform()
     }
 
     // MARK: - Effects
 
-    private func perform(_ effects: [HubCore<ObjectIdentifier>.Effect]) {
+    /// Carries out what the core decided, until it decides nothing more.
+    private func perform() {
         var released: [ObjectIdentifier] = []
+        while case let effects = core.takeEffects(), !effects.isEmpty {
         for effect in effects {
             switch effect {
             case .commit(let batches):
@@ -172,6 +181,7 @@ actor CourseHub {
                 idleWaiters = []
                 waiters.forEach { $0.resume() }
             }
+        }
         }
         for key in released { forgetIfUnused(key) }
     }

@@ -5,9 +5,14 @@ import SyncWire
 /// authors, diffs fanned out, subscribers caught up from the store and made live. ``CourseHub``
 /// drives it with the real store and outboxes; the simulator drives it with a fake store and network.
 ///
+/// Inputs are mutating methods; the effects they cause are collected and taken with
+/// ``takeEffects()`` (the same output style as ``ServerSession`` and the client's engine).
+///
 /// Order guarantees: the batches of one connection are answered in arrival order; a commit's `Ack`
-/// is sent before its `Diff`; every subscriber gets every commit once, in seq order, with no gap (a
-/// subscriber that would see a gap, because another node committed, is caught up from the store).
+/// is sent before its `Diff`, also when a catch-up read finds that diff before the commit returns;
+/// every subscriber gets every commit once, in seq order, with no gap (a subscriber that would see
+/// a gap, because another node committed, is caught up from the store), and whenever the hub learns
+/// of a later commit, from any source, every live subscriber behind it is caught up.
 public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
     /// What the driver must do. Effects that start work (`commit`, `loadCatchUp`, `sendCatchUp`)
     /// are answered later with the matching input.
@@ -42,6 +47,11 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
         /// The last read returned a full chunk: the log may hold more than this hub has seen
         /// committed (after a restart the hub has seen nothing), so read again before going live.
         var more = false
+        /// The last read stopped before the diff of this connection's own batch in the group being
+        /// committed: its `Ack` must go first, so the catch-up resumes once the group is answered.
+        var heldForGroup = false
+        /// The catch-up frames were sent while held: read on when the group is answered.
+        var waitingForGroup = false
     }
 
     struct Pending: Hashable, Sendable {
@@ -65,6 +75,7 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
     /// A commit announced by another node while a group commit was in flight (its own commit's
     /// announcement may overtake its broadcast); looked at once the group is answered.
     private var announcedSeq: CourseSeq = 0
+    private var effects: [Effect] = []
 
     public init(courseID: EntityID, maxGroupBatches: Int, catchUpChunk: Int) {
         precondition(maxGroupBatches > 0 && catchUpChunk > 0)
@@ -75,6 +86,12 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
 
     public var subscriberCount: Int { subscriptions.count }
 
+    /// What to do since the last call, in order.
+    public mutating func takeEffects() -> [Effect] {
+        defer { effects = [] }
+        return effects
+    }
+
     /// Whether the hub still needs `connection` (a subscription, or a batch not yet answered).
     public func references(_ connection: Connection) -> Bool {
         subscriptions[connection] != nil || queue.contains { $0.origin == connection }
@@ -83,96 +100,109 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
 
     // MARK: - Batches
 
-    /// Queues `batch`; `nil` if the hub no longer accepts batches (draining): the batch is not
+    /// Queues `batch`; `false` if the hub no longer accepts batches (draining): the batch is not
     /// answered, and its author resends it after reconnecting.
-    public mutating func push(_ batch: Batch, from origin: Connection) -> [Effect]? {
-        guard accepting else { return nil }
+    public mutating func push(_ batch: Batch, from origin: Connection) -> Bool {
+        guard accepting else { return false }
         queue.append(Pending(batch: batch, origin: origin))
-        var effects: [Effect] = []
         let weight = batch.ops.reduce(0) { $0 + $1.weight }
         if weight > Limits.progressThresholdOps {
             effects.append(.send(origin, .progress(Progress(courseID: courseID, batchSeq: batch.batchSeq, done: 0, total: UInt32(weight)))))
         }
-        if committing == nil { effects += startGroup() }
-        return effects
+        if committing == nil { startGroup() }
+        return true
     }
 
-    private mutating func startGroup() -> [Effect] {
-        guard committing == nil, !queue.isEmpty else { return [] }
+    private mutating func startGroup() {
+        guard committing == nil, !queue.isEmpty else { return }
         let group = Array(queue.prefix(maxGroupBatches))
         queue.removeFirst(group.count)
         committing = group
-        return [.commit(group.map(\.batch))]
+        effects.append(.commit(group.map(\.batch)))
     }
 
     /// The group committed: one outcome per batch, in order.
-    public mutating func committed(_ outcomes: [BatchOutcome]) -> [Effect] {
-        guard let group = committing else { return [] }
+    public mutating func committed(_ outcomes: [BatchOutcome]) {
+        guard let group = committing else { return }
         precondition(outcomes.count == group.count, "one outcome per batch")
         committing = nil
-        var effects: [Effect] = []
         for (pending, outcome) in zip(group, outcomes) {
-            effects += answer(pending, outcome)
+            answer(pending, outcome)
             effects.append(.release(pending.origin))
         }
-        return effects + groupEnded()
+        groupEnded()
     }
 
-    /// The store failed: nothing of the group was committed. Each author's connection is closed;
-    /// the clients resend after reconnecting, and exactly-once makes that safe.
-    public mutating func commitFailed(unknownCourse: Bool) -> [Effect] {
-        guard let group = committing else { return [] }
+    /// The store failed: nothing of the group was committed. For a course that does not exist each
+    /// batch is rejected with `UNKNOWN_COURSE` (every `Push` gets an `Ack` or a `Reject`); for any
+    /// other failure each author's connection is closed with `INTERNAL_ERROR`, and the clients
+    /// resend after reconnecting, which exactly-once makes safe.
+    public mutating func commitFailed(unknownCourse: Bool) {
+        guard let group = committing else { return }
         committing = nil
-        let error = unknownCourse ? ConnectionError(.unknownCourse, "course \(courseID) does not exist")
-            : ConnectionError(.internalError, "the server could not commit; reconnect and resend")
-        var effects: [Effect] = []
-        for pending in group { effects += [.close(pending.origin, error), .release(pending.origin)] }
-        return effects + groupEnded()
+        for pending in group {
+            if unknownCourse {
+                let rejection = Rejection(.unknownCourse, "course \(courseID) does not exist")
+                effects.append(.send(pending.origin, .reject(BatchRejection(courseID: courseID, batchSeq: pending.batch.batchSeq,
+                                                                            rejection: rejection))))
+            } else {
+                effects.append(.close(pending.origin, ConnectionError(.internalError, "the server could not commit; reconnect and resend")))
+            }
+            effects.append(.release(pending.origin))
+        }
+        groupEnded()
     }
 
-    private mutating func groupEnded() -> [Effect] {
-        var effects = startGroup()
+    private mutating func groupEnded() {
+        // Catch-ups that stopped before a diff of this group read on: its acks are out.
+        for connection in subscriptions.keys.sorted() where subscriptions[connection]!.heldForGroup {
+            subscriptions[connection]!.heldForGroup = false
+            if subscriptions[connection]!.waitingForGroup {
+                subscriptions[connection]!.waitingForGroup = false
+                effects.append(.loadCatchUp(connection, generation: subscriptions[connection]!.generation,
+                                            after: subscriptions[connection]!.cursor))
+            }
+        }
+        startGroup()
         if committing == nil {
-            if announcedSeq > lastSeq { effects += catchUpLiveSubscribers(to: announcedSeq) }
+            if announcedSeq > lastSeq { catchUpLiveSubscribers(to: announcedSeq) }
             if draining { effects.append(.idle) }
         }
-        return effects
     }
 
-    private mutating func answer(_ pending: Pending, _ outcome: BatchOutcome) -> [Effect] {
+    private mutating func answer(_ pending: Pending, _ outcome: BatchOutcome) {
         let batch = pending.batch
         switch outcome {
         case .committed(let commit):
-            var effects: [Effect] = []
             let weight = batch.ops.reduce(0) { $0 + $1.weight }
             if weight > Limits.progressThresholdOps {
                 effects.append(.send(pending.origin, .progress(Progress(courseID: courseID, batchSeq: batch.batchSeq,
                                                                         done: UInt32(weight), total: UInt32(weight)))))
             }
             effects.append(.send(pending.origin, .ack(commit.ack)))
-            return effects + broadcast(commit.diff)
+            broadcast(commit.diff)
         case .replayed(let ack):
-            return [.send(pending.origin, .ack(ack))]
+            effects.append(.send(pending.origin, .ack(ack)))
         case .rejected(let rejection):
-            return [.send(pending.origin, .reject(BatchRejection(courseID: courseID, batchSeq: batch.batchSeq, rejection: rejection)))]
+            effects.append(.send(pending.origin, .reject(BatchRejection(courseID: courseID, batchSeq: batch.batchSeq, rejection: rejection))))
         }
     }
 
     /// Stops accepting batches; `.idle` comes once every queued batch is answered (at once if none is).
-    public mutating func drain() -> [Effect] {
+    public mutating func drain() {
         accepting = false
         draining = true
-        return committing == nil && queue.isEmpty ? [.idle] : []
+        if committing == nil && queue.isEmpty { effects.append(.idle) }
     }
 
     // MARK: - Subscriptions
 
     /// Catches `connection` up from `sinceSeq` (diffs, or a snapshot), then `Subscribed`, then live.
     /// Subscribing again restarts the catch-up from the new cursor.
-    public mutating func subscribe(_ connection: Connection, sinceSeq: CourseSeq) -> [Effect] {
+    public mutating func subscribe(_ connection: Connection, sinceSeq: CourseSeq) {
         nextGeneration += 1
         subscriptions[connection] = Subscription(cursor: sinceSeq, generation: nextGeneration)
-        return [.loadCatchUp(connection, generation: nextGeneration, after: sinceSeq)]
+        effects.append(.loadCatchUp(connection, generation: nextGeneration, after: sinceSeq))
     }
 
     public mutating func unsubscribe(_ connection: Connection) {
@@ -184,10 +214,10 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
         subscriptions[connection] = nil
     }
 
-    private mutating func broadcast(_ diff: Diff) -> [Effect] {
+    private mutating func broadcast(_ diff: Diff) {
         lastSeq = max(lastSeq, diff.seq)
-        var effects: [Effect] = []
         var recipients: [Connection] = []
+        var gaps: [Effect] = []
         // In connection order, so that a simulation replays exactly.
         for connection in subscriptions.keys.sorted() {
             let subscription = subscriptions[connection]!
@@ -195,84 +225,117 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
             guard diff.seq == subscription.cursor + 1 else {
                 // Another node committed in between: fill the gap from the store.
                 subscriptions[connection]?.live = false
-                effects.append(.loadCatchUp(connection, generation: subscription.generation, after: subscription.cursor))
+                gaps.append(.loadCatchUp(connection, generation: subscription.generation, after: subscription.cursor))
                 continue
             }
             subscriptions[connection]?.cursor = diff.seq
             recipients.append(connection)
         }
-        if !recipients.isEmpty { effects.insert(.broadcast(diff, to: recipients), at: 0) }
-        return effects
+        if !recipients.isEmpty { effects.append(.broadcast(diff, to: recipients)) }
+        effects += gaps
     }
 
-    /// A commit by another node became known (e.g. by a notification): catch every live
+    /// A commit became known by other means than this hub's own group (another node's
+    /// notification, a periodic check of the store, a subscriber's catch-up read): catch every live
     /// subscriber up to it.
-    public mutating func noteCommitted(upTo seq: CourseSeq) -> [Effect] {
-        guard seq > lastSeq else { return [] }
+    public mutating func noteCommitted(upTo seq: CourseSeq) {
+        guard seq > lastSeq else { return }
         if committing != nil {
+            // Its own commit's announcement may overtake the group's answer: look once answered.
             announcedSeq = max(announcedSeq, seq)
-            return []
+            return
         }
-        return catchUpLiveSubscribers(to: seq)
+        catchUpLiveSubscribers(to: seq)
     }
 
-    private mutating func catchUpLiveSubscribers(to seq: CourseSeq) -> [Effect] {
-        guard seq > lastSeq else { return [] }
+    private mutating func catchUpLiveSubscribers(to seq: CourseSeq) {
+        guard seq > lastSeq else { return }
         lastSeq = seq
-        var effects: [Effect] = []
         for connection in subscriptions.keys.sorted() {
             let subscription = subscriptions[connection]!
             guard subscription.live, subscription.cursor < seq else { continue }
             subscriptions[connection]?.live = false
             effects.append(.loadCatchUp(connection, generation: subscription.generation, after: subscription.cursor))
         }
-        return effects
     }
 
     /// The store answered a ``Effect/loadCatchUp(_:generation:after:)``.
-    public mutating func caughtUp(_ connection: Connection, generation: Int, _ result: CatchUp) -> [Effect] {
+    public mutating func caughtUp(_ connection: Connection, generation: Int, _ result: CatchUp) {
         // The subscription may have been dropped or restarted while the store was read.
-        guard var current = subscriptions[connection], current.generation == generation else { return [] }
+        guard var current = subscriptions[connection], current.generation == generation else { return }
         var messages: [WireMessage] = []
         switch result {
         case .snapshot(let state):
-            messages = Self.snapshotParts(of: state).map(WireMessage.snapshot)
-            current.cursor = state.seq
+            if mayHoldUnanswered(state, for: connection) {
+                // Possibly taken after the store committed this connection's batch, before the
+                // hub heard back: it must not reach the author before the batch's Ack.
+                current.heldForGroup = true
+            } else {
+                messages = Self.snapshotParts(of: state).map(WireMessage.snapshot)
+                current.cursor = state.seq
+            }
             current.more = false
         case .diffs(let diffs):
+            current.more = diffs.count >= catchUpChunk
             for diff in diffs where diff.seq == current.cursor + 1 {
+                if isUnanswered(diff.origin, from: connection) {
+                    current.heldForGroup = true
+                    current.more = false
+                    break
+                }
                 messages.append(.diff(diff))
                 current.cursor = diff.seq
             }
-            current.more = diffs.count >= catchUpChunk
         }
         subscriptions[connection] = current
-        return [.sendCatchUp(connection, generation: generation, messages)]
+        effects.append(.sendCatchUp(connection, generation: generation, messages))
     }
 
-    public mutating func catchUpFailed(_ connection: Connection, generation: Int, unknownCourse: Bool) -> [Effect] {
-        guard subscriptions[connection]?.generation == generation else { return [] }
+    /// Whether `origin` is a batch `connection` pushed that is in the group being committed.
+    private func isUnanswered(_ origin: BatchOrigin, from connection: Connection) -> Bool {
+        committing?.contains { $0.origin == connection && $0.batch.clientID == origin.clientID && $0.batch.batchSeq == origin.batchSeq } ?? false
+    }
+
+    /// A snapshot may hold the effect of the group being committed; the author must wait for it
+    /// when any of its batches is in that group and the snapshot is at or past the hub's last seq.
+    private func mayHoldUnanswered(_ state: CourseState, for connection: Connection) -> Bool {
+        state.seq > lastSeq && (committing?.contains { $0.origin == connection } ?? false)
+    }
+
+    public mutating func catchUpFailed(_ connection: Connection, generation: Int, unknownCourse: Bool) {
+        guard subscriptions[connection]?.generation == generation else { return }
         subscriptions[connection] = nil
-        return [.close(connection, unknownCourse ? ConnectionError(.unknownCourse, "course \(courseID) does not exist")
-                                                 : ConnectionError(.internalError, "the server could not read the course; reconnect"))]
+        effects.append(.close(connection, unknownCourse ? ConnectionError(.unknownCourse, "course \(courseID) does not exist")
+                                                        : ConnectionError(.internalError, "the server could not read the course; reconnect")))
     }
 
     /// The catch-up frames are queued and there is room for more: go live, or read on.
-    public mutating func catchUpSent(_ connection: Connection, generation: Int) -> [Effect] {
-        guard var current = subscriptions[connection], current.generation == generation else { return [] }
-        lastSeq = max(lastSeq, current.cursor)
-        guard current.cursor >= lastSeq, !current.more else {
-            return [.loadCatchUp(connection, generation: generation, after: current.cursor)]
+    public mutating func catchUpSent(_ connection: Connection, generation: Int) {
+        guard var current = subscriptions[connection], current.generation == generation else { return }
+        if current.heldForGroup {
+            // The rest waits for this connection's Ack (``groupEnded()``).
+            subscriptions[connection]!.waitingForGroup = true
+            return
+        }
+        // A read that reached past what the hub knew tells of commits the other live subscribers
+        // have not been sent: catch them up too.
+        if current.cursor > lastSeq {
+            if committing != nil {
+                announcedSeq = max(announcedSeq, current.cursor)
+            } else {
+                catchUpLiveSubscribers(to: current.cursor)
+            }
+        }
+        guard current.cursor >= max(lastSeq, announcedSeq), !current.more else {
+            return effects.append(.loadCatchUp(connection, generation: generation, after: current.cursor))
         }
         // From here until the next commit's broadcast nothing waits, so no commit can slip past.
         current.live = true
-        var effects: [Effect] = []
         if !current.announced {
             current.announced = true
             effects.append(.send(connection, .subscribed(courseID: courseID, seq: current.cursor)))
         }
         subscriptions[connection] = current
-        return effects
     }
 
     /// Splits a snapshot into parts of about ``Limits/snapshotPartBytes``, each repeating the course row.

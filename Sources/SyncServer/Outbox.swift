@@ -4,42 +4,38 @@ import SyncModel
 import SyncWire
 
 /// What a connection's writer sends next.
-public enum Outgoing: Sendable {
-    /// An encoded `Envelope` (without the length prefix). A diff is encoded once and shared by every
-    /// subscriber's outbox.
-    case frame(ByteBuffer)
-    /// Send `Error{code}`, then close.
-    case close(ConnectionError)
-}
+public typealias Outgoing = OutboxQueue<ByteBuffer>.Item
 
-/// A connection's bounded queue of outgoing frames. Fan-out never waits on it: a frame that does
-/// not fit marks the outbox overflowed, and the connection is closed with `SLOW_CONSUMER` (the
-/// client resumes from its cursor), so one slow reader cannot stall a course. Catch-up, which
-/// produces many frames for one reader, waits for space instead.
+/// A connection's bounded queue of outgoing frames: ``OutboxQueue``'s policy behind a lock, with
+/// the waits the NIO driver needs. Fan-out never waits on it: a frame that does not fit ends the
+/// queue with `SLOW_CONSUMER` (the client resumes from its cursor), so one slow reader cannot stall
+/// a course. Catch-up, which produces many frames for one reader, waits for room instead.
+///
+/// There is one writer (``next()``). While the socket is not writable it waits in
+/// ``waitForWrite(_:)``, which a close also ends, so a queued `Error` overtakes a stalled writer and
+/// is the last frame written, behind only what the socket already holds.
 public final class Outbox: Sendable {
     public let capacity: Int
 
     private struct State {
-        var queue = CircularBuffer<Outgoing>()
+        var queue: OutboxQueue<ByteBuffer>
         var reader: CheckedContinuation<Outgoing?, Never>?
         var spaceWaiters: [CheckedContinuation<Void, Never>] = []
-        var finished = false
-        var closing = false
+        var stalled: CheckedContinuation<Void, Never>?
     }
 
-    private let state = NIOLockedValueBox(State())
+    private let state: NIOLockedValueBox<State>
     private let onOverflow: @Sendable () -> Void
 
-    /// - Parameter onOverflow: called once, when a frame does not fit. The writer may be stuck
-    ///   behind a peer that reads nothing, so this is where the driver arranges the close.
+    /// - Parameter onOverflow: called once, when a frame does not fit (for counting).
     public init(capacity: Int, onOverflow: @escaping @Sendable () -> Void = {}) {
-        precondition(capacity > 1)
         self.capacity = capacity
+        state = NIOLockedValueBox(State(queue: OutboxQueue(capacity: capacity)))
         self.onOverflow = onOverflow
     }
 
-    /// Queues a frame. Returns `false` if the outbox is full (the connection is then closed with
-    /// `SLOW_CONSUMER`) or already closing.
+    /// Queues a frame. Returns `false` if the outbox overflowed (the connection is then closed
+    /// with `SLOW_CONSUMER`) or is already closing.
     @discardableResult
     public func send(_ message: WireMessage) -> Bool {
         send(encoded: ByteBuffer(bytes: message.payload()))
@@ -48,93 +44,77 @@ public final class Outbox: Sendable {
     /// Queues an already encoded frame; see ``send(_:)``.
     @discardableResult
     public func send(encoded payload: ByteBuffer) -> Bool {
-        let (accepted, overflowed) = enqueue(.frame(payload))
-        if overflowed {
-            close(ConnectionError(.slowConsumer, "the connection did not read fast enough and fell \(capacity) frames behind; reconnect and resubscribe from your cursor"),
-                  force: true)
-            onOverflow()
-        }
-        return accepted
+        let outcome = update { $0.enqueue(payload) }
+        if outcome == .overflowed { onOverflow() }
+        return outcome == .queued
     }
 
     /// Queues a frame, first waiting while the outbox is full (for catch-up, which may send many
     /// frames to one reader). Returns `false` if the outbox is closing.
     @discardableResult
     public func sendWaiting(_ message: WireMessage) async -> Bool {
+        let payload = ByteBuffer(bytes: message.payload())
         while true {
-            let full = state.withLockedValue { $0.queue.count >= capacity }
-            if !full { return send(message) }
-            await waitForSpace()
-            if isClosing { return false }
+            switch update({ $0.enqueue(payload, waiting: true) }) {
+            case .queued: return true
+            case .refused, .overflowed: return false
+            case .full: await waitForSpace()
+            }
         }
     }
 
     /// Queues `Error{code}` and the close after what is already queued (or, with `force`, instead
-    /// of it). Later frames are dropped.
+    /// of it). Later frames are dropped; only the first close counts.
     public func close(_ error: ConnectionError, force: Bool = false) {
-        let (reader, waiters): (CheckedContinuation<Outgoing?, Never>?, [CheckedContinuation<Void, Never>]) = state.withLockedValue { state in
-            guard !state.closing, !state.finished else { return (nil, []) }
-            state.closing = true
-            if force { state.queue.removeAll() }
-            state.queue.append(.close(error))
-            defer {
-                state.reader = nil
-                state.spaceWaiters = []
-            }
-            let reader = state.reader.map { reader in
-                _ = state.queue.popFirst()
-                return reader
-            }
-            return (reader, state.spaceWaiters)
-        }
-        waiters.forEach { $0.resume() }
-        reader?.resume(returning: .close(error))
+        update { $0.close(error, discardingQueued: force) }
     }
 
     /// Ends the outbox at once, dropping what is queued: the writer's ``next()`` returns `nil`.
     public func finish() {
-        let (reader, waiters) = state.withLockedValue { state in
-            state.finished = true
-            state.queue.removeAll()
-            defer {
-                state.reader = nil
-                state.spaceWaiters = []
-            }
-            return (state.reader, state.spaceWaiters)
-        }
-        reader?.resume(returning: nil)
-        waiters.forEach { $0.resume() }
+        update { $0.abandon() }
     }
 
-    public var isClosing: Bool { state.withLockedValue { $0.closing || $0.finished } }
+    public var isClosing: Bool { state.withLockedValue { $0.queue.isClosing } }
 
     /// The next item for the writer; `nil` when the outbox is finished.
     public func next() async -> Outgoing? {
         await withCheckedContinuation { (continuation: CheckedContinuation<Outgoing?, Never>) in
-            let (item, ready, waiters): (Outgoing?, Bool, [CheckedContinuation<Void, Never>]) = state.withLockedValue { state in
-                if state.finished { return (nil, true, []) }
-                guard let item = state.queue.popFirst() else {
-                    precondition(state.reader == nil, "one writer per outbox")
-                    state.reader = continuation
-                    return (nil, false, [])
-                }
-                var released: [CheckedContinuation<Void, Never>] = []
-                if state.queue.count <= capacity / 2 {
-                    released = state.spaceWaiters
-                    state.spaceWaiters = []
-                }
-                return (item, true, released)
+            let ready: (Outgoing?, Bool)? = state.withLockedValue { state in
+                if let item = state.queue.next() { return (item, true) }
+                if state.queue.isFinished { return (nil, true) }
+                precondition(state.reader == nil, "one writer per outbox")
+                state.reader = continuation
+                return nil
             }
-            waiters.forEach { $0.resume() }
-            if ready { continuation.resume(returning: item) }
+            wake()
+            if let (item, _) = ready { continuation.resume(returning: item) }
         }
     }
 
-    /// Returns once the queue is at most half full (or the outbox is closing).
+    /// Waits until `write` completes or a close is queued, whichever is first: the writer's pause
+    /// while the socket is not writable.
+    public func waitForWrite(_ write: EventLoopFuture<Void>) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let waiting = state.withLockedValue { state in
+                guard !state.queue.isClosing else { return false }
+                state.stalled = continuation
+                return true
+            }
+            guard waiting else { return continuation.resume() }
+            write.whenComplete { _ in
+                self.state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+                    defer { state.stalled = nil }
+                    return state.stalled
+                }?.resume()
+            }
+        }
+    }
+
+    /// Returns once the queue has room for catch-up (at most half full), or is closing.
     public func waitForSpace() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let ready = state.withLockedValue { state in
-                if state.finished || state.closing || state.queue.count <= capacity / 2 { return true }
+                if state.queue.hasRoom { return true }
                 state.spaceWaiters.append(continuation)
                 return false
             }
@@ -142,18 +122,42 @@ public final class Outbox: Sendable {
         }
     }
 
-    private func enqueue(_ item: Outgoing) -> (accepted: Bool, overflowed: Bool) {
-        let result: (Bool, Bool, CheckedContinuation<Outgoing?, Never>?) = state.withLockedValue { state in
-            guard !state.closing, !state.finished else { return (false, false, nil) }
-            if let reader = state.reader {
-                state.reader = nil
-                return (true, false, reader)
+    /// Applies `change` to the queue and wakes whoever it concerns.
+    private func update<T>(_ change: (inout OutboxQueue<ByteBuffer>) -> T) -> T {
+        let result = state.withLockedValue { change(&$0.queue) }
+        wake()
+        return result
+    }
+
+    /// Hands the next item to a waiting writer, ends a stalled write wait on a close, and releases
+    /// catch-up waiters when there is room.
+    private func wake() {
+        let (reader, item, stalled, spaceWaiters): (CheckedContinuation<Outgoing?, Never>?, Outgoing?, CheckedContinuation<Void, Never>?, [CheckedContinuation<Void, Never>]) = state.withLockedValue { state in
+            var reader: CheckedContinuation<Outgoing?, Never>?
+            var item: Outgoing?
+            if let waiting = state.reader {
+                if let next = state.queue.next() {
+                    (reader, item) = (waiting, next)
+                    state.reader = nil
+                } else if state.queue.isFinished {
+                    reader = waiting
+                    state.reader = nil
+                }
             }
-            guard state.queue.count < capacity else { return (false, true, nil) }
-            state.queue.append(item)
-            return (true, false, nil)
+            var stalled: CheckedContinuation<Void, Never>?
+            if state.queue.isClosing {
+                stalled = state.stalled
+                state.stalled = nil
+            }
+            var released: [CheckedContinuation<Void, Never>] = []
+            if state.queue.hasRoom {
+                released = state.spaceWaiters
+                state.spaceWaiters = []
+            }
+            return (reader, item, stalled, released)
         }
-        result.2?.resume(returning: item)
-        return (result.0, result.1)
+        reader?.resume(returning: item)
+        stalled?.resume()
+        spaceWaiters.forEach { $0.resume() }
     }
 }

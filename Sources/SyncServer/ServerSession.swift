@@ -2,9 +2,11 @@ import Foundation
 import SyncModel
 import SyncWire
 
-/// One connection's protocol logic, without I/O: messages in, actions out. It enforces the
-/// handshake, authentication, authorization and message directions of `protocol/README.md`; the
-/// driver (``SyncServer``) carries out the actions.
+/// One connection's protocol logic, without I/O: frames, timeouts and the close go in; actions come
+/// out (``takeActions()``). It enforces the handshake, authentication, authorization and message
+/// directions of `protocol/README.md`, keeps the connection's subscriptions, and owns its timers:
+/// the handshake deadline and the heartbeat rule (``Heartbeat``). The driver (``SyncServer``, or
+/// the simulator) carries out the actions and calls ``handleTimeout(now:)`` at ``nextDeadline``.
 public struct ServerSession: Sendable {
     public enum State: Hashable, Sendable {
         case awaitingHello
@@ -14,9 +16,12 @@ public struct ServerSession: Sendable {
 
     /// What the driver must do, in order.
     public enum Action: Hashable, Sendable {
+        /// Queue a frame in the connection's outbox.
         case send(WireMessage)
-        /// Send `Error{code}` and close the connection.
+        /// Queue `Error{code}` as the last frame, then close the connection.
         case close(ConnectionError)
+        /// The handshake succeeded: the connection can now subscribe and push (comes before `Welcome`'s send).
+        case ready(ClientID)
         case subscribe(courseID: EntityID, sinceSeq: CourseSeq)
         case unsubscribe(courseID: EntityID)
         /// Hand the batch to its course for commit; the answer goes back on this connection.
@@ -24,12 +29,26 @@ public struct ServerSession: Sendable {
     }
 
     public private(set) var state: State = .awaitingHello
+    /// The courses this connection is subscribed to.
+    public private(set) var subscriptions: Set<EntityID> = []
     let authority: TokenAuthority
     let welcome: Welcome
+    /// Before `Hello`: the moment the connection is closed if none came.
+    private var helloDeadline: Moment?
+    /// After `Welcome`: the heartbeat rule.
+    private var heartbeat: Heartbeat?
+    private let heartbeatInterval: Duration
+    private var actions: [Action] = []
 
-    public init(authority: TokenAuthority, welcome: Welcome) {
+    /// - Parameters:
+    ///   - welcome: what the handshake answers; its `heartbeat_interval_ms` is the interval this side keeps too.
+    ///   - now: when the connection was accepted. A peer that sends no `Hello` within one heartbeat
+    ///     interval is closed with `IDLE_TIMEOUT` (and is not pinged: it has not spoken the protocol yet).
+    public init(authority: TokenAuthority, welcome: Welcome, now: Moment) {
         self.authority = authority
         self.welcome = welcome
+        heartbeatInterval = .milliseconds(Int64(max(welcome.heartbeatIntervalMs, 1)))
+        helloDeadline = now + heartbeatInterval
     }
 
     public var clientID: ClientID? {
@@ -37,81 +56,128 @@ public struct ServerSession: Sendable {
         return nil
     }
 
-    /// Handles one decoded frame (or the reason it did not decode).
-    public mutating func receive(_ input: Result<WireMessage, WireError>, now: Date) -> [Action] {
-        switch (state, input) {
-        case (.closed, _):
-            return []
-        case (_, .failure(.invalidBatch(let courseID, let batchSeq, let rejection))) where clientID != nil:
-            // Bad text inside an op: the batch is rejected, the connection stays up.
-            return [.send(.reject(BatchRejection(courseID: courseID, batchSeq: batchSeq, rejection: rejection)))]
-        case (_, .failure(let error)):
-            return close(ConnectionError(error.code, error.description))
-        case (.awaitingHello, .success(.hello(let hello))):
-            return handshake(hello, now: now)
-        case (.awaitingHello, .success(let message)):
-            return close(ConnectionError(.unexpectedMessage, "the first message must be Hello, not \(Self.kind(message))"))
-        case (.ready(let clientID, let principal), .success(let message)):
-            return handle(message, clientID: clientID, principal: principal, now: now)
+    /// What to do since the last call, in order.
+    public mutating func takeActions() -> [Action] {
+        defer { actions = [] }
+        return actions
+    }
+
+    /// When ``handleTimeout(now:)`` next has something to do (`nil` once closed).
+    public var nextDeadline: Moment? {
+        switch state {
+        case .closed: nil
+        case .awaitingHello: helloDeadline
+        case .ready: heartbeat?.deadline
         }
     }
 
-    /// The driver closed the connection (or lost it).
-    public mutating func closed() { state = .closed }
-
-    private mutating func close(_ error: ConnectionError) -> [Action] {
-        state = .closed
-        return [.close(error)]
+    /// The driver's timer fired: ping a quiet peer, close a silent one.
+    public mutating func handleTimeout(now: Moment) {
+        switch state {
+        case .closed:
+            return
+        case .awaitingHello:
+            if let helloDeadline, now >= helloDeadline {
+                close(ConnectionError(.idleTimeout, "no Hello within \(heartbeatInterval.wholeMilliseconds) ms of connecting"))
+            }
+        case .ready:
+            switch heartbeat?.fire(now: now) {
+            case .ping: actions.append(.send(.ping(nonce: UInt64(bitPattern: now.nanoseconds) | 1)))
+            case .timeout: close(ConnectionError(.idleTimeout, "nothing received for \(heartbeat!.timeout.wholeMilliseconds / 1000) s"))
+            case nil: break
+            }
+        }
     }
 
-    private mutating func handshake(_ hello: Hello, now: Date) -> [Action] {
+    /// Handles one decoded frame (or the reason it did not decode). `now` is the monotonic clock
+    /// (heartbeats); `date` the wall clock (token expiry).
+    public mutating func receive(_ input: Result<WireMessage, WireError>, now: Moment, date: Date) {
+        heartbeat?.received(now: now)
+        switch (state, input) {
+        case (.closed, _):
+            return
+        case (_, .failure(.invalidBatch(let courseID, let batchSeq, let rejection))) where clientID != nil:
+            // Bad text inside an op: the batch is rejected, the connection stays up.
+            actions.append(.send(.reject(BatchRejection(courseID: courseID, batchSeq: batchSeq, rejection: rejection))))
+        case (_, .failure(let error)):
+            close(ConnectionError(error.code, error.description))
+        case (.awaitingHello, .success(.hello(let hello))):
+            handshake(hello, now: now, date: date)
+        case (.awaitingHello, .success(let message)):
+            close(ConnectionError(.unexpectedMessage, "the first message must be Hello, not \(Self.kind(message))"))
+        case (.ready(_, let principal), .success(let message)):
+            handle(message, principal: principal, date: date)
+        }
+    }
+
+    /// The connection is gone (closed by either side): the session ends, and the driver is told
+    /// to unsubscribe from every course it was subscribed to.
+    public mutating func closed() {
+        state = .closed
+        for courseID in subscriptions.sorted() { actions.append(.unsubscribe(courseID: courseID)) }
+        subscriptions = []
+    }
+
+    private mutating func close(_ error: ConnectionError) {
+        state = .closed
+        actions.append(.close(error))
+        for courseID in subscriptions.sorted() { actions.append(.unsubscribe(courseID: courseID)) }
+        subscriptions = []
+    }
+
+    private mutating func handshake(_ hello: Hello, now: Moment, date: Date) {
         guard WireProtocol.supportedVersions.contains(hello.protocolVersion) else {
             let supported = WireProtocol.supportedVersions
             return close(ConnectionError(.unsupportedProtocolVersion,
                                          "protocol version \(hello.protocolVersion) is not supported; this server speaks \(supported.lowerBound)...\(supported.upperBound)"))
         }
-        switch authority.verify(hello.token, now: now) {
+        switch authority.verify(hello.token, now: date) {
         case .failure(let error):
-            return close(error)
+            close(error)
         case .success(let principal):
             state = .ready(hello.clientID, principal)
-            return [.send(.welcome(welcome))]
+            helloDeadline = nil
+            heartbeat = Heartbeat(interval: heartbeatInterval, now: now)
+            actions.append(.ready(hello.clientID))
+            actions.append(.send(.welcome(welcome)))
         }
     }
 
-    private mutating func handle(_ message: WireMessage, clientID: ClientID, principal: Principal, now: Date) -> [Action] {
+    private mutating func handle(_ message: WireMessage, principal: Principal, date: Date) {
         switch message {
         case .subscribe(let courseID, let sinceSeq):
-            if let expired = expiry(principal, now: now) { return close(expired) }
+            if let expired = expiry(principal, date: date) { return close(expired) }
             guard principal.role(in: courseID) != nil else {
                 return close(ConnectionError(.forbidden, "the token gives no access to course \(courseID)"))
             }
-            return [.subscribe(courseID: courseID, sinceSeq: sinceSeq)]
+            subscriptions.insert(courseID)
+            actions.append(.subscribe(courseID: courseID, sinceSeq: sinceSeq))
         case .unsubscribe(let courseID):
-            return [.unsubscribe(courseID: courseID)]
+            guard subscriptions.remove(courseID) != nil else { return }
+            actions.append(.unsubscribe(courseID: courseID))
         case .push(let push):
-            if let expired = expiry(principal, now: now) { return close(expired) }
+            if let expired = expiry(principal, date: date) { return close(expired) }
             guard principal.role(in: push.courseID) == .editor else {
                 let reason = principal.role(in: push.courseID) == .viewer
                     ? "a viewer of course \(push.courseID) may not edit it"
                     : "the token gives no access to course \(push.courseID)"
-                return [.send(.reject(BatchRejection(courseID: push.courseID, batchSeq: push.batchSeq,
-                                                     rejection: Rejection(.forbidden, reason))))]
+                return actions.append(.send(.reject(BatchRejection(courseID: push.courseID, batchSeq: push.batchSeq,
+                                                                   rejection: Rejection(.forbidden, reason)))))
             }
-            return [.push(push.batch(from: clientID))]
+            actions.append(.push(push.batch(from: clientID!)))
         case .ping(let nonce):
-            return [.send(.pong(nonce: nonce))]
+            actions.append(.send(.pong(nonce: nonce)))
         case .pong:
-            return []
+            break
         case .hello:
-            return close(ConnectionError(.unexpectedMessage, "Hello was already received"))
+            close(ConnectionError(.unexpectedMessage, "Hello was already received"))
         case .welcome, .error, .subscribed, .snapshot, .diff, .ack, .reject, .progress:
-            return close(ConnectionError(.unexpectedMessage, "\(Self.kind(message)) is sent by servers, not clients"))
+            close(ConnectionError(.unexpectedMessage, "\(Self.kind(message)) is sent by servers, not clients"))
         }
     }
 
-    private func expiry(_ principal: Principal, now: Date) -> ConnectionError? {
-        principal.expires > now ? nil : ConnectionError(.tokenExpired, "the token expired at \(principal.expires); reconnect with a new one")
+    private func expiry(_ principal: Principal, date: Date) -> ConnectionError? {
+        principal.expires > date ? nil : ConnectionError(.tokenExpired, "the token expired at \(principal.expires); reconnect with a new one")
     }
 
     static func kind(_ message: WireMessage) -> String {

@@ -23,6 +23,9 @@ public struct ServerConfiguration: Sendable {
     public var maxGroupBatches: Int
     /// Diffs read from the store per catch-up step.
     public var catchUpChunk: Int
+    /// How long a closing connection waits for its last frame (the `Error`) to be read and for the
+    /// peer to close its side; `nil`: one heartbeat interval.
+    public var closeTimeout: TimeAmount?
 
     public init(host: String = "127.0.0.1", port: Int = 7420, serverID: String = ProcessInfo.processInfo.hostName,
                 heartbeatInterval: TimeAmount = .seconds(15), outboxFrames: Int = 4096, maxInFlightPushes: Int = 64,
@@ -36,6 +39,8 @@ public struct ServerConfiguration: Sendable {
         self.maxGroupBatches = maxGroupBatches
         self.catchUpChunk = catchUpChunk
     }
+
+    var effectiveCloseTimeout: TimeAmount { closeTimeout ?? heartbeatInterval }
 }
 
 /// The sync server: a TCP listener speaking the protocol of `protocol/README.md` over a
@@ -149,12 +154,10 @@ public final class SyncServer: Service, Sendable {
     }
 
     private func configure(_ pipeline: ChannelPipeline.SynchronousOperations) throws {
+        try pipeline.addHandler(LingeringClose())
         try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: Limits.maxClientFrameBytes,
                                                                   firstFrameMaxBytes: Limits.maxHandshakeFrameBytes)))
         try pipeline.addHandler(MessageToByteHandler(FrameEncoder(maxFrameBytes: Limits.maxServerFrameBytes)))
-        let interval = configuration.heartbeatInterval
-        try pipeline.addHandler(IdleStateHandler(readTimeout: interval * 3, writeTimeout: interval))
-        try pipeline.addHandler(HeartbeatHandler(idleTimeout: interval * 3))
     }
 
     private func hub(for courseID: EntityID) -> CourseHub {
@@ -173,29 +176,76 @@ public final class SyncServer: Service, Sendable {
         await hub.noteCommitted(upTo: seq)
     }
 
+    /// Reads the seq of every course this node has subscribers for and catches their hubs up to
+    /// it: for commits no notification told of (see ``CommitWatch``).
+    public func checkStore() async {
+        let hubs = state.withLockedValue { $0.hubs.sorted { $0.key < $1.key } }
+        for (courseID, hub) in hubs where await hub.subscriberCount > 0 {
+            do {
+                if let seq = try await store.courseSeq(courseID) { await hub.noteCommitted(upTo: seq) }
+            } catch {
+                logger.warning("could not read a course's seq", metadata: ["course": "\(courseID)", "error": "\(error)"])
+            }
+        }
+    }
+
     // MARK: - One connection
 
     /// The writer: drains the outbox to the socket. While the socket is not writable it waits for
-    /// the last write, so the outbox fills up behind a slow reader (and overflows, see ``Outbox``).
-    /// The `Error` frame before a close gets `closeTimeout` to reach the peer.
+    /// the last write (or a close), so the outbox fills up behind a slow reader and overflows (see
+    /// ``Outbox``). The `Error` that ends an outbox is the last frame written.
     private static func write(_ outbox: Outbox, to channel: any Channel, closeTimeout: TimeAmount, logger: Logger) async {
         while let item = await outbox.next() {
             switch item {
             case .frame(let payload):
                 let written = channel.eventLoop.makePromise(of: Void.self)
                 channel.writeAndFlush(payload, promise: written)
-                if !channel.isWritable {
-                    do { try await written.futureResult.get() } catch { return }
-                }
+                if !channel.isWritable { await outbox.waitForWrite(written.futureResult) }
             case .close(let error):
                 logger.debug("closing connection", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
-                let deadline = channel.eventLoop.scheduleTask(in: closeTimeout) { channel.close(promise: nil) }
-                let written = channel.eventLoop.makePromise(of: Void.self)
-                channel.writeAndFlush(ByteBuffer(bytes: WireMessage.error(error).payload()), promise: written)
-                try? await written.futureResult.get()
-                deadline.cancel()
-                try? await channel.close()
+                await close(channel, after: error, timeout: closeTimeout)
                 return
+            }
+        }
+    }
+
+    /// Writes `Error` as the last frame, then closes gracefully: FIN after the Error, and what the
+    /// peer still sends is read and dropped until it closes its side, so that unread input does not
+    /// turn the close into a reset (which can destroy the Error before the peer reads it, e.g.
+    /// after an oversized frame arrived with its body). `timeout` bounds the whole close.
+    private static func close(_ channel: any Channel, after error: ConnectionError, timeout: TimeAmount) async {
+        let deadline = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+        defer { deadline.cancel() }
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        channel.writeAndFlush(ByteBuffer(bytes: WireMessage.error(error).payload()), promise: written)
+        do { try await written.futureResult.get() } catch { return }
+        channel.triggerUserOutboundEvent(LingeringClose.DrainInput(), promise: nil)
+        do {
+            try await channel.close(mode: .output)
+            try await channel.closeFuture.get()
+        } catch {
+            try? await channel.close()
+        }
+    }
+
+    /// Runs `session`'s timers: sleeps until its next deadline, lets it decide, carries that out.
+    /// Deadlines only move later as frames arrive, so waking early just means sleeping again.
+    private func runTimers(_ session: SessionBox, clock: ConnectionClock, outbox: Outbox, handle: @escaping @Sendable () -> ConnectionHandle?) async {
+        while !Task.isCancelled {
+            guard let deadline = session.withLockedValue({ $0.nextDeadline }) else { return }
+            do { try await Task.sleep(until: clock.instant(deadline), clock: .continuous) } catch { return }
+            let actions = session.withLockedValue { session in
+                session.handleTimeout(now: clock.now())
+                return session.takeActions()
+            }
+            for action in actions {
+                switch action {
+                case .send(let message): outbox.send(message)
+                case .close(let error): outbox.close(error)
+                case .unsubscribe(let courseID):
+                    if let handle = handle() { await hub(for: courseID).unsubscribe(handle) }
+                case .ready, .subscribe, .push: break  // only frames cause these
+                }
             }
         }
     }
@@ -204,50 +254,51 @@ public final class SyncServer: Service, Sendable {
         let remote = channel.channel.remoteAddress.map { "\($0)" } ?? "?"
         var logger = logger
         logger[metadataKey: "peer"] = "\(remote)"
-        let outbox = Outbox(capacity: configuration.outboxFrames) { [configuration, rawChannel = channel.channel] in
-            // The writer may be stuck behind a peer that reads nothing: give the SLOW_CONSUMER error
-            // the close timeout to get through, then cut the connection.
+        let outbox = Outbox(capacity: configuration.outboxFrames) {
             self.state.withLockedValue { $0.slowConsumers += 1 }
-            rawChannel.eventLoop.scheduleTask(in: configuration.heartbeatInterval) { rawChannel.close(promise: nil) }
         }
         let welcome = Welcome(serverID: configuration.serverID,
                               heartbeatIntervalMs: UInt32(configuration.heartbeatInterval.nanoseconds / 1_000_000))
-        var session = ServerSession(authority: authority, welcome: welcome)
-        var handle: ConnectionHandle?
-        var subscribed = Set<EntityID>()
+        let clock = ConnectionClock()
+        let session = SessionBox(ServerSession(authority: authority, welcome: welcome, now: clock.now()))
+        let handleBox = NIOLockedValueBox<ConnectionHandle?>(nil)
         if state.withLockedValue({ $0.shuttingDown }) {
             outbox.close(ConnectionError(.shuttingDown, "the server is shutting down"))
         }
         do {
             try await channel.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
-                    group.addTask { [logger, closeTimeout = configuration.heartbeatInterval] in
+                    group.addTask { [logger, closeTimeout = configuration.effectiveCloseTimeout] in
                         await Self.write(outbox, to: channel.channel, closeTimeout: closeTimeout, logger: logger)
                     }
+                    let timers = Task { await self.runTimers(session, clock: clock, outbox: outbox, handle: { handleBox.withLockedValue { $0 } }) }
+                    defer { timers.cancel() }
                     do {
                         for try await payload in inbound {
-                            let input = Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView) }
-                            for action in session.receive(input, now: Date()) {
+                            let input = Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView, sentBy: .client) }
+                            let actions = session.withLockedValue { session in
+                                session.receive(input, now: clock.now(), date: Date())
+                                return session.takeActions()
+                            }
+                            for action in actions {
+                                let handle = handleBox.withLockedValue { $0 }
                                 switch action {
+                                case .ready(let clientID):
+                                    let connection = ConnectionHandle(clientID: clientID, outbox: outbox,
+                                                                      maxInFlight: configuration.maxInFlightPushes)
+                                    handleBox.withLockedValue { $0 = connection }
+                                    state.withLockedValue { $0.connections[ObjectIdentifier(connection)] = connection }
+                                    logger[metadataKey: "client"] = "\(clientID)"
                                 case .send(let message):
-                                    if case .welcome = message, let clientID = session.clientID {
-                                        let connection = ConnectionHandle(clientID: clientID, outbox: outbox,
-                                                                          maxInFlight: configuration.maxInFlightPushes)
-                                        handle = connection
-                                        state.withLockedValue { $0.connections[ObjectIdentifier(connection)] = connection }
-                                        logger[metadataKey: "client"] = "\(clientID)"
-                                    }
                                     outbox.send(message)
                                 case .close(let error):
                                     outbox.close(error)
                                 case .subscribe(let courseID, let sinceSeq):
                                     guard let handle else { break }
-                                    subscribed.insert(courseID)
                                     let hub = hub(for: courseID)
                                     group.addTask { await hub.subscribe(handle, sinceSeq: sinceSeq) }
                                 case .unsubscribe(let courseID):
                                     guard let handle else { break }
-                                    subscribed.remove(courseID)
                                     await hub(for: courseID).unsubscribe(handle)
                                 case .push(let batch):
                                     guard let handle else { break }
@@ -260,7 +311,18 @@ public final class SyncServer: Service, Sendable {
                             if outbox.isClosing { break }
                         }
                     } catch let error as WireError {
-                        outbox.close(ConnectionError(error.code, error.description))
+                        let actions = session.withLockedValue { session in
+                            session.receive(.failure(error), now: clock.now(), date: Date())
+                            return session.takeActions()
+                        }
+                        for action in actions {
+                            switch action {
+                            case .close(let error): outbox.close(error)
+                            case .unsubscribe(let courseID):
+                                if let handle = handleBox.withLockedValue({ $0 }) { await hub(for: courseID).unsubscribe(handle) }
+                            default: break
+                            }
+                        }
                     } catch {
                         logger.debug("connection read failed", metadata: ["error": "\(error)"])
                     }
@@ -271,44 +333,55 @@ public final class SyncServer: Service, Sendable {
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
         }
-        session.closed()
+        let actions = session.withLockedValue { session in
+            session.closed()
+            return session.takeActions()
+        }
         outbox.finish()
-        if let handle {
+        if let handle = handleBox.withLockedValue({ $0 }) {
             state.withLockedValue { $0.connections[ObjectIdentifier(handle)] = nil }
-            for courseID in subscribed { await hub(for: courseID).unsubscribe(handle) }
+            for case .unsubscribe(let courseID) in actions { await hub(for: courseID).unsubscribe(handle) }
         }
     }
 }
 
-/// Sends a `Ping` when the connection was quiet for a heartbeat interval, and closes it with
-/// `IDLE_TIMEOUT` when the peer was silent for three.
-final class HeartbeatHandler: ChannelInboundHandler, Sendable {
+typealias SessionBox = NIOLockedValueBox<ServerSession>
+
+/// A connection's monotonic clock, as the sessions' ``Moment``s.
+struct ConnectionClock: Sendable {
+    let origin = ContinuousClock.now
+
+    func now() -> Moment { Moment(nanoseconds: (ContinuousClock.now - origin).wholeNanoseconds) }
+
+    func instant(_ moment: Moment) -> ContinuousClock.Instant { origin + .nanoseconds(moment.nanoseconds) }
+}
+
+/// The first handler of a connection: once told to (``DrainInput``), it reads and drops whatever
+/// the peer still sends, so that a connection closing after its `Error` is not reset by unread input.
+final class LingeringClose: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    let idleTimeout: TimeAmount
+    struct DrainInput: Sendable {}
 
-    init(idleTimeout: TimeAmount) {
-        self.idleTimeout = idleTimeout
+    private var draining = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !draining else { return }
+        context.fireChannelRead(data)
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard let idle = event as? IdleStateHandler.IdleStateEvent else {
-            context.fireUserInboundEventTriggered(event)
-            return
-        }
-        switch idle {
-        case .write:
-            let ping = WireMessage.ping(nonce: UInt64.random(in: 1 ... .max)).payload()
-            context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(bytes: ping)), promise: nil)
-        case .read:
-            let error = ConnectionError(.idleTimeout, "nothing received for \(idleTimeout.nanoseconds / 1_000_000_000) s")
-            let written = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(bytes: WireMessage.error(error).payload())), promise: written)
-            written.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
-        case .all:
-            break
-        }
+    func channelReadComplete(context: ChannelHandlerContext) {
+        guard draining else { return context.fireChannelReadComplete() }
+        context.read()
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard event is DrainInput else { return context.triggerUserOutboundEvent(event, promise: promise) }
+        draining = true
+        context.read()
+        promise?.succeed(())
     }
 }

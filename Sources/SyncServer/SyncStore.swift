@@ -65,4 +65,8 @@ public protocol SyncStore: Sendable {
 
     /// The whole course at its current seq.
     func snapshot(courseID: EntityID) async throws -> CourseState
+
+    /// The course's current seq (its last commit), or `nil` if there is no such course. Nodes
+    /// read it to catch up on commits no notification told them of (``CommitWatch``).
+    func courseSeq(_ courseID: EntityID) async throws -> CourseSeq?
 }

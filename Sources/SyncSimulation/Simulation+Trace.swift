@@ -3,13 +3,14 @@ import SyncWire
 
 extension Simulation {
     func log(_ line: @autoclosure () -> String) {
-        let entry = "[\(step)] \(line())"
+        let entry = "[\(step) \(now)] \(line())"
         result.trace.append(entry)
         if !tracing, result.trace.count > 60 { result.trace.removeFirst(result.trace.count - 40) }
     }
 
     func fault(_ what: String) {
         result.faults += 1
+        lastEventAt = max(lastEventAt, now)
         log("FAULT: \(what)")
     }
 
@@ -19,8 +20,8 @@ extension Simulation {
     }
 
     func describeState() -> String {
-        let parts = clients.map { "\($0.name): \($0.core.phase) seq \($0.core.confirmed.seq) pending \($0.core.pendingBatches.count)" }
-        return "server seq \(store.state.seq), store calls \(storeCalls.count), catch-ups waiting \(spaceWaiters.count); " + parts.joined(separator: "; ")
+        let parts = clients.map { "\($0.name): \($0.core.phase) seq \($0.core.confirmed.seq) pending \($0.core.pendingBatches.count)\($0.connection.map { " on #\($0)" } ?? "")" }
+        return "store seq \(store.state.seq), store calls \(storeCalls.count), catch-ups waiting \(feeds.count); " + parts.joined(separator: "; ")
     }
 
     func finish() -> SimulationResult { result }

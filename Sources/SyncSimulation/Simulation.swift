@@ -13,14 +13,19 @@ public struct Faults: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public static let drops = Faults(rawValue: 1)
     /// A client process restarts: its engine is rebuilt from its replica.
     public static let clientRestarts = Faults(rawValue: 2)
-    /// The server restarts: connections and queued, uncommitted batches are lost; the store stays.
+    /// A server node restarts: its connections and queued, uncommitted batches are lost; the store stays.
     public static let serverRestarts = Faults(rawValue: 4)
-    /// A client stops reading for a while, so the server cuts it as a slow consumer.
+    /// A client stops reading (and its timers stop) for a while, so the server may cut it.
     public static let slowConsumers = Faults(rawValue: 8)
-    public static let all: Faults = [.drops, .clientRestarts, .serverRestarts, .slowConsumers]
+    /// Commit notifications between nodes are delayed, reordered, duplicated and lost.
+    public static let notifications = Faults(rawValue: 16)
+    /// A node's notification listener loses its connection: it hears nothing until it reconnects.
+    public static let listenerDrops = Faults(rawValue: 32)
+    public static let all: Faults = [.drops, .clientRestarts, .serverRestarts, .slowConsumers, .notifications, .listenerDrops]
 
     public static let names: [(String, Faults)] = [("drops", .drops), ("client-restarts", .clientRestarts),
-                                                   ("server-restarts", .serverRestarts), ("slow-consumers", .slowConsumers)]
+                                                   ("server-restarts", .serverRestarts), ("slow-consumers", .slowConsumers),
+                                                   ("notifications", .notifications), ("listener-drops", .listenerDrops)]
 
     public var description: String {
         let named = Self.names.filter { contains($0.1) }.map(\.0)
@@ -29,15 +34,25 @@ public struct Faults: OptionSet, Hashable, Sendable, CustomStringConvertible {
 }
 
 public struct SimulationOptions: Hashable, Sendable {
+    /// Clients that edit.
     public var clients = 4
+    /// Clients that only watch (never push): the server must keep them alive by pinging them.
+    public var watchers = 1
     public var editsPerClient = 40
+    /// Server nodes over the one store; each client connects to any of them.
+    public var nodes = 2
     public var faults = Faults.all
     /// Change-log entries the store keeps: small, so reconnecting clients also get snapshots.
     public var logRetention = 24
     /// Frames queued for a client before the server cuts it as a slow consumer.
-    public var outboxFrames = 48
-    /// Steps after the workload before a run that has not settled is a failure.
-    public var quiescenceSteps = 20_000
+    public var outboxFrames = 64
+    /// The heartbeat interval every connection runs at (simulated time).
+    public var heartbeat: Duration = .seconds(1)
+    /// How often a node checks the store for commits it was not told of.
+    public var checkInterval: Duration = .seconds(3)
+    /// After the last commit and the last fault, every client must be live at the store's seq
+    /// within this much simulated time, without any further commit.
+    public var livenessBound: Duration = .seconds(30)
 
     public init() {}
 }
@@ -53,39 +68,83 @@ public struct SimulationResult: Sendable {
     public var commits = 0
     public var rejections = 0
     public var faults = 0
+    /// Simulated time the run took.
+    public var simulated: Duration = .zero
+    /// Simulated time from the last commit or fault until every client was live at the last seq.
+    public var settleTime: Duration = .zero
+    public var pings = 0
+    public var notificationsLost = 0
 
     public var passed: Bool { violations.isEmpty }
 }
 
-/// The whole system under a seeded scheduler: the server's decisions (``ServerSession`` for the
-/// handshake and authorization, ``HubCore`` for queueing, group commits, answers, fan-out and
-/// catch-up, ``GroupCommit`` over ``SimStore`` for resolution; store calls complete at later
-/// steps, reads in any order), N client engines (``ClientCore`` with a real ``Replica`` in memory),
-/// and a network of FIFO connections whose frames (encoded and decoded like on the wire) are
-/// delivered in a random interleaving. Same seed, same run.
+/// The whole system under a seeded scheduler and a simulated clock: several server nodes over one
+/// store, each running the server's decisions (``ServerSession`` per connection with its heartbeat
+/// timers, ``OutboxQueue`` per connection, ``HubCore`` for queueing, group commits, answers,
+/// fan-out and catch-up, ``CommitWatch`` for checking the store; ``GroupCommit`` over ``SimStore``
+/// for resolution), commit notifications between nodes that may be delayed, reordered, duplicated
+/// and lost, N client engines (``ClientCore`` with a real ``Replica`` in memory, its own timers:
+/// coalescing, heartbeats, backoff), and a network of FIFO connections whose frames (encoded and
+/// decoded like on the wire) are delivered in a random interleaving. Same seed, same run.
 public final class Simulation {
     struct Client {
         let name: String
         var core: ClientCore
         let replica: Replica
         var connection: Int?
-        var reconnectAt = 0
-        var paused = 0
+        /// Until then the client neither reads nor runs its timers (a stalled process).
+        var pausedUntil: Moment?
         var editsLeft: Int
         var created = Set<BatchSeq>()
         var acked: [BatchSeq: Int] = [:]
         /// The course seq each ack said its batch committed as.
         var ackedSeqs: [BatchSeq: CourseSeq] = [:]
         var dropped: [BatchSeq: Int] = [:]
+        var paused: Bool { pausedUntil != nil }
     }
 
     struct Connection {
         let client: Int
+        let node: Int
         var session: ServerSession
+        /// Client → server frames in flight.
         var up: [[UInt8]] = []
-        var down: [[UInt8]] = []
-        /// The server sent an `Error`: it closes once the frames before it are delivered.
-        var closing = false
+        /// The server's outbox: what the client reads next.
+        var outbox: OutboxQueue<[UInt8]>
+        /// The client stalled at some point while this connection lived: closes for idleness or
+        /// slowness are then its own doing.
+        var clientStalled = false
+        /// The client's view of its diff stream: the seq the next diff must follow.
+        var streamSeq: CourseSeq?
+        /// Batches pushed on this connection that committed and whose Ack has not arrived: their
+        /// Diff must not arrive first.
+        var awaitingAck = Set<BatchSeq>()
+    }
+
+    struct Node {
+        var hub: HubCore<Int>
+        var watch: CommitWatch
+        var listenerUp = true
+        var listenerBackAt: Moment?
+        /// Notifications delivered to this node's listener and not yet handled (any order).
+        var notifications: [CourseSeq] = []
+    }
+
+    enum StoreCall {
+        case commit(node: Int, [Batch])
+        /// The store committed the group; its answer has not reached the hub yet (the commit is
+        /// already visible to reads and announced).
+        case answer(node: Int, [BatchOutcome])
+        case load(node: Int, connection: Int, generation: Int, after: CourseSeq)
+        case readSeq(node: Int)
+    }
+
+    /// A catch-up's frames not yet in the outbox: they go in as it has room.
+    struct CatchUpFeed {
+        let node: Int
+        let connection: Int
+        let generation: Int
+        var messages: [WireMessage]
     }
 
     let seed: UInt64
@@ -95,29 +154,30 @@ public final class Simulation {
     var clients: [Client] = []
     var connections: [Int: Connection] = [:]
     private var nextConnection = 1
-    /// The server's course hub: the production decisions, driven here.
-    var hub: HubCore<Int>
-    /// Store calls the hub started, completed at later steps (in any order for reads).
+    var nodes: [Node] = []
+    /// Store calls the hubs started, completed at later steps in any order.
     var storeCalls: [StoreCall] = []
-    /// Catch-ups whose frames are queued, waiting for room in the connection's outbox.
-    var spaceWaiters: [(connection: Int, generation: Int)] = []
+    var feeds: [CatchUpFeed] = []
+    /// Per node, the connections that pushed each batch and await its answer, in arrival order:
+    /// the hub answers a course's pushes in that order, so a group's batch is the first one's.
+    private var pushedOn: [Int: [BatchKey: [Int]]] = [:]
     /// How many diffs one catch-up read returns (small, so catch-ups take several rounds).
     private let catchUpChunk = 8
 
-    enum StoreCall {
-        case commit([Batch])
-        case load(connection: Int, generation: Int, after: CourseSeq)
-    }
     private let authority: TokenAuthority
     private let token: String
     let courseID: EntityID
-    private let now = Date(timeIntervalSince1970: 1_800_000_000)
+    private let date = Date(timeIntervalSince1970: 1_800_000_000)
+    var now = Moment.zero
     var step = 0
     var result: SimulationResult
     let tracing: Bool
     private var faultsOn = true
+    /// The last commit or fault: liveness is measured from here.
+    var lastEventAt = Moment.zero
 
     public init(seed: UInt64, options: SimulationOptions = SimulationOptions(), tracing: Bool = false) throws {
+        precondition(options.nodes >= 1)
         self.seed = seed
         self.options = options
         self.tracing = tracing
@@ -125,45 +185,64 @@ public final class Simulation {
         var ids = SplitMix64(seed: seed ^ 0xC0FF_EE00_D15E_A5E5)
         courseID = .random(using: &ids)
         store = SimStore(course: Course(id: courseID, title: "Simulated course"), logRetention: options.logRetention, seed: seed ^ 0x5EED)
-        hub = HubCore(courseID: courseID, maxGroupBatches: 8, catchUpChunk: catchUpChunk)
         authority = try TokenAuthority(secret: Array("simulation-secret-of-at-least-32-bytes".utf8))
-        token = authority.issue(TokenClaims(user: "sim", expires: now.addingTimeInterval(86_400), courses: [courseID: .editor]))
+        token = authority.issue(TokenClaims(user: "sim", expires: date.addingTimeInterval(86_400), courses: [courseID: .editor]))
         result = SimulationResult(seed: seed, violations: [], trace: [])
+        nodes = (0..<options.nodes).map { _ in newNode() }
         // A course with a few chapters and a media library, committed before the clients start.
         var ops: [SyncModel.Operation] = (1...3).map { .createChapter(temp: TempID(UInt64($0))!, title: "Chapter \($0)", placement: .atEnd) }
         ops += (1...12).map {
             .registerMedia(temp: TempID(UInt64(100 + $0))!, name: "clip \($0)", cdnURL: "https://cdn.example.com/\($0)", durationMs: 1_000, byteSize: 1_000)
         }
         _ = store.commit([Batch(clientID: ClientID(.random(using: &ids)), courseID: courseID, batchSeq: 1, baseSeq: 0, ops: ops)])
-        for index in 0..<options.clients {
+        for index in 0..<(options.clients + options.watchers) {
             let replica = try Replica(inMemory: "client\(index)")
             let contents = ReplicaContents.empty(clientID: ClientID(.random(using: &ids)), courseID: courseID)
             try replica.create(contents)
-            var core = ClientCore(contents)
+            var core = ClientCore(contents, timing: timing, seed: ids.next())
             try replica.apply(core.takeWrite())
-            clients.append(Client(name: "c\(index)", core: core, replica: replica, editsLeft: options.editsPerClient))
+            let watcher = index >= options.clients
+            clients.append(Client(name: watcher ? "w\(index - options.clients)" : "c\(index)", core: core, replica: replica,
+                                  editsLeft: watcher ? 0 : options.editsPerClient))
         }
+    }
+
+    private var timing: ClientCore.Timing {
+        var timing = ClientCore.Timing()
+        timing.handshakeTimeout = .seconds(5)
+        timing.reconnectBase = .milliseconds(50)
+        timing.reconnectCap = .seconds(2)
+        return timing
+    }
+
+    private func newNode() -> Node {
+        Node(hub: HubCore(courseID: courseID, maxGroupBatches: 8, catchUpChunk: catchUpChunk),
+             watch: CommitWatch(checkInterval: options.checkInterval, now: now))
     }
 
     /// Runs the workload with faults, then lets the system quiesce and checks every invariant.
     public func run() -> SimulationResult {
         do {
-            for index in clients.indices { try connect(index) }
+            for index in clients.indices {
+                clients[index].core.start()
+                try carryOut(index)
+            }
             while clients.contains(where: { $0.editsLeft > 0 }) {
                 try tick(workload: true)
                 if !result.violations.isEmpty { return finish() }
             }
             faultsOn = false
-            var quiet = 0
+            for index in clients.indices where clients[index].paused { resume(index) }
+            lastEventAt = max(lastEventAt, now)
             while !isQuiescent {
                 try tick(workload: false)
-                quiet += 1
                 if !result.violations.isEmpty { return finish() }
-                if quiet > options.quiescenceSteps {
-                    violation("did not quiesce within \(options.quiescenceSteps) steps: \(describeState())")
+                if now - lastEventAt > options.livenessBound {
+                    violation("not every client was live at seq \(store.state.seq) within \(options.livenessBound) of the last commit or fault: \(describeState())")
                     return finish()
                 }
             }
+            result.settleTime = now - lastEventAt
             try checkFinalState()
         } catch {
             violation("error: \(error)")
@@ -176,34 +255,60 @@ public final class Simulation {
     private func tick(workload: Bool) throws {
         step += 1
         result.steps = step
-        for index in clients.indices where clients[index].connection == nil && step >= clients[index].reconnectAt {
-            try connect(index)
-        }
+        now = now + .milliseconds(Int64.random(in: 1...6, using: &random))
+        result.simulated = now - .zero
+        try fireTimers()
         var choices: [(weight: Int, action: () throws -> Void)] = []
         // Sorted: a dictionary's order differs between runs, and the choice must not.
         for id in connections.keys.sorted() {
             let connection = connections[id]!
             if !connection.up.isEmpty { choices.append((6, { try self.deliverUp(id) })) }
-            if !connection.down.isEmpty, clients[connection.client].paused == 0 { choices.append((6, { try self.deliverDown(id) })) }
+            if !connection.outbox.isEmpty, !clients[connection.client].paused { choices.append((6, { try self.deliverDown(id) })) }
         }
         if !storeCalls.isEmpty { choices.append((3, { self.completeStoreCall() })) }
-        if spaceWaiters.contains(where: { self.hasRoom($0.connection) }) { choices.append((3, { self.continueCatchUp() })) }
+        if feeds.contains(where: { self.hasRoom($0.connection) }) { choices.append((3, { self.continueCatchUp() })) }
+        for index in nodes.indices where !nodes[index].notifications.isEmpty {
+            choices.append((2, { self.deliverNotification(index) }))
+        }
         if workload {
-            for index in clients.indices where clients[index].editsLeft > 0 {
+            for index in clients.indices where clients[index].editsLeft > 0 && !clients[index].paused {
                 choices.append((3, { try self.edit(index) }))
             }
         }
-        for index in clients.indices where clients[index].core.pendingBatches.last.map({ _ in true }) ?? false {
-            choices.append((1, { try self.seal(index) }))
-        }
         if faultsOn { addFaults(&choices) }
-        for index in clients.indices where clients[index].paused > 0 { clients[index].paused -= 1 }
         guard !choices.isEmpty else { return }
         let total = choices.reduce(0) { $0 + $1.weight }
         var pick = Int.random(in: 0..<total, using: &random)
         for choice in choices {
             if pick < choice.weight { return try choice.action() }
             pick -= choice.weight
+        }
+    }
+
+    /// Every timer due by now, in a fixed order: stalled clients waking, node listeners coming
+    /// back and nodes' store checks, sessions' heartbeats, clients' engines.
+    private func fireTimers() throws {
+        for index in clients.indices {
+            if let until = clients[index].pausedUntil, now >= until { resume(index) }
+        }
+        for index in nodes.indices {
+            if let back = nodes[index].listenerBackAt, now >= back {
+                nodes[index].listenerBackAt = nil
+                nodes[index].listenerUp = true
+                log("node \(index)'s listener reconnects")
+                if nodes[index].watch.listenerConnected(now: now) { storeCalls.append(.readSeq(node: index)) }
+            }
+            if nodes[index].watch.handleTimeout(now: now) { storeCalls.append(.readSeq(node: index)) }
+        }
+        for id in connections.keys.sorted() {
+            guard let deadline = connections[id]?.session.nextDeadline, now >= deadline else { continue }
+            connections[id]!.session.handleTimeout(now: now)
+            carryOutSession(id)
+        }
+        for index in clients.indices where !clients[index].paused {
+            guard let deadline = clients[index].core.nextDeadline, now >= deadline else { continue }
+            clients[index].core.handleTimeout(now: now)
+            try carryOut(index)
         }
     }
 
@@ -217,15 +322,21 @@ public final class Simulation {
             let index = Int.random(in: 0..<clients.count, using: &random)
             choices = [(1, { try self.restartClient(index) })]
         } else if faults.contains(.serverRestarts), roll >= 6, roll < 7 {
-            choices = [(1, { self.restartServer() })]
+            let node = Int.random(in: 0..<nodes.count, using: &random)
+            choices = [(1, { self.restartNode(node) })]
         } else if faults.contains(.slowConsumers), roll >= 7, roll < 9 {
             let index = Int.random(in: 0..<clients.count, using: &random)
-            choices = [(1, { self.fault("\(self.clients[index].name) stops reading"); self.clients[index].paused = 400 })]
+            let pause = Duration.milliseconds(Int64.random(in: 500...4_000, using: &random))
+            choices = [(1, { self.pause(index, for: pause) })]
+        } else if faults.contains(.listenerDrops), roll >= 9, roll < 10 {
+            let node = Int.random(in: 0..<nodes.count, using: &random)
+            let downFor = Duration.milliseconds(Int64.random(in: 10...2_000, using: &random))
+            choices = [(1, { self.dropListener(node, for: downFor) })]
         }
     }
 
     private var isQuiescent: Bool {
-        storeCalls.isEmpty && spaceWaiters.isEmpty && connections.values.allSatisfy { $0.up.isEmpty && $0.down.isEmpty }
+        storeCalls.isEmpty && feeds.isEmpty && connections.values.allSatisfy { $0.up.isEmpty && $0.outbox.isEmpty }
             && clients.allSatisfy { $0.core.isSettled && $0.core.phase == .live && $0.core.confirmed.seq == store.state.seq }
     }
 
@@ -234,20 +345,22 @@ public final class Simulation {
     private func connect(_ index: Int) throws {
         let id = nextConnection
         nextConnection += 1
-        connections[id] = Connection(client: index, session: ServerSession(
-            authority: authority, welcome: Welcome(serverID: "sim", heartbeatIntervalMs: 15_000)))
+        let node = Int.random(in: 0..<nodes.count, using: &random)
+        let welcome = Welcome(serverID: "node\(node)", heartbeatIntervalMs: UInt32(options.heartbeat.wholeMilliseconds))
+        connections[id] = Connection(client: index, node: node, session: ServerSession(authority: authority, welcome: welcome, now: now),
+                                     outbox: OutboxQueue(capacity: options.outboxFrames))
         clients[index].connection = id
-        clients[index].core.connecting()
+        clients[index].core.connecting(now: now)
         connections[id]!.up.append(WireMessage.hello(Hello(clientID: clients[index].core.clientID, token: token)).payload())
+        log("\(clients[index].name) connects to node \(node) (#\(id))")
         try carryOut(index)
-        log("\(clients[index].name) connects (#\(id))")
     }
 
     private func edit(_ index: Int) throws {
         clients[index].editsLeft -= 1
         guard let op = randomOperation(&clients[index].core) else { return }
         do {
-            try clients[index].core.edit(op)
+            try clients[index].core.edit(op, now: now)
             result.edits += 1
             log("\(clients[index].name) edits: \(op.summary)")
         } catch {
@@ -257,18 +370,25 @@ public final class Simulation {
         try checkClient(index)
     }
 
-    private func seal(_ index: Int) throws {
-        clients[index].core.seal()
-        try carryOut(index)
+    private func pause(_ index: Int, for duration: Duration) {
+        fault("\(clients[index].name) stalls for \(duration.wholeMilliseconds) ms")
+        clients[index].pausedUntil = now + duration
+        if let id = clients[index].connection { connections[id]?.clientStalled = true }
+    }
+
+    private func resume(_ index: Int) {
+        clients[index].pausedUntil = nil
+        lastEventAt = max(lastEventAt, now)
+        log("\(clients[index].name) resumes")
     }
 
     private func restartClient(_ index: Int) throws {
         fault("restart \(clients[index].name)")
-        if let id = clients[index].connection { close(id) }
+        if let id = clients[index].connection { close(id, notifyClient: false) }
         guard let contents = try clients[index].replica.load(courseID: courseID) else {
             return violation("\(clients[index].name)'s replica lost its identity")
         }
-        var core = ClientCore(contents)
+        var core = ClientCore(contents, timing: timing, seed: random.next())
         if core.visible != clients[index].core.visible {
             violation("\(clients[index].name) shows another state after a restart: \(Self.difference(clients[index].core.visible, core.visible))")
         }
@@ -277,8 +397,11 @@ public final class Simulation {
             clients[index].acked[batch.batchSeq] = nil
         }
         try clients[index].replica.apply(core.takeWrite())
+        clients[index].connection = nil
+        clients[index].pausedUntil = nil
         clients[index].core = core
-        clients[index].reconnectAt = step + Int.random(in: 1...50, using: &random)
+        clients[index].core.start()
+        try carryOut(index)
     }
 
     /// Writes the engine's step to the replica and carries out its actions.
@@ -288,7 +411,10 @@ public final class Simulation {
             switch action {
             case .send(let message):
                 if case .push(let push) = message { clients[index].created.insert(push.batchSeq) }
-                if let id = clients[index].connection { connections[id]?.up.append(message.payload()) }
+                if case .ping = message { result.pings += 1 }
+                guard let id = clients[index].connection else { break }
+                if case .subscribe(_, let since) = message { connections[id]?.streamSeq = since }
+                connections[id]?.up.append(message.payload())
             case .emit(.acked(let batchSeq, let seq, _)):
                 clients[index].acked[batchSeq, default: 0] += 1
                 clients[index].ackedSeqs[batchSeq] = seq
@@ -300,9 +426,16 @@ public final class Simulation {
                 break
             case .reconnect(let reason):
                 log("\(clients[index].name) reconnects: \(reason)")
-                if let id = clients[index].connection { close(id) }
+                if let id = clients[index].connection {
+                    if reason.hasPrefix("idle:") || reason.hasPrefix("no Welcome"), connections[id]?.clientStalled == false {
+                        violation("\(clients[index].name) gave up on #\(id), which it kept reading: \(reason)")
+                    }
+                    close(id)
+                }
             case .stop(let error):
                 violation("\(clients[index].name) was refused for good: \(error)")
+            case .connect:
+                try connect(index)
             }
         }
         for batch in clients[index].core.pendingBatches { clients[index].created.insert(batch.batchSeq) }
@@ -324,145 +457,260 @@ public final class Simulation {
 
     private func deliverUp(_ id: Int) throws {
         let bytes = connections[id]!.up.removeFirst()
-        let message = try WireMessage(payload: bytes)
-        if tracing { log("\(clients[connections[id]!.client].name) → #\(id): \(Self.brief(message))") }
-        let actions = connections[id]!.session.receive(.success(message), now: now)
-        for action in actions {
-            guard connections[id] != nil else { return }
+        let input = Result { () throws(WireError) in try WireMessage(payload: bytes, sentBy: .client) }
+        if tracing, case .success(let message) = input { log("\(clients[connections[id]!.client].name) → #\(id): \(Self.brief(message))") }
+        connections[id]!.session.receive(input, now: now, date: date)
+        carryOutSession(id)
+    }
+
+    /// Carries out what connection `id`'s session decided.
+    private func carryOutSession(_ id: Int) {
+        guard let node = connections[id]?.node else { return }
+        for action in connections[id]!.session.takeActions() {
             switch action {
-            case .send(let reply): sendDown(id, reply)
+            case .send(let message):
+                send(id, message)
             case .close(let error):
-                sendDown(id, .error(error))
-                connections[id]?.closing = true
+                if error.code == .idleTimeout, connections[id]?.clientStalled == false {
+                    violation("node \(node) closed #\(id) of \(clients[connections[id]!.client].name) for idleness while its client read and answered: \(error.message)")
+                }
+                connections[id]?.outbox.close(error)
+            case .ready:
+                break
             case .subscribe(_, let since):
-                perform(hub.subscribe(id, sinceSeq: since))
+                nodes[node].hub.subscribe(id, sinceSeq: since)
+                perform(node)
             case .unsubscribe:
-                hub.unsubscribe(id)
+                nodes[node].hub.unsubscribe(id)
             case .push(let batch):
-                if let effects = hub.push(batch, from: id) { perform(effects) }
+                if nodes[node].hub.push(batch, from: id) {
+                    pushedOn[node, default: [:]][BatchKey(client: batch.clientID, batchSeq: batch.batchSeq), default: []].append(id)
+                    perform(node)
+                }
             }
         }
     }
 
+    /// The client reads what its connection's outbox holds (all of it, as a reading client keeps up).
     private func deliverDown(_ id: Int) throws {
-        let bytes = connections[id]!.down.removeFirst()
-        let message = try WireMessage(payload: bytes)
         let index = connections[id]!.client
-        if tracing { log("#\(id) → \(clients[index].name): \(Self.brief(message))") }
-        clients[index].core.received(message)
-        try carryOut(index)
-        try checkClient(index)
-        if connections[id]?.closing == true, connections[id]?.down.isEmpty == true {
-            close(id)
+        while true {
+            guard let item = connections[id]?.outbox.next() else { return }
+            let message: WireMessage
+            switch item {
+            case .frame(let bytes): message = try WireMessage(payload: bytes, sentBy: .server)
+            case .close(let error): message = .error(error)
+            }
+            if tracing { log("#\(id) → \(clients[index].name): \(Self.brief(message))") }
+            checkOrder(id, message)
+            clients[index].core.received(message, now: now)
+            if case .close = item {
+                // The Error was the last frame: the server closes.
+                close(id)
+            }
+            try carryOut(index)
+            try checkClient(index)
         }
     }
 
-    /// Queues a frame for the client; `false` when the outbox was full and the connection is cut.
-    @discardableResult
-    private func sendDown(_ id: Int, _ message: WireMessage, waiting: Bool = false) -> Bool {
-        guard var connection = connections[id], !connection.closing else { return false }
-        if !waiting, connection.down.count >= options.outboxFrames {
-            // The outbox is full: cut the connection as the real server does; the client resumes from its cursor.
-            connection.down = [WireMessage.error(ConnectionError(.slowConsumer, "too slow")).payload()]
-            connection.closing = true
-            connections[id] = connection
-            hub.sendFailed(id)
-            log("server cuts #\(id) (slow consumer)")
-            return false
+    /// The protocol's ordering rules as the client sees them on one connection: every commit once,
+    /// in seq order, no gap; a commit's Ack before its Diff for the connection that pushed it.
+    private func checkOrder(_ id: Int, _ message: WireMessage) {
+        guard var connection = connections[id] else { return }
+        let name = clients[connection.client].name
+        switch message {
+        case .ack(let ack):
+            connection.awaitingAck.remove(ack.batchSeq)
+        case .diff(let diff):
+            if diff.origin.clientID == clients[connection.client].core.clientID, connection.awaitingAck.contains(diff.origin.batchSeq) {
+                violation("\(name) received the Diff of its batch \(diff.origin.batchSeq) (seq \(diff.seq)) on #\(id) before its Ack")
+            }
+            if let last = connection.streamSeq, diff.seq != last + 1 {
+                violation("\(name) received Diff \(diff.seq) on #\(id) after seq \(last): \(diff.seq <= last ? "a repeat" : "a gap")")
+            }
+            connection.streamSeq = diff.seq
+        case .snapshot(let part) where part.last:
+            connection.streamSeq = part.course.seq
+        default:
+            break
         }
-        connection.down.append(message.payload())
         connections[id] = connection
-        return true
+    }
+
+    /// Queues a frame for the client; an overflow cuts the connection as a slow consumer.
+    private func send(_ id: Int, _ message: WireMessage) {
+        guard let connection = connections[id] else { return }
+        if connections[id]!.outbox.enqueue(message.payload()) == .overflowed {
+            nodes[connection.node].hub.sendFailed(id)
+            log("node \(connection.node) cuts #\(id) (slow consumer)")
+            if !connection.clientStalled {
+                violation("node \(connection.node) cut #\(id) of \(clients[connection.client].name) as a slow consumer while it kept reading")
+            }
+        }
     }
 
     private func hasRoom(_ id: Int) -> Bool {
-        guard let connection = connections[id] else { return true }  // gone: the hub finds out
-        return connection.down.count < options.outboxFrames / 2
+        connections[id]?.outbox.hasRoom ?? true  // gone: the hub finds out
     }
 
-    private func close(_ id: Int) {
-        guard let connection = connections.removeValue(forKey: id) else { return }
-        hub.unsubscribe(id)
+    /// Closes connection `id` on both sides; the client reconnects after its engine's backoff.
+    private func close(_ id: Int, notifyClient: Bool = true) {
+        guard var connection = connections.removeValue(forKey: id) else { return }
+        connection.session.closed()
+        _ = connection.session.takeActions()  // its unsubscribe: done below (one course)
+        nodes[connection.node].hub.unsubscribe(id)
+        feeds.removeAll { $0.connection == id }
         let index = connection.client
         guard clients[index].connection == id else { return }
         clients[index].connection = nil
-        let wait = Int.random(in: 1...30, using: &random)
-        clients[index].reconnectAt = step + wait
-        clients[index].core.disconnected(retryInMs: wait)
+        guard notifyClient else { return }
+        clients[index].core.disconnected(now: now)
         try? carryOut(index)
     }
 
-    // MARK: - Server
+    // MARK: - Server nodes
 
-    /// Carries out the hub's effects.
-    private func perform(_ effects: [HubCore<Int>.Effect]) {
-        for effect in effects {
-            switch effect {
-            case .commit(let batches):
-                storeCalls.append(.commit(batches))
-            case .send(let id, let message):
-                sendDown(id, message)
-            case .broadcast(let diff, let ids):
-                for id in ids { sendDown(id, .diff(diff)) }
-            case .loadCatchUp(let id, let generation, let cursor):
-                if connections[id] == nil || connections[id]!.closing {
-                    hub.unsubscribe(id)
-                } else {
-                    storeCalls.append(.load(connection: id, generation: generation, after: cursor))
+    /// Carries out node `node`'s hub's effects until it has none.
+    private func perform(_ node: Int) {
+        while case let effects = nodes[node].hub.takeEffects(), !effects.isEmpty {
+            for effect in effects {
+                switch effect {
+                case .commit(let batches):
+                    storeCalls.append(.commit(node: node, batches))
+                case .send(let id, let message):
+                    send(id, message)
+                case .broadcast(let diff, let ids):
+                    for id in ids { send(id, .diff(diff)) }
+                case .loadCatchUp(let id, let generation, let cursor):
+                    if connections[id] == nil || connections[id]!.outbox.isClosing {
+                        nodes[node].hub.unsubscribe(id)
+                    } else {
+                        storeCalls.append(.load(node: node, connection: id, generation: generation, after: cursor))
+                    }
+                case .sendCatchUp(let id, let generation, let messages):
+                    feeds.append(CatchUpFeed(node: node, connection: id, generation: generation, messages: messages))
+                case .close(let id, let error):
+                    connections[id]?.outbox.close(error)
+                case .release, .idle:
+                    break
                 }
-            case .sendCatchUp(let id, let generation, let messages):
-                for message in messages { sendDown(id, message, waiting: true) }
-                spaceWaiters.append((id, generation))
-            case .close(let id, let error):
-                sendDown(id, .error(error), waiting: true)
-                connections[id]?.closing = true
-            case .release, .idle:
-                break
             }
         }
     }
 
-    /// Completes one outstanding store call: the group commit, or any of the catch-up reads.
+    /// Completes one outstanding store call, any of them: the store serializes commits, and reads
+    /// and other nodes' commits overtake each other.
     private func completeStoreCall() {
-        // The hub has one group commit in flight at most; reads may overtake it or each other.
         let index = Int.random(in: 0..<storeCalls.count, using: &random)
         let call = storeCalls.remove(at: index)
         switch call {
-        case .commit(let batches):
+        case .commit(let node, let batches):
             let group = store.commit(batches)
             let problems = store.state.invariantViolations()
             if !problems.isEmpty { violation("the store breaks invariants: \(problems.prefix(3))") }
             result.commits += group.commits.count
-            log("server commits \(batches.count) batch(es) → seq \(store.state.seq)")
-            perform(hub.committed(group.outcomes))
-        case .load(let id, let generation, let cursor):
+            if !group.commits.isEmpty { lastEventAt = max(lastEventAt, now) }
+            log("node \(node) commits \(batches.count) batch(es) → seq \(store.state.seq)")
+            for (batch, outcome) in zip(batches, group.outcomes) {
+                let key = BatchKey(client: batch.clientID, batchSeq: batch.batchSeq)
+                guard let id = pushedOn[node]?[key]?.first else { continue }
+                pushedOn[node]![key]!.removeFirst()
+                if case .committed = outcome { connections[id]?.awaitingAck.insert(batch.batchSeq) }
+            }
+            if !group.commits.isEmpty { notify(store.state.seq) }
+            storeCalls.append(.answer(node: node, group.outcomes))
+        case .answer(let node, let outcomes):
+            nodes[node].hub.committed(outcomes)
+            perform(node)
+        case .load(let node, let id, let generation, let cursor):
             let catchUp: CatchUp = store.diffs(after: cursor).map { .diffs(Array($0.prefix(catchUpChunk))) } ?? .snapshot(store.state)
-            perform(hub.caughtUp(id, generation: generation, catchUp))
+            nodes[node].hub.caughtUp(id, generation: generation, catchUp)
+            perform(node)
+        case .readSeq(let node):
+            nodes[node].hub.noteCommitted(upTo: store.state.seq)
+            perform(node)
         }
+    }
+
+    /// The store announces a commit to every node's listener (PostgreSQL's NOTIFY reaches the
+    /// committing node too); with the notification fault some are lost or duplicated.
+    private func notify(_ seq: CourseSeq) {
+        for index in nodes.indices where nodes[index].listenerUp {
+            let roll = options.faults.contains(.notifications) && faultsOn ? Int.random(in: 0..<100, using: &random) : 50
+            if roll < 10 {
+                result.notificationsLost += 1
+                continue
+            }
+            nodes[index].notifications.append(seq)
+            if roll >= 95 { nodes[index].notifications.append(seq) }
+        }
+    }
+
+    /// Node `node`'s listener hands one notification to its hub, in any order.
+    private func deliverNotification(_ node: Int) {
+        let pick = options.faults.contains(.notifications) ? Int.random(in: 0..<nodes[node].notifications.count, using: &random) : 0
+        let seq = nodes[node].notifications.remove(at: pick)
+        nodes[node].hub.noteCommitted(upTo: seq)
+        perform(node)
+    }
+
+    private func dropListener(_ node: Int, for duration: Duration) {
+        fault("node \(node)'s listener loses its connection for \(duration.wholeMilliseconds) ms (\(nodes[node].notifications.count) notifications lost)")
+        result.notificationsLost += nodes[node].notifications.count
+        nodes[node].notifications = []
+        nodes[node].listenerUp = false
+        nodes[node].listenerBackAt = now + duration
     }
 
     private func continueCatchUp() {
-        guard let index = spaceWaiters.firstIndex(where: { hasRoom($0.connection) }) else { return }
-        let (id, generation) = spaceWaiters.remove(at: index)
-        perform(hub.catchUpSent(id, generation: generation))
+        guard let index = feeds.firstIndex(where: { hasRoom($0.connection) }) else { return }
+        var feed = feeds[index]
+        guard connections[feed.connection] != nil else {
+            feeds.remove(at: index)
+            return
+        }
+        while !feed.messages.isEmpty {
+            let outcome = connections[feed.connection]!.outbox.enqueue(feed.messages[0].payload(), waiting: true)
+            if outcome == .full { break }
+            feed.messages.removeFirst()
+            if outcome == .refused { feed.messages = [] }
+        }
+        if feed.messages.isEmpty && hasRoom(feed.connection) {
+            feeds.remove(at: index)
+            nodes[feed.node].hub.catchUpSent(feed.connection, generation: feed.generation)
+            perform(feed.node)
+        } else {
+            feeds[index] = feed
+        }
     }
 
-    private func restartServer() {
+    private func restartNode(_ node: Int) {
         // A group the store was committing may or may not have made it: decide at random, and
         // either way nobody hears of it.
         var lost = 0
+        var kept: [StoreCall] = []
         for call in storeCalls {
-            guard case .commit(let batches) = call else { continue }
-            if Bool.random(using: &random) {
-                _ = store.commit(batches)
-            } else {
-                lost += batches.count
+            switch call {
+            case .commit(let owner, let batches) where owner == node:
+                if Bool.random(using: &random) {
+                    let group = store.commit(batches)
+                    if !group.commits.isEmpty { notify(store.state.seq) }
+                } else {
+                    lost += batches.count
+                }
+            case .load(let owner, _, _, _) where owner == node, .readSeq(let owner) where owner == node,
+                 .answer(let owner, _) where owner == node:
+                break
+            default:
+                kept.append(call)
             }
         }
-        fault("restart the server (\(lost) batches in flight lost, \(storeCalls.count) store calls abandoned)")
-        storeCalls = []
-        spaceWaiters = []
-        hub = HubCore(courseID: courseID, maxGroupBatches: 8, catchUpChunk: catchUpChunk)
-        for id in connections.keys.sorted() { close(id) }
+        storeCalls = kept
+        fault("restart node \(node) (\(lost) batches in flight lost)")
+        feeds.removeAll { $0.node == node }
+        nodes[node] = newNode()
+        pushedOn[node] = nil
+        for id in connections.keys.sorted() where connections[id]!.node == node { close(id) }
+        lastEventAt = max(lastEventAt, now)
     }
 }

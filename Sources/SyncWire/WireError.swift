@@ -17,6 +17,9 @@ public enum WireError: Error, Hashable, Sendable, CustomStringConvertible {
     case invalidField(String, reason: String)
     /// An enum field holds a value this protocol version does not define.
     case unknownEnumValue(field: String, value: Int)
+    /// A message that only the other side may send (a client sending `Diff`, a server sending
+    /// `Push`): checked before its fields, so it is `UNEXPECTED_MESSAGE` even when incomplete.
+    case wrongDirection(String)
     /// A `Push` is well-formed but one of its operations has invalid content (bad UTF-8 text):
     /// the batch is rejected, the connection stays up.
     case invalidBatch(courseID: EntityID, batchSeq: BatchSeq, rejection: Rejection)
@@ -25,6 +28,7 @@ public enum WireError: Error, Hashable, Sendable, CustomStringConvertible {
     public var code: ErrorCode {
         switch self {
         case .frameTooLarge: .frameTooLarge
+        case .wrongDirection: .unexpectedMessage
         case .truncatedFrame, .malformed, .emptyEnvelope, .missingField, .invalidField, .unknownEnumValue: .malformedFrame
         case .invalidBatch(_, _, let rejection): rejection.code
         }
@@ -36,6 +40,7 @@ public enum WireError: Error, Hashable, Sendable, CustomStringConvertible {
         case .truncatedFrame(let expected, let received): "stream ended inside a frame: \(received) of \(expected) bytes"
         case .malformed(let reason): "malformed frame: \(reason)"
         case .emptyEnvelope: "the envelope carries no known message"
+        case .wrongDirection(let sentence): sentence
         case .missingField(let path): "missing required field \(path)"
         case .invalidField(let path, let reason): "invalid field \(path): \(reason)"
         case .unknownEnumValue(let field, let value): "unknown value \(value) for \(field)"

@@ -142,8 +142,46 @@ public struct Progress: Hashable, Sendable {
 
 // MARK: - Bytes
 
+/// Which side of a connection sent a frame.
+public enum WireSender: Hashable, Sendable {
+    case client, server
+}
+
 extension WireMessage {
-    /// Decodes and validates one frame payload (an `Envelope`).
+    /// Decodes and validates one frame payload (an `Envelope`) that `sender` sent: a message of
+    /// the other side's is ``WireError/wrongDirection(_:)`` before any of its fields is looked at.
+    public init(payload: some Collection<UInt8>, sentBy sender: WireSender) throws(WireError) {
+        let envelope: Coursesync_V1_Envelope
+        do {
+            envelope = try Coursesync_V1_Envelope(serializedBytes: Array(payload))
+        } catch {
+            throw .malformed(String(describing: error))
+        }
+        if let message = envelope.message, let kind = Self.wrongDirection(message, sentBy: sender) {
+            throw .wrongDirection(sender == .client ? "\(kind) is sent by servers, not clients" : "\(kind) is sent by clients, not servers")
+        }
+        try self.init(envelope)
+    }
+
+    private static func wrongDirection(_ message: Coursesync_V1_Envelope.OneOf_Message, sentBy sender: WireSender) -> String? {
+        switch (message, sender) {
+        case (.welcome, .client): "Welcome"
+        case (.error, .client): "Error"
+        case (.subscribed, .client): "Subscribed"
+        case (.snapshot, .client): "Snapshot"
+        case (.diff, .client): "Diff"
+        case (.ack, .client): "Ack"
+        case (.reject, .client): "Reject"
+        case (.progress, .client): "Progress"
+        case (.hello, .server): "Hello"
+        case (.subscribe, .server): "Subscribe"
+        case (.unsubscribe, .server): "Unsubscribe"
+        case (.push, .server): "Push"
+        default: nil
+        }
+    }
+
+    /// Decodes and validates one frame payload (an `Envelope`), from either side.
     public init(payload: some Collection<UInt8>) throws(WireError) {
         let envelope: Coursesync_V1_Envelope
         do {

@@ -26,6 +26,17 @@ struct ModelServer {
     }
 }
 
+/// The engine's steps at time zero, for tests that are not about time.
+extension ClientCore {
+    init(_ contents: ReplicaContents, maxPendingBatches: Int = 100) {
+        self.init(contents, maxPendingBatches: maxPendingBatches, seed: 1)
+    }
+
+    mutating func edit(_ op: SyncModel.Operation) throws(EditError) { try edit(op, now: .zero) }
+    mutating func received(_ message: WireMessage) { received(message, now: .zero) }
+    mutating func connecting() { connecting(now: .zero) }
+}
+
 @Suite struct ClientCoreTests {
     let courseID = EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_0001)
     let clientID = ClientID(EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_0002))
@@ -145,7 +156,7 @@ struct ModelServer {
         guard case .send(.push(let push)) = core.takeActions().first else { Issue.record("not sent"); return }
         let (answer, diff) = server.push(push.batch(from: clientID))
         // The connection drops; the catch-up brings the diff, the resend brings the (stored) ack.
-        core.disconnected(retryInMs: 1)
+        core.disconnected(now: .zero)
         core.connecting()
         core.received(.welcome(Welcome(serverID: "model", heartbeatIntervalMs: 1000)))
         core.received(.diff(try #require(diff)))
@@ -185,5 +196,93 @@ struct ModelServer {
         #expect(core.isSettled && core.visible == server.state)
         #expect(core.visible.orderedChapters.map(\.title) == ["Still possible"])
         #expect(core.stats.rejections == 1 && core.stats.droppedEdits == 1)
+    }
+}
+
+/// The engine's timers, in simulated time: what the shell used to decide with fixed settings.
+@Suite struct ClientCoreTimingTests {
+    let courseID = EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_0011)
+    let clientID = ClientID(EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_0012))
+
+    func at(_ ms: Int64) -> Moment { .milliseconds(ms) }
+
+    /// A live core whose server's Welcome said `welcome`, at time zero.
+    func live(_ welcome: Welcome, timing: ClientCore.Timing = ClientCore.Timing()) -> ClientCore {
+        var core = ClientCore(.empty(clientID: clientID, courseID: courseID), timing: timing, seed: 7)
+        core.connecting(now: at(0))
+        core.received(.welcome(welcome), now: at(0))
+        core.received(.subscribed(courseID: courseID, seq: 0), now: at(0))
+        _ = core.takeActions()
+        return core
+    }
+
+    /// Regression: the client's read timeout was a fixed 45 s whatever the server's interval, so
+    /// `serve --heartbeat-seconds 60` made every quiet client drop its connection. Now the
+    /// interval in `Welcome` governs: a Ping after one quiet interval, a reconnect after three.
+    @Test func theServersHeartbeatIntervalGovernsPingsAndTheReadTimeout() {
+        var core = live(Welcome(serverID: "s", heartbeatIntervalMs: 60_000))
+        core.handleTimeout(now: at(45_000))
+        #expect(core.takeActions().isEmpty, "45 s of quiet is fine when the server beats every 60 s")
+        #expect(core.nextDeadline == at(60_000))
+        core.handleTimeout(now: at(60_000))
+        guard case .send(.ping) = core.takeActions().first else { Issue.record("expected a Ping"); return }
+        core.received(.pong(nonce: 1), now: at(61_000))
+        core.handleTimeout(now: at(180_000))
+        #expect(core.takeActions().allSatisfy { if case .reconnect = $0 { false } else { true } }, "the Pong counts")
+        core.handleTimeout(now: at(241_000))
+        guard case .reconnect(let reason) = core.takeActions().last else { Issue.record("expected a reconnect"); return }
+        #expect(reason.hasPrefix("idle:"))
+    }
+
+    @Test func theServersOpLimitSealsSmallerBatches() throws {
+        var core = live(Welcome(serverID: "s", maxOpsPerBatch: 2, heartbeatIntervalMs: 1_000))
+        #expect(core.maxOpsPerBatch == 2)
+        for index in 0..<3 {
+            try core.edit(.createChapter(temp: core.mintTemp(), title: "Chapter \(index)", placement: .atEnd), now: at(0), holdOpen: true)
+        }
+        #expect(core.pendingBatches.map(\.ops.count) == [2, 1])
+    }
+
+    @Test func editsWithinTheCoalescingWindowGoInOneBatch() throws {
+        var core = live(Welcome(serverID: "s", heartbeatIntervalMs: 15_000))
+        try core.edit(.createChapter(temp: core.mintTemp(), title: "A", placement: .atEnd), now: at(0))
+        try core.edit(.createChapter(temp: core.mintTemp(), title: "B", placement: .atEnd), now: at(3))
+        #expect(core.takeActions().allSatisfy { if case .send = $0 { false } else { true } })
+        #expect(core.nextDeadline == at(5))
+        core.handleTimeout(now: at(5))
+        let pushes = core.takeActions().compactMap { if case .send(.push(let push)) = $0 { push } else { nil } }
+        #expect(pushes.map(\.ops.count) == [2])
+    }
+
+    @Test func reconnectsBackOffWithFullJitterAndAHandshakeHasADeadline() {
+        var timing = ClientCore.Timing()
+        timing.reconnectBase = .milliseconds(100)
+        timing.reconnectCap = .seconds(1)
+        var core = ClientCore(.empty(clientID: clientID, courseID: courseID), timing: timing, seed: 3)
+        core.start()
+        #expect(core.takeActions().last == .connect)
+        var now = at(0)
+        var bounds: [Duration] = []
+        for attempt in 1...6 {
+            core.connecting(now: now)
+            #expect(core.nextDeadline == now + .seconds(10))
+            now = now + .seconds(10)
+            core.handleTimeout(now: now)
+            guard case .reconnect = core.takeActions().last else { Issue.record("no handshake deadline"); return }
+            core.disconnected(now: now)
+            let retry = core.retryAt!
+            let bound = min(Duration.milliseconds(100 << (attempt - 1)), .seconds(1))
+            #expect(retry >= now && retry <= now + bound, "attempt \(attempt)")
+            bounds.append(retry - now)
+            core.handleTimeout(now: retry)
+            #expect(core.takeActions().last == .connect)
+            now = retry
+        }
+        #expect(Set(bounds).count > 1, "jittered")
+        // A Welcome resets the count: the next wait is within the base again.
+        core.connecting(now: now)
+        core.received(.welcome(Welcome(serverID: "s", heartbeatIntervalMs: 1_000)), now: now)
+        core.disconnected(now: now)
+        #expect(core.retryAt! <= now + .milliseconds(100))
     }
 }

@@ -4,6 +4,14 @@ import SyncServer
 import SyncWire
 import Testing
 
+extension ServerSession {
+    /// One frame in at monotonic time zero and wall-clock `date`; the actions out.
+    mutating func receive(_ input: Result<WireMessage, WireError>, now date: Date) -> [Action] {
+        receive(input, now: .zero, date: date)
+        return takeActions()
+    }
+}
+
 /// The sans-I/O session: handshake, authentication and authorization without a socket.
 @Suite struct SessionTests {
     let authority = try! TokenAuthority(secret: TestServer.secret)
@@ -13,7 +21,7 @@ import Testing
     let now = Date(timeIntervalSince1970: 1_800_000_000)
 
     func session() -> ServerSession {
-        ServerSession(authority: authority, welcome: Welcome(serverID: "unit", heartbeatIntervalMs: 1000))
+        ServerSession(authority: authority, welcome: Welcome(serverID: "unit", heartbeatIntervalMs: 1000), now: .zero)
     }
 
     func token(_ roles: [EntityID: Role], expires: TimeInterval = 3600) -> String {
@@ -57,7 +65,8 @@ import Testing
     @Test func helloAnswersWelcomeAndASecondHelloCloses() {
         var session = session()
         let actions = session.receive(.success(.hello(Hello(clientID: client, token: token([course: .editor])))), now: now)
-        guard case .send(.welcome(let welcome)) = actions.first else { Issue.record("expected Welcome, got \(actions)"); return }
+        #expect(actions.first == .ready(client), "the driver registers the connection before Welcome goes out")
+        guard case .send(.welcome(let welcome)) = actions.last else { Issue.record("expected Welcome, got \(actions)"); return }
         #expect(welcome.serverID == "unit")
         #expect(session.clientID == client)
         guard case .close(let error) = session.receive(.success(.hello(Hello(clientID: client, token: ""))), now: now).first else {
@@ -104,5 +113,67 @@ import Testing
             Issue.record("expected a close"); return
         }
         #expect(malformed.code == .malformedFrame)
+    }
+
+    // MARK: Timers
+
+    func at(_ ms: Int64) -> Moment { .milliseconds(ms) }
+
+    @Test func aConnectionThatSendsNoHelloIsClosedAfterOneIntervalWithoutBeingPinged() {
+        var session = session()
+        #expect(session.nextDeadline == at(1_000))
+        session.handleTimeout(now: at(999))
+        #expect(session.takeActions().isEmpty)
+        session.handleTimeout(now: at(1_000))
+        guard case .close(let error) = session.takeActions().first else { Issue.record("expected a close"); return }
+        #expect(error.code == .idleTimeout)
+        #expect(session.nextDeadline == nil)
+    }
+
+    /// Regression (a watcher cut on a busy course): the server pinged only connections it had
+    /// sent nothing to, so a subscriber that only listens, receiving diffs all the time, was never
+    /// pinged, never answered, and was closed for idleness after three intervals. Now what counts
+    /// is what the server *received*: it pings a quiet peer whatever it sends, and the Pongs keep
+    /// the connection up.
+    @Test func aListeningPeerIsPingedAndItsPongsKeepItOpen() {
+        var session = session()
+        session.receive(.success(.hello(Hello(clientID: client, token: token([course: .viewer])))), now: at(0), date: now)
+        session.receive(.success(.subscribe(courseID: course, sinceSeq: 0)), now: at(10), date: now)
+        _ = session.takeActions()
+        var time = at(10)
+        for _ in 0..<20 {
+            // However many diffs go out meanwhile, the session sees only what comes in.
+            time = session.nextDeadline!
+            session.handleTimeout(now: time)
+            guard case .send(.ping(let nonce)) = session.takeActions().first else { Issue.record("expected a Ping at \(time)"); return }
+            session.receive(.success(.pong(nonce: nonce)), now: time + .milliseconds(20), date: now)
+            #expect(session.takeActions().isEmpty)
+        }
+        #expect(session.state != .closed)
+    }
+
+    @Test func aSilentPeerIsClosedAfterThreeIntervalsAndNothingFollowsTheError() {
+        var session = ready([course: .editor])
+        _ = session.receive(.success(.subscribe(courseID: course, sinceSeq: 0)), now: now)
+        var actions: [ServerSession.Action] = []
+        while let deadline = session.nextDeadline {
+            session.handleTimeout(now: deadline)
+            actions += session.takeActions()
+        }
+        #expect(actions.count == 4, "\(actions)")
+        guard actions.count == 4, case .send(.ping) = actions[0], case .send(.ping) = actions[1],
+              case .close(let error) = actions[2] else { Issue.record("\(actions)"); return }
+        #expect(error.code == .idleTimeout)
+        #expect(actions[3] == .unsubscribe(courseID: course), "the session tells the driver to leave its courses")
+        session.handleTimeout(now: at(100_000))
+        session.receive(.success(.ping(nonce: 1)), now: at(100_000), date: now)
+        #expect(session.takeActions().isEmpty, "a closed session sends nothing more")
+    }
+
+    @Test func aServerMessageFromAClientClosesAsUnexpected() {
+        var session = ready([course: .editor])
+        let input: Result<WireMessage, WireError> = .failure(.wrongDirection("Diff is sent by servers, not clients"))
+        guard case .close(let closed) = session.receive(input, now: now).first else { Issue.record("expected a close"); return }
+        #expect(closed.code == .unexpectedMessage)
     }
 }

@@ -22,6 +22,29 @@ struct ConversionTests {
         }
     }
 
+    /// A message of the other side's is refused for its direction before its fields are checked:
+    /// a client's `Diff` without `origin` is `UNEXPECTED_MESSAGE`, not `MALFORMED_FRAME`.
+    @Test func theDirectionIsCheckedBeforeRequiredFields() throws {
+        let payload = Array(GoldenVectors.rawFrame { $0.diff = Coursesync_V1_Diff() }.dropFirst(4))
+        #expect(throws: WireError.self) { try WireMessage(payload: payload) }
+        do {
+            _ = try WireMessage(payload: payload, sentBy: .client)
+            Issue.record("a client's Diff decoded")
+        } catch {
+            #expect(error.code == .unexpectedMessage)
+        }
+        // The same frame from a server is judged on its fields.
+        do {
+            _ = try WireMessage(payload: payload, sentBy: .server)
+            Issue.record("a Diff without origin decoded")
+        } catch {
+            #expect(error.code == .malformedFrame)
+        }
+        let push = Array(GoldenVectors.rawFrame(validPush()).dropFirst(4))
+        #expect(throws: WireError.wrongDirection("Push is sent by clients, not servers")) { try WireMessage(payload: push, sentBy: .server) }
+        _ = try WireMessage(payload: push, sentBy: .client)
+    }
+
     @Test func aValidPushDecodes() throws {
         guard case .push(let push) = try decode(validPush()) else { Issue.record("not a push"); return }
         #expect(push.ops.count == 3)
