@@ -41,7 +41,8 @@ CREATE TABLE videos (
 );
 CREATE INDEX videos_media_file_idx ON videos (media_file_id);
 
--- One row per committed batch, for catch-up: the diff as the protocol's Diff message (protobuf).
+-- One row per committed batch, for catch-up: the diff as a protocol Envelope holding the Diff
+-- (protobuf; exactly a frame's payload, so catch-up sends it as stored).
 -- Old rows are pruned; a subscriber whose cursor is older gets a snapshot.
 CREATE TABLE change_log (
     course_id        uuid   NOT NULL REFERENCES courses (id) ON DELETE CASCADE,
@@ -53,7 +54,8 @@ CREATE TABLE change_log (
     PRIMARY KEY (course_id, seq)
 );
 
--- Exactly-once: every committed batch, with the Ack (protobuf) replayed byte for byte on a resend.
+-- Exactly-once: every committed batch, with its answer as a protocol Envelope holding the Ack
+-- (protobuf), replayed byte for byte on a resend.
 -- batch_seq holds the protocol's uint64 as its two's-complement bit pattern.
 CREATE TABLE client_batches (
     client_id  uuid   NOT NULL,

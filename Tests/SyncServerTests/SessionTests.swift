@@ -170,6 +170,15 @@ extension ServerSession {
         #expect(session.takeActions().isEmpty, "a closed session sends nothing more")
     }
 
+    /// Spec §3.1/§6: an empty token is a well-formed Hello refused as `UNAUTHENTICATED` (vector 20).
+    @Test func anEmptyTokenIsUnauthenticated() {
+        var session = session()
+        guard case .close(let error) = session.receive(.success(.hello(Hello(clientID: client, token: ""))), now: now).first else {
+            Issue.record("expected a close"); return
+        }
+        #expect(error.code == .unauthenticated)
+    }
+
     @Test func aServerMessageFromAClientClosesAsUnexpected() {
         var session = ready([course: .editor])
         let input: Result<WireMessage, WireError> = .failure(.wrongDirection("Diff is sent by servers, not clients"))

@@ -19,8 +19,11 @@ final class TestClient: Sendable {
         var description: String
     }
 
-    static func connect(port: Int, clientID: ClientID = ClientID(.fresh()), receiveBuffer: Int32? = nil) async throws -> TestClient {
-        let recorder = Recorder()
+    /// - Parameter answerPings: answer each `Ping` with a `Pong` (what the protocol asks of every
+    ///   client), and send nothing else unasked.
+    static func connect(port: Int, clientID: ClientID = ClientID(.fresh()), receiveBuffer: Int32? = nil,
+                        answerPings: Bool = false) async throws -> TestClient {
+        let recorder = Recorder(answerPings: answerPings)
         var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
         if let receiveBuffer { bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBuffer)) }
@@ -100,6 +103,9 @@ final class TestClient: Sendable {
     /// Frames that did not decode, if any (a test failure: the server must send valid frames).
     var undecodable: [WireError] { recorder.failures }
 
+    /// Errors the connection itself met (a reset, say), in order.
+    var connectionErrors: [String] { recorder.connectionErrors }
+
     // MARK: Protocol steps
 
     @discardableResult
@@ -158,10 +164,18 @@ private final class Recorder: ChannelInboundHandler, Sendable {
         var all: [WireMessage] = []
         var consumed: Set<Int> = []
         var failures: [WireError] = []
+        var connectionErrors: [String] = []
         var closed = false
     }
 
     private let state = NIOLockedValueBox(State())
+    private let answerPings: Bool
+
+    init(answerPings: Bool) {
+        self.answerPings = answerPings
+    }
+
+    var connectionErrors: [String] { state.withLockedValue { $0.connectionErrors } }
 
     var all: [WireMessage] { state.withLockedValue { $0.all } }
     var closed: Bool { state.withLockedValue { $0.closed } }
@@ -188,6 +202,9 @@ private final class Recorder: ChannelInboundHandler, Sendable {
             case .failure(let error): state.failures.append(error)
             }
         }
+        if answerPings, case .success(.ping(let nonce)) = result {
+            context.writeAndFlush(NIOAny(ByteBuffer(bytes: WireMessage.pong(nonce: nonce).frame())), promise: nil)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -196,6 +213,7 @@ private final class Recorder: ChannelInboundHandler, Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        state.withLockedValue { $0.connectionErrors.append("\(error)") }
         context.close(promise: nil)
     }
 }

@@ -15,8 +15,9 @@ enum GoldenVectors {
     enum Content {
         /// A valid frame: decodes to this message and re-encodes to the same bytes.
         case message(WireMessage)
-        /// An invalid frame, given as raw bytes, and the typed error a receiver must produce.
-        case invalid(bytes: [UInt8], limit: Int, expected: WireError)
+        /// An invalid frame, given as raw bytes, and the typed error a receiver must produce
+        /// (a receiver that knows the frame came from `sender`, when one is named).
+        case invalid(bytes: [UInt8], limit: Int, expected: WireError, sender: WireSender? = nil)
     }
 
     static let course = EntityID("c0c0c0c0-0000-4000-8000-000000000001")!
@@ -99,6 +100,10 @@ enum GoldenVectors {
         Vector(name: "16-ping", description: "Heartbeat with nonce 42.", content: .message(.ping(nonce: 42))),
         Vector(name: "17-pong", description: "Answer to the ping with nonce 42.", content: .message(.pong(nonce: 42))),
         Vector(name: "18-unsubscribe", description: "Client stops receiving the course's diffs.", content: .message(.unsubscribe(courseID: course))),
+        Vector(name: "19-reject-unknown-course", description: "Batch 4 pushed to a course that does not exist: rejected with UNKNOWN_COURSE (every Push gets an Ack or a Reject); the connection stays up.",
+               content: .message(.reject(BatchRejection(courseID: course, batchSeq: 4, rejection: Rejection(.unknownCourse, "course c0c0c0c0-0000-4000-8000-000000000001 does not exist"))))),
+        Vector(name: "20-hello-empty-token", description: "A Hello whose token is empty: a well-formed frame (not MALFORMED_FRAME); the server answers Error UNAUTHENTICATED and closes.",
+               content: .message(.hello(Hello(protocolVersion: 1, clientID: client, token: "")))),
     ]
 
     static let invalid: [Vector] = [
@@ -149,6 +154,11 @@ enum GoldenVectors {
         Vector(name: "56-invalid-empty-envelope",
                description: "A frame of length 0: an Envelope with no message set.",
                content: .invalid(bytes: [0x00, 0x00, 0x00, 0x00], limit: Limits.maxClientFrameBytes, expected: .emptyEnvelope)),
+        Vector(name: "57-invalid-client-diff-without-origin",
+               description: "A Diff sent by a client, without its required origin: a server checks the direction first and refuses it as UNEXPECTED_MESSAGE (not MALFORMED_FRAME), then closes.",
+               content: .invalid(bytes: rawFrame { envelope in
+                   envelope.diff = .with { $0.course = Data(course.bytes); $0.seq = 5 }
+               }, limit: Limits.maxClientFrameBytes, expected: .wrongDirection("Diff is sent by servers, not clients"), sender: .client)),
     ]
 
     /// A complete frame around an envelope built directly (to express what our types cannot hold).
@@ -158,9 +168,11 @@ enum GoldenVectors {
         return Framing.frame(try! envelope.serializedBytes() as [UInt8])
     }
 
-    /// Decodes a complete frame the way a receiver does.
-    static func decode(frame: [UInt8], limit: Int) throws(WireError) -> WireMessage {
-        try WireMessage(payload: Framing.payload(ofFrame: frame, limit: limit))
+    /// Decodes a complete frame the way a receiver does (one that knows who sent it, if `sender` is given).
+    static func decode(frame: [UInt8], limit: Int, sender: WireSender? = nil) throws(WireError) -> WireMessage {
+        let payload = try Framing.payload(ofFrame: frame, limit: limit)
+        if let sender { return try WireMessage(payload: payload, sentBy: sender) }
+        return try WireMessage(payload: payload)
     }
 
     /// The readable companion of a vector, written beside it as `<name>.txt`.
@@ -173,8 +185,9 @@ enum GoldenVectors {
         case .message(let message):
             lines.append("decodes to (protobuf text format of the Envelope):")
             lines.append(message.envelope.textFormatString())
-        case .invalid(_, let limit, let expected):
+        case .invalid(_, let limit, let expected, let sender):
             lines.append("receiver limit: \(limit) bytes")
+            if let sender { lines.append("sent by: a \(sender == .client ? "client" : "server") (the receiver checks the direction first)") }
             lines.append("must be refused with: \(expected.code.rawValue) (\(expected))")
         }
         return lines.joined(separator: "\n") + "\n"

@@ -16,7 +16,7 @@ struct VectorTests {
     static func bytes(of vector: GoldenVectors.Vector) -> [UInt8] {
         switch vector.content {
         case .message(let message): message.frame()
-        case .invalid(let bytes, _, _): bytes
+        case .invalid(let bytes, _, _, _): bytes
         }
     }
 
@@ -40,8 +40,8 @@ struct VectorTests {
             let decoded = try GoldenVectors.decode(frame: stored, limit: Limits.maxServerFrameBytes)
             #expect(decoded == message)
             #expect(decoded.frame() == stored, "re-encoding is not byte-for-byte")
-        case .invalid(_, let limit, let error):
-            #expect(throws: error) { try GoldenVectors.decode(frame: stored, limit: limit) }
+        case .invalid(_, let limit, let error, let sender):
+            #expect(throws: error) { try GoldenVectors.decode(frame: stored, limit: limit, sender: sender) }
         }
     }
 

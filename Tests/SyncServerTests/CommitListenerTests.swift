@@ -1,0 +1,57 @@
+import Foundation
+import PostgresNIO
+import PostgresStore
+import SyncModel
+import SyncServer
+import SyncWire
+import Testing
+
+/// Node-to-node notification on real PostgreSQL when the listener itself fails: its backend is
+/// killed (`pg_terminate_backend`), so the notification of the next commit never reaches it.
+@Suite struct CommitListenerTests {
+    /// Runs node A (with a commit listener configured by `listener`) and node B on one database;
+    /// a subscriber on A; waits until A's listener delivers B's first commit; kills the listener's
+    /// backend; commits again on B; returns once A's subscriber has that commit too.
+    func afterTheListenerDies(retryDelay: Duration, checkInterval: Duration) async throws {
+        try await withDatabase { database in
+            let (courseID, chapters, _) = try await database.makeCourse(chapters: 1)
+            try await withServer(store: database.store) { nodeA in
+                let storeB = PostgresStore(client: database.client, logger: TestDatabase.logger)
+                try await withServer(store: storeB) { nodeB in
+                    let listener = Task {
+                        try await CommitListener(store: database.store, server: nodeA.server,
+                                                 checkInterval: checkInterval, retryDelay: retryDelay).run()
+                    }
+                    defer { listener.cancel() }
+                    let watcher = try await TestClient.connect(port: nodeA.port, answerPings: true)
+                    try await watcher.hello(token: nodeA.token([courseID: .viewer]))
+                    try await watcher.subscribe(courseID)
+                    let writer = try await nodeB.editor(of: courseID)
+                    _ = try await writer.push(courseID, batchSeq: 1, [.renameChapter(.id(chapters[0]), title: "Heard")]).get()
+                    try await watcher.waitUntil("the listener delivered seq 2") { $0.contains { if case .diff(let d) = $0 { d.seq == 2 } else { false } } }
+                    // Only node A listens on this database: its LISTEN backend is the one to kill.
+                    var killed = 0
+                    for try await ok in try await database.client.query("""
+                        SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                        WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()
+                        """).decode(Bool.self) where ok { killed += 1 }
+                    #expect(killed == 1)
+                    _ = try await writer.push(courseID, batchSeq: 2, [.renameChapter(.id(chapters[0]), title: "Missed")]).get()
+                    try await watcher.waitUntil("seq 3 arrived without a notification") { $0.contains { if case .diff(let d) = $0 { d.seq == 3 } else { false } } }
+                    #expect(!watcher.isClosed)
+                }
+            }
+        }
+    }
+
+    /// The listener reconnects and reads the store as soon as it listens again.
+    @Test func aListenerWhoseBackendWasKilledCatchesUpWhenItListensAgain() async throws {
+        try await afterTheListenerDies(retryDelay: .milliseconds(300), checkInterval: .seconds(3_600))
+    }
+
+    /// A listener that does not come back (here: a retry far in the future) still lets
+    /// subscribers catch up, by the periodic check of the store.
+    @Test func thePeriodicCheckBoundsStalenessWhenNotificationsStop() async throws {
+        try await afterTheListenerDies(retryDelay: .seconds(3_600), checkInterval: .milliseconds(300))
+    }
+}

@@ -1,0 +1,141 @@
+import Foundation
+import NIOCore
+import PostgresStore
+import SyncModel
+import SyncServer
+import SyncWire
+import Testing
+
+/// What happens at the edges of a connection's life, over real TCP: heartbeats on busy courses,
+/// the last frame before a close, and closes that must not turn into resets. Each test is the
+/// regression test of a defect found from outside with an independent client.
+@Suite struct ConnectionEndTests {
+    /// Regression: a subscriber that only listens was closed for idleness on a busy course, since
+    /// the server pinged only connections it had sent nothing to. A client that does no more than
+    /// the protocol asks (answer Pings) must stay connected however long the course is busy.
+    @Test func aListeningSubscriberOfABusyCourseStaysConnected() async throws {
+        try await withDatabase { database in
+            let (courseID, chapters, _) = try await database.makeCourse(chapters: 1)
+            try await withServer(store: database.store, configure: { $0.heartbeatInterval = .milliseconds(200) }) { server in
+                let watcher = try await TestClient.connect(port: server.port, answerPings: true)
+                try await watcher.hello(token: server.token([courseID: .viewer]))
+                try await watcher.subscribe(courseID)
+                let writer = try await TestClient.connect(port: server.port, answerPings: true)
+                try await writer.hello(token: server.token([courseID: .editor]))
+                // Commits every 50 ms for 15 heartbeat intervals (five idle timeouts).
+                let start = ContinuousClock.now
+                var batchSeq: BatchSeq = 0
+                while ContinuousClock.now - start < .seconds(3) {
+                    batchSeq += 1
+                    _ = try await writer.push(courseID, batchSeq: batchSeq, [.renameChapter(.id(chapters[0]), title: "Title \(batchSeq)")]).get()
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                let last = batchSeq + 1
+                try await watcher.waitUntil("every commit arrived") { messages in
+                    messages.contains { if case .diff(let diff) = $0 { diff.seq == last } else { false } }
+                }
+                #expect(!watcher.isClosed, "closed: \(watcher.received.suffix(3).map(TestClient.kind))")
+                #expect(!watcher.received.contains { if case .error = $0 { true } else { false } })
+                #expect(watcher.received.contains { if case .ping = $0 { true } else { false } }, "the server pings a peer it hears nothing from")
+            }
+        }
+    }
+
+    /// Regression: after `Error{IDLE_TIMEOUT}` the server still sent Pings before closing. The
+    /// Error is the last frame (protocol §6).
+    @Test func theErrorIsTheLastFrameBeforeAnIdleClose() async throws {
+        try await withDatabase { database in
+            let (courseID, _, _) = try await database.makeCourse(chapters: 1)
+            try await withServer(store: database.store, configure: { $0.heartbeatInterval = .milliseconds(100) }) { server in
+                let silent = try await TestClient.connect(port: server.port)
+                try await silent.hello(token: server.token([courseID: .viewer]))
+                try await silent.subscribe(courseID)
+                let error = try await silent.expectClosed()
+                #expect(error?.code == .idleTimeout)
+                let kinds = silent.received.map(TestClient.kind)
+                #expect(kinds.last == "Error(idleTimeout)", "\(kinds)")
+                #expect(kinds.filter { $0 == "ping" }.count == 2, "one Ping per quiet interval before the close: \(kinds)")
+            }
+        }
+    }
+
+    /// Regression: an oversized frame sent with its body got a TCP reset instead of
+    /// `Error{FRAME_TOO_LARGE}`: the server closed with unread input. It now closes gracefully.
+    @Test(arguments: [false, true])
+    func anOversizedFrameSentWithItsBodyGetsFrameTooLarge(afterHello: Bool) async throws {
+        try await withDatabase { database in
+            let (courseID, _, _) = try await database.makeCourse(chapters: 1)
+            try await withServer(store: database.store) { server in
+                let client = try await TestClient.connect(port: server.port)
+                if afterHello { try await client.hello(token: server.token([courseID: .editor])) }
+                let length = (afterHello ? Limits.maxClientFrameBytes : Limits.maxHandshakeFrameBytes) + 1
+                var frame = ByteBuffer()
+                frame.writeInteger(UInt32(length))
+                frame.writeRepeatingByte(0x5A, count: length)
+                // The write may fail part-way: the server answers after the prefix and half-closes,
+                // and this client's channel closes on that end of input.
+                try? await client.sendRaw(Array(frame.readableBytesView))
+                let error = try await client.expectClosed()
+                #expect(error?.code == .frameTooLarge, "received \(client.received.map(TestClient.kind)), connection errors \(client.connectionErrors)")
+                #expect(client.connectionErrors.isEmpty, "a clean close, not a reset: \(client.connectionErrors)")
+            }
+        }
+    }
+
+    /// Regression: a subscriber cut as a slow consumer did not get `SLOW_CONSUMER`. Its backlog is
+    /// dropped, the Error written behind what the socket already holds, and the connection stays
+    /// open (up to the close timeout) for the peer to read up to it. One that kept sending Pings
+    /// while not reading lost the Error to a reset: the server stopped reading once it decided to
+    /// close, then closed with those Pings unread. It now closes gracefully (FIN after the Error,
+    /// the rest of the input read and dropped).
+    @Test(arguments: [false, true])
+    func aSubscriberThatStopsReadingFindsSlowConsumerAsItsLastFrame(pinging: Bool) async throws {
+        try await withDatabase { database in
+            let (courseID, chapters, _) = try await database.makeCourse(chapters: 4)
+            try await withServer(store: database.store, configure: {
+                $0.outboxFrames = 64
+                $0.closeTimeout = .seconds(30)
+            }) { server in
+                let stuck = try await TestClient.connect(port: server.port)
+                try await stuck.hello(token: server.token([courseID: .viewer]))
+                try await stuck.subscribe(courseID)
+                try await stuck.channel.setOption(ChannelOptions.autoRead, value: false).get()
+                let pings = Task {
+                    var nonce: UInt64 = 0
+                    while pinging, !Task.isCancelled {
+                        nonce += 1
+                        try? await stuck.send(.ping(nonce: nonce))
+                        try? await Task.sleep(for: .milliseconds(20))
+                    }
+                }
+                defer { pings.cancel() }
+                let title = String(repeating: "\u{1D11E}", count: 490)  // ~2 KB per diff
+                // Four writers, default socket buffers: megabytes pile up before the outbox overflows.
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for writerIndex in 0..<4 {
+                        let writer = try await server.editor(of: courseID)
+                        group.addTask {
+                            var batchSeq: BatchSeq = 0
+                            while server.server.slowConsumerCount == 0, batchSeq < 50_000 {
+                                batchSeq += 1
+                                _ = try await writer.push(courseID, batchSeq: batchSeq, [
+                                    .renameChapter(.id(chapters[writerIndex]), title: "\(batchSeq) \(title)"),
+                                ]).get()
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+                #expect(server.server.slowConsumerCount == 1)
+                // It reads again a while later (within the close timeout) and drains everything.
+                try await Task.sleep(for: .milliseconds(500))
+                pings.cancel()
+                try await stuck.channel.setOption(ChannelOptions.autoRead, value: true).get()
+                let error = try await stuck.expectClosed()
+                #expect(error?.code == .slowConsumer)
+                #expect(stuck.received.map(TestClient.kind).last == "Error(slowConsumer)", "nothing follows the Error")
+                #expect(stuck.connectionErrors.isEmpty, "\(stuck.connectionErrors)")
+            }
+        }
+    }
+}
