@@ -24,6 +24,9 @@ public struct ClientConfiguration: Sendable {
     public var handshakeTimeout: Duration = .seconds(10)
     /// Bound on undelivered events; the oldest are dropped when the app does not read them.
     public var eventBuffer = 4096
+    /// Sees every frame sent and received, and each new connection (for checkers such as
+    /// ``WireOrderChecker``; called on the client's actor, so keep it quick).
+    @_spi(Testing) public var frameObserver: (@Sendable (FrameEvent) -> Void)?
 
     /// The engine's share of this configuration.
     var timing: ClientCore.Timing {

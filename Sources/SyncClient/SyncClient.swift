@@ -283,7 +283,10 @@ public actor SyncClient {
             switch action {
             case .send(let message):
                 if case .push(let push) = message { sentAt[push.batchSeq] = ContinuousClock.now }
-                outbound?.yield(message)
+                if let outbound {
+                    configuration.frameObserver?(.sent(message))
+                    outbound.yield(message)
+                }
             case .emit(let event):
                 if case .acked(let batchSeq, _, _) = event, let sent = sentAt.removeValue(forKey: batchSeq) {
                     recordRoundTrip(ContinuousClock.now - sent)
@@ -361,7 +364,10 @@ public actor SyncClient {
                     group.addTask {
                         for await message in queue { try await writer.write(message) }
                     }
-                    sink.yield(.hello(Hello(clientID: self.clientID, token: self.configuration.token)))
+                    let hello = WireMessage.hello(Hello(clientID: self.clientID, token: self.configuration.token))
+                    self.configuration.frameObserver?(.connected)
+                    self.configuration.frameObserver?(.sent(hello))
+                    sink.yield(hello)
                     for try await frame in inbound {
                         self.receive(try frame.get())
                     }
@@ -391,6 +397,7 @@ public actor SyncClient {
 
     private func receive(_ message: WireMessage) {
         if case .reject = message { lastRejectArrival = ContinuousClock.now }
+        configuration.frameObserver?(.received(message))
         core.received(message, now: now())
         carryOut()
     }

@@ -6,24 +6,33 @@ struct Simulate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the deterministic simulation over many seeds; print failing seeds with a trace.",
         discussion: """
-        Each seed runs the server's decisions, several client engines with in-memory replicas and a \
-        simulated network under a seeded scheduler, injects faults, lets the system quiesce and checks \
-        that every replica equals the server row for row, nothing is pending, every batch ended exactly \
-        once, no batch was applied twice and the change log rebuilds the store. A failing seed replays \
-        exactly: --seed S --trace prints every step.
+        Each seed runs several server nodes over one store (sessions with their heartbeats, outboxes, \
+        course hubs, commit notifications between nodes that may be delayed, reordered, duplicated or \
+        lost), client engines with in-memory replicas and their own timers, and a simulated network, \
+        under a seeded scheduler and a simulated clock. It injects faults, checks the protocol's \
+        ordering rules on every connection as it goes (each commit once, in order, no gap; an Ack before \
+        its author's Diff) and that no connection of a client that reads is closed for idleness or \
+        slowness, then stops the faults and checks liveness (every client live at the last seq within \
+        a bounded simulated time, with no further commit), that every replica equals the store row for \
+        row, nothing is pending, every batch ended exactly once, no batch was applied twice and the \
+        change log rebuilds the store. A failing seed replays exactly: --seed S --trace prints every step.
         """
     )
 
     @Option(help: ArgumentHelp("Seeds to run, as a range.", valueName: "first...last")) var seeds = SeedRange(1...100)
     @Option(help: "Run just this seed.") var seed: UInt64?
     @Flag(help: "Print every step of the run (with --seed).") var trace = false
-    @Option(help: "Clients per run.") var clients = 4
+    @Option(help: "Editing clients per run.") var clients = 4
+    @Option(help: "Watch-only clients per run (they never push).") var watchers = 1
+    @Option(help: "Server nodes over the one store.") var nodes = 2
     @Option(help: "Edits per client.") var edits = 40
-    @Option(help: ArgumentHelp("Faults to inject: all, none, or a comma list of drops, client-restarts, server-restarts, slow-consumers.",
+    @Option(help: ArgumentHelp("Faults to inject: all, none, or a comma list of drops, client-restarts, server-restarts, slow-consumers, notifications, listener-drops.",
                                valueName: "list")) var faults = "all"
 
     func validate() throws {
         guard (1...32).contains(clients) else { throw ValidationError("--clients must be between 1 and 32") }
+        guard (0...16).contains(watchers) else { throw ValidationError("--watchers must be between 0 and 16") }
+        guard (1...8).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 8") }
         guard (1...10_000).contains(edits) else { throw ValidationError("--edits must be between 1 and 10000") }
         _ = try parsedFaults()
         if trace && seed == nil { throw ValidationError("--trace needs --seed") }
@@ -49,11 +58,15 @@ struct Simulate: AsyncParsableCommand {
         var options = SimulationOptions()
         options.clients = clients
         options.editsPerClient = edits
+        options.watchers = watchers
+        options.nodes = nodes
         options.faults = try parsedFaults()
         let range = seed.map { $0...$0 } ?? seeds.range
         let start = ContinuousClock.now
         var failed: [SimulationResult] = []
-        var totals = (steps: 0, edits: 0, commits: 0, rejections: 0, faults: 0)
+        var totals = (steps: 0, edits: 0, commits: 0, rejections: 0, faults: 0, pings: 0, lost: 0)
+        var simulated = Duration.zero
+        var settleTimes: [Duration] = []
         for seed in range {
             let result = try Simulation(seed: seed, options: options, tracing: trace).run()
             totals.steps += result.steps
@@ -61,6 +74,10 @@ struct Simulate: AsyncParsableCommand {
             totals.commits += result.commits
             totals.rejections += result.rejections
             totals.faults += result.faults
+            totals.pings += result.pings
+            totals.lost += result.notificationsLost
+            simulated += result.simulated
+            if result.passed { settleTimes.append(result.settleTime) }
             if trace { print(result.trace.joined(separator: "\n")) }
             if !result.passed {
                 failed.append(result)
@@ -69,9 +86,13 @@ struct Simulate: AsyncParsableCommand {
             }
         }
         let elapsed = ContinuousClock.now - start
-        print("\(range.count) seeds (\(range.lowerBound)...\(range.upperBound)), \(clients) clients × \(edits) edits, faults \(options.faults): " +
+        settleTimes.sort()
+        func seconds(_ duration: Duration) -> String { String(format: "%.1f s", Double(duration.wholeMilliseconds) / 1000) }
+        let settle = settleTimes.isEmpty ? "" : ", settle after the last commit or fault: median \(seconds(settleTimes[settleTimes.count / 2])), max \(seconds(settleTimes.last!))"
+        print("\(range.count) seeds (\(range.lowerBound)...\(range.upperBound)), \(nodes) nodes, \(clients) clients × \(edits) edits + \(watchers) watchers, faults \(options.faults): " +
               "\(range.count - failed.count) passed, \(failed.count) failed in \(elapsed.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 1)))) — " +
-              "\(totals.edits) edits, \(totals.commits) commits, \(totals.rejections) rollbacks, \(totals.faults) faults")
+              "\(totals.edits) edits, \(totals.commits) commits, \(totals.rejections) rollbacks, \(totals.faults) faults, " +
+              "\(totals.lost) notifications lost, \(totals.pings) client pings, \(seconds(simulated)) simulated\(settle)")
         if !failed.isEmpty {
             print("replay one with: coursesync simulate --seed \(failed[0].seed) --trace")
             throw ExitCode.failure

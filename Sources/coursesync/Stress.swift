@@ -1,29 +1,33 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import PostgresNIO
 import PostgresStore
 import SQLiteStore
-import SyncClient
+@_spi(Testing) import SyncClient
 import SyncModel
 import SyncServer
 
 struct Stress: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Many real clients against a real server over loopback TCP, optionally killing the server; then check every replica.",
+        abstract: "Many real clients against real server nodes over loopback TCP, optionally killing them; then check every replica.",
         discussion: """
-        Runs `coursesync serve` as a child process (on the SQLite store in a scratch directory, or on \
-        --postgres URL), seeds a course, and starts N SyncClients, each with its own replica file, \
-        making random edits on that one course. With --kill-every, the server is killed with SIGKILL \
-        at that interval and restarted on the same port. At the end an independent checker reopens \
-        every replica file and compares it with the store row for row, and prints the verdict.
+        Runs `coursesync serve` as child processes (on the SQLite store in a scratch directory, or \
+        --nodes of them on --postgres URL), seeds a course, and starts N SyncClients spread over the \
+        nodes, each with its own replica file, making random edits on that one course. With \
+        --kill-every, a node (any of them) is killed with SIGKILL at that interval and restarted on the \
+        same port. Every client's frames go through an ordering checker (each commit once, in order, \
+        no gap; a batch's Ack before its Diff). At the end an independent checker reopens every replica \
+        file and compares it with the store row for row, and prints the verdict.
         """
     )
 
     @Option(help: "Clients (1 to 200).") var clients = 32
     @Option(help: "Edits per client.") var edits = 200
     @Option(help: "Edit for this many seconds instead of a number of edits.") var seconds: Double?
-    @Option(help: "Kill (SIGKILL) and restart the server every this many seconds while clients edit.") var killEvery: Double?
+    @Option(help: "Kill (SIGKILL) and restart a server node every this many seconds while clients edit.") var killEvery: Double?
+    @Option(help: "Server nodes sharing the store (more than one needs --postgres); clients are spread over them.") var nodes = 1
     @Option(name: .customLong("postgres"), help: ArgumentHelp("Use PostgreSQL (a migrated database) instead of SQLite.", valueName: "url"))
     var postgresURL: String?
     @Option(help: "Random seed for the clients' choices (default: random).") var seed: UInt64?
@@ -35,6 +39,8 @@ struct Stress: AsyncParsableCommand {
         if let seconds { guard seconds > 0, seconds <= 3600 else { throw ValidationError("--seconds must be in (0, 3600]") } }
         if let killEvery { guard killEvery >= 0.2 else { throw ValidationError("--kill-every must be at least 0.2 seconds") } }
         if let postgresURL { _ = try PostgresURL.configuration(postgresURL) }
+        guard (1...8).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 8") }
+        if nodes > 1, postgresURL == nil { throw ValidationError("--nodes \(nodes) needs --postgres URL: the SQLite store serves one node") }
     }
 
     func run() async throws {
@@ -66,23 +72,31 @@ struct Stress: AsyncParsableCommand {
 
     private func run(store: some SyncStore, storeArguments: [String], folder: URL, secretFile: String,
                      authority: TokenAuthority, seed: UInt64, logger: Logger) async throws {
-        let port = try freeLoopbackPort()
-        let server = ServerProcess(arguments: ["serve", "--listen", "127.0.0.1:\(port)", "--secret-file", secretFile, "--log-level", "error"] + storeArguments,
-                                   log: folder.appendingPathComponent("server.log").path, port: port)
-        try await server.start()
-        defer { server.stop() }
+        var servers: [ServerProcess] = []
+        for node in 0..<nodes {
+            let port = try freeLoopbackPort()
+            servers.append(ServerProcess(arguments: ["serve", "--listen", "127.0.0.1:\(port)", "--secret-file", secretFile, "--log-level", "error"] + storeArguments,
+                                         log: folder.appendingPathComponent("server\(node).log").path, port: port))
+            try await servers[node].start()
+        }
+        defer { servers.forEach { $0.stop() } }
         let courseID = try await BenchFixture.make(store: store, writers: 4).courseID
         say("coursesync stress — \(clients) clients × \(seconds.map { "\($0) s" } ?? "\(edits) edits") on one course, " +
-            "\(storeArguments[0] == "--postgres" ? "PostgreSQL" : "SQLite") server on 127.0.0.1:\(port)" +
+            "\(nodes == 1 ? "" : "\(nodes) ")\(storeArguments[0] == "--postgres" ? "PostgreSQL" : "SQLite") server\(nodes == 1 ? "" : "s") on " +
+            servers.map { "127.0.0.1:\($0.port)" }.joined(separator: ", ") +
             (killEvery.map { ", SIGKILL every \($0) s" } ?? "") + ", seed \(seed)")
 
         var instructors: [Instructor] = []
         var reconnectCounters: [Task<Int, Never>] = []
+        var checkers: [OrderCheck] = []
         for index in 0..<clients {
-            var configuration = ClientConfiguration(port: port, token: authority.issue(TokenClaims(
+            var configuration = ClientConfiguration(port: servers[index % nodes].port, token: authority.issue(TokenClaims(
                 user: "stress\(index)", expires: Date().addingTimeInterval(86_400), courses: [courseID: .editor])))
             configuration.reconnectBase = .milliseconds(50)
             configuration.reconnectCap = .seconds(2)
+            let checker = OrderCheck()
+            checkers.append(checker)
+            configuration.frameObserver = { event in checker.observe(event) }
             let client = try await SyncClient.open(path: folder.appendingPathComponent("client\(index).replica").path,
                                                    courseID: courseID, configuration: configuration, logger: logger)
             reconnectCounters.append(Task {
@@ -97,12 +111,14 @@ struct Stress: AsyncParsableCommand {
         let start = ContinuousClock.now
         let deadline = seconds.map { start + .milliseconds(Int64($0 * 1000)) }
         let progress = Progress(total: deadline == nil ? clients * edits : 0)
-        let killer = Task { () -> Int in
+        let killer = Task { [servers] () -> Int in
             guard let killEvery else { return 0 }
+            var random = SplitMix64(seed: seed ^ 0x6B11)
             var kills = 0
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(Int64(killEvery * 1000)))
                 guard !Task.isCancelled else { break }
+                let server = servers.randomElement(using: &random)!
                 server.kill()
                 kills += 1
                 try? await Task.sleep(for: .milliseconds(200))
@@ -118,7 +134,7 @@ struct Stress: AsyncParsableCommand {
         }
         killer.cancel()
         let kills = await killer.value
-        try await server.start()
+        for server in servers { try await server.start() }
         let editing = ContinuousClock.now - start
         for instructor in instructors {
             try await within(settleTimeout, "client \(instructor.name) to settle") { try await instructor.client.settle() }
@@ -145,12 +161,19 @@ struct Stress: AsyncParsableCommand {
             let replica = try Replica(path: folder.appendingPathComponent("client\(index).replica").path)
             for problem in try replica.differences(from: truth) { mismatches.append("client \(index): \(problem)") }
         }
+        var diffsChecked = 0
+        for (index, checker) in checkers.enumerated() {
+            let result = checker.result
+            diffsChecked += result.diffsSeen
+            for violation in result.violations.prefix(3) { mismatches.append("client \(index) ordering: \(violation)") }
+        }
         say("""
         edits \(totals.edits) (+\(await progress.refusedLocally) refused locally) in \(String(format: "%.1f", Double(editing.components.seconds) + Double(editing.components.attoseconds) / 1e18)) s · \
         batches acked \(totals.acks) · rejected \(totals.rejections) (\(totals.droppedEdits) edits rolled back) · \
         conflicts resolved \(totals.resolutionNotes + totals.rejections) · reconnects \(reconnects) · server kills \(kills) · store seq \(truth.seq)
         """)
         if mismatches.isEmpty {
+            say("ordering: \(diffsChecked) diffs checked, no gap, repeat or Diff before its Ack ✓")
             say("verdict: all \(clients) replicas match the store row for row ✓")
         } else {
             say("verdict: FAILED\n" + mismatches.prefix(20).map { "  \($0)" }.joined(separator: "\n"))
@@ -161,6 +184,15 @@ struct Stress: AsyncParsableCommand {
     private func within(_ seconds: Double, _ what: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
         try await withTimeout(seconds, body, failure: { ValidationError("timed out after \(seconds) s waiting for \(what)") })
     }
+}
+
+/// One client's ``WireOrderChecker``, fed from the client's frame observer.
+final class OrderCheck: Sendable {
+    private let state = NIOLockedValueBox(WireOrderChecker())
+
+    func observe(_ event: FrameEvent) { state.withLockedValue { $0.observe(event) } }
+
+    var result: WireOrderChecker { state.withLockedValue { $0 } }
 }
 
 /// `coursesync serve` as a child process that can be killed and restarted.

@@ -1,4 +1,4 @@
-@testable import SyncClient
+@testable @_spi(Testing) import SyncClient
 import SyncModel
 import SyncWire
 import Testing
@@ -284,5 +284,54 @@ extension ClientCore {
         core.received(.welcome(Welcome(serverID: "s", heartbeatIntervalMs: 1_000)), now: now)
         core.disconnected(now: now)
         #expect(core.retryAt! <= now + .milliseconds(100))
+    }
+}
+
+/// The ordering rules as one client sees them (the checker `coursesync stress` runs).
+@Suite struct WireOrderCheckerTests {
+    let course = EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_0021)
+    let me = ClientID(EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_0022))
+    let other = ClientID(EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_0023))
+
+    func diff(_ seq: CourseSeq, _ client: ClientID, _ batch: BatchSeq) -> FrameEvent {
+        .received(.diff(Diff(courseID: course, seq: seq, origin: BatchOrigin(clientID: client, batchSeq: batch), changes: ChangeSet())))
+    }
+
+    func connect(_ checker: inout WireOrderChecker, since: CourseSeq) {
+        checker.observe(.connected)
+        checker.observe(.sent(.hello(Hello(clientID: me, token: "t"))))
+        checker.observe(.sent(.subscribe(courseID: course, sinceSeq: since)))
+    }
+
+    func push(_ batch: BatchSeq) -> FrameEvent {
+        .sent(.push(Push(courseID: course, batchSeq: batch, baseSeq: 0, ops: [.unlinkVideo(.id(course))])))
+    }
+
+    func ack(_ batch: BatchSeq, _ seq: CourseSeq) -> FrameEvent {
+        .received(.ack(Ack(courseID: course, batchSeq: batch, seq: seq, idMap: [:], notes: [])))
+    }
+
+    @Test func aCleanStreamPasses() {
+        var checker = WireOrderChecker()
+        connect(&checker, since: 4)
+        for event in [diff(5, other, 1), push(1), ack(1, 6), diff(6, me, 1), diff(7, other, 2)] { checker.observe(event) }
+        #expect(checker.violations.isEmpty, "\(checker.violations)")
+        #expect(checker.clientID == me && checker.diffsSeen == 3)
+    }
+
+    @Test func aDiffBeforeItsAckAGapAndARepeatAreCaught() {
+        var checker = WireOrderChecker()
+        connect(&checker, since: 4)
+        for event in [push(1), diff(5, me, 1), ack(1, 5), diff(7, other, 2), diff(7, other, 2)] { checker.observe(event) }
+        #expect(checker.violations.count == 3, "\(checker.violations)")
+    }
+
+    @Test func aResentBatchMayShowItsDiffFirstOnANewConnection() {
+        var checker = WireOrderChecker()
+        connect(&checker, since: 4)
+        checker.observe(push(1))  // committed as 5, but the connection drops before the Ack
+        connect(&checker, since: 4)
+        for event in [push(1), diff(5, me, 1), ack(1, 5)] { checker.observe(event) }
+        #expect(checker.violations.isEmpty, "\(checker.violations)")
     }
 }
