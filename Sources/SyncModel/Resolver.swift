@@ -4,7 +4,7 @@ public struct Resolved: Hashable, Sendable {
     public var state: CourseState
 }
 
-/// The one place where the ordering and conflict rules of DESIGN.md live. The server calls it to
+/// The one place where the ordering and conflict rules (protocol/README.md §7.3) live. The server calls it to
 /// decide (authoritatively), a client calls it to predict its own pending batches and to rebase
 /// them on new server state.
 ///

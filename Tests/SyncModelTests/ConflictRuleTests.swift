@@ -1,9 +1,10 @@
 import SyncModel
 import Testing
 
-/// One test per rule of DESIGN.md's conflict table, named after the rule. "Concurrent" batches
+/// One test per rule of the conflict table (README "Conflict rules", protocol/README.md §7.3),
+/// named after the rule. "Concurrent" batches
 /// are made against the same seq and then resolved in server commit order.
-@Suite("Conflict rules (DESIGN.md)")
+@Suite("Conflict rules")
 struct ConflictRuleTests {
     @Test func concurrentAppendsToOneChapterAreAllKeptInServerCommitOrder() throws {
         var f = try Fixture(chapters: 1, media: 8, videos: 2)

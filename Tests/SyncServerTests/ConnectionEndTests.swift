@@ -54,7 +54,7 @@ import Testing
                 #expect(error?.code == .idleTimeout)
                 let kinds = silent.received.map(TestClient.kind)
                 #expect(kinds.last == "Error(idleTimeout)", "\(kinds)")
-                #expect(kinds.filter { $0 == "ping" }.count == 2, "one Ping per quiet interval before the close: \(kinds)")
+                #expect(kinds.filter { $0 == "ping" }.count >= 2, "a Ping per quiet interval before the close: \(kinds)")
             }
         }
     }
