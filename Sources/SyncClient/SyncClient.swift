@@ -324,10 +324,13 @@ public actor SyncClient {
     /// The engine's clock: a monotonic one, from when this client opened.
     private func now() -> Moment { Moment(nanoseconds: (ContinuousClock.now - clockOrigin).wholeNanoseconds) }
 
-    /// Keeps one timer armed for the engine's next deadline.
+    /// Keeps one timer armed for the engine's next deadline. A deadline that moved later (every
+    /// frame received moves the heartbeat's) keeps the armed timer: it fires early, finds nothing
+    /// due, and arms for the later one, which is cheaper than a new timer per frame.
     private func armTimer() {
         let deadline = closed || stopped != nil ? nil : core.nextDeadline
         guard deadline != armedDeadline else { return }
+        if let deadline, let armed = armedDeadline, armed < deadline { return }
         timerTask?.cancel()
         armedDeadline = deadline
         guard let deadline else { return timerTask = nil }

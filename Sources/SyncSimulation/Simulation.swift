@@ -199,7 +199,7 @@ public final class Simulation {
             let replica = try Replica(inMemory: "client\(index)")
             let contents = ReplicaContents.empty(clientID: ClientID(.random(using: &ids)), courseID: courseID)
             try replica.create(contents)
-            var core = ClientCore(contents, timing: timing, seed: ids.next())
+            var core = ClientCore(contents, timing: timing(index), seed: ids.next())
             try replica.apply(core.takeWrite())
             let watcher = index >= options.clients
             clients.append(Client(name: watcher ? "w\(index - options.clients)" : "c\(index)", core: core, replica: replica,
@@ -207,8 +207,12 @@ public final class Simulation {
         }
     }
 
-    private var timing: ClientCore.Timing {
+    /// Client `index`'s timers. The coalescing windows differ between clients: from every edit its
+    /// own batch (many commits, much fan-out) to windows wide enough that batches collect several
+    /// edits and go stale while others commit (many conflicts and rollbacks).
+    private func timing(_ index: Int) -> ClientCore.Timing {
         var timing = ClientCore.Timing()
+        timing.coalesceWindow = [.zero, .milliseconds(5), .milliseconds(40), .milliseconds(150)][(Int(seed) &+ index) & 3]
         timing.handshakeTimeout = .seconds(5)
         timing.reconnectBase = .milliseconds(50)
         timing.reconnectCap = .seconds(2)
@@ -388,7 +392,7 @@ public final class Simulation {
         guard let contents = try clients[index].replica.load(courseID: courseID) else {
             return violation("\(clients[index].name)'s replica lost its identity")
         }
-        var core = ClientCore(contents, timing: timing, seed: random.next())
+        var core = ClientCore(contents, timing: timing(index), seed: random.next())
         if core.visible != clients[index].core.visible {
             violation("\(clients[index].name) shows another state after a restart: \(Self.difference(clients[index].core.visible, core.visible))")
         }

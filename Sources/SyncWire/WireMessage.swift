@@ -151,19 +151,29 @@ extension WireMessage {
     /// Decodes and validates one frame payload (an `Envelope`) that `sender` sent: a message of
     /// the other side's is ``WireError/wrongDirection(_:)`` before any of its fields is looked at.
     public init(payload: some Collection<UInt8>, sentBy sender: WireSender) throws(WireError) {
+        try self.init(payload: payload, checking: sender)
+    }
+
+    /// Decodes and validates one frame payload (an `Envelope`), from either side.
+    public init(payload: some Collection<UInt8>) throws(WireError) {
+        try self.init(payload: payload, checking: nil)
+    }
+
+    private init(payload: some Collection<UInt8>, checking sender: WireSender?) throws(WireError) {
         let envelope: Coursesync_V1_Envelope
         do {
             envelope = try Coursesync_V1_Envelope(serializedBytes: Array(payload))
         } catch {
             throw .malformed(String(describing: error))
         }
-        if let message = envelope.message, let kind = Self.wrongDirection(message, sentBy: sender) {
+        if let sender, let message = envelope.message, let kind = Self.kind(of: message, ifNotSentBy: sender) {
             throw .wrongDirection(sender == .client ? "\(kind) is sent by servers, not clients" : "\(kind) is sent by clients, not servers")
         }
         try self.init(envelope)
     }
 
-    private static func wrongDirection(_ message: Coursesync_V1_Envelope.OneOf_Message, sentBy sender: WireSender) -> String? {
+    /// The message's name if `sender` may not send it (§3.2's direction column).
+    private static func kind(of message: Coursesync_V1_Envelope.OneOf_Message, ifNotSentBy sender: WireSender) -> String? {
         switch (message, sender) {
         case (.welcome, .client): "Welcome"
         case (.error, .client): "Error"
@@ -179,17 +189,6 @@ extension WireMessage {
         case (.push, .server): "Push"
         default: nil
         }
-    }
-
-    /// Decodes and validates one frame payload (an `Envelope`), from either side.
-    public init(payload: some Collection<UInt8>) throws(WireError) {
-        let envelope: Coursesync_V1_Envelope
-        do {
-            envelope = try Coursesync_V1_Envelope(serializedBytes: Array(payload))
-        } catch {
-            throw .malformed(String(describing: error))
-        }
-        try self.init(envelope)
     }
 
     /// The serialized `Envelope` (a frame's payload, without the length prefix).
