@@ -312,15 +312,16 @@ public final class PostgresStore: SyncStore {
         while !Task.isCancelled {
             do {
                 try await client.withConnection { connection in
-                    let notifications = try await connection.listen(Self.notificationChannel)
-                    await onListening()
-                    for try await notification in notifications {
-                        let parts = notification.payload.split(separator: " ")
-                        guard parts.count == 2, let courseID = EntityID(String(parts[0])), let seq = CourseSeq(parts[1]) else {
-                            logger.warning("ignored a malformed commit notification", metadata: ["payload": "\(notification.payload)"])
-                            continue
+                    try await connection.listen(on: Self.notificationChannel) { notifications in
+                        await onListening()
+                        for try await notification in notifications {
+                            let parts = notification.payload.split(separator: " ")
+                            guard parts.count == 2, let courseID = EntityID(String(parts[0])), let seq = CourseSeq(parts[1]) else {
+                                logger.warning("ignored a malformed commit notification", metadata: ["payload": "\(notification.payload)"])
+                                continue
+                            }
+                            await handler(courseID, seq)
                         }
-                        await handler(courseID, seq)
                     }
                 }
             } catch {

@@ -134,9 +134,9 @@ actor CourseHub {
                 Task {
                     do {
                         let outcomes = try await store.commit(batches, courseID: courseID)
-                        await self.committed(outcomes)
+                        self.committed(outcomes)
                     } catch {
-                        await self.commitFailed(error)
+                        self.commitFailed(error)
                     }
                 }
             case .send(let key, let message):
@@ -157,9 +157,9 @@ actor CourseHub {
                 Task {
                     do {
                         let catchUp = try await store.catchUp(courseID: courseID, after: cursor, limit: limit)
-                        await self.caughtUp(key, generation: generation, .success(catchUp))
+                        self.caughtUp(key, generation: generation, .success(catchUp))
                     } catch {
-                        await self.caughtUp(key, generation: generation, .failure(error))
+                        self.caughtUp(key, generation: generation, .failure(error))
                     }
                 }
             case .sendCatchUp(let key, let generation, let messages):
@@ -168,7 +168,7 @@ actor CourseHub {
                     for message in messages { await outbox.sendWaiting(message) }
                     // Room for `Subscribed` and the first live diffs before going live.
                     await outbox.waitForSpace()
-                    await self.catchUpSent(key, generation: generation)
+                    self.catchUpSent(key, generation: generation)
                 }
             case .close(let key, let error):
                 handles[key]?.outbox.close(error)
