@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import SyncClient
 import SyncModel
 import SyncWire
@@ -106,10 +107,25 @@ struct ClientCommand: AsyncParsableCommand {
             try await ProtocolClient.with(host: options.server.host, port: options.server.port,
                                           clientID: ClientID(.random(using: &generator)), token: try options.bearer()) { connection in
                 try await connection.send(.subscribe(courseID: courseID, sinceSeq: 0))
+                // The protocol's heartbeat rule (§8), as the library's engine keeps it: a Ping after
+                // one quiet interval, give up after three.
+                let heartbeat = WatchHeartbeat(interval: .milliseconds(Int64(max(connection.welcome.heartbeatIntervalMs, 1))))
+                let timer = Task { [outbound = connection.outbound, channel = connection.channel] in
+                    await heartbeat.run(ping: { try? await outbound.write(.ping(nonce: $0)) }, giveUp: { channel.close(promise: nil) })
+                }
+                defer { timer.cancel() }
                 var state = CourseState(course: Course(id: courseID, title: "", seq: 0))
                 var parts: [SnapshotPart] = []
                 while true {
-                    switch try await connection.next() {
+                    let message: WireMessage
+                    do {
+                        message = try await connection.next()
+                    } catch {
+                        if let silence = heartbeat.gaveUp { throw ProtocolClient.Failure(description: "nothing received from the server for \(silence); the connection is dead") }
+                        throw error
+                    }
+                    heartbeat.received()
+                    switch message {
                     case .snapshot(let part):
                         parts.append(part)
                         guard part.last else { continue }
@@ -127,6 +143,46 @@ struct ClientCommand: AsyncParsableCommand {
                         continue
                     }
                 }
+            }
+        }
+    }
+}
+
+/// `watch`'s side of the heartbeat rule, on a real clock: ``Heartbeat`` behind a lock, and a
+/// loop that sleeps until its deadline.
+final class WatchHeartbeat: Sendable {
+    private let origin = ContinuousClock.now
+    private let state: NIOLockedValueBox<(heartbeat: Heartbeat, gaveUp: Duration?)>
+
+    init(interval: Duration) {
+        state = NIOLockedValueBox((Heartbeat(interval: interval, now: .zero), nil))
+    }
+
+    private var now: Moment { Moment(nanoseconds: (ContinuousClock.now - origin).wholeNanoseconds) }
+
+    func received() { state.withLockedValue { $0.heartbeat.received(now: now) } }
+
+    /// The silence after which it gave up, if it did.
+    var gaveUp: Duration? { state.withLockedValue { $0.gaveUp } }
+
+    func run(ping: @escaping @Sendable (UInt64) async -> Void, giveUp: @Sendable () -> Void) async {
+        var nonce: UInt64 = 0
+        while !Task.isCancelled {
+            let deadline = state.withLockedValue { $0.heartbeat.deadline }
+            do { try await Task.sleep(until: origin + .nanoseconds(deadline.nanoseconds), clock: .continuous) } catch { return }
+            let due = state.withLockedValue { state -> Heartbeat.Due? in
+                let due = state.heartbeat.fire(now: now)
+                if due == .timeout { state.gaveUp = state.heartbeat.timeout }
+                return due
+            }
+            switch due {
+            case .ping:
+                nonce += 1
+                await ping(nonce)
+            case .timeout:
+                return giveUp()
+            case nil:
+                continue
             }
         }
     }

@@ -27,10 +27,10 @@ struct ProtocolClient {
                 }
             }
         return try await channel.executeThenClose { inbound, outbound in
-            var connection = Connection(inbound: inbound.makeAsyncIterator(), outbound: outbound)
+            var connection = Connection(channel: channel.channel, inbound: inbound.makeAsyncIterator(), outbound: outbound)
             try await connection.send(.hello(Hello(clientID: clientID, token: token)))
             switch try await connection.next() {
-            case .welcome: break
+            case .welcome(let welcome): connection.welcome = welcome
             case .error(let error): throw Failure(description: "the server refused the connection: \(error.code): \(error.message)")
             case let other: throw Failure(description: "expected Welcome, received \(other)")
             }
@@ -39,6 +39,9 @@ struct ProtocolClient {
     }
 
     struct Connection {
+        let channel: any NIOCore.Channel
+        /// The server's `Welcome` (its limits and heartbeat interval).
+        var welcome = Welcome(serverID: "", heartbeatIntervalMs: 15_000)
         var inbound: NIOAsyncChannelInboundStream<Result<WireMessage, WireError>>.AsyncIterator
         let outbound: NIOAsyncChannelOutboundWriter<WireMessage>
 

@@ -114,6 +114,39 @@ import Testing
         #expect(result.output.contains("conflicts resolved"))
     }
 
+    /// `client watch` keeps the heartbeat rule: on a server that stops answering (stopped with
+    /// SIGSTOP: the connection stays up, nothing arrives) it gives up after three intervals with
+    /// a clear message, instead of waiting for ever.
+    @Test func watchGivesUpOnAServerThatStopsAnswering() async throws {
+        try await withReplicaFolder { folder in
+            let data = folder.appendingPathComponent("data").path
+            let port = PostgresCluster.freePort()
+            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(port)", "--heartbeat-seconds", "1"])
+            defer { server.signal(SIGCONT); server.signal(SIGKILL) }
+            let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Watched", "--log-level", "error"])
+            let course = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course, "--role", "viewer"])
+                .output.trimmingCharacters(in: .whitespacesAndNewlines)
+            var listening = false
+            for _ in 0..<500 where !listening {
+                if let probe = try? await TestClient.connect(port: port) {
+                    await probe.close()
+                    listening = true
+                } else {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+            }
+            #expect(listening, "\(server.output)")
+            let watcher = try Subprocess(["client", "watch", "--course", course, "--server", "127.0.0.1:\(port)", "--token", token])
+            for _ in 0..<3_000 where !watcher.output.contains("live from seq") { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(watcher.output.contains("live from seq"), "\(watcher.output)")
+            server.signal(SIGSTOP)
+            let status = try await watcher.wait()
+            #expect(status == 1, "\(watcher.output)")
+            #expect(watcher.output.contains("nothing received from the server for 3"), "\(watcher.output)")
+        }
+    }
+
     /// Two server nodes on one PostgreSQL database, clients spread over both, a node killed
     /// every 1.2 s: the replicas converge and every client saw the ordering rules kept.
     @Test func aStressRunOnTwoNodesWithKillsConvergesOnPostgreSQL() async throws {
