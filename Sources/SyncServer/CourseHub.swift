@@ -206,6 +206,15 @@ final class InFlightLimit: Sendable {
         state = NIOLockedValueBox(State(available: limit))
     }
 
+    /// Takes a slot if one is free, without waiting.
+    func tryAcquire() -> Bool {
+        state.withLockedValue { state in
+            guard state.available > 0 else { return false }
+            state.available -= 1
+            return true
+        }
+    }
+
     func acquire() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let ready = state.withLockedValue { state in

@@ -38,6 +38,8 @@ public struct ServerSession: Sendable {
     /// After `Welcome`: the heartbeat rule.
     private var heartbeat: Heartbeat?
     private let heartbeatInterval: Duration
+    /// The driver stopped reading (back-pressure on pushes): silence is ours, not the peer's.
+    private var readingPaused = false
     private var actions: [Action] = []
 
     /// - Parameters:
@@ -67,8 +69,16 @@ public struct ServerSession: Sendable {
         switch state {
         case .closed: nil
         case .awaitingHello: helloDeadline
-        case .ready: heartbeat?.deadline
+        case .ready: readingPaused ? nil : heartbeat?.deadline
         }
+    }
+
+    /// The driver stops reading from the peer (its pushes wait for earlier ones to be answered)
+    /// or starts again. While it does not read, the peer's silence proves nothing, so the
+    /// heartbeat waits; reading again counts as hearing from the peer.
+    public mutating func readingPaused(_ paused: Bool, now: Moment) {
+        readingPaused = paused
+        if !paused { heartbeat?.received(now: now) }
     }
 
     /// The driver's timer fired: ping a quiet peer, close a silent one.
@@ -81,6 +91,7 @@ public struct ServerSession: Sendable {
                 close(ConnectionError(.idleTimeout, "no Hello within \(heartbeatInterval.wholeMilliseconds) ms of connecting"))
             }
         case .ready:
+            guard !readingPaused else { return }
             switch heartbeat?.fire(now: now) {
             case .ping: actions.append(.send(.ping(nonce: UInt64(bitPattern: now.nanoseconds) | 1)))
             case .timeout: close(ConnectionError(.idleTimeout, "nothing received for \(heartbeat!.timeout.wholeMilliseconds / 1000) s"))

@@ -302,7 +302,12 @@ public final class SyncServer: Service, Sendable {
                                     await hub(for: courseID).unsubscribe(handle)
                                 case .push(let batch):
                                     guard let handle else { break }
-                                    await handle.inFlight.acquire()
+                                    if !handle.inFlight.tryAcquire() {
+                                        // Back-pressure: stop reading until an answer frees a slot.
+                                        session.withLockedValue { $0.readingPaused(true, now: clock.now()) }
+                                        await handle.inFlight.acquire()
+                                        session.withLockedValue { $0.readingPaused(false, now: clock.now()) }
+                                    }
                                     if await !hub(for: batch.courseID).push(batch, from: handle) {
                                         handle.inFlight.release()
                                     }

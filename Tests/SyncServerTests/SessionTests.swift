@@ -152,6 +152,18 @@ extension ServerSession {
         #expect(session.state != .closed)
     }
 
+    /// While the driver does not read (a peer with 64 pushes unanswered waits for the commits),
+    /// the peer's silence is the server's own doing: no Ping, no IDLE_TIMEOUT until reading resumes.
+    @Test func aPeerIsNotClosedForSilenceWhileTheServerDoesNotReadIt() {
+        var session = ready([course: .editor])
+        session.readingPaused(true, now: at(0))
+        #expect(session.nextDeadline == nil)
+        session.handleTimeout(now: at(60_000))
+        #expect(session.takeActions().isEmpty)
+        session.readingPaused(false, now: at(60_000))
+        #expect(session.nextDeadline == at(61_000), "reading again counts as hearing from the peer")
+    }
+
     @Test func aSilentPeerIsClosedAfterThreeIntervalsAndNothingFollowsTheError() {
         var session = ready([course: .editor])
         _ = session.receive(.success(.subscribe(courseID: course, sinceSeq: 0)), now: now)
