@@ -228,25 +228,32 @@ public final class SyncServer: Service, Sendable {
         }
     }
 
-    /// Runs `session`'s timers: sleeps until its next deadline, lets it decide, carries that out.
-    /// Deadlines only move later as frames arrive, so waking early just means sleeping again.
-    private func runTimers(_ session: SessionBox, clock: ConnectionClock, outbox: Outbox, handle: @escaping @Sendable () -> ConnectionHandle?) async {
-        while !Task.isCancelled {
-            guard let deadline = session.withLockedValue({ $0.nextDeadline }) else { return }
-            do { try await Task.sleep(until: clock.instant(deadline), clock: .continuous) } catch { return }
+    /// Arms `session`'s next deadline on the connection's event loop (a scheduled task costs far
+    /// less than a sleeping Swift task per idle connection), lets the session decide when it
+    /// fires, carries that out, and arms the next. Deadlines only move later as frames arrive, so
+    /// a timer that fires early finds nothing due and arms again; once the session is closed it
+    /// has no deadline and the chain ends.
+    private func armTimer(_ session: SessionBox, clock: ConnectionClock, eventLoop: any EventLoop, outbox: Outbox,
+                          handle: @escaping @Sendable () -> ConnectionHandle?) {
+        guard let deadline = session.withLockedValue({ $0.nextDeadline }) else { return }
+        eventLoop.scheduleTask(deadline: clock.deadline(deadline)) {
             let actions = session.withLockedValue { session in
                 session.handleTimeout(now: clock.now())
                 return session.takeActions()
             }
+            var leave: [EntityID] = []
             for action in actions {
                 switch action {
                 case .send(let message): outbox.send(message)
                 case .close(let error): outbox.close(error)
-                case .unsubscribe(let courseID):
-                    if let handle = handle() { await hub(for: courseID).unsubscribe(handle) }
+                case .unsubscribe(let courseID): leave.append(courseID)
                 case .ready, .subscribe, .push: break  // only frames cause these
                 }
             }
+            if !leave.isEmpty, let handle = handle() {
+                Task { for courseID in leave { await self.hub(for: courseID).unsubscribe(handle) } }
+            }
+            self.armTimer(session, clock: clock, eventLoop: eventLoop, outbox: outbox, handle: handle)
         }
     }
 
@@ -271,8 +278,7 @@ public final class SyncServer: Service, Sendable {
                     group.addTask { [logger, closeTimeout = configuration.effectiveCloseTimeout] in
                         await Self.write(outbox, to: channel.channel, closeTimeout: closeTimeout, logger: logger)
                     }
-                    let timers = Task { await self.runTimers(session, clock: clock, outbox: outbox, handle: { handleBox.withLockedValue { $0 } }) }
-                    defer { timers.cancel() }
+                    armTimer(session, clock: clock, eventLoop: channel.channel.eventLoop, outbox: outbox, handle: { handleBox.withLockedValue { $0 } })
                     do {
                         for try await payload in inbound {
                             let input = Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView, sentBy: .client) }
@@ -352,13 +358,13 @@ public final class SyncServer: Service, Sendable {
 
 typealias SessionBox = NIOLockedValueBox<ServerSession>
 
-/// A connection's monotonic clock, as the sessions' ``Moment``s.
+/// A connection's monotonic clock (the event loop's), as the sessions' ``Moment``s.
 struct ConnectionClock: Sendable {
-    let origin = ContinuousClock.now
+    let origin = NIODeadline.now().uptimeNanoseconds
 
-    func now() -> Moment { Moment(nanoseconds: (ContinuousClock.now - origin).wholeNanoseconds) }
+    func now() -> Moment { Moment(nanoseconds: Int64(NIODeadline.now().uptimeNanoseconds - origin)) }
 
-    func instant(_ moment: Moment) -> ContinuousClock.Instant { origin + .nanoseconds(moment.nanoseconds) }
+    func deadline(_ moment: Moment) -> NIODeadline { .uptimeNanoseconds(origin + UInt64(max(moment.nanoseconds, 0))) }
 }
 
 /// The first handler of a connection: once told to (``DrainInput``), it reads and drops whatever
