@@ -4,6 +4,13 @@ import Testing
 /// The deterministic simulation: several server nodes, client engines and their timers under a
 /// seeded scheduler and a simulated clock, with faults.
 @Suite struct SimulationTests {
+    /// Runs `seed` with the default options and expects every invariant to hold.
+    func expectPasses(_ seed: UInt64) throws {
+        let result = try Simulation(seed: seed).run()
+        #expect(result.passed, "seed \(seed): \(result.violations)\n\(result.trace.suffix(20).joined(separator: "\n"))")
+        #expect(result.commits > 0, "the run did nothing worth checking")
+    }
+
     /// Seeds that failed before their bug was fixed (default options). After a reconnect the
     /// catch-up can bring the diff of a client's own batch before the resend brings its ack; the
     /// client applied it at once and showed the batch's effect twice, or lost the temp IDs later
@@ -11,17 +18,14 @@ import Testing
     /// node; these seeds fail under today's default options when the fix is undone.)
     @Test(arguments: [13, 22, 25, 31] as [UInt64])
     func regressionSeed(_ seed: UInt64) throws {
-        let result = try Simulation(seed: seed).run()
-        #expect(result.passed, "seed \(seed): \(result.violations)\n\(result.trace.suffix(20).joined(separator: "\n"))")
-        #expect(result.commits > 0 && result.faults > 0, "the run did nothing worth checking")
+        try expectPasses(seed)
     }
 
     /// Two nodes: an author's catch-up read, done after the store committed its batch but before
     /// its hub heard back, sent the batch's Diff before its Ack. Now the read stops before it.
     @Test(arguments: [1, 2, 3, 4] as [UInt64])
     func regressionSeedOfTheDiffBeforeItsAck(_ seed: UInt64) throws {
-        let result = try Simulation(seed: seed).run()
-        #expect(result.passed, "seed \(seed): \(result.violations)")
+        try expectPasses(seed)
     }
 
     /// Two nodes: one subscriber's catch-up read found another node's commits before their
@@ -29,8 +33,7 @@ import Testing
     /// other live subscribers stayed behind for good. Now every live subscriber behind is caught up.
     @Test(arguments: [49, 58, 85, 90] as [UInt64])
     func regressionSeedOfTheSubscriberLeftBehind(_ seed: UInt64) throws {
-        let result = try Simulation(seed: seed).run()
-        #expect(result.passed, "seed \(seed): \(result.violations)")
+        try expectPasses(seed)
     }
 
     /// Lost notifications: without the nodes' periodic check of the store, a subscriber whose
@@ -38,8 +41,7 @@ import Testing
     /// when the check is switched off.
     @Test(arguments: [30, 48, 101, 163] as [UInt64])
     func regressionSeedOfTheLostNotification(_ seed: UInt64) throws {
-        let result = try Simulation(seed: seed).run()
-        #expect(result.passed, "seed \(seed): \(result.violations)")
+        try expectPasses(seed)
     }
 
     /// Seeds that failed before the hub fix: after a server restart the new hub had seen no
@@ -47,8 +49,7 @@ import Testing
     /// more than a read behind live too early; it missed the last commits for good.
     @Test(arguments: [4907, 6006, 6631, 8495] as [UInt64])
     func regressionSeedOfTheEarlyLiveSubscriber(_ seed: UInt64) throws {
-        let result = try Simulation(seed: seed).run()
-        #expect(result.passed, "seed \(seed): \(result.violations)")
+        try expectPasses(seed)
     }
 
     /// 300 seeds with every fault, two nodes and a watcher, in ten slices that run in parallel
