@@ -39,7 +39,8 @@ public actor SyncClient {
     private var channel: (any NIOCore.Channel)?
     private var closed = false
     private var stopped: ConnectionError?
-    private var settleWaiters: [CheckedContinuation<Void, any Error>] = []
+    private var settleWaiters: [Int: CheckedContinuation<Void, any Error>] = [:]
+    private var nextSettleWaiter = 0
 
     /// Opens the replica at `path` (creating it for `courseID` if new) and starts syncing.
     /// Pending edits left by an earlier run are sent as soon as the server is reachable.
@@ -102,8 +103,8 @@ public actor SyncClient {
         await checkpointTask?.value
         try? replica.checkpoint()
         eventSink.finish()
-        for waiter in settleWaiters { waiter.resume(throwing: EditError.closed) }
-        settleWaiters = []
+        for waiter in settleWaiters.values { waiter.resume(throwing: EditError.closed) }
+        settleWaiters = [:]
     }
 
     // MARK: Reading
@@ -240,10 +241,24 @@ public actor SyncClient {
         seal()
         if let stopped { throw stopped }
         if isSettled { return }
-        try await withCheckedThrowingContinuation { settleWaiters.append($0) }
+        let id = nextSettleWaiter
+        nextSettleWaiter += 1
+        // A cancelled wait ends with CancellationError (a caller's timeout must not wait for ever).
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                if Task.isCancelled { return continuation.resume(throwing: CancellationError()) }
+                settleWaiters[id] = continuation
+            }
+        } onCancel: {
+            Task { await self.cancelSettle(id) }
+        }
     }
 
     private var isSettled: Bool { core.isSettled && core.phase == .live }
+
+    private func cancelSettle(_ id: Int) {
+        settleWaiters.removeValue(forKey: id)?.resume(throwing: CancellationError())
+    }
 
     private func ref(_ key: LocalKey) throws(EditError) -> Ref {
         guard let ref = core.ref(key) else { throw .unknownKey(key) }
@@ -303,8 +318,8 @@ public actor SyncClient {
         }
         armTimer()
         if isSettled {
-            for waiter in settleWaiters { waiter.resume() }
-            settleWaiters = []
+            for waiter in settleWaiters.values { waiter.resume() }
+            settleWaiters = [:]
         }
     }
 
@@ -315,8 +330,8 @@ public actor SyncClient {
         eventSink.yield(.connection(.refused(code: error.code, message: error.message)))
         connectionTask?.cancel()
         channel?.close(promise: nil)
-        for waiter in settleWaiters { waiter.resume(throwing: error) }
-        settleWaiters = []
+        for waiter in settleWaiters.values { waiter.resume(throwing: error) }
+        settleWaiters = [:]
     }
 
     // MARK: Time and connection
@@ -359,6 +374,11 @@ public actor SyncClient {
     private func runConnection() async {
         do {
             let connection = try await Transport.connect(configuration)
+            // Closed or stopped while connecting: nobody would ever close this connection.
+            guard !closed, stopped == nil else {
+                try? await connection.channel.close()
+                throw CancellationError()
+            }
             try await connection.executeThenClose { inbound, writer in
                 let (queue, sink) = AsyncStream.makeStream(of: WireMessage.self)
                 self.attach(connection.channel, sink)

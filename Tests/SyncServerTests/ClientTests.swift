@@ -269,3 +269,21 @@ extension Sequence {
         return results
     }
 }
+
+/// A caller's timeout around `settle()` cancels it: the wait must end (it used to wait on an
+/// unanswered continuation for ever, so `coursesync client` hung when the server came up late).
+@Suite struct SettleCancellationTests {
+    @Test func aCancelledSettleEndsWithCancellationError() async throws {
+        try await withReplicaFolder { folder in
+            // Nothing listens on this port: the client keeps retrying and never settles.
+            let port = PostgresCluster.freePort()
+            let client = try await SyncClient.open(path: folder.appendingPathComponent("alone.replica").path, courseID: .fresh(),
+                                                   configuration: ClientConfiguration(port: port, token: "t"))
+            let waiting = Task { try await client.settle() }
+            try await Task.sleep(for: .milliseconds(50))
+            waiting.cancel()
+            await #expect(throws: CancellationError.self) { try await waiting.value }
+            await client.close()
+        }
+    }
+}

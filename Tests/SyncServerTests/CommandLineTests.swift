@@ -62,6 +62,7 @@ import Testing
             let data = folder.appendingPathComponent("data").path
             let port = PostgresCluster.freePort()
             let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(port)"])
+            #expect(try await waitUntilListening(port: port), "\(server.output)")
             let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Offline first", "--log-level", "error"])
             let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
             let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course.description, "--role", "editor"])
@@ -127,16 +128,7 @@ import Testing
             let course = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
             let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course, "--role", "viewer"])
                 .output.trimmingCharacters(in: .whitespacesAndNewlines)
-            var listening = false
-            for _ in 0..<500 where !listening {
-                if let probe = try? await TestClient.connect(port: port) {
-                    await probe.close()
-                    listening = true
-                } else {
-                    try await Task.sleep(for: .milliseconds(20))
-                }
-            }
-            #expect(listening, "\(server.output)")
+            #expect(try await waitUntilListening(port: port), "\(server.output)")
             let watcher = try Subprocess(["client", "watch", "--course", course, "--server", "127.0.0.1:\(port)", "--token", token])
             for _ in 0..<3_000 where !watcher.output.contains("live from seq") { try await Task.sleep(for: .milliseconds(20)) }
             #expect(watcher.output.contains("live from seq"), "\(watcher.output)")
@@ -162,4 +154,16 @@ import Testing
             #expect((kills ?? 0) >= 1, "the server was never killed: \(result.output)")
         }
     }
+}
+
+/// Waits (up to a generous bound) until something accepts connections on `port`.
+func waitUntilListening(port: Int) async throws -> Bool {
+    for _ in 0..<3_000 {
+        if let probe = try? await TestClient.connect(port: port) {
+            await probe.close()
+            return true
+        }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return false
 }
