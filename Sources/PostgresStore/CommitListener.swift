@@ -2,6 +2,7 @@ import Logging
 import ServiceLifecycle
 import SyncModel
 import SyncServer
+import SyncWire
 
 /// The node-to-node half of a PostgreSQL deployment: hears every commit announced on the
 /// database (LISTEN/NOTIFY) and tells this node's course hubs, so their subscribers get the other
@@ -32,14 +33,11 @@ public struct CommitListener: Service {
                     }
                 }
                 group.addTask {
-                    let origin = ContinuousClock.now
-                    func now() -> Moment { Moment(nanoseconds: (ContinuousClock.now - origin).wholeNanoseconds) }
-                    var watch = CommitWatch(checkInterval: checkInterval, now: now())
+                    let clock = MomentClock()
+                    var watch = CommitWatch(checkInterval: checkInterval, now: clock.now())
                     while !Task.isCancelled {
-                        do {
-                            try await Task.sleep(until: origin + .nanoseconds(watch.nextCheck.nanoseconds), clock: .continuous)
-                        } catch { return }
-                        if watch.handleTimeout(now: now()) { await server.checkStore() }
+                        do { try await clock.sleep(until: watch.nextCheck) } catch { return }
+                        if watch.handleTimeout(now: clock.now()) { await server.checkStore() }
                     }
                 }
             }

@@ -34,7 +34,8 @@ public actor SyncClient {
     /// Sleeps until the engine's next deadline.
     private var timerTask: Task<Void, Never>?
     private var armedDeadline: Moment?
-    private let clockOrigin = ContinuousClock.now
+    /// The engine's clock: a monotonic one, from when this client opened.
+    private let clock = MomentClock()
     private var outbound: AsyncStream<WireMessage>.Continuation?
     private var channel: (any NIOCore.Channel)?
     private var closed = false
@@ -290,7 +291,6 @@ public actor SyncClient {
             // The in-memory engine is ahead of the file; the next successful write does not repair
             // that, so stop syncing rather than acknowledge what was not stored.
             logger.critical("cannot write the replica", metadata: ["path": "\(replica.path)", "error": "\(error)"])
-            core.stop()
             stop(ConnectionError(.internalError, "cannot write the replica \(replica.path): \(error)"))
             return
         }
@@ -326,6 +326,7 @@ public actor SyncClient {
     private func stop(_ error: ConnectionError) {
         guard stopped == nil else { return }
         stopped = error
+        core.stop()
         logger.error("the server refused this client", metadata: ["code": "\(error.code)", "message": "\(error.message)"])
         eventSink.yield(.connection(.refused(code: error.code, message: error.message)))
         connectionTask?.cancel()
@@ -336,8 +337,7 @@ public actor SyncClient {
 
     // MARK: Time and connection
 
-    /// The engine's clock: a monotonic one, from when this client opened.
-    private func now() -> Moment { Moment(nanoseconds: (ContinuousClock.now - clockOrigin).wholeNanoseconds) }
+    private func now() -> Moment { clock.now() }
 
     /// Keeps one timer armed for the engine's next deadline. A deadline that moved later (every
     /// frame received moves the heartbeat's) keeps the armed timer: it fires early, finds nothing
@@ -349,9 +349,8 @@ public actor SyncClient {
         timerTask?.cancel()
         armedDeadline = deadline
         guard let deadline else { return timerTask = nil }
-        let instant = clockOrigin + .nanoseconds(deadline.nanoseconds)
-        timerTask = Task {
-            do { try await Task.sleep(until: instant, clock: .continuous) } catch { return }
+        timerTask = Task { [clock] in
+            do { try await clock.sleep(until: deadline) } catch { return }
             self.timerFired(deadline)
         }
     }

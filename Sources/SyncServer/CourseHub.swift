@@ -127,61 +127,61 @@ actor CourseHub {
     private func perform() {
         var released: [ObjectIdentifier] = []
         while case let effects = core.takeEffects(), !effects.isEmpty {
-        for effect in effects {
-            switch effect {
-            case .commit(let batches):
-                let store = store, courseID = courseID
-                Task {
-                    do {
-                        let outcomes = try await store.commit(batches, courseID: courseID)
-                        self.committed(outcomes)
-                    } catch {
-                        self.commitFailed(error)
+            for effect in effects {
+                switch effect {
+                case .commit(let batches):
+                    let store = store, courseID = courseID
+                    Task {
+                        do {
+                            let outcomes = try await store.commit(batches, courseID: courseID)
+                            self.committed(outcomes)
+                        } catch {
+                            self.commitFailed(error)
+                        }
                     }
-                }
-            case .send(let key, let message):
-                handles[key]?.outbox.send(message)
-            case .broadcast(let diff, let keys):
-                let encoded = ByteBuffer(bytes: WireMessage.diff(diff).payload())
-                for key in keys where handles[key]?.outbox.send(encoded: encoded) == false {
-                    core.sendFailed(key)
-                    released.append(key)
-                }
-            case .loadCatchUp(let key, let generation, let cursor):
-                guard let handle = handles[key], !handle.outbox.isClosing else {
-                    core.unsubscribe(key)
-                    released.append(key)
-                    continue
-                }
-                let store = store, courseID = courseID, limit = catchUpChunk
-                Task {
-                    do {
-                        let catchUp = try await store.catchUp(courseID: courseID, after: cursor, limit: limit)
-                        self.caughtUp(key, generation: generation, .success(catchUp))
-                    } catch {
-                        self.caughtUp(key, generation: generation, .failure(error))
+                case .send(let key, let message):
+                    handles[key]?.outbox.send(message)
+                case .broadcast(let diff, let keys):
+                    let encoded = ByteBuffer(bytes: WireMessage.diff(diff).payload())
+                    for key in keys where handles[key]?.outbox.send(encoded: encoded) == false {
+                        core.sendFailed(key)
+                        released.append(key)
                     }
+                case .loadCatchUp(let key, let generation, let cursor):
+                    guard let handle = handles[key], !handle.outbox.isClosing else {
+                        core.unsubscribe(key)
+                        released.append(key)
+                        continue
+                    }
+                    let store = store, courseID = courseID, limit = catchUpChunk
+                    Task {
+                        do {
+                            let catchUp = try await store.catchUp(courseID: courseID, after: cursor, limit: limit)
+                            self.caughtUp(key, generation: generation, .success(catchUp))
+                        } catch {
+                            self.caughtUp(key, generation: generation, .failure(error))
+                        }
+                    }
+                case .sendCatchUp(let key, let generation, let messages):
+                    guard let outbox = handles[key]?.outbox else { continue }
+                    Task {
+                        for message in messages { await outbox.sendWaiting(message) }
+                        // Room for `Subscribed` and the first live diffs before going live.
+                        await outbox.waitForSpace()
+                        self.catchUpSent(key, generation: generation)
+                    }
+                case .close(let key, let error):
+                    handles[key]?.outbox.close(error)
+                case .release(let key):
+                    handles[key]?.inFlight.release()
+                    released.append(key)
+                case .idle:
+                    idle = true
+                    let waiters = idleWaiters
+                    idleWaiters = []
+                    waiters.forEach { $0.resume() }
                 }
-            case .sendCatchUp(let key, let generation, let messages):
-                guard let outbox = handles[key]?.outbox else { continue }
-                Task {
-                    for message in messages { await outbox.sendWaiting(message) }
-                    // Room for `Subscribed` and the first live diffs before going live.
-                    await outbox.waitForSpace()
-                    self.catchUpSent(key, generation: generation)
-                }
-            case .close(let key, let error):
-                handles[key]?.outbox.close(error)
-            case .release(let key):
-                handles[key]?.inFlight.release()
-                released.append(key)
-            case .idle:
-                idle = true
-                let waiters = idleWaiters
-                idleWaiters = []
-                waiters.forEach { $0.resume() }
             }
-        }
         }
         for key in released { forgetIfUnused(key) }
     }

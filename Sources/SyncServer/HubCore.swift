@@ -319,13 +319,7 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
         }
         // A read that reached past what the hub knew tells of commits the other live subscribers
         // have not been sent: catch them up too.
-        if current.cursor > lastSeq {
-            if committing != nil {
-                announcedSeq = max(announcedSeq, current.cursor)
-            } else {
-                catchUpLiveSubscribers(to: current.cursor)
-            }
-        }
+        noteCommitted(upTo: current.cursor)
         guard current.cursor >= max(lastSeq, announcedSeq), !current.more else {
             return effects.append(.loadCatchUp(connection, generation: generation, after: current.cursor))
         }

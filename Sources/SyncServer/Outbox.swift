@@ -79,15 +79,16 @@ public final class Outbox: Sendable {
     /// The next item for the writer; `nil` when the outbox is finished.
     public func next() async -> Outgoing? {
         await withCheckedContinuation { (continuation: CheckedContinuation<Outgoing?, Never>) in
-            let ready: (Outgoing?, Bool)? = state.withLockedValue { state in
-                if let item = state.queue.next() { return (item, true) }
-                if state.queue.isFinished { return (nil, true) }
+            // `.some(item)`: answer now (`.some(nil)`: the outbox is finished); `nil`: wait for wake().
+            let ready: Outgoing?? = state.withLockedValue { state in
+                if let item = state.queue.next() { return .some(item) }
+                if state.queue.isFinished { return .some(nil) }
                 precondition(state.reader == nil, "one writer per outbox")
                 state.reader = continuation
                 return nil
             }
             wake()
-            if let (item, _) = ready { continuation.resume(returning: item) }
+            if let item = ready { continuation.resume(returning: item) }
         }
     }
 

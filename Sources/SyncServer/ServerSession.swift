@@ -130,10 +130,8 @@ public struct ServerSession: Sendable {
     }
 
     private mutating func close(_ error: ConnectionError) {
-        state = .closed
         actions.append(.close(error))
-        for courseID in subscriptions.sorted() { actions.append(.unsubscribe(courseID: courseID)) }
-        subscriptions = []
+        closed()
     }
 
     private mutating func handshake(_ hello: Hello, now: Moment, date: Date) {

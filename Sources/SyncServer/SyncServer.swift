@@ -233,10 +233,10 @@ public final class SyncServer: Service, Sendable {
     /// fires, carries that out, and arms the next. Deadlines only move later as frames arrive, so
     /// a timer that fires early finds nothing due and arms again; once the session is closed it
     /// has no deadline and the chain ends.
-    private func armTimer(_ session: SessionBox, clock: ConnectionClock, eventLoop: any EventLoop, outbox: Outbox,
+    private func armTimer(_ session: SessionBox, clock: MomentClock, eventLoop: any EventLoop, outbox: Outbox,
                           handle: @escaping @Sendable () -> ConnectionHandle?) {
         guard let deadline = session.withLockedValue({ $0.nextDeadline }) else { return }
-        eventLoop.scheduleTask(deadline: clock.deadline(deadline)) {
+        eventLoop.scheduleTask(in: .nanoseconds(max((deadline - clock.now()).wholeNanoseconds, 0))) {
             let actions = session.withLockedValue { session in
                 session.handleTimeout(now: clock.now())
                 return session.takeActions()
@@ -266,7 +266,7 @@ public final class SyncServer: Service, Sendable {
         }
         let welcome = Welcome(serverID: configuration.serverID,
                               heartbeatIntervalMs: UInt32(configuration.heartbeatInterval.nanoseconds / 1_000_000))
-        let clock = ConnectionClock()
+        let clock = MomentClock()
         let session = SessionBox(ServerSession(authority: authority, welcome: welcome, now: clock.now()))
         let handleBox = NIOLockedValueBox<ConnectionHandle?>(nil)
         if state.withLockedValue({ $0.shuttingDown }) {
@@ -279,61 +279,53 @@ public final class SyncServer: Service, Sendable {
                         await Self.write(outbox, to: channel.channel, closeTimeout: closeTimeout, logger: logger)
                     }
                     armTimer(session, clock: clock, eventLoop: channel.channel.eventLoop, outbox: outbox, handle: { handleBox.withLockedValue { $0 } })
-                    do {
-                        for try await payload in inbound {
-                            let input = Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView, sentBy: .client) }
-                            let actions = session.withLockedValue { session in
-                                session.receive(input, now: clock.now(), date: Date())
-                                return session.takeActions()
-                            }
-                            for action in actions {
-                                let handle = handleBox.withLockedValue { $0 }
-                                switch action {
-                                case .ready(let clientID):
-                                    let connection = ConnectionHandle(clientID: clientID, outbox: outbox,
-                                                                      maxInFlight: configuration.maxInFlightPushes)
-                                    handleBox.withLockedValue { $0 = connection }
-                                    state.withLockedValue { $0.connections[ObjectIdentifier(connection)] = connection }
-                                    logger[metadataKey: "client"] = "\(clientID)"
-                                case .send(let message):
-                                    outbox.send(message)
-                                case .close(let error):
-                                    outbox.close(error)
-                                case .subscribe(let courseID, let sinceSeq):
-                                    guard let handle else { break }
-                                    let hub = hub(for: courseID)
-                                    group.addTask { await hub.subscribe(handle, sinceSeq: sinceSeq) }
-                                case .unsubscribe(let courseID):
-                                    guard let handle else { break }
-                                    await hub(for: courseID).unsubscribe(handle)
-                                case .push(let batch):
-                                    guard let handle else { break }
-                                    if !handle.inFlight.tryAcquire() {
-                                        // Back-pressure: stop reading until an answer frees a slot.
-                                        session.withLockedValue { $0.readingPaused(true, now: clock.now()) }
-                                        await handle.inFlight.acquire()
-                                        session.withLockedValue { $0.readingPaused(false, now: clock.now()) }
-                                    }
-                                    if await !hub(for: batch.courseID).push(batch, from: handle) {
-                                        handle.inFlight.release()
-                                    }
-                                }
-                            }
-                            if outbox.isClosing { break }
-                        }
-                    } catch let error as WireError {
+                    /// Hands one frame (or why it did not decode) to the session and carries out its decisions.
+                    func receive(_ input: Result<WireMessage, WireError>) async {
                         let actions = session.withLockedValue { session in
-                            session.receive(.failure(error), now: clock.now(), date: Date())
+                            session.receive(input, now: clock.now(), date: Date())
                             return session.takeActions()
                         }
                         for action in actions {
+                            let handle = handleBox.withLockedValue { $0 }
                             switch action {
-                            case .close(let error): outbox.close(error)
+                            case .ready(let clientID):
+                                let connection = ConnectionHandle(clientID: clientID, outbox: outbox,
+                                                                  maxInFlight: configuration.maxInFlightPushes)
+                                handleBox.withLockedValue { $0 = connection }
+                                state.withLockedValue { $0.connections[ObjectIdentifier(connection)] = connection }
+                                logger[metadataKey: "client"] = "\(clientID)"
+                            case .send(let message):
+                                outbox.send(message)
+                            case .close(let error):
+                                outbox.close(error)
+                            case .subscribe(let courseID, let sinceSeq):
+                                guard let handle else { break }
+                                let hub = hub(for: courseID)
+                                group.addTask { await hub.subscribe(handle, sinceSeq: sinceSeq) }
                             case .unsubscribe(let courseID):
-                                if let handle = handleBox.withLockedValue({ $0 }) { await hub(for: courseID).unsubscribe(handle) }
-                            default: break
+                                guard let handle else { break }
+                                await hub(for: courseID).unsubscribe(handle)
+                            case .push(let batch):
+                                guard let handle else { break }
+                                if !handle.inFlight.tryAcquire() {
+                                    // Back-pressure: stop reading until an answer frees a slot.
+                                    session.withLockedValue { $0.readingPaused(true, now: clock.now()) }
+                                    await handle.inFlight.acquire()
+                                    session.withLockedValue { $0.readingPaused(false, now: clock.now()) }
+                                }
+                                if await !hub(for: batch.courseID).push(batch, from: handle) {
+                                    handle.inFlight.release()
+                                }
                             }
                         }
+                    }
+                    do {
+                        for try await payload in inbound {
+                            await receive(Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView, sentBy: .client) })
+                            if outbox.isClosing { break }
+                        }
+                    } catch let error as WireError {
+                        await receive(.failure(error))
                     } catch {
                         logger.debug("connection read failed", metadata: ["error": "\(error)"])
                     }
@@ -357,15 +349,6 @@ public final class SyncServer: Service, Sendable {
 }
 
 typealias SessionBox = NIOLockedValueBox<ServerSession>
-
-/// A connection's monotonic clock (the event loop's), as the sessions' ``Moment``s.
-struct ConnectionClock: Sendable {
-    let origin = NIODeadline.now().uptimeNanoseconds
-
-    func now() -> Moment { Moment(nanoseconds: Int64(NIODeadline.now().uptimeNanoseconds - origin)) }
-
-    func deadline(_ moment: Moment) -> NIODeadline { .uptimeNanoseconds(origin + UInt64(max(moment.nanoseconds, 0))) }
-}
 
 /// The first handler of a connection: once told to (``DrainInput``), it reads and drops whatever
 /// the peer still sends, so that a connection closing after its `Error` is not reset by unread input.

@@ -48,3 +48,21 @@ public struct Heartbeat: Hashable, Sendable {
         return .ping
     }
 }
+
+/// A real monotonic clock read as the cores' ``Moment``s (nanoseconds since the clock was made),
+/// for the drivers: they pass ``now()`` to a core and sleep until ``instant(_:)`` of its deadline.
+public struct MomentClock: Sendable {
+    private let origin = ContinuousClock.now
+
+    public init() {}
+
+    public func now() -> Moment { Moment(nanoseconds: (ContinuousClock.now - origin).wholeNanoseconds) }
+
+    /// The instant `moment` stands for, to sleep until.
+    public func instant(_ moment: Moment) -> ContinuousClock.Instant { origin + .nanoseconds(moment.nanoseconds) }
+
+    /// Sleeps until `moment` (throws if cancelled).
+    public func sleep(until moment: Moment) async throws {
+        try await Task.sleep(until: instant(moment), clock: .continuous)
+    }
+}

@@ -151,14 +151,14 @@ struct ClientCommand: AsyncParsableCommand {
 /// `watch`'s side of the heartbeat rule, on a real clock: ``Heartbeat`` behind a lock, and a
 /// loop that sleeps until its deadline.
 final class WatchHeartbeat: Sendable {
-    private let origin = ContinuousClock.now
+    private let clock = MomentClock()
     private let state: NIOLockedValueBox<(heartbeat: Heartbeat, gaveUp: Duration?)>
 
     init(interval: Duration) {
         state = NIOLockedValueBox((Heartbeat(interval: interval, now: .zero), nil))
     }
 
-    private var now: Moment { Moment(nanoseconds: (ContinuousClock.now - origin).wholeNanoseconds) }
+    private var now: Moment { clock.now() }
 
     func received() { state.withLockedValue { $0.heartbeat.received(now: now) } }
 
@@ -169,7 +169,7 @@ final class WatchHeartbeat: Sendable {
         var nonce: UInt64 = 0
         while !Task.isCancelled {
             let deadline = state.withLockedValue { $0.heartbeat.deadline }
-            do { try await Task.sleep(until: origin + .nanoseconds(deadline.nanoseconds), clock: .continuous) } catch { return }
+            do { try await clock.sleep(until: deadline) } catch { return }
             let due = state.withLockedValue { state -> Heartbeat.Due? in
                 let due = state.heartbeat.fire(now: now)
                 if due == .timeout { state.gaveUp = state.heartbeat.timeout }

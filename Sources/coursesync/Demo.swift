@@ -272,5 +272,5 @@ private func median(_ values: [Duration]) -> Duration? {
 
 private func format(_ duration: Duration?) -> String {
     guard let duration else { return "n/a" }
-    return String(format: "%.2f ms", Double(duration.nanoseconds) / 1e6)
+    return String(format: "%.2f ms", Double(duration.wholeNanoseconds) / 1e6)
 }

@@ -60,7 +60,7 @@ struct LocalBench: AsyncParsableCommand {
                 let start = ContinuousClock.now
                 let keys = try await editor.linkMedia(media, to: chapter)
                 let seen = try await observed.next { rows in Set(keys).isSubset(of: rows.map(\.key)) }
-                histogram.record(UInt64((seen - start).nanoseconds))
+                histogram.record(UInt64((seen - start).wholeNanoseconds))
                 for key in keys { try await editor.unlinkVideo(key) }
                 try await editor.settle()
             }
@@ -78,7 +78,7 @@ struct LocalBench: AsyncParsableCommand {
                 while true {
                     let (rows, seen) = try await observed.nextDelivery()
                     guard rows.isEmpty, let arrival = await viewer.lastRejectArrival, arrival != before, seen >= arrival else { continue }
-                    histogram.record(UInt64((seen - arrival).nanoseconds))
+                    histogram.record(UInt64((seen - arrival).wholeNanoseconds))
                     break
                 }
             }
@@ -127,12 +127,5 @@ final class ObservedRows {
     func nextDelivery() async throws -> ([VideoRow], ContinuousClock.Instant) {
         guard let delivery = await iterator.next() else { throw ValidationError("the observation ended") }
         return delivery
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }
