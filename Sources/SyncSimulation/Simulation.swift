@@ -212,7 +212,7 @@ public final class Simulation {
     /// edits and go stale while others commit (many conflicts and rollbacks).
     private func timing(_ index: Int) -> ClientCore.Timing {
         var timing = ClientCore.Timing()
-        timing.coalesceWindow = [.zero, .milliseconds(5), .milliseconds(40), .milliseconds(150)][(Int(seed) &+ index) & 3]
+        timing.coalesceWindow = [.zero, .milliseconds(5), .milliseconds(40), .milliseconds(150)][(Int(truncatingIfNeeded: seed) &+ index) & 3]
         timing.handshakeTimeout = .seconds(5)
         timing.reconnectBase = .milliseconds(50)
         timing.reconnectCap = .seconds(2)

@@ -92,6 +92,11 @@ import Testing
         }
     }
 
+    /// Every UInt64 is a seed (a run may be asked to replay any of them): the largest too.
+    @Test func theLargestSeedRuns() throws {
+        try expectPasses(.max)
+    }
+
     @Test func aSeedReplaysExactly() throws {
         let first = try Simulation(seed: 77, tracing: true).run()
         let second = try Simulation(seed: 77, tracing: true).run()
