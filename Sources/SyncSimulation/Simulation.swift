@@ -100,6 +100,9 @@ public final class Simulation {
         /// The course seq each ack said its batch committed as.
         var ackedSeqs: [BatchSeq: CourseSeq] = [:]
         var dropped: [BatchSeq: Int] = [:]
+        /// The client's frames as `coursesync stress` checks them (kept across process restarts:
+        /// it watches from outside).
+        var order = WireOrderChecker()
         var paused: Bool { pausedUntil != nil }
     }
 
@@ -114,8 +117,6 @@ public final class Simulation {
         /// The client stalled at some point while this connection lived: closes for idleness or
         /// slowness are then its own doing.
         var clientStalled = false
-        /// The client's view of its diff stream: the seq the next diff must follow.
-        var streamSeq: CourseSeq?
         /// Batches pushed on this connection that committed and whose Ack has not arrived: their
         /// Diff must not arrive first.
         var awaitingAck = Set<BatchSeq>()
@@ -355,7 +356,10 @@ public final class Simulation {
                                      outbox: OutboxQueue(capacity: options.outboxFrames))
         clients[index].connection = id
         clients[index].core.connecting(now: now)
-        connections[id]!.up.append(WireMessage.hello(Hello(clientID: clients[index].core.clientID, token: token)).payload())
+        let hello = WireMessage.hello(Hello(clientID: clients[index].core.clientID, token: token))
+        clients[index].order.observe(.connected)
+        clients[index].order.observe(.sent(hello))
+        connections[id]!.up.append(hello.payload())
         log("\(clients[index].name) connects to node \(node) (#\(id))")
         try carryOut(index)
     }
@@ -417,7 +421,7 @@ public final class Simulation {
                 if case .push(let push) = message { clients[index].created.insert(push.batchSeq) }
                 if case .ping = message { result.pings += 1 }
                 guard let id = clients[index].connection else { break }
-                if case .subscribe(_, let since) = message { connections[id]?.streamSeq = since }
+                clients[index].order.observe(.sent(message))
                 connections[id]?.up.append(message.payload())
             case .emit(.acked(let batchSeq, let seq, _)):
                 clients[index].acked[batchSeq, default: 0] += 1
@@ -517,28 +521,26 @@ public final class Simulation {
         }
     }
 
-    /// The protocol's ordering rules as the client sees them on one connection: every commit once,
-    /// in seq order, no gap; a commit's Ack before its Diff for the connection that pushed it.
+    /// The protocol's ordering rules as the client sees them: every commit once, in seq order, no
+    /// gap (``WireOrderChecker``, the checker `coursesync stress` runs); and, with what only the
+    /// simulation knows (which push made each commit), a commit's Ack before its Diff on the
+    /// connection whose push made it.
     private func checkOrder(_ id: Int, _ message: WireMessage) {
         guard var connection = connections[id] else { return }
-        let name = clients[connection.client].name
+        let index = connection.client
+        let name = clients[index].name
         switch message {
         case .ack(let ack):
             connection.awaitingAck.remove(ack.batchSeq)
-        case .diff(let diff):
-            if diff.origin.clientID == clients[connection.client].core.clientID, connection.awaitingAck.contains(diff.origin.batchSeq) {
-                violation("\(name) received the Diff of its batch \(diff.origin.batchSeq) (seq \(diff.seq)) on #\(id) before its Ack")
-            }
-            if let last = connection.streamSeq, diff.seq != last + 1 {
-                violation("\(name) received Diff \(diff.seq) on #\(id) after seq \(last): \(diff.seq <= last ? "a repeat" : "a gap")")
-            }
-            connection.streamSeq = diff.seq
-        case .snapshot(let part) where part.last:
-            connection.streamSeq = part.course.seq
+        case .diff(let diff) where diff.origin.clientID == clients[index].core.clientID && connection.awaitingAck.contains(diff.origin.batchSeq):
+            violation("\(name) received the Diff of its batch \(diff.origin.batchSeq) (seq \(diff.seq)) on #\(id) before its Ack")
         default:
             break
         }
         connections[id] = connection
+        let known = clients[index].order.violations.count
+        clients[index].order.observe(.received(message))
+        for problem in clients[index].order.violations.dropFirst(known) { violation("\(name) on #\(id): \(problem)") }
     }
 
     /// Queues a frame for the client; an overflow cuts the connection as a slow consumer.
