@@ -79,16 +79,12 @@ public final class Outbox: Sendable {
     /// The next item for the writer; `nil` when the outbox is finished.
     public func next() async -> Outgoing? {
         await withCheckedContinuation { (continuation: CheckedContinuation<Outgoing?, Never>) in
-            // `.some(item)`: answer now (`.some(nil)`: the outbox is finished); `nil`: wait for wake().
-            let ready: Outgoing?? = state.withLockedValue { state in
-                if let item = state.queue.next() { return .some(item) }
-                if state.queue.isFinished { return .some(nil) }
+            let wakeups = state.withLockedValue { state in
                 precondition(state.reader == nil, "one writer per outbox")
                 state.reader = continuation
-                return nil
+                return Self.wakeups(&state)
             }
-            wake()
-            if let item = ready { continuation.resume(returning: item) }
+            wakeups.resume()
         }
     }
 
@@ -123,42 +119,50 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// Applies `change` to the queue and wakes whoever it concerns.
+    /// Applies `change` to the queue and wakes whoever it concerns, in one critical section.
     private func update<T>(_ change: (inout OutboxQueue<ByteBuffer>) -> T) -> T {
-        let result = state.withLockedValue { change(&$0.queue) }
-        wake()
+        let (result, wakeups) = state.withLockedValue { state in
+            let result = change(&state.queue)
+            return (result, Self.wakeups(&state))
+        }
+        wakeups.resume()
         return result
     }
 
-    /// Hands the next item to a waiting writer, ends a stalled write wait on a close, and releases
-    /// catch-up waiters when there is room.
-    private func wake() {
-        let (reader, item, stalled, spaceWaiters): (CheckedContinuation<Outgoing?, Never>?, Outgoing?, CheckedContinuation<Void, Never>?, [CheckedContinuation<Void, Never>]) = state.withLockedValue { state in
-            var reader: CheckedContinuation<Outgoing?, Never>?
-            var item: Outgoing?
-            if let waiting = state.reader {
-                if let next = state.queue.next() {
-                    (reader, item) = (waiting, next)
-                    state.reader = nil
-                } else if state.queue.isFinished {
-                    reader = waiting
-                    state.reader = nil
-                }
-            }
-            var stalled: CheckedContinuation<Void, Never>?
-            if state.queue.isClosing {
-                stalled = state.stalled
-                state.stalled = nil
-            }
-            var released: [CheckedContinuation<Void, Never>] = []
-            if state.queue.hasRoom {
-                released = state.spaceWaiters
-                state.spaceWaiters = []
-            }
-            return (reader, item, stalled, released)
+    /// Whom the queue's state lets go, resumed outside the lock.
+    private struct Wakeups {
+        var reader: (CheckedContinuation<Outgoing?, Never>, Outgoing?)?
+        var stalled: CheckedContinuation<Void, Never>?
+        var space: [CheckedContinuation<Void, Never>] = []
+
+        func resume() {
+            if let (reader, item) = reader { reader.resume(returning: item) }
+            stalled?.resume()
+            space.forEach { $0.resume() }
         }
-        reader?.resume(returning: item)
-        stalled?.resume()
-        spaceWaiters.forEach { $0.resume() }
+    }
+
+    /// Hands the next item to a waiting writer (or `nil` once finished), ends a stalled write wait
+    /// on a close, and releases catch-up waiters when there is room.
+    private static func wakeups(_ state: inout State) -> Wakeups {
+        var wakeups = Wakeups()
+        if let waiting = state.reader {
+            if let next = state.queue.next() {
+                wakeups.reader = (waiting, next)
+                state.reader = nil
+            } else if state.queue.isFinished {
+                wakeups.reader = (waiting, nil)
+                state.reader = nil
+            }
+        }
+        if state.queue.isClosing {
+            wakeups.stalled = state.stalled
+            state.stalled = nil
+        }
+        if state.queue.hasRoom {
+            wakeups.space = state.spaceWaiters
+            state.spaceWaiters = []
+        }
+        return wakeups
     }
 }

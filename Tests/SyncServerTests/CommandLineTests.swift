@@ -124,11 +124,13 @@ import Testing
             let port = PostgresCluster.freePort()
             let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(port)", "--heartbeat-seconds", "1"])
             defer { server.signal(SIGCONT); server.signal(SIGKILL) }
+            // `serve` first creates the store: a `course create` racing it on a new data directory
+            // can fail its migration (a known SQLite-store defect, see the README).
+            #expect(try await waitUntilListening(port: port), "\(server.output)")
             let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Watched", "--log-level", "error"])
             let course = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
             let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course, "--role", "viewer"])
                 .output.trimmingCharacters(in: .whitespacesAndNewlines)
-            #expect(try await waitUntilListening(port: port), "\(server.output)")
             let watcher = try Subprocess(["client", "watch", "--course", course, "--server", "127.0.0.1:\(port)", "--token", token])
             for _ in 0..<3_000 where !watcher.output.contains("live from seq") { try await Task.sleep(for: .milliseconds(20)) }
             #expect(watcher.output.contains("live from seq"), "\(watcher.output)")
