@@ -8,6 +8,8 @@ let package = Package(
         .executable(name: "coursesync", targets: ["coursesync"]),
         .library(name: "SyncModel", targets: ["SyncModel"]),
         .library(name: "SyncWire", targets: ["SyncWire"]),
+        .library(name: "SyncTransport", targets: ["SyncTransport"]),
+        .library(name: "SyncStorage", targets: ["SyncStorage"]),
         .library(name: "SyncServer", targets: ["SyncServer"]),
         .library(name: "PostgresStore", targets: ["PostgresStore"]),
         .library(name: "SQLiteStore", targets: ["SQLiteStore"]),
@@ -28,21 +30,34 @@ let package = Package(
     targets: [
         // Pure Swift: entities, operations, CourseState and the resolver. No I/O, no clocks, no randomness.
         .target(name: "SyncModel"),
-        // The wire contract: generated protobuf messages, the frame codec, conversions to and from SyncModel.
+        // The wire contract: generated protobuf messages, framing, conversions to and from SyncModel. No I/O.
         .target(
             name: "SyncWire",
             dependencies: [
                 "SyncModel",
-                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // The protocol over NIO channels: the frame decoder/encoder and message codec handlers.
+        .target(
+            name: "SyncTransport",
+            dependencies: [
+                "SyncModel",
+                "SyncWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        // The store engine: the SyncStore contract, the group commit, the course cache and the
+        // decisions every backend shares, over a few primitives a backend implements. No I/O of its own.
+        .target(name: "SyncStorage", dependencies: ["SyncModel", "SyncWire"]),
         // The server engine: sessions, auth, per-course serialization, group commit and fan-out, over a SyncStore.
         .target(
             name: "SyncServer",
             dependencies: [
                 "SyncModel",
                 "SyncWire",
+                "SyncTransport",
+                "SyncStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -57,10 +72,9 @@ let package = Package(
             dependencies: [
                 "SyncModel",
                 "SyncWire",
-                "SyncServer",
+                "SyncStorage",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -71,7 +85,7 @@ let package = Package(
             dependencies: [
                 "SyncModel",
                 "SyncWire",
-                "SyncServer",
+                "SyncStorage",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
@@ -82,6 +96,7 @@ let package = Package(
             dependencies: [
                 "SyncModel",
                 "SyncWire",
+                "SyncTransport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -98,6 +113,8 @@ let package = Package(
             dependencies: [
                 "SyncModel",
                 "SyncWire",
+                "SyncTransport",
+                "SyncStorage",
                 "SyncServer",
                 "PostgresStore",
                 "SQLiteStore",
@@ -123,6 +140,8 @@ let package = Package(
             dependencies: [
                 "SyncModel",
                 "SyncWire",
+                "SyncTransport",
+                "SyncStorage",
                 "SyncServer",
                 "PostgresStore",
                 "SQLiteStore",
@@ -143,6 +162,7 @@ let package = Package(
             dependencies: [
                 "SyncModel",
                 "SyncWire",
+                "SyncTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -1,29 +1,49 @@
 import Foundation
 import GRDB
-import NIOConcurrencyHelpers
 import SyncModel
-import SyncServer
+import SyncStorage
 import SyncWire
 
-/// The embedded ``SyncStore``: one SQLite file (GRDB, WAL mode, `synchronous=FULL` so that an acked
-/// batch survives a crash or power loss), for a single server node. The tables and the commit are
-/// those of the PostgreSQL store: a group commit is one transaction writing the rows, the change
-/// log, the batch records (exactly-once) and the temp-ID map, and bumping the seq.
+/// The embedded ``SyncStore``: the store engine over one SQLite file, for a single server node.
+public typealias SQLiteStore = StoreEngine<SQLiteBackend>
+
+extension StoreEngine where Backend == SQLiteBackend {
+    /// Opens (creating if needed) the store at `path` and migrates its schema.
+    public convenience init(path: String, logRetention: Int = 100_000) throws {
+        self.init(backend: try SQLiteBackend(path: path), logRetention: logRetention)
+    }
+
+    public var path: String { backend.path }
+
+    /// Every course, by title (for tools).
+    public func courses() async throws -> [Course] {
+        try await backend.courses()
+    }
+}
+
+/// The SQLite primitives of the store engine: one file (GRDB, WAL mode, `synchronous=FULL` so that
+/// an acked batch survives a crash or power loss). The tables are those of the PostgreSQL schema
+/// in SQLite's dialect; a group is written in one transaction that first checks the course's seq.
 ///
 /// SQLite has one writer at a time, which serializes every commit of every course; that is the
 /// limit to outgrow (several nodes, many busy courses) by moving to PostgreSQL.
-public final class SQLiteStore: SyncStore {
+///
+/// No commit waits for a checkpoint: automatic checkpoints are off, and after a commit a passive
+/// checkpoint runs in the background on a connection of its own (at most one at a time, at most
+/// every ``checkpointInterval``), as the client's replica does.
+public struct SQLiteBackend: StoreBackend {
     public let path: String
-    /// How many change-log entries are kept per course; older cursors get a snapshot.
-    public let logRetention: Int
     let pool: DatabasePool
-    private let cache = NIOLockedValueBox<[EntityID: CourseState]>([:])
+    private let checkpointer: Checkpointer
 
-    /// Opens (creating if needed) the store at `path` and migrates its schema.
-    public init(path: String, logRetention: Int = 100_000) throws {
-        precondition(logRetention > 0, "the change log must keep at least one entry")
+    /// How often, at most, the WAL is checkpointed after commits.
+    static let checkpointInterval: Duration = .milliseconds(500)
+
+    /// Opens (creating if needed) the store at `path` and migrates its schema. Several processes or
+    /// instances may open a new file at once: whoever loses the race to create the schema (or to
+    /// switch the file to WAL) retries, and then finds it done.
+    public init(path: String) throws {
         self.path = path
-        self.logRetention = logRetention
         var configuration = Configuration()
         // Another process (or another instance) on the same file waits for the write lock
         // instead of failing at once.
@@ -31,12 +51,145 @@ public final class SQLiteStore: SyncStore {
         configuration.prepareDatabase { db in
             // FULL: the WAL is synced at every commit, so an acknowledged batch is durable.
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
         }
-        pool = try DatabasePool(path: path, configuration: configuration)
-        try Self.migrator.migrate(pool)
+        var attempt = 0
+        while true {
+            do {
+                let pool = try DatabasePool(path: path, configuration: configuration)
+                try Self.migrator.migrate(pool)
+                self.pool = pool
+                break
+            } catch let error as DatabaseError where attempt < 50
+                && (error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED || error.message?.contains("already exists") == true) {
+                attempt += 1
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+        }
+        var checkpointing = Configuration()
+        checkpointing.busyMode = .timeout(10)
+        checkpointer = Checkpointer(queue: try DatabaseQueue(path: path, configuration: checkpointing))
     }
 
-    /// Every row of every course, for `coursesync copy` (read in one transaction).
+    public func insertCourse(_ course: Course) async throws {
+        try await pool.write { db in
+            guard try Int.fetchOne(db, sql: "SELECT 1 FROM courses WHERE id = ?", arguments: [course.id.blob]) == nil else {
+                throw StoreError.courseExists(course.id)
+            }
+            try db.execute(sql: "INSERT INTO courses (id, title, seq) VALUES (?, ?, ?)",
+                           arguments: [course.id.blob, course.title, Int64(course.seq)])
+        }
+    }
+
+    func courses() async throws -> [Course] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, title, seq FROM courses ORDER BY title, id").map { row in
+                Course(id: try Self.id(row["id"]), title: row["title"], seq: CourseSeq(row["seq"] as Int64))
+            }
+        }
+    }
+
+    public func courseSeq(_ courseID: EntityID) async throws -> CourseSeq? {
+        try await pool.read { db in try Self.seq(courseID, db) }
+    }
+
+    public func loadCourse(_ courseID: EntityID) async throws -> CourseState? {
+        try await pool.read { db in try Self.loadCourse(courseID, db) }
+    }
+
+    public func readLog(_ courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> StoredLog? {
+        try await pool.read { db in
+            guard let seq = try Self.seq(courseID, db) else { return nil }
+            let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT seq, diff FROM change_log WHERE course_id = ? AND seq > ? ORDER BY seq LIMIT ?"),
+                                        arguments: [courseID.blob, Int64(cursor), limit])
+            return StoredLog(courseSeq: seq, entries: rows.map { (CourseSeq($0["seq"] as Int64), Array($0["diff"] as Data)) })
+        }
+    }
+
+    public func lookUp(_ batches: [BatchKey], temps: [ClientID: Set<TempID>], courseID: EntityID) async throws -> StoredRecords {
+        try await pool.read { db in
+            var records = StoredRecords()
+            let ackStatement = try db.cachedStatement(sql: "SELECT ack FROM client_batches WHERE client_id = ? AND course_id = ? AND batch_seq = ?")
+            let tempStatement = try db.cachedStatement(sql: "SELECT entity_id FROM client_temps WHERE client_id = ? AND course_id = ? AND temp = ?")
+            for key in batches {
+                if let bytes = try Data.fetchOne(ackStatement, arguments: [key.client.id.blob, courseID.blob, Int64(bitPattern: key.batchSeq)]) {
+                    records.acks[key] = Array(bytes)
+                }
+            }
+            for (client, set) in temps {
+                for temp in set {
+                    if let entity = try Data.fetchOne(tempStatement, arguments: [client.id.blob, courseID.blob, Int64(bitPattern: temp.rawValue)]) {
+                        records.temps[client, default: [:]][temp] = try Self.id(entity)
+                    }
+                }
+            }
+            return records
+        }
+    }
+
+    public func write(_ group: GroupWrite) async throws -> WriteOutcome {
+        let outcome: WriteOutcome
+        do {
+            outcome = try await pool.write { db -> WriteOutcome in
+                guard let seq = try Self.seq(group.courseID, db) else { return .unknownCourse }
+                guard seq == group.expectedSeq else { return .moved }
+                try Self.write(group, db)
+                return .written
+            }
+        } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_PRIMARYKEY
+            && (error.message?.contains("client_batches") == true || error.message?.contains("client_temps") == true) {
+            return .duplicate
+        }
+        if outcome == .written { checkpointer.afterCommit() }
+        return outcome
+    }
+
+    private static func write(_ group: GroupWrite, _ db: Database) throws {
+        let courseID = group.courseID.blob
+        let net = group.changes
+        for id in net.deletedVideos { try db.execute(sql: "DELETE FROM videos WHERE id = ?", arguments: [id.blob]) }
+        for id in net.deletedChapters { try db.execute(sql: "DELETE FROM chapters WHERE id = ?", arguments: [id.blob]) }
+        // Without deferrable unique constraints: park the renumbered chapters at negative positions
+        // first, and re-insert the changed videos (nothing refers to a video row).
+        for chapter in net.chapters {
+            try db.execute(sql: "UPDATE chapters SET position = -1 - position WHERE id = ?", arguments: [chapter.id.blob])
+        }
+        for video in net.videos { try db.execute(sql: "DELETE FROM videos WHERE id = ?", arguments: [video.id.blob]) }
+        for chapter in net.chapters {
+            try db.execute(sql: """
+                INSERT INTO chapters (id, course_id, title, position, version) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (id) DO UPDATE SET title = excluded.title, position = excluded.position, version = excluded.version
+                """, arguments: [chapter.id.blob, courseID, chapter.title, chapter.position, Int64(chapter.version)])
+        }
+        for media in net.media {
+            try db.execute(sql: """
+                INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (id) DO UPDATE SET name = excluded.name, cdn_url = excluded.cdn_url,
+                    duration_ms = excluded.duration_ms, byte_size = excluded.byte_size
+                """, arguments: [media.id.blob, courseID, media.name, media.cdnURL, Int64(media.durationMs), Int64(media.byteSize)])
+        }
+        for video in net.videos {
+            try db.execute(sql: "INSERT INTO videos (id, chapter_id, media_file_id, title, position) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [video.id.blob, video.chapterID.blob, video.mediaFileID.blob, video.title, video.position])
+        }
+        for entry in group.entries {
+            try db.execute(sql: "INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [courseID, Int64(entry.seq), entry.origin.clientID.id.blob, Int64(bitPattern: entry.origin.batchSeq), Data(entry.diff)])
+            try db.execute(sql: "INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [entry.origin.clientID.id.blob, courseID, Int64(bitPattern: entry.origin.batchSeq), Int64(entry.seq), Data(entry.ack)])
+        }
+        for mapping in net.tempMappings {
+            try db.execute(sql: "INSERT INTO client_temps (client_id, course_id, temp, entity_id) VALUES (?, ?, ?, ?)",
+                           arguments: [mapping.client.id.blob, courseID, Int64(bitPattern: mapping.temp.rawValue), mapping.entity.blob])
+        }
+        try db.execute(sql: "UPDATE courses SET seq = ? WHERE id = ?", arguments: [Int64(group.newSeq), courseID])
+        if group.pruneThrough > 0 {
+            try db.execute(sql: "DELETE FROM change_log WHERE course_id = ? AND seq <= ?", arguments: [courseID, Int64(group.pruneThrough)])
+        }
+    }
+
+    // MARK: - Copying
+
     public func dump() async throws -> StoreDump {
         try await pool.read { db in
             let id = Self.id
@@ -76,76 +229,39 @@ public final class SQLiteStore: SyncStore {
         }
     }
 
-    public func createCourse(_ course: Course) async throws {
+    public func load(_ dump: StoreDump) async throws {
         try await pool.write { db in
-            guard try Int.fetchOne(db, sql: "SELECT 1 FROM courses WHERE id = ?", arguments: [course.id.blob]) == nil else {
-                throw StoreError.courseExists(course.id)
-            }
-            try db.execute(sql: "INSERT INTO courses (id, title, seq) VALUES (?, ?, ?)",
-                           arguments: [course.id.blob, course.title, Int64(course.seq)])
-        }
-    }
-
-    /// Every course, by title (for tools).
-    public func courses() async throws -> [Course] {
-        try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT id, title, seq FROM courses ORDER BY title, id").map { row in
-                Course(id: try Self.id(row["id"]), title: row["title"], seq: CourseSeq(row["seq"] as Int64))
-            }
-        }
-    }
-
-    public func commit(_ batches: [Batch], courseID: EntityID) async throws -> [BatchOutcome] {
-        precondition(batches.allSatisfy { $0.courseID == courseID }, "a group commit is for one course")
-        guard !batches.isEmpty else { return [] }
-        let cached = cache.withLockedValue { $0[courseID] }
-        let group = try await pool.write { db -> GroupCommit in
-            guard let seq = try Int64.fetchOne(db, sql: "SELECT seq FROM courses WHERE id = ?", arguments: [courseID.blob]) else {
-                throw StoreError.unknownCourse(courseID)
-            }
-            let state = try cached.flatMap { $0.seq == UInt64(seq) ? $0 : nil } ?? Self.loadState(courseID, db)
-            let (applied, temps) = try Self.lookUp(batches, courseID: courseID, db)
-            var allocator = RandomIDAllocator(SystemRandomNumberGenerator())
-            let group = GroupCommit.resolve(batches, against: state, appliedAcks: applied, knownTemps: temps, allocator: &allocator)
-            if !group.commits.isEmpty { try self.write(group, startSeq: state.seq, db) }
-            return group
-        }
-        cache.withLockedValue { cache in
-            if (cache[courseID]?.seq ?? 0) <= group.state.seq { cache[courseID] = group.state }
-        }
-        return group.outcomes
-    }
-
-    public func catchUp(courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> CatchUp {
-        precondition(limit > 0)
-        return try await pool.read { db in
-            guard let seq = try Int64.fetchOne(db, sql: "SELECT seq FROM courses WHERE id = ?", arguments: [courseID.blob]) else {
-                throw StoreError.unknownCourse(courseID)
-            }
-            if cursor == 0 || cursor > UInt64(seq) { return .snapshot(try Self.loadState(courseID, db)) }
-            if cursor == UInt64(seq) { return .diffs([]) }
-            let rows = try Row.fetchAll(db, sql: "SELECT seq, diff FROM change_log WHERE course_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                                        arguments: [courseID.blob, Int64(cursor), limit])
-            var diffs: [Diff] = []
-            for row in rows {
-                guard case .diff(let diff) = try WireMessage(payload: (row["diff"] as Data)) else {
-                    throw StoreError.corrupt("a change-log row does not hold a Diff")
+            for course in dump.courses {
+                guard try Int.fetchOne(db, sql: "SELECT 1 FROM courses WHERE id = ?", arguments: [course.id.blob]) == nil else {
+                    throw StoreError.courseExists(course.id)
                 }
-                guard diff.seq == UInt64(row["seq"] as Int64) else { throw StoreError.corrupt("change-log row \(row["seq"] as Int64) holds seq \(diff.seq)") }
-                diffs.append(diff)
+                try db.execute(sql: "INSERT INTO courses (id, title, seq) VALUES (?, ?, ?)", arguments: [course.id.blob, course.title, Int64(course.seq)])
             }
-            guard diffs.first?.seq == cursor + 1 else { return .snapshot(try Self.loadState(courseID, db)) }
-            return .diffs(diffs)
-        }
-    }
-
-    public func snapshot(courseID: EntityID) async throws -> CourseState {
-        try await pool.read { db in try Self.loadState(courseID, db) }
-    }
-
-    public func courseSeq(_ courseID: EntityID) async throws -> CourseSeq? {
-        try await pool.read { db in
-            try Int64.fetchOne(db, sql: "SELECT seq FROM courses WHERE id = ?", arguments: [courseID.blob]).map { CourseSeq($0) }
+            for chapter in dump.chapters {
+                try db.execute(sql: "INSERT INTO chapters (id, course_id, title, position, version) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [chapter.id.blob, chapter.courseID.blob, chapter.title, chapter.position, Int64(chapter.version)])
+            }
+            for file in dump.media {
+                try db.execute(sql: "INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size) VALUES (?, ?, ?, ?, ?, ?)",
+                               arguments: [file.id.blob, file.courseID.blob, file.name, file.cdnURL, Int64(file.durationMs), Int64(file.byteSize)])
+            }
+            for video in dump.videos {
+                try db.execute(sql: "INSERT INTO videos (id, chapter_id, media_file_id, title, position) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [video.id.blob, video.chapterID.blob, video.mediaFileID.blob, video.title, video.position])
+            }
+            for entry in dump.log {
+                try db.execute(sql: "INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [entry.courseID.blob, Int64(entry.seq), entry.origin.clientID.id.blob,
+                                           Int64(bitPattern: entry.origin.batchSeq), Data(entry.diff)])
+            }
+            for record in dump.batches {
+                try db.execute(sql: "INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [record.client.id.blob, record.courseID.blob, Int64(bitPattern: record.batchSeq), Int64(record.seq), Data(record.ack)])
+            }
+            for record in dump.temps {
+                try db.execute(sql: "INSERT INTO client_temps (client_id, course_id, temp, entity_id) VALUES (?, ?, ?, ?)",
+                               arguments: [record.client.id.blob, record.courseID.blob, Int64(bitPattern: record.temp.rawValue), record.entity.blob])
+            }
         }
     }
 
@@ -196,82 +312,15 @@ public final class SQLiteStore: SyncStore {
         return migrator
     }
 
-    // MARK: - Group commit
-
-    private static func lookUp(_ batches: [Batch], courseID: EntityID, _ db: Database) throws -> ([BatchKey: Ack], [ClientID: [TempID: EntityID]]) {
-        var acks: [BatchKey: Ack] = [:]
-        var temps: [ClientID: [TempID: EntityID]] = [:]
-        let ackStatement = try db.cachedStatement(sql: "SELECT ack FROM client_batches WHERE client_id = ? AND course_id = ? AND batch_seq = ?")
-        let tempStatement = try db.cachedStatement(sql: "SELECT entity_id FROM client_temps WHERE client_id = ? AND course_id = ? AND temp = ?")
-        for batch in batches {
-            let client = batch.clientID.id.blob
-            if let bytes = try Data.fetchOne(ackStatement, arguments: [client, courseID.blob, Int64(bitPattern: batch.batchSeq)]) {
-                guard case .ack(let ack) = try WireMessage(payload: bytes) else { throw StoreError.corrupt("a batch record does not hold an Ack") }
-                acks[BatchKey(batch)] = ack
-            }
-            for temp in batch.mentionedTemps {
-                if let entity = try Data.fetchOne(tempStatement, arguments: [client, courseID.blob, Int64(bitPattern: temp.rawValue)]) {
-                    temps[batch.clientID, default: [:]][temp] = try id(entity)
-                }
-            }
-        }
-        return (acks, temps)
-    }
-
-    private func write(_ group: GroupCommit, startSeq: CourseSeq, _ db: Database) throws {
-        let state = group.state
-        let courseID = state.course.id.blob
-        let net = group.netChanges
-        for id in net.deletedVideos { try db.execute(sql: "DELETE FROM videos WHERE id = ?", arguments: [id.blob]) }
-        for id in net.deletedChapters { try db.execute(sql: "DELETE FROM chapters WHERE id = ?", arguments: [id.blob]) }
-        // Without deferrable unique constraints: park the renumbered chapters at negative positions
-        // first, and re-insert the changed videos (nothing refers to a video row).
-        for chapter in net.chapters {
-            try db.execute(sql: "UPDATE chapters SET position = -1 - position WHERE id = ?", arguments: [chapter.id.blob])
-        }
-        for video in net.videos { try db.execute(sql: "DELETE FROM videos WHERE id = ?", arguments: [video.id.blob]) }
-        for chapter in net.chapters {
-            try db.execute(sql: """
-                INSERT INTO chapters (id, course_id, title, position, version) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (id) DO UPDATE SET title = excluded.title, position = excluded.position, version = excluded.version
-                """, arguments: [chapter.id.blob, courseID, chapter.title, chapter.position, Int64(chapter.version)])
-        }
-        for media in net.media {
-            try db.execute(sql: """
-                INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size) VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT (id) DO UPDATE SET name = excluded.name, cdn_url = excluded.cdn_url,
-                    duration_ms = excluded.duration_ms, byte_size = excluded.byte_size
-                """, arguments: [media.id.blob, courseID, media.name, media.cdnURL, Int64(media.durationMs), Int64(media.byteSize)])
-        }
-        for video in net.videos {
-            try db.execute(sql: "INSERT INTO videos (id, chapter_id, media_file_id, title, position) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [video.id.blob, video.chapterID.blob, video.mediaFileID.blob, video.title, video.position])
-        }
-        for commit in group.commits {
-            try db.execute(sql: "INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [courseID, Int64(commit.seq), commit.clientID.id.blob, Int64(bitPattern: commit.batchSeq),
-                                       Data(WireMessage.diff(commit.diff).payload())])
-            try db.execute(sql: "INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [commit.clientID.id.blob, courseID, Int64(bitPattern: commit.batchSeq), Int64(commit.seq),
-                                       Data(WireMessage.ack(commit.ack).payload())])
-        }
-        for mapping in net.tempMappings {
-            try db.execute(sql: "INSERT INTO client_temps (client_id, course_id, temp, entity_id) VALUES (?, ?, ?, ?)",
-                           arguments: [mapping.client.id.blob, courseID, Int64(bitPattern: mapping.temp.rawValue), mapping.entity.blob])
-        }
-        try db.execute(sql: "UPDATE courses SET seq = ? WHERE id = ?", arguments: [Int64(state.seq), courseID])
-        let interval = UInt64(max(1, min(100, logRetention / 4)))
-        if state.seq / interval != startSeq / interval, state.seq > UInt64(logRetention) {
-            try db.execute(sql: "DELETE FROM change_log WHERE course_id = ? AND seq <= ?",
-                           arguments: [courseID, Int64(state.seq) - Int64(logRetention)])
-        }
-    }
-
     // MARK: - Reading
 
-    private static func loadState(_ courseID: EntityID, _ db: Database) throws -> CourseState {
+    private static func seq(_ courseID: EntityID, _ db: Database) throws -> CourseSeq? {
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM courses WHERE id = ?"), arguments: [courseID.blob]).map { CourseSeq($0) }
+    }
+
+    private static func loadCourse(_ courseID: EntityID, _ db: Database) throws -> CourseState? {
         guard let row = try Row.fetchOne(db, sql: "SELECT title, seq FROM courses WHERE id = ?", arguments: [courseID.blob]) else {
-            throw StoreError.unknownCourse(courseID)
+            return nil
         }
         let course = Course(id: courseID, title: row["title"], seq: CourseSeq(row["seq"] as Int64))
         let chapters = try Row.fetchAll(db, sql: "SELECT id, title, position, version FROM chapters WHERE course_id = ?", arguments: [courseID.blob]).map { row in
@@ -288,15 +337,39 @@ public final class SQLiteStore: SyncStore {
             Video(id: try id(row["id"]), chapterID: try id(row["chapter_id"]), mediaFileID: try id(row["media_file_id"]),
                   title: row["title"], position: row["position"])
         }
-        let state = CourseState(course: course, chapters: chapters, media: media, videos: videos)
-        let violations = state.invariantViolations()
-        guard violations.isEmpty else { throw StoreError.corrupt("course \(courseID): \(violations.joined(separator: "; "))") }
-        return state
+        return CourseState(course: course, chapters: chapters, media: media, videos: videos)
     }
 
     static func id(_ data: Data?) throws -> EntityID {
         guard let data, let id = EntityID(bytes: data) else { throw StoreError.corrupt("an ID that is not 16 bytes") }
         return id
+    }
+}
+
+/// Runs passive WAL checkpoints in the background, one at a time and not too often.
+private final class Checkpointer: @unchecked Sendable {
+    private let queue: DatabaseQueue
+    private let lock = NSLock()
+    private var running = false
+    private var last = ContinuousClock.now
+
+    init(queue: DatabaseQueue) { self.queue = queue }
+
+    func afterCommit() {
+        let now = ContinuousClock.now
+        let start: Bool = lock.withLock {
+            guard !running, now - last >= SQLiteBackend.checkpointInterval else { return false }
+            running = true
+            return true
+        }
+        guard start else { return }
+        Task.detached { [self] in
+            _ = try? queue.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+            lock.withLock {
+                running = false
+                last = .now
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import SyncModel
+import SyncTransport
 import SyncWire
 
 /// One TCP connection to the server, speaking framed `WireMessage`s.

@@ -28,6 +28,9 @@ actor CourseHub {
     private var handles: [ObjectIdentifier: ConnectionHandle] = [:]
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
     private var idle = false
+    /// The diffs of the last group commit as the store encoded them for its log, by seq, so that
+    /// each is encoded once; taken when broadcast.
+    private var encodedDiffs: [CourseSeq: ByteBuffer] = [:]
 
     init(courseID: EntityID, store: any SyncStore, logger: Logger, maxGroupBatches: Int, catchUpChunk: Int) {
         self.courseID = courseID
@@ -83,9 +86,14 @@ actor CourseHub {
         perform()
     }
 
-    private func committed(_ outcomes: [BatchOutcome]) {
-        core.committed(outcomes)
+    private func committed(_ group: CommittedGroup) {
+        var encoded = group.encodedDiffs.makeIterator()
+        for case .committed(let commit) in group.outcomes {
+            encodedDiffs[commit.seq] = encoded.next().map { ByteBuffer(bytes: $0) }
+        }
+        core.committed(group.outcomes)
         perform()
+        encodedDiffs.removeAll(keepingCapacity: true)
     }
 
     private func commitFailed(_ error: any Error) {
@@ -133,8 +141,7 @@ actor CourseHub {
                     let store = store, courseID = courseID
                     Task {
                         do {
-                            let outcomes = try await store.commit(batches, courseID: courseID)
-                            self.committed(outcomes)
+                            self.committed(try await store.commitEncoded(batches, courseID: courseID))
                         } catch {
                             self.commitFailed(error)
                         }
@@ -142,7 +149,7 @@ actor CourseHub {
                 case .send(let key, let message):
                     handles[key]?.outbox.send(message)
                 case .broadcast(let diff, let keys):
-                    let encoded = ByteBuffer(bytes: WireMessage.diff(diff).payload())
+                    let encoded = encodedDiffs.removeValue(forKey: diff.seq) ?? ByteBuffer(bytes: WireMessage.diff(diff).payload())
                     for key in keys where handles[key]?.outbox.send(encoded: encoded) == false {
                         core.sendFailed(key)
                         released.append(key)

@@ -5,6 +5,8 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import SyncModel
+@_exported import SyncStorage
+import SyncTransport
 import SyncWire
 
 /// How a ``SyncServer`` listens and what it bounds.

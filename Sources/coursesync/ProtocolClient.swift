@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import SyncModel
+import SyncTransport
 import SyncWire
 
 /// A minimal client connection for the command-line tools: handshake, then send and receive

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import SyncModel
 import SyncServer
+import SyncTransport
 import SyncWire
 
 /// A raw protocol client for tests: it writes frames (or any bytes) and records every message the

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import SyncModel
+import SyncTransport
 import SyncWire
 import Testing
 

@@ -93,10 +93,26 @@ public struct NetChanges: Hashable, Sendable {
     public var media: [MediaFile]
     public var videos: [Video]
     public var tempMappings: [TempMapping]
+
+    public init(deletedVideos: [EntityID], deletedChapters: [EntityID], chapters: [Chapter], media: [MediaFile], videos: [Video],
+                tempMappings: [TempMapping]) {
+        self.deletedVideos = deletedVideos
+        self.deletedChapters = deletedChapters
+        self.chapters = chapters
+        self.media = media
+        self.videos = videos
+        self.tempMappings = tempMappings
+    }
 }
 
 public struct TempMapping: Hashable, Sendable {
     public var client: ClientID
     public var temp: TempID
     public var entity: EntityID
+
+    public init(client: ClientID, temp: TempID, entity: EntityID) {
+        self.client = client
+        self.temp = temp
+        self.entity = entity
+    }
 }

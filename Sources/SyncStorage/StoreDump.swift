@@ -1,6 +1,7 @@
 import SyncModel
 
-/// Everything a store holds, row for row, for copying one store into another (SQLite → PostgreSQL).
+/// Everything a store holds, row for row, for copying one store into another
+/// (`coursesync copy`, between any two backends).
 /// Diffs and acks stay in their stored (protobuf) encoding, which both stores share.
 public struct StoreDump: Sendable {
     public struct LogEntry: Sendable {

@@ -28,6 +28,9 @@ public enum StoreError: Error, Hashable, Sendable, CustomStringConvertible {
     case notMigrated(String)
     /// The stored data contradicts itself (a corrupt change-log row, say). Never caused by a client.
     case corrupt(String)
+    /// Other writers kept committing to the course while a group was being resolved, every time:
+    /// nothing of the group was written; try again.
+    case contended(EntityID)
 
     public var description: String {
         switch self {
@@ -35,16 +38,31 @@ public enum StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         case .courseExists(let id): "course \(id) already exists"
         case .notMigrated(let detail): "the database schema is not up to date: \(detail); run `coursesync migrate`"
         case .corrupt(let detail): "stored data is inconsistent: \(detail)"
+        case .contended(let id): "course \(id) kept changing under this commit; nothing was written"
         }
     }
 }
 
+/// A group commit's outcomes, with the diffs of its commits as encoded for the change log, so
+/// that the server broadcasts those bytes rather than encoding each diff again.
+public struct CommittedGroup: Sendable {
+    /// One per batch, in order.
+    public var outcomes: [BatchOutcome]
+    /// Each committed diff's `Envelope` (a frame payload), in seq order (empty if none committed).
+    public var encodedDiffs: [[UInt8]]
+
+    public init(outcomes: [BatchOutcome], encodedDiffs: [[UInt8]]) {
+        self.outcomes = outcomes
+        self.encodedDiffs = encodedDiffs
+    }
+}
+
 /// The durable state of every course: what the server commits batches to and catches
-/// subscribers up from. Implemented on PostgreSQL (production, several nodes) and SQLite
-/// (embedded, one node).
+/// subscribers up from. ``StoreEngine`` implements it over a ``StoreBackend``: PostgreSQL
+/// (production, several nodes) or SQLite (embedded, one node).
 ///
-/// A store serializes commits per course itself (a row lock in PostgreSQL), so several server
-/// processes may share one store.
+/// A store serializes commits per course itself (a write succeeds only at the seq it was
+/// resolved against), so several server processes may share one store.
 public protocol SyncStore: Sendable {
     /// Creates an empty course at seq 0.
     func createCourse(_ course: Course) async throws
@@ -59,6 +77,9 @@ public protocol SyncStore: Sendable {
     /// nothing of the group was committed.
     func commit(_ batches: [Batch], courseID: EntityID) async throws -> [BatchOutcome]
 
+    /// ``commit(_:courseID:)``, with the committed diffs as encoded for the change log.
+    func commitEncoded(_ batches: [Batch], courseID: EntityID) async throws -> CommittedGroup
+
     /// The commits of `courseID` after `cursor`, at most `limit` of them, or a snapshot if the log
     /// does not reach back that far.
     func catchUp(courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> CatchUp
@@ -69,4 +90,10 @@ public protocol SyncStore: Sendable {
     /// The course's current seq (its last commit), or `nil` if there is no such course. Nodes
     /// read it to catch up on commits no notification told them of (``CommitWatch``).
     func courseSeq(_ courseID: EntityID) async throws -> CourseSeq?
+}
+
+extension SyncStore {
+    public func commit(_ batches: [Batch], courseID: EntityID) async throws -> [BatchOutcome] {
+        try await commitEncoded(batches, courseID: courseID).outcomes
+    }
 }

@@ -1,22 +1,22 @@
 import Logging
 import ServiceLifecycle
 import SyncModel
-import SyncServer
+import SyncStorage
 import SyncWire
 
-/// The node-to-node half of a PostgreSQL deployment: hears every commit announced on the
-/// database (LISTEN/NOTIFY) and tells this node's course hubs, so their subscribers get the other
+/// The node-to-node half of a shared-store deployment: hears every commit announced by the store
+/// (PostgreSQL's LISTEN/NOTIFY) and tells this node's course hubs, so their subscribers get the other
 /// nodes' commits. Notifications can be lost (a listener whose connection dropped hears nothing
 /// of what was committed meanwhile), so, following ``CommitWatch``, the node also reads every
 /// active course's seq from the store whenever the LISTEN is (re)established and every
 /// `checkInterval`: a lost notification delays a subscriber by at most that long.
 public struct CommitListener: Service {
-    let store: PostgresStore
+    let store: any CommitNotifications
     let server: SyncServer
     let checkInterval: Duration
     let retryDelay: Duration
 
-    public init(store: PostgresStore, server: SyncServer, checkInterval: Duration = .seconds(5), retryDelay: Duration = .seconds(1)) {
+    public init(store: any CommitNotifications, server: SyncServer, checkInterval: Duration = .seconds(5), retryDelay: Duration = .seconds(1)) {
         self.store = store
         self.server = server
         self.checkInterval = checkInterval

@@ -1,0 +1,106 @@
+import SyncModel
+
+/// What ``StoreEngine`` keeps in memory per course: its state at the last seq this process saw,
+/// and its recent commits' acks and temp IDs. Bounded: at most `maxCourses` courses (the least
+/// recently used goes first) and `recentPerCourse` commits each.
+struct CourseCache {
+    struct Entry {
+        var state: CourseState?
+        var recent: RecentCommits
+        var lastUse: UInt64
+    }
+
+    let maxCourses: Int
+    let recentPerCourse: Int
+    private var entries: [EntityID: Entry] = [:]
+    private var uses: UInt64 = 0
+
+    init(maxCourses: Int, recentPerCourse: Int) {
+        precondition(maxCourses > 0 && recentPerCourse > 0)
+        self.maxCourses = maxCourses
+        self.recentPerCourse = recentPerCourse
+    }
+
+    var count: Int { entries.count }
+
+    func state(of courseID: EntityID) -> CourseState? { entries[courseID]?.state }
+
+    /// The cached state and recent commits, if the state is cached.
+    mutating func entry(_ courseID: EntityID) -> (CourseState, RecentCommits)? {
+        guard var entry = entries[courseID], let state = entry.state else { return nil }
+        uses += 1
+        entry.lastUse = uses
+        entries[courseID] = entry
+        return (state, entry.recent)
+    }
+
+    /// Keeps `state` unless a newer one is cached (several commits and loads may race).
+    mutating func keep(_ state: CourseState) {
+        let id = state.course.id
+        if let cached = entries[id]?.state, cached.seq > state.seq { return }
+        uses += 1
+        if entries[id] == nil {
+            if entries.count >= maxCourses, let oldest = entries.min(by: { $0.value.lastUse < $1.value.lastUse })?.key {
+                entries[oldest] = nil
+            }
+            entries[id] = Entry(state: state, recent: RecentCommits(capacity: recentPerCourse), lastUse: uses)
+        } else {
+            entries[id]!.state = state
+            entries[id]!.lastUse = uses
+        }
+    }
+
+    /// After a written group: the course's new state and its commits' acks and temp IDs.
+    mutating func remember(_ group: GroupCommit) {
+        keep(group.state)
+        let id = group.state.course.id
+        for commit in group.commits { entries[id]?.recent.remember(commit.ack, of: commit.clientID) }
+    }
+
+    mutating func forget(_ courseID: EntityID) {
+        entries[courseID] = nil
+    }
+}
+
+/// The acks of a course's latest commits, by batch, and the temp IDs they mapped, by client: what
+/// exactly-once and temp-ID references need in the common case (a resend of a recent batch, a
+/// batch naming a temp ID its author's previous batch created). Older ones are looked up in the
+/// store when needed, so forgetting them costs a query, never a wrong answer.
+struct RecentCommits {
+    let capacity: Int
+    private(set) var acks: [BatchKey: Ack] = [:]
+    private(set) var temps: [ClientID: [TempID: EntityID]] = [:]
+    /// Keys in the order remembered; `order[head...]` are live.
+    private var order: [BatchKey] = []
+    private var head = 0
+
+    init(capacity: Int) {
+        precondition(capacity > 0)
+        self.capacity = capacity
+    }
+
+    var count: Int { acks.count }
+
+    mutating func remember(_ ack: Ack, of client: ClientID) {
+        let key = BatchKey(client: client, batchSeq: ack.batchSeq)
+        guard acks.updateValue(ack, forKey: key) == nil else { return }
+        temps[client, default: [:]].merge(ack.idMap) { _, new in new }
+        order.append(key)
+        while order.count - head > capacity {
+            forget(order[head])
+            head += 1
+        }
+        if head >= capacity {
+            order.removeFirst(head)
+            head = 0
+        }
+    }
+
+    private mutating func forget(_ key: BatchKey) {
+        guard let ack = acks.removeValue(forKey: key) else { return }
+        for (temp, entity) in ack.idMap where temps[key.client]?[temp] == entity {
+            temps[key.client]![temp] = nil
+        }
+        if temps[key.client]?.isEmpty == true { temps[key.client] = nil }
+    }
+}

@@ -1,0 +1,231 @@
+import Foundation
+import SyncModel
+import SyncWire
+
+/// The one implementation of ``SyncStore``, over a ``StoreBackend`` (PostgreSQL, SQLite, or
+/// another database implementing the primitives).
+///
+/// **The commit is optimistic.** Each course's state is cached with the acks and temp IDs of its
+/// latest commits (``RecentCommits``). A group is resolved against the cache and written with one
+/// primitive call that succeeds only if the course is still at the cached seq; on PostgreSQL that
+/// is one statement, one round trip. The cache is never trusted blindly:
+/// - another node (or store instance) committed meanwhile: the write reports `moved`, nothing is
+///   written, the cache catches up from the change log and the group is resolved again;
+/// - a batch the cache takes for new was committed before (a resend after a restart, say), or a
+///   temp ID it takes for unused is stored: the database's unique keys refuse the write
+///   (`duplicate`), the engine looks the group's records up and resolves again;
+/// - a batch the cache would reject may only look wrong for want of what the cache does not hold
+///   (an older batch's temp IDs, its own stored ack): before any rejection is answered, that
+///   batch's record and temp IDs are looked up in the store.
+/// A group that writes nothing (replays and rejections only) is answered only after checking the
+/// course's seq, so no answer rests on a stale cache.
+public final class StoreEngine<Backend: StoreBackend>: SyncStore {
+    public let backend: Backend
+    /// How many change-log entries are kept per course; older cursors get a snapshot.
+    public let logRetention: Int
+    private let cache: Locked<CourseCache>
+
+    /// How often one group is resolved again (after `moved` or `duplicate`) before giving up.
+    static var maxAttempts: Int { 64 }
+
+    public init(backend: Backend, logRetention: Int = 100_000, maxCachedCourses: Int = 1_000, recentCommitsPerCourse: Int = 4_096) {
+        precondition(logRetention > 0, "the change log must keep at least one entry")
+        self.backend = backend
+        self.logRetention = logRetention
+        cache = Locked(CourseCache(maxCourses: maxCachedCourses, recentPerCourse: recentCommitsPerCourse))
+    }
+
+    public func createCourse(_ course: Course) async throws {
+        try await backend.insertCourse(course)
+    }
+
+    public func courseSeq(_ courseID: EntityID) async throws -> CourseSeq? {
+        try await backend.courseSeq(courseID)
+    }
+
+    public func commitEncoded(_ batches: [Batch], courseID: EntityID) async throws -> CommittedGroup {
+        precondition(batches.allSatisfy { $0.courseID == courseID }, "a group commit is for one course")
+        guard !batches.isEmpty else { return CommittedGroup(outcomes: [], encodedDiffs: []) }
+        var foundAcks: [BatchKey: Ack] = [:]
+        var foundTemps: [ClientID: [TempID: EntityID]] = [:]
+        var probed = Set<BatchKey>()
+
+        // Reads what the store holds of `unsure`'s batch records and temp IDs.
+        func probe(_ unsure: [Batch]) async throws {
+            var temps: [ClientID: Set<TempID>] = [:]
+            for batch in unsure { temps[batch.clientID, default: []].formUnion(batch.mentionedTemps) }
+            let keys = unsure.map(BatchKey.init)
+            let records = try await backend.lookUp(keys, temps: temps, courseID: courseID)
+            for (key, bytes) in records.acks { foundAcks[key] = try Self.decodeAck(bytes) }
+            for (client, map) in records.temps { foundTemps[client, default: [:]].merge(map) { _, stored in stored } }
+            probed.formUnion(keys)
+        }
+
+        for _ in 0..<Self.maxAttempts {
+            let (state, recent) = try await cachedCourse(courseID)
+            var acks = foundAcks
+            var temps = foundTemps
+            for batch in batches {
+                let key = BatchKey(batch)
+                if acks[key] == nil, let ack = recent.acks[key] { acks[key] = ack }
+                if let known = recent.temps[batch.clientID] { temps[batch.clientID, default: [:]].merge(known) { stored, _ in stored } }
+            }
+            var allocator = RandomIDAllocator(SystemRandomNumberGenerator())
+            let group = GroupCommit.resolve(batches, against: state, appliedAcks: acks, knownTemps: temps, allocator: &allocator)
+
+            let unsure = zip(batches, group.outcomes).compactMap { batch, outcome -> Batch? in
+                if case .rejected = outcome, !probed.contains(BatchKey(batch)) { return batch }
+                return nil
+            }
+            if !unsure.isEmpty {
+                try await probe(unsure)
+                continue
+            }
+            if group.commits.isEmpty {
+                guard let seq = try await backend.courseSeq(courseID) else { throw forgetting(courseID) }
+                if seq == state.seq { return CommittedGroup(outcomes: group.outcomes, encodedDiffs: []) }
+                try await catchUpCache(courseID, from: state)
+                continue
+            }
+            let write = makeWrite(group, from: state.seq)
+            switch try await backend.write(write) {
+            case .written:
+                cache.withLock { $0.remember(group) }
+                return CommittedGroup(outcomes: group.outcomes, encodedDiffs: write.entries.map(\.diff))
+            case .moved:
+                try await catchUpCache(courseID, from: state)
+            case .duplicate:
+                let unprobed = batches.filter { !probed.contains(BatchKey($0)) }
+                if unprobed.isEmpty { try await catchUpCache(courseID, from: state) } else { try await probe(unprobed) }
+            case .unknownCourse:
+                throw forgetting(courseID)
+            }
+        }
+        throw StoreError.contended(courseID)
+    }
+
+    public func catchUp(courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> CatchUp {
+        precondition(limit > 0)
+        if cursor == 0 { return .snapshot(try await snapshot(courseID: courseID)) }
+        guard let log = try await backend.readLog(courseID, after: cursor, limit: limit) else { throw forgetting(courseID) }
+        if cursor > log.courseSeq { return .snapshot(try await snapshot(courseID: courseID)) }
+        if cursor == log.courseSeq { return .diffs([]) }
+        let diffs = try Self.decode(log.entries)
+        // The log was pruned past the cursor.
+        guard diffs.first?.seq == cursor + 1 else { return .snapshot(try await snapshot(courseID: courseID)) }
+        return .diffs(diffs)
+    }
+
+    public func snapshot(courseID: EntityID) async throws -> CourseState {
+        guard let seq = try await backend.courseSeq(courseID) else { throw forgetting(courseID) }
+        if let cached = cache.withLock({ $0.state(of: courseID) }), cached.seq == seq { return cached }
+        guard let state = try await backend.loadCourse(courseID) else { throw forgetting(courseID) }
+        try Self.check(state)
+        cache.withLock { $0.keep(state) }
+        return state
+    }
+
+    /// Every row of every course, as stored (diffs and acks in their stored encoding).
+    public func dump() async throws -> StoreDump {
+        try await backend.dump()
+    }
+
+    /// Writes a dump of another store (`coursesync copy`) in one transaction. Refuses, writing
+    /// nothing, if any of its courses exists here already.
+    public func load(_ dump: StoreDump) async throws {
+        try await backend.load(dump)
+    }
+
+    // MARK: - The cache
+
+    /// The cached state of the course (loaded if absent) and what is known of its recent commits.
+    private func cachedCourse(_ courseID: EntityID) async throws -> (CourseState, RecentCommits) {
+        if let cached = cache.withLock({ $0.entry(courseID) }) { return cached }
+        guard let state = try await backend.loadCourse(courseID) else { throw forgetting(courseID) }
+        try Self.check(state)
+        return cache.withLock { cache in
+            cache.keep(state)
+            return cache.entry(courseID)!
+        }
+    }
+
+    /// Brings the cached course past `state` (which a write found stale): by applying the
+    /// change-log entries since (one read), or by loading the course if the log does not reach.
+    private func catchUpCache(_ courseID: EntityID, from state: CourseState) async throws {
+        guard let log = try await backend.readLog(courseID, after: state.seq, limit: 1_000) else { throw forgetting(courseID) }
+        var next = state
+        let diffs = try Self.decode(log.entries)
+        if log.courseSeq >= state.seq, diffs.first.map({ $0.seq == state.seq + 1 }) ?? (log.courseSeq == state.seq),
+           diffs.last.map({ $0.seq == log.courseSeq }) ?? true {
+            for diff in diffs { next.apply(diff) }
+            try Self.check(next)
+        } else {
+            guard let loaded = try await backend.loadCourse(courseID) else { throw forgetting(courseID) }
+            try Self.check(loaded)
+            next = loaded
+        }
+        cache.withLock { $0.keep(next) }
+    }
+
+    private func forgetting(_ courseID: EntityID) -> StoreError {
+        cache.withLock { $0.forget(courseID) }
+        return .unknownCourse(courseID)
+    }
+
+    private func makeWrite(_ group: GroupCommit, from startSeq: CourseSeq) -> GroupWrite {
+        let newSeq = group.state.seq
+        // Prune now and then (when the seq crosses a multiple of the interval), not every commit.
+        let interval = UInt64(max(1, min(100, logRetention / 4)))
+        let prune = newSeq / interval != startSeq / interval && newSeq > UInt64(logRetention)
+        return GroupWrite(
+            courseID: group.state.course.id, expectedSeq: startSeq, newSeq: newSeq, changes: group.netChanges,
+            entries: group.commits.map {
+                GroupWrite.Entry(seq: $0.seq, origin: $0.diff.origin,
+                                 diff: WireMessage.diff($0.diff).payload(), ack: WireMessage.ack($0.ack).payload())
+            },
+            pruneThrough: prune ? newSeq - UInt64(logRetention) : 0)
+    }
+
+    // MARK: - Stored encodings
+
+    static func check(_ state: CourseState) throws {
+        let violations = state.invariantViolations()
+        guard violations.isEmpty else { throw StoreError.corrupt("course \(state.course.id): \(violations.joined(separator: "; "))") }
+    }
+
+    static func decode(_ entries: [(seq: CourseSeq, diff: [UInt8])]) throws -> [Diff] {
+        try entries.map { entry in
+            let diff = try decodeDiff(entry.diff)
+            guard diff.seq == entry.seq else { throw StoreError.corrupt("change-log row \(entry.seq) holds seq \(diff.seq)") }
+            return diff
+        }
+    }
+
+    public static func decodeDiff(_ bytes: some Collection<UInt8>) throws -> Diff {
+        guard case .diff(let diff) = try? WireMessage(payload: bytes) else {
+            throw StoreError.corrupt("a change-log row does not hold a Diff")
+        }
+        return diff
+    }
+
+    public static func decodeAck(_ bytes: some Collection<UInt8>) throws -> Ack {
+        guard case .ack(let ack) = try? WireMessage(payload: bytes) else {
+            throw StoreError.corrupt("a batch record does not hold an Ack")
+        }
+        return ack
+    }
+}
+
+/// A value behind a lock (Foundation's: this target has no NIO).
+final class Locked<Value>: @unchecked Sendable {
+    private var value: Value
+    private let lock = NSLock()
+
+    init(_ value: Value) { self.value = value }
+
+    func withLock<T>(_ body: (inout Value) throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&value)
+    }
+}
