@@ -132,6 +132,7 @@ let package = Package(
         ),
         .testTarget(name: "SyncModelTests", dependencies: ["SyncModel"]),
         .testTarget(name: "SimulationTests", dependencies: ["SyncSimulation"]),
+        .testTarget(name: "SyncStorageTests", dependencies: ["SyncStorage", "SyncModel"]),
         // The client engine without sockets: a model server drives it.
         .testTarget(name: "SyncClientTests", dependencies: ["SyncClient", "SyncModel", "SyncWire"]),
         // Real PostgreSQL (a private cluster per test run) and real TCP.

@@ -111,6 +111,66 @@ import Testing
         }
     }
 
+    /// The engine answers from its cache of the course only where the cache cannot be wrong: a
+    /// second instance (a restart: nothing cached; another node: a stale cache) must answer as the
+    /// stored records say.
+    @Test(arguments: Kind.allCases)
+    func whatAnInstanceHasNotSeenIsAnsweredAsTheStoreKnowsIt(_ kind: Kind) async throws {
+        try await Self.withStore(kind) { subject in
+            let store = subject.store
+            let (courseID, chapters, media) = try await Self.makeCourse(store)
+            let ada = ClientID(.fresh()), bo = ClientID(.fresh())
+            let link = Self.link(ada, courseID, 1, chapter: chapters[0], media: media[0], temp: 1)
+            let unlink = Batch(clientID: ada, courseID: courseID, batchSeq: 2, baseSeq: 0, ops: [.unlinkVideo(.temp(TempID(1)!))])
+            let chapter = Batch(clientID: ada, courseID: courseID, batchSeq: 3, baseSeq: 0,
+                                ops: [.createChapter(temp: TempID(5)!, title: "Five", placement: .atEnd)])
+            let first = try await store.commit([link, unlink, chapter], courseID: courseID)
+            guard first.count == 3, case .committed(let unlinked) = first[1], case .committed(let created) = first[2] else {
+                Issue.record("set-up not committed: \(first)")
+                return
+            }
+            // A restarted instance gets the unlink again: resolved afresh it would fail (the video
+            // is gone), but it was committed: its stored ack.
+            let restarted = try subject.another()
+            #expect(try await restarted.commit([unlink], courseID: courseID) == [.replayed(unlinked.ack)])
+            // A temp ID the author used in a batch the instance never saw: taken.
+            let reused = Batch(clientID: ada, courseID: courseID, batchSeq: 4, baseSeq: 0,
+                               ops: [.createChapter(temp: TempID(5)!, title: "Five again", placement: .atEnd)])
+            let refused = try await subject.another().commit([reused], courseID: courseID)
+            guard case .rejected(let rejection) = refused.first else {
+                Issue.record("a reused temp ID was accepted: \(refused)")
+                return
+            }
+            #expect(rejection.code == .duplicateTempID && rejection.opIndex == 0)
+            // ... and referring to it is fine.
+            let rename = Batch(clientID: ada, courseID: courseID, batchSeq: 5, baseSeq: 0, ops: [.renameChapter(.temp(TempID(5)!), title: "Renamed")])
+            guard case .committed = try await subject.another().commit([rename], courseID: courseID).first else {
+                Issue.record("a temp ID from an unseen batch was not found")
+                return
+            }
+            // A stale instance (its cache is from before the last commits) gets a batch about a
+            // chapter created meanwhile elsewhere: not "deleted", committed.
+            let stale = restarted
+            let new = try await store.commit([Batch(clientID: bo, courseID: courseID, batchSeq: 1, baseSeq: 0,
+                                                     ops: [.createChapter(temp: TempID(9)!, title: "Nine", placement: .atStart)])], courseID: courseID)
+            guard case .committed(let nine) = new.first, let nineID = nine.ack.idMap[TempID(9)!] else {
+                Issue.record("not committed: \(new)")
+                return
+            }
+            let late = try await stale.commit([Batch(clientID: bo, courseID: courseID, batchSeq: 2, baseSeq: 0,
+                                                     ops: [.renameChapter(.id(nineID), title: "Nine, renamed")])], courseID: courseID)
+            guard case .committed(let renamed) = late.first else {
+                Issue.record("a stale instance refused a batch about a new chapter: \(late)")
+                return
+            }
+            #expect(renamed.seq == nine.seq + 1)
+            let final = try await store.snapshot(courseID: courseID)
+            #expect(final.seq == renamed.seq && final.chapters[nineID]?.title == "Nine, renamed")
+            #expect(final.chapters[created.ack.idMap[TempID(5)!]!]?.title == "Renamed")
+            #expect(final.chapters.count == 4)
+        }
+    }
+
     @Test(arguments: Kind.allCases)
     func aRejectedBatchLeavesNoTrace(_ kind: Kind) async throws {
         try await Self.withStore(kind) { subject in
@@ -256,5 +316,26 @@ extension BatchOutcome {
     /// The code of a rejection; nil for a commit or a replay.
     var rejectionCode: ErrorCode? {
         if case .rejected(let rejection) = self { rejection.code } else { nil }
+    }
+}
+
+/// Several processes (or instances) opening one new SQLite store file at once all get a working
+/// store: whoever loses the race to create the schema finds it created. (It failed with "table
+/// courses already exists" or "database is locked" before the open retried.)
+@Suite struct SQLiteOpeningTests {
+    @Test func instancesOpeningANewFileAtOnceAllSucceed() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("coursesync-open-\(UInt64.random(in: 0 ... .max))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for round in 0..<40 {
+            let path = directory.appendingPathComponent("store-\(round).sqlite").path
+            let stores = try await withThrowingTaskGroup(of: SQLiteStore.self) { group in
+                for _ in 0..<3 { group.addTask { try SQLiteStore(path: path) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let course = Course(id: .fresh(), title: "Round \(round)")
+            try await stores[0].createCourse(course)
+            #expect(try await stores[2].courseSeq(course.id) == 0)
+        }
     }
 }
