@@ -98,7 +98,7 @@ import Testing
             #expect(FileManager.default.fileExists(atPath: data + "/secret"))
             // Moving to PostgreSQL: the stopped store copies over whole.
             try await withDatabase(migrated: false) { database in
-                let copied = try await Subprocess.run(["copy", "--data-dir", data, "--postgres", database.url + "?sslmode=disable", "--migrate",
+                let copied = try await Subprocess.run(["copy", "--from", data, "--to", database.url + "?sslmode=disable", "--migrate",
                                                        "--log-level", "error"])
                 #expect(copied.status == 0, "\(copied.output)")
                 #expect(copied.output.contains("Copied 1 courses (1 chapters, 1 videos, 1 media files, 3 change-log entries"), "\(copied.output)")

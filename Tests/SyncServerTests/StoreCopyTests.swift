@@ -5,7 +5,8 @@ import SyncModel
 import SyncServer
 import Testing
 
-/// `coursesync copy`: the SQLite store moved into PostgreSQL, with what clients rely on intact.
+/// `coursesync copy`: a store moved into another backend (SQLite → PostgreSQL → SQLite), with
+/// what clients rely on intact.
 @Suite struct StoreCopyTests {
     @Test func aCopiedStoreKeepsStateLogExactlyOnceRecordsAndTempIDs() async throws {
         try await withReplicaFolder { folder in
@@ -58,6 +59,17 @@ import Testing
                 // A second copy is refused whole.
                 await #expect(throws: StoreError.courseExists(courses[0])) { try await database.store.load(try await sqlite.dump()) }
                 #expect(try await database.store.snapshot(courseID: courses[1]).seq == 3)
+                // And back, from PostgreSQL into a new SQLite store: the same, row for row.
+                let back = try SQLiteStore(path: folder.appendingPathComponent("back.sqlite").path)
+                try await back.load(try await database.store.dump())
+                for courseID in courses {
+                    #expect(try await back.snapshot(courseID: courseID) == (try await database.store.snapshot(courseID: courseID)))
+                    #expect(try await back.catchUp(courseID: courseID, after: 1, limit: 10)
+                            == (try await database.store.catchUp(courseID: courseID, after: 1, limit: 10)))
+                    for (batch, ack) in originals[courseID]! {
+                        #expect(try await back.commit([batch], courseID: courseID) == [.replayed(ack)])
+                    }
+                }
             }
         }
     }
