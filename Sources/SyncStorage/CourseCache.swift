@@ -25,13 +25,18 @@ struct CourseCache {
 
     func state(of courseID: EntityID) -> CourseState? { entries[courseID]?.state }
 
-    /// The cached state and recent commits, if the state is cached.
-    mutating func entry(_ courseID: EntityID) -> (CourseState, RecentCommits)? {
-        guard var entry = entries[courseID], let state = entry.state else { return nil }
+    /// The cached state, if cached (and the course counts as used).
+    mutating func use(_ courseID: EntityID) -> CourseState? {
+        guard let state = entries[courseID]?.state else { return nil }
         uses += 1
-        entry.lastUse = uses
-        entries[courseID] = entry
-        return (state, entry.recent)
+        entries[courseID]!.lastUse = uses
+        return state
+    }
+
+    func recentAck(_ key: BatchKey, in courseID: EntityID) -> Ack? { entries[courseID]?.recent.acks[key] }
+
+    func recentTemp(_ temp: TempID, of client: ClientID, in courseID: EntityID) -> EntityID? {
+        entries[courseID]?.recent.temps[client]?[temp]
     }
 
     /// Keeps `state` unless a newer one is cached (several commits and loads may race).

@@ -62,13 +62,22 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
         }
 
         for _ in 0..<Self.maxAttempts {
-            let (state, recent) = try await cachedCourse(courseID)
+            let state = try await cachedCourse(courseID)
+            // What the batches need of their authors' earlier batches: found in the store during
+            // this call, or else remembered from recent commits (only the keys and temp IDs the
+            // batches mention; copying whole maps cost more than resolving).
             var acks = foundAcks
-            var temps = foundTemps
-            for batch in batches {
-                let key = BatchKey(batch)
-                if acks[key] == nil, let ack = recent.acks[key] { acks[key] = ack }
-                if let known = recent.temps[batch.clientID] { temps[batch.clientID, default: [:]].merge(known) { stored, _ in stored } }
+            var temps: [ClientID: [TempID: EntityID]] = [:]
+            cache.withLock { cache in
+                for batch in batches {
+                    let key = BatchKey(batch)
+                    if acks[key] == nil, let ack = cache.recentAck(key, in: courseID) { acks[key] = ack }
+                    for temp in batch.mentionedTemps {
+                        if let id = foundTemps[batch.clientID]?[temp] ?? cache.recentTemp(temp, of: batch.clientID, in: courseID) {
+                            temps[batch.clientID, default: [:]][temp] = id
+                        }
+                    }
+                }
             }
             var allocator = RandomIDAllocator(SystemRandomNumberGenerator())
             let group = GroupCommit.resolve(batches, against: state, appliedAcks: acks, knownTemps: temps, allocator: &allocator)
@@ -138,15 +147,13 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
 
     // MARK: - The cache
 
-    /// The cached state of the course (loaded if absent) and what is known of its recent commits.
-    private func cachedCourse(_ courseID: EntityID) async throws -> (CourseState, RecentCommits) {
-        if let cached = cache.withLock({ $0.entry(courseID) }) { return cached }
+    /// The cached state of the course, loaded if absent.
+    private func cachedCourse(_ courseID: EntityID) async throws -> CourseState {
+        if let cached = cache.withLock({ $0.use(courseID) }) { return cached }
         guard let state = try await backend.loadCourse(courseID) else { throw forgetting(courseID) }
         try Self.check(state)
-        return cache.withLock { cache in
-            cache.keep(state)
-            return cache.entry(courseID)!
-        }
+        cache.withLock { $0.keep(state) }
+        return state
     }
 
     /// Brings the cached course past `state` (which a write found stale): by applying the

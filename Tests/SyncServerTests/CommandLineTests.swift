@@ -107,6 +107,24 @@ import Testing
         }
     }
 
+    /// `bench converge` on both stores (PostgreSQL analyzed after earlier courses): every editor's
+    /// replica is checked against the store, and a difference fails the command.
+    @Test func benchConvergeChecksEveryReplicaOnBothStores() async throws {
+        try await withDatabase(migrated: false) { database in
+            let onPostgres = try await Subprocess.run(["bench", "converge", "--postgres", database.url + "?sslmode=disable", "--migrate",
+                                                       "--analyzed", "--editors", "2", "4", "--items", "20"])
+            #expect(onPostgres.status == 0, "\(onPostgres.output)")
+            #expect(onPostgres.output.contains("PostgreSQL (analyzed, after 20 earlier courses)"), "\(onPostgres.output)")
+            #expect(onPostgres.output.components(separatedBy: "replicas match the store ✓").count - 1 == 2, "\(onPostgres.output)")
+            #expect(onPostgres.output.contains("every replica at seq 5 after") && onPostgres.output.contains("every replica at seq 9 after"),
+                    "\(onPostgres.output)")
+        }
+        let embedded = try await Subprocess.run(["bench", "converge", "--editors", "2", "--items", "15"])
+        #expect(embedded.status == 0, "\(embedded.output)")
+        #expect(embedded.output.contains("2 editors:     30 items"), "\(embedded.output)")
+        #expect(embedded.output.contains("replicas match the store ✓"), "\(embedded.output)")
+    }
+
     @Test func theDemoRunsToAVerifiedConvergedEnd() async throws {
         let result = try await Subprocess.run(["demo", "--edits", "40", "--seed", "42"])
         #expect(result.status == 0, "\(result.output)")

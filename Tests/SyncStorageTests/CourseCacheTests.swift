@@ -35,7 +35,7 @@ import Testing
         let three = CourseState(course: Course(id: Self.id(3), title: "Three"))
         cache.keep(one)
         cache.keep(two)
-        _ = cache.entry(Self.id(1))
+        _ = cache.use(Self.id(1))
         cache.keep(three)
         #expect(cache.count == 2)
         #expect(cache.state(of: Self.id(2)) == nil && cache.state(of: Self.id(1)) != nil && cache.state(of: Self.id(3)) != nil)

@@ -1,0 +1,219 @@
+import ArgumentParser
+import Foundation
+import Histogram
+import Logging
+import NIOConcurrencyHelpers
+import PostgresNIO
+import PostgresStore
+import SQLiteStore
+import SyncClient
+import SyncModel
+import SyncServer
+
+struct ConvergeBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "converge",
+        abstract: "Editors appending into one course at once, each a real SyncClient with its own replica: items/s and time to converge.",
+        discussion: """
+        For each editor count: a new course with one chapter per two editors, a server in this process on \
+        loopback, and that many SyncClients (each its own replica file). At the same moment every editor \
+        starts appending --items links into its chapter, in batches of 10, closed loop (the next batch \
+        after the previous one's ack). Prints items/s, the time until every replica holds the course's \
+        final seq, push → ack p50/p99, and checks every replica against the store row for row. \
+        --analyzed first fills the store with 20 earlier courses of the same shape and (on PostgreSQL) \
+        runs ANALYZE, as autovacuum would in production.
+        """
+    )
+
+    @Option(name: .customLong("postgres"), help: ArgumentHelp("A PostgreSQL database (default: the embedded SQLite store in a scratch folder).", valueName: "url"))
+    var postgresURL: String?
+
+    @Flag(help: "Apply missing migrations to the PostgreSQL database first.")
+    var migrate = false
+
+    @Option(parsing: .upToNextOption, help: "Editor counts, one run each (even numbers: two editors per chapter).")
+    var editors: [Int] = [2, 8, 32]
+
+    @Option(help: "Links each editor appends (batches of 10).")
+    var items = 200
+
+    @Flag(help: "First fill the store with 20 earlier courses and analyze it.")
+    var analyzed = false
+
+    @Option(help: "Seconds to wait for a run to finish before failing.")
+    var timeout: Double = 300
+
+    func validate() throws {
+        guard !editors.isEmpty, editors.allSatisfy({ $0 >= 2 && $0 % 2 == 0 && $0 / 2 <= Limits.maxChaptersPerCourse && $0 <= 200 }) else {
+            throw ValidationError("--editors must be even numbers from 2 to 200")
+        }
+        guard (1...Limits.maxVideosPerChapter / 2).contains(items) else {
+            throw ValidationError("--items must be between 1 and \(Limits.maxVideosPerChapter / 2) (two editors share a chapter)")
+        }
+        if let postgresURL { _ = try PostgresURL.configuration(postgresURL) }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "coursesync.bench")
+        logger.logLevel = .critical
+        try await withScratchFolder("coursesync-converge") { folder in
+            if let postgresURL {
+                try await withPostgres(try PostgresURL.configuration(postgresURL), logger: logger) { client in
+                    if migrate { _ = try await Migrator().migrate(client, logger: logger) }
+                    let store = PostgresStore(client: client, logger: logger)
+                    try await store.checkSchema()
+                    if analyzed {
+                        try await Self.fillEarlierCourses(store, editors: editors.max()!, items: items)
+                        try await client.query("ANALYZE", logger: logger)
+                    }
+                    try await runAll(store: store, storeName: "PostgreSQL", folder: folder, logger: logger)
+                }
+            } else {
+                let store = try SQLiteStore(path: folder.appendingPathComponent("store.sqlite").path)
+                if analyzed { try await Self.fillEarlierCourses(store, editors: editors.max()!, items: items) }
+                try await runAll(store: store, storeName: "SQLite", folder: folder, logger: logger)
+            }
+        }
+    }
+
+    private func runAll(store: some SyncStore, storeName: String, folder: URL, logger: Logger) async throws {
+        let authority = try TokenAuthority(secret: Array(TokenSecret.generate().utf8))
+        let server = SyncServer(store: store, authority: authority,
+                                configuration: ServerConfiguration(host: "127.0.0.1", port: 0, serverID: "bench"), logger: logger)
+        let serving = Task { try await server.run() }
+        defer { serving.cancel() }
+        let port = try await server.listeningPort()
+        say("coursesync bench converge — \(storeName)\(analyzed ? " (analyzed, after 20 earlier courses)" : ""), loopback TCP, " +
+            "\(items) links per editor in batches of 10, two editors per chapter")
+        var failed = false
+        for count in editors {
+            let result = try await converge(editors: count, store: store, authority: authority, port: port, folder: folder, logger: logger)
+            say(String(format: "%3d editors: %6d items in %.2f s = %6.0f items/s · every replica at seq %d after %.2f s · push → ack p50 %.2f ms  p99 %.2f ms · %@",
+                       count, result.items, result.editing, Double(result.items) / result.editing, result.finalSeq, result.converged,
+                       result.ms(50), result.ms(99), result.mismatches.isEmpty ? "replicas match the store ✓" : "REPLICAS DIFFER"))
+            for mismatch in result.mismatches.prefix(10) { say("  \(mismatch)") }
+            failed = failed || !result.mismatches.isEmpty
+        }
+        await server.shutDown()
+        _ = await serving.result
+        if failed { throw ExitCode.failure }
+    }
+
+    struct Result {
+        var items = 0
+        var editing = 0.0
+        var converged = 0.0
+        var finalSeq: CourseSeq = 0
+        var latency = Histogram<UInt64>(highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
+        var mismatches: [String] = []
+
+        func ms(_ percentile: Double) -> Double { Double(latency.valueAtPercentile(percentile)) / 1e6 }
+    }
+
+    private func converge(editors count: Int, store: some SyncStore, authority: TokenAuthority, port: Int, folder: URL, logger: Logger) async throws -> Result {
+        let fixture = try await Self.makeCourse(store, chapters: count / 2, media: 2 * items)
+        var clients: [SyncClient] = []
+        let run = UInt64.random(in: 0 ... .max)
+        for index in 0..<count {
+            let configuration = ClientConfiguration(port: port, token: authority.issue(TokenClaims(
+                user: "editor\(index)", expires: Date().addingTimeInterval(86_400), courses: [fixture.course: .editor])))
+            clients.append(try await SyncClient.open(path: folder.appendingPathComponent("\(run)-\(index).replica").path,
+                                                     courseID: fixture.course, configuration: configuration, logger: logger))
+        }
+        for client in clients { try await client.settle() }
+        let editors = clients
+
+        let clock = ContinuousClock()
+        let start = clock.now
+        let items = items
+        var result = Result()
+        let latencies = NIOLockedValueBox<[Histogram<UInt64>]>([])
+        try await withTimeoutThrowing(timeout, "the editors to finish") {
+            try await withThrowingTaskGroup(of: Histogram<UInt64>.self) { group in
+                for (index, client) in editors.enumerated() {
+                    // Editors 2k and 2k+1 share chapter k; each links its own half of the media files.
+                    let chapter = await client.key(for: fixture.chapters[index / 2])
+                    var media: [LocalKey] = []
+                    for id in fixture.media[(index % 2) * items ..< (index % 2 + 1) * items] { media.append(await client.key(for: id)) }
+                    group.addTask {
+                        var latency = Histogram<UInt64>(highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
+                        for first in stride(from: 0, to: media.count, by: 10) {
+                            let sent = clock.now
+                            try await client.linkMedia(Array(media[first ..< min(first + 10, media.count)]), to: chapter)
+                            try await client.settle()
+                            _ = latency.record(UInt64((clock.now - sent).wholeNanoseconds))
+                        }
+                        return latency
+                    }
+                }
+                for try await latency in group { latencies.withLockedValue { $0.append(latency) } }
+            }
+        }
+        for latency in latencies.withLockedValue({ $0 }) { result.latency.add(latency) }
+        result.editing = (clock.now - start).seconds
+        result.items = count * items
+        let truth = try await store.snapshot(courseID: fixture.course)
+        result.finalSeq = truth.seq
+        try await withTimeoutThrowing(timeout, "every replica to reach seq \(truth.seq)") {
+            for client in editors {
+                while await client.cursor < truth.seq { try await Task.sleep(for: .milliseconds(1)) }
+            }
+        }
+        result.converged = (clock.now - start).seconds
+        for client in clients { await client.close() }
+        if truth.videos.count != result.items { result.mismatches.append("the store holds \(truth.videos.count) videos, not \(result.items)") }
+        for index in 0..<count {
+            let replica = try Replica(path: folder.appendingPathComponent("\(run)-\(index).replica").path)
+            for problem in try replica.differences(from: truth) { result.mismatches.append("editor \(index): \(problem)") }
+        }
+        return result
+    }
+
+    /// A course with `chapters` chapters and `media` media files, made by one set-up batch.
+    static func makeCourse(_ store: some SyncStore, chapters: Int, media: Int) async throws -> (course: EntityID, chapters: [EntityID], media: [EntityID]) {
+        var generator = SystemRandomNumberGenerator()
+        let course = EntityID.random(using: &generator)
+        try await store.createCourse(Course(id: course, title: "Converge"))
+        var ops: [SyncModel.Operation] = (0..<chapters).map { .createChapter(temp: TempID(UInt64(1 + $0))!, title: "Chapter \($0)", placement: .atEnd) }
+        ops += (0..<media).map {
+            .registerMedia(temp: TempID(UInt64(1000 + $0))!, name: "Clip \($0)", cdnURL: "https://cdn.example.com/\($0).mp4", durationMs: 60_000, byteSize: 10_000_000)
+        }
+        let setup = Batch(clientID: ClientID(.random(using: &generator)), courseID: course, batchSeq: 1, baseSeq: 0, ops: ops)
+        guard case .committed(let commit) = try await store.commit([setup], courseID: course).first else {
+            throw ValidationError("the benchmark's set-up batch was refused")
+        }
+        return (course, (0..<chapters).map { commit.ack.idMap[TempID(UInt64(1 + $0))!]! }, (0..<media).map { commit.ack.idMap[TempID(UInt64(1000 + $0))!]! })
+    }
+
+    /// 20 courses as a run with `editors` editors leaves them (the same batches of 10 links, by as
+    /// many clients), committed straight to the store in groups.
+    static func fillEarlierCourses(_ store: some SyncStore, editors: Int, items: Int) async throws {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<20 {
+            let fixture = try await makeCourse(store, chapters: editors / 2, media: 2 * items)
+            var batches: [Batch] = []
+            for editor in 0..<editors {
+                let client = ClientID(.random(using: &generator))
+                let media = fixture.media[(editor % 2) * items ..< (editor % 2 + 1) * items]
+                for (round, first) in stride(from: media.startIndex, to: media.endIndex, by: 10).enumerated() {
+                    let links = media[first ..< min(first + 10, media.endIndex)].enumerated().map {
+                        LinkItem(temp: TempID(UInt64(round * 10 + $0.offset + 1))!, media: .id($0.element))
+                    }
+                    batches.append(Batch(clientID: client, courseID: fixture.course, batchSeq: BatchSeq(round + 1), baseSeq: 0,
+                                         ops: [.linkMedia(chapter: .id(fixture.chapters[editor / 2]), items: links, placement: .atEnd)]))
+                }
+            }
+            for start in stride(from: 0, to: batches.count, by: 64) {
+                _ = try await store.commit(Array(batches[start ..< min(start + 64, batches.count)]), courseID: fixture.course)
+            }
+        }
+    }
+
+    private func withTimeoutThrowing(_ seconds: Double, _ what: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
+        try await withTimeout(seconds, body, failure: { ValidationError("timed out after \(seconds) s waiting for \(what)") })
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
