@@ -91,6 +91,10 @@ extension ClientCore {
         guard diff.seq == confirmed.seq + 1 else {
             return actions.append(.reconnect(reason: "gap in the diff stream: at seq \(confirmed.seq), received \(diff.seq)"))
         }
+        // The visible state and the open batch's base share the confirmed state's storage: let go
+        // of them first, so that applying the diff changes it in place instead of copying it.
+        visible = CourseState(course: confirmed.course)
+        openBase = nil
         confirmed.apply(diff)
         write.confirmed.append(.diff(diff))
         if diff.origin.clientID != clientID || index(of: diff.origin.batchSeq) == nil {
@@ -98,7 +102,9 @@ extension ClientCore {
             actions.append(.emit(.remoteChange(seq: diff.seq, origin: diff.origin.clientID)))
         }
         finalizeCommitted()
-        rebase()
+        var arrived = TouchedIDs()
+        arrived.formUnion(diff.changes)
+        rebase(arrived: arrived)
     }
 
     private mutating func applySnapshot(_ parts: [SnapshotPart]) {
@@ -117,7 +123,7 @@ extension ClientCore {
         stats.snapshots += 1
         write.confirmed.append(.snapshot(confirmed))
         finalizeCommitted()
-        rebase()
+        rebase(arrived: nil)
     }
 
     private mutating func acknowledge(_ ack: Ack) {

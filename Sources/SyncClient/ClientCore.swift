@@ -107,6 +107,9 @@ public struct ClientCore: Sendable {
     var openBatch: BatchSeq?
     /// The visible state and temps before the open batch, and what the open batch touched.
     var openBase: (state: CourseState, temps: [TempID: EntityID], touched: TouchedIDs)?
+    /// Every ID whose visible row the pending batches changed (replayed or edited) since the last
+    /// rebase: the rows to refresh, besides what arrived, when the replay changes.
+    var replayTouched = TouchedIDs()
     var rows = VisibleRows()
     var snapshotParts: [SnapshotPart] = []
     /// Catch-up material waiting for acks (see ``releaseHeld()``).
@@ -156,7 +159,7 @@ public struct ClientCore: Sendable {
         localKeys = contents.localKeys
         nextTemp = contents.nextTemp
         nextBatchSeq = contents.nextBatchSeq
-        rebase()
+        rebase(arrived: nil)
         // The replica's stored rows are rewritten from scratch when it opens.
         write.replaceRows = rows
         write.rows = RowDelta()
@@ -242,6 +245,7 @@ public struct ClientCore: Sendable {
         pending[pending.count - 1].predictedNotes = resolved.commit.ack.notes.count
         var touched = base.touched
         touched.formUnion(resolved.commit.diff.changes)
+        replayTouched.formUnion(resolved.commit.diff.changes)
         openBase = (base.state, base.temps, touched)
         visible = resolved.state
         visibleTemps = base.temps.merging(resolved.commit.ack.idMap) { _, new in new }
@@ -355,12 +359,16 @@ public struct ClientCore: Sendable {
 
     // MARK: Replay
 
-    /// Recomputes the visible state from the confirmed state and the pending batches, and the rows.
-    mutating func rebase() {
+    /// Recomputes the visible state from the confirmed state and the pending batches, and the rows:
+    /// all of them (`arrived` nil: a snapshot, or opening), or only those of the IDs that `arrived`
+    /// (the applied diff) and the replays, before and after, touched, so that a diff costs in
+    /// proportion to what it and the pending batches change, not to the course.
+    mutating func rebase(arrived: TouchedIDs? = TouchedIDs()) {
         var state = confirmed
         var temps = knownTemps
         var allocator = ProvisionalIDAllocator()
         var doomedOpenBatch = false
+        var replayed = TouchedIDs()
         openBase = nil
         for index in pending.indices {
             let batch = pending[index].batch
@@ -370,6 +378,7 @@ public struct ClientCore: Sendable {
                 state = resolved.state
                 temps.merge(resolved.commit.ack.idMap) { _, new in new }
                 pending[index].predictedNotes = resolved.commit.ack.notes.count
+                replayed.formUnion(resolved.commit.diff.changes)
                 if batch.batchSeq == openBatch { openBase!.touched.formUnion(resolved.commit.diff.changes) }
             case .failure:
                 // Left out of the visible state: the server will reject it too (and later batches
@@ -383,9 +392,16 @@ public struct ClientCore: Sendable {
         if doomedOpenBatch { seal() }
         visible = state
         visibleTemps = temps
-        let new = rowBuilder.rows(of: visible)
-        write.rows.merge(rows.delta(to: new))
-        rows = new
+        if var touched = arrived {
+            touched.formUnion(replayTouched)
+            touched.formUnion(replayed)
+            write.rows.merge(rows.update(touched, from: visible, rowBuilder))
+        } else {
+            let new = rowBuilder.rows(of: visible)
+            write.rows.merge(rows.delta(to: new))
+            rows = new
+        }
+        replayTouched = replayed
     }
 
     // MARK: Helpers

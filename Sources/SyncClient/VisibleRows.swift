@@ -46,6 +46,12 @@ struct TouchedIDs: Hashable, Sendable {
         videos.formUnion(changes.videos.map(\.id))
         videos.formUnion(changes.deletedVideos)
     }
+
+    mutating func formUnion(_ other: TouchedIDs) {
+        chapters.formUnion(other.chapters)
+        media.formUnion(other.media)
+        videos.formUnion(other.videos)
+    }
 }
 
 /// Turns the visible course state into rows: local keys, real IDs and statuses.
@@ -96,37 +102,42 @@ extension VisibleRows {
         return delta
     }
 
-    /// Updates the rows of the `touched` IDs from `state`, returning what changed. Only valid when
-    /// nothing else changed (no local key or confirmed row moved): the edit path.
+    /// Updates the rows of the `touched` IDs from `state`, returning what changed: the rest are
+    /// assumed unchanged, so `touched` must hold every ID whose row may differ (what the applied
+    /// diffs and the pending batches' replays, before and after, changed). A provisional ID and
+    /// the real ID it became share a local key: the present row wins over the absent one.
     mutating func update(_ touched: TouchedIDs, from state: CourseState, _ builder: RowBuilder) -> RowDelta {
         var delta = RowDelta()
-        for id in touched.chapters {
-            let key = builder.key(id)
-            if let chapter = state.chapters[id] {
-                let row = builder.row(chapter)
-                if chapters[key] != row { chapters[key] = row; delta.chapters[key] = row }
-            } else if chapters.removeValue(forKey: key) != nil {
-                delta.deletedChapters.insert(key)
-            }
-        }
-        for id in touched.media {
-            let key = builder.key(id)
-            if let file = state.media[id] {
-                let row = builder.row(file)
-                if media[key] != row { media[key] = row; delta.media[key] = row }
-            } else if media.removeValue(forKey: key) != nil {
-                delta.deletedMedia.insert(key)
-            }
-        }
-        for id in touched.videos {
-            let key = builder.key(id)
-            if let video = state.videos[id] {
-                let row = builder.row(video)
-                if videos[key] != row { videos[key] = row; delta.videos[key] = row }
-            } else if videos.removeValue(forKey: key) != nil {
-                delta.deletedVideos.insert(key)
-            }
-        }
+        Self.refresh(&chapters, touched.chapters, state.chapters, builder.row, builder.key, &delta.chapters, &delta.deletedChapters)
+        Self.refresh(&media, touched.media, state.media, builder.row, builder.key, &delta.media, &delta.deletedMedia)
+        Self.refresh(&videos, touched.videos, state.videos, builder.row, builder.key, &delta.videos, &delta.deletedVideos)
         return delta
     }
+
+    private static func refresh<Entity, Row: Equatable & Keyed>(
+        _ rows: inout [LocalKey: Row], _ ids: Set<EntityID>, _ entities: [EntityID: Entity],
+        _ makeRow: (Entity) -> Row, _ key: (EntityID) -> LocalKey,
+        _ upserted: inout [LocalKey: Row], _ deleted: inout Set<LocalKey>
+    ) {
+        var present = Set<LocalKey>()
+        for id in ids {
+            guard let entity = entities[id] else { continue }
+            let row = makeRow(entity)
+            present.insert(row.key)
+            if rows[row.key] != row {
+                rows[row.key] = row
+                upserted[row.key] = row
+            }
+        }
+        for id in ids where entities[id] == nil {
+            let gone = key(id)
+            if !present.contains(gone), rows.removeValue(forKey: gone) != nil { deleted.insert(gone) }
+        }
+    }
 }
+
+/// A visible row, by its local key.
+protocol Keyed { var key: LocalKey { get } }
+extension ChapterRow: Keyed {}
+extension MediaRow: Keyed {}
+extension VideoRow: Keyed {}
