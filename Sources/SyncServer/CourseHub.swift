@@ -28,9 +28,16 @@ actor CourseHub {
     private var handles: [ObjectIdentifier: ConnectionHandle] = [:]
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
     private var idle = false
-    /// The diffs of the last group commit as the store encoded them for its log, by seq, so that
-    /// each is encoded once; taken when broadcast.
+    /// Recent diffs as the store encoded them for its log (from commits and catch-up reads), by
+    /// seq, so that each is encoded once. Bounded: emptied when it reaches 4,096 entries.
     private var encodedDiffs: [CourseSeq: ByteBuffer] = [:]
+
+    private func keepEncodings(_ encodings: some Sequence<(CourseSeq, [UInt8])>) {
+        for (seq, bytes) in encodings {
+            if encodedDiffs.count >= 4_096 { encodedDiffs.removeAll(keepingCapacity: true) }
+            encodedDiffs[seq] = ByteBuffer(bytes: bytes)
+        }
+    }
 
     init(courseID: EntityID, store: any SyncStore, logger: Logger, maxGroupBatches: Int, catchUpChunk: Int) {
         self.courseID = courseID
@@ -87,13 +94,10 @@ actor CourseHub {
     }
 
     private func committed(_ group: CommittedGroup) {
-        var encoded = group.encodedDiffs.makeIterator()
-        for case .committed(let commit) in group.outcomes {
-            encodedDiffs[commit.seq] = encoded.next().map { ByteBuffer(bytes: $0) }
-        }
+        let seqs = group.outcomes.compactMap { if case .committed(let commit) = $0 { commit.seq } else { nil } }
+        keepEncodings(zip(seqs, group.encodedDiffs))
         core.committed(group.outcomes)
         perform()
-        encodedDiffs.removeAll(keepingCapacity: true)
     }
 
     private func commitFailed(_ error: any Error) {
@@ -149,7 +153,7 @@ actor CourseHub {
                 case .send(let key, let message):
                     handles[key]?.outbox.send(message)
                 case .broadcast(let diff, let keys):
-                    let encoded = encodedDiffs.removeValue(forKey: diff.seq) ?? ByteBuffer(bytes: WireMessage.diff(diff).payload())
+                    let encoded = encodedDiffs[diff.seq] ?? ByteBuffer(bytes: WireMessage.diff(diff).payload())
                     for key in keys where handles[key]?.outbox.send(encoded: encoded) == false {
                         core.sendFailed(key)
                         released.append(key)
@@ -163,16 +167,21 @@ actor CourseHub {
                     let store = store, courseID = courseID, limit = catchUpChunk
                     Task {
                         do {
-                            let catchUp = try await store.catchUp(courseID: courseID, after: cursor, limit: limit)
-                            self.caughtUp(key, generation: generation, .success(catchUp))
+                            let read = try await store.catchUpEncoded(courseID: courseID, after: cursor, limit: limit)
+                            self.keepEncodings(read.encodedDiffs.map { ($0.key, $0.value) })
+                            self.caughtUp(key, generation: generation, .success(read.catchUp))
                         } catch {
                             self.caughtUp(key, generation: generation, .failure(error))
                         }
                     }
                 case .sendCatchUp(let key, let generation, let messages):
                     guard let outbox = handles[key]?.outbox else { continue }
+                    let encoded = messages.map { message -> ByteBuffer in
+                        if case .diff(let diff) = message, let bytes = encodedDiffs[diff.seq] { return bytes }
+                        return ByteBuffer(bytes: message.payload())
+                    }
                     Task {
-                        for message in messages { await outbox.sendWaiting(message) }
+                        for payload in encoded { await outbox.sendWaiting(encoded: payload) }
                         // Room for `Subscribed` and the first live diffs before going live.
                         await outbox.waitForSpace()
                         self.catchUpSent(key, generation: generation)

@@ -53,7 +53,12 @@ public final class Outbox: Sendable {
     /// frames to one reader). Returns `false` if the outbox is closing.
     @discardableResult
     public func sendWaiting(_ message: WireMessage) async -> Bool {
-        let payload = ByteBuffer(bytes: message.payload())
+        await sendWaiting(encoded: ByteBuffer(bytes: message.payload()))
+    }
+
+    /// Queues an already encoded frame; see ``sendWaiting(_:)``.
+    @discardableResult
+    public func sendWaiting(encoded payload: ByteBuffer) async -> Bool {
         while true {
             switch update({ $0.enqueue(payload, waiting: true) }) {
             case .queued: return true

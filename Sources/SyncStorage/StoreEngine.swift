@@ -113,16 +113,19 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
         throw StoreError.contended(courseID)
     }
 
-    public func catchUp(courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> CatchUp {
+    public func catchUpEncoded(courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> EncodedCatchUp {
         precondition(limit > 0)
-        if cursor == 0 { return .snapshot(try await snapshot(courseID: courseID)) }
+        func snapshot() async throws -> EncodedCatchUp {
+            EncodedCatchUp(catchUp: .snapshot(try await self.snapshot(courseID: courseID)), encodedDiffs: [:])
+        }
+        if cursor == 0 { return try await snapshot() }
         guard let log = try await backend.readLog(courseID, after: cursor, limit: limit) else { throw forgetting(courseID) }
-        if cursor > log.courseSeq { return .snapshot(try await snapshot(courseID: courseID)) }
-        if cursor == log.courseSeq { return .diffs([]) }
+        if cursor > log.courseSeq { return try await snapshot() }
+        if cursor == log.courseSeq { return EncodedCatchUp(catchUp: .diffs([]), encodedDiffs: [:]) }
         let diffs = try Self.decode(log.entries)
         // The log was pruned past the cursor.
-        guard diffs.first?.seq == cursor + 1 else { return .snapshot(try await snapshot(courseID: courseID)) }
-        return .diffs(diffs)
+        guard diffs.first?.seq == cursor + 1 else { return try await snapshot() }
+        return EncodedCatchUp(catchUp: .diffs(diffs), encodedDiffs: Dictionary(log.entries.map { ($0.seq, $0.diff) }) { first, _ in first })
     }
 
     public func snapshot(courseID: EntityID) async throws -> CourseState {

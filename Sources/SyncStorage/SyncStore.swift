@@ -81,8 +81,9 @@ public protocol SyncStore: Sendable {
     func commitEncoded(_ batches: [Batch], courseID: EntityID) async throws -> CommittedGroup
 
     /// The commits of `courseID` after `cursor`, at most `limit` of them, or a snapshot if the log
-    /// does not reach back that far.
-    func catchUp(courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> CatchUp
+    /// does not reach back that far; with each diff as stored (its `Envelope`), so that the
+    /// server sends those bytes rather than encoding the diff again.
+    func catchUpEncoded(courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> EncodedCatchUp
 
     /// The whole course at its current seq.
     func snapshot(courseID: EntityID) async throws -> CourseState
@@ -92,7 +93,25 @@ public protocol SyncStore: Sendable {
     func courseSeq(_ courseID: EntityID) async throws -> CourseSeq?
 }
 
+/// A catch-up with the stored encoding of each of its diffs.
+public struct EncodedCatchUp: Sendable {
+    public var catchUp: CatchUp
+    /// The `Envelope` of each diff in ``catchUp``, by seq.
+    public var encodedDiffs: [CourseSeq: [UInt8]]
+
+    public init(catchUp: CatchUp, encodedDiffs: [CourseSeq: [UInt8]]) {
+        self.catchUp = catchUp
+        self.encodedDiffs = encodedDiffs
+    }
+}
+
 extension SyncStore {
+    /// The commits of `courseID` after `cursor`, at most `limit` of them, or a snapshot if the log
+    /// does not reach back that far.
+    public func catchUp(courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> CatchUp {
+        try await catchUpEncoded(courseID: courseID, after: cursor, limit: limit).catchUp
+    }
+
     public func commit(_ batches: [Batch], courseID: EntityID) async throws -> [BatchOutcome] {
         try await commitEncoded(batches, courseID: courseID).outcomes
     }
