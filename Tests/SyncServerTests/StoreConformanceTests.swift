@@ -9,7 +9,7 @@ import Testing
 /// Every store behaviour the server relies on, run against both stores.
 @Suite struct StoreConformanceTests {
     enum Kind: String, CaseIterable, CustomTestStringConvertible, Sendable {
-        case postgres, sqlite
+        case postgres, sqlite, memory
         var testDescription: String { rawValue }
     }
 
@@ -28,6 +28,11 @@ import Testing
                     PostgresStore(client: database.client, logger: TestDatabase.logger, logRetention: logRetention)
                 }))
             }
+        case .memory:
+            let backend = MemoryBackend()
+            return try await body(Subject(store: StoreEngine(backend: backend, logRetention: logRetention), another: {
+                StoreEngine(backend: backend, logRetention: logRetention)
+            }))
         case .sqlite:
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("coursesync-sqlite-\(UInt64.random(in: 0 ... .max))")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -316,6 +321,33 @@ extension BatchOutcome {
     /// The code of a rejection; nil for a commit or a replay.
     var rejectionCode: ErrorCode? {
         if case .rejected(let rejection) = self { rejection.code } else { nil }
+    }
+}
+
+/// The engine's common case costs one primitive call: a group of new batches whose temp IDs the
+/// cache knows is one `write` (on PostgreSQL, one statement, one round trip).
+@Suite struct CommitRoundTripTests {
+    @Test func aCommitInTheCommonCaseIsOneWrite() async throws {
+        let backend = MemoryBackend()
+        let store = StoreEngine(backend: backend)
+        let (courseID, chapters, media) = try await StoreConformanceTests.makeCourse(store)
+        let ada = ClientID(.fresh())
+        _ = try await store.commit([StoreConformanceTests.link(ada, courseID, 1, chapter: chapters[0], media: media[0], temp: 1)], courseID: courseID)
+        let before = backend.calls
+        // A batch naming the video the previous one created (by its temp ID), another client's
+        // batch, and a resend of the first: one write, nothing read.
+        let outcomes = try await store.commit([
+            Batch(clientID: ada, courseID: courseID, batchSeq: 2, baseSeq: 0, ops: [.renameVideo(.temp(TempID(1)!), title: "Renamed")]),
+            StoreConformanceTests.link(ClientID(.fresh()), courseID, 1, chapter: chapters[1], media: media[1], temp: 1),
+            StoreConformanceTests.link(ada, courseID, 1, chapter: chapters[0], media: media[0], temp: 1),
+        ], courseID: courseID)
+        guard case .committed = outcomes[0], case .committed = outcomes[1], case .replayed = outcomes[2] else {
+            Issue.record("unexpected outcomes \(outcomes)")
+            return
+        }
+        let after = backend.calls
+        #expect(after.filter { before[$0.key] != $0.value }.keys.sorted() == ["write"], "\(before) → \(after)")
+        #expect(after["write"] == before["write"]! + 1)
     }
 }
 
