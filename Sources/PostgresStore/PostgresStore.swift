@@ -71,6 +71,14 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
         return nil
     }
 
+    public func courseSeqs(_ courseIDs: [EntityID]) async throws -> [EntityID: CourseSeq] {
+        var seqs: [EntityID: CourseSeq] = [:]
+        for try await (id, seq) in try await client.execute(CourseSeqsStatement(courses: courseIDs.map(\.uuid)), logger: logger) {
+            seqs[EntityID(id)] = CourseSeq(seq)
+        }
+        return seqs
+    }
+
     public func readLog(_ courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> StoredLog? {
         var log: StoredLog?
         let statement = ReadLogStatement(course: courseID.uuid, cursor: Int64(cursor), limit: Int64(limit))

@@ -119,6 +119,20 @@ struct CourseSeqStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Int64.self) }
 }
 
+struct CourseSeqsStatement: PostgresPreparedStatement {
+    typealias Row = (UUID, Int64)
+    static let sql = "SELECT id, seq FROM courses WHERE id = ANY($1::uuid[])"
+    let courses: [UUID]
+
+    func makeBindings() throws -> PostgresBindings {
+        var b = PostgresBindings()
+        b.append(courses)
+        return b
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
 /// The course's seq with the change-log entries after a cursor, in one query: one row with null
 /// entry columns when there are none, no row when there is no course.
 struct ReadLogStatement: PostgresPreparedStatement {

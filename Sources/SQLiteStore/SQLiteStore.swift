@@ -93,6 +93,14 @@ public struct SQLiteBackend: StoreBackend {
         try await pool.read { db in try Self.seq(courseID, db) }
     }
 
+    public func courseSeqs(_ courseIDs: [EntityID]) async throws -> [EntityID: CourseSeq] {
+        try await pool.read { db in
+            var seqs: [EntityID: CourseSeq] = [:]
+            for id in courseIDs { if let seq = try Self.seq(id, db) { seqs[id] = seq } }
+            return seqs
+        }
+    }
+
     public func loadCourse(_ courseID: EntityID) async throws -> CourseState? {
         try await pool.read { db in try Self.loadCourse(courseID, db) }
     }

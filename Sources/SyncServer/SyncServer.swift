@@ -182,12 +182,17 @@ public final class SyncServer: Service, Sendable {
     /// it: for commits no notification told of (see ``CommitWatch``).
     public func checkStore() async {
         let hubs = state.withLockedValue { $0.hubs.sorted { $0.key < $1.key } }
-        for (courseID, hub) in hubs where await hub.subscriberCount > 0 {
-            do {
-                if let seq = try await store.courseSeq(courseID) { await hub.noteCommitted(upTo: seq) }
-            } catch {
-                logger.warning("could not read a course's seq", metadata: ["course": "\(courseID)", "error": "\(error)"])
+        var watched: [(EntityID, CourseHub)] = []
+        for (courseID, hub) in hubs where await hub.subscriberCount > 0 { watched.append((courseID, hub)) }
+        guard !watched.isEmpty else { return }
+        do {
+            // Every watched course's seq in one read (one query on PostgreSQL).
+            let seqs = try await store.courseSeqs(watched.map(\.0))
+            for (courseID, hub) in watched {
+                if let seq = seqs[courseID] { await hub.noteCommitted(upTo: seq) }
             }
+        } catch {
+            logger.warning("could not read the courses' seqs", metadata: ["courses": "\(watched.count)", "error": "\(error)"])
         }
     }
 

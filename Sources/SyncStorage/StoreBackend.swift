@@ -16,6 +16,9 @@ public protocol StoreBackend: Sendable {
     /// The course's seq, or `nil` if there is no such course.
     func courseSeq(_ courseID: EntityID) async throws -> CourseSeq?
 
+    /// The seqs of those `courseIDs` that exist.
+    func courseSeqs(_ courseIDs: [EntityID]) async throws -> [EntityID: CourseSeq]
+
     /// The whole course (its row, chapters, media files and videos) read at one point in time, or
     /// `nil` if there is no such course. A bounded number of queries, whatever the course's size.
     func loadCourse(_ courseID: EntityID) async throws -> CourseState?

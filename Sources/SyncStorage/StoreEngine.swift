@@ -43,6 +43,10 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
         try await backend.courseSeq(courseID)
     }
 
+    public func courseSeqs(_ courseIDs: [EntityID]) async throws -> [EntityID: CourseSeq] {
+        courseIDs.isEmpty ? [:] : try await backend.courseSeqs(courseIDs)
+    }
+
     public func commitEncoded(_ batches: [Batch], courseID: EntityID) async throws -> CommittedGroup {
         precondition(batches.allSatisfy { $0.courseID == courseID }, "a group commit is for one course")
         guard !batches.isEmpty else { return CommittedGroup(outcomes: [], encodedDiffs: []) }

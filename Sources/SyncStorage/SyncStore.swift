@@ -91,6 +91,10 @@ public protocol SyncStore: Sendable {
     /// The course's current seq (its last commit), or `nil` if there is no such course. Nodes
     /// read it to catch up on commits no notification told them of (``CommitWatch``).
     func courseSeq(_ courseID: EntityID) async throws -> CourseSeq?
+
+    /// The seqs of those `courseIDs` that exist, read together (one query where the database
+    /// allows): a node's periodic check of every course it serves.
+    func courseSeqs(_ courseIDs: [EntityID]) async throws -> [EntityID: CourseSeq]
 }
 
 /// A catch-up with the stored encoding of each of its diffs.

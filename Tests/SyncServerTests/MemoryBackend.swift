@@ -41,6 +41,10 @@ final class MemoryBackend: StoreBackend, @unchecked Sendable {
         locked("courseSeq") { courses[courseID]?.course.seq }
     }
 
+    func courseSeqs(_ courseIDs: [EntityID]) async throws -> [EntityID: CourseSeq] {
+        locked("courseSeqs") { courseIDs.reduce(into: [:]) { seqs, id in seqs[id] = courses[id]?.course.seq } }
+    }
+
     func loadCourse(_ courseID: EntityID) async throws -> CourseState? {
         locked("loadCourse") {
             courses[courseID].map { CourseState(course: $0.course, chapters: Array($0.chapters.values), media: Array($0.media.values), videos: Array($0.videos.values)) }

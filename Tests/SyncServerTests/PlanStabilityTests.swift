@@ -51,6 +51,7 @@ import Testing
                                                                          tempClients: keys.tempClients, temps: keys.temps).makeBindings()),
                     ("readLog", ReadLogStatement.sql, try ReadLogStatement(course: course.uuid, cursor: 3, limit: 500).makeBindings()),
                     ("courseSeq", CourseSeqStatement.sql, try CourseSeqStatement(course: course.uuid).makeBindings()),
+                    ("courseSeqs", CourseSeqsStatement.sql, try CourseSeqsStatement(courses: [course.uuid, new.uuid, large.uuid]).makeBindings()),
                 ]
                 for (name, sql, binds) in statements {
                     for mode in ["force_custom_plan", "force_generic_plan"] {

@@ -313,6 +313,10 @@ import Testing
                 try await subject.store.commit([Batch(clientID: ClientID(.fresh()), courseID: missing, batchSeq: 1, baseSeq: 0,
                                                       ops: [.createChapter(temp: TempID(1)!, title: "X", placement: .atEnd)])], courseID: missing)
             }
+            // Seqs read together: those of the courses that exist.
+            let other = try await Self.makeCourse(subject.store).course
+            #expect(try await subject.store.courseSeqs([course.id, missing, other]) == [course.id: 0, other: 1])
+            #expect(try await subject.store.courseSeqs([]) == [:])
         }
     }
 }
