@@ -54,7 +54,12 @@ public struct CourseState: Hashable, Sendable {
 
     /// The video that links `mediaID` into `chapterID`, if any.
     public func video(linking mediaID: EntityID, in chapterID: EntityID) -> Video? {
-        videos(in: chapterID).first { $0.mediaFileID == mediaID }
+        // Without building the chapter's list of videos: the resolver asks once per linked item.
+        guard let order = videoOrder[chapterID] else { return nil }
+        for id in order {
+            if let video = videos[id], video.mediaFileID == mediaID { return video }
+        }
+        return nil
     }
 
     /// Applies an authoritative diff (the next one in seq order) to this state.
