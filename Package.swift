@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        // Test certificates only (the TLS tests make their own CA).
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
     ],
     targets: [
         // Pure Swift: entities, operations, CourseState and the resolver. No I/O, no clocks, no randomness.
@@ -38,13 +40,15 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
-        // The protocol over NIO channels: the frame decoder/encoder and message codec handlers.
+        // The protocol over NIO channels: TLS, the frame decoder/encoder, message codec handlers, and
+        // the one pipeline builder the server, the client library, the tools and the tests use.
         .target(
             name: "SyncTransport",
             dependencies: [
                 "SyncModel",
                 "SyncWire",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         // The store engine: the SyncStore contract, the group commit, the course cache and the
@@ -154,6 +158,9 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         // Depends on the executable so that `swift test` builds the binary it runs.

@@ -9,6 +9,29 @@ public struct ClientConfiguration: Sendable {
     public var port: Int
     /// The bearer token (`coursesync token issue`).
     public var token: String
+    /// Connect with TLS (the server's certificate verified for ``host``), or `nil` for plaintext
+    /// (loopback and tests only: the token and the course cross the network in clear).
+    public var tls: TLS?
+
+    /// Which certificate authorities a TLS connection trusts.
+    public struct TLS: Sendable, Hashable {
+        /// A PEM file of certificate authorities to trust instead of the system's; `nil`: the
+        /// system trust store.
+        public var caFile: String?
+        /// For a server that requires mutual TLS: this client's certificate chain and private key
+        /// (PEM files).
+        public var certificateFile: String?
+        public var keyFile: String?
+
+        public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil) {
+            self.caFile = caFile
+            self.certificateFile = certificateFile
+            self.keyFile = keyFile
+        }
+
+        /// The system's trust store.
+        public static let system = TLS()
+    }
     /// Edits made within this window are sent as one batch; `.zero` sends each edit at once.
     public var coalesceWindow: Duration = .milliseconds(5)
     /// Edits fail with ``EditError/queueFull(limit:)`` when this many batches wait for the server.

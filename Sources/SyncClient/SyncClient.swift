@@ -126,6 +126,10 @@ public actor SyncClient {
     public var stats: ClientCore.Stats { core.stats }
     /// Where the connection is: offline, awaiting the handshake, catching up, live.
     public var phase: ClientCore.Phase { core.phase }
+
+    /// Why the last connection failed or ended (a refused TCP connection, a TLS certificate the
+    /// client does not trust, …), for diagnostics; `nil` if none has.
+    public private(set) var lastConnectionError: String?
     /// Push → Ack round trips of the most recent batches (at most ``roundTripWindow``), oldest first.
     public private(set) var ackRoundTrips: [Duration] = []
     public static let roundTripWindow = 10_000
@@ -398,6 +402,7 @@ public actor SyncClient {
                 }
             }
         } catch {
+            lastConnectionError = "\(error)"
             logger.debug("connection ended", metadata: ["error": "\(error)"])
         }
         detach()

@@ -9,14 +9,14 @@ struct Transport {
     typealias Channel = NIOAsyncChannel<Result<WireMessage, WireError>, WireMessage>
 
     static func connect(_ configuration: ClientConfiguration) async throws -> Channel {
-        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let security = try configuration.tls.map { try TransportSecurity.client(caFile: $0.caFile, certificateFile: $0.certificateFile, keyFile: $0.keyFile) } ?? .plaintext
+        return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.nanoseconds(configuration.handshakeTimeout.wholeNanoseconds))
             .connect(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
-                    try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: Limits.maxServerFrameBytes)))
-                    try pipeline.addHandler(MessageToByteHandler(FrameEncoder(maxFrameBytes: Limits.maxClientFrameBytes)))
+                    try ProtocolPipeline.configureClient(pipeline, security: security, host: configuration.host)
                     try pipeline.addHandler(MessageCodecHandler())
                     return try Channel(wrappingChannelSynchronously: channel)
                 }

@@ -28,6 +28,8 @@ public struct ServerConfiguration: Sendable {
     /// How long a closing connection waits for its last frame (the `Error`) to be read and for the
     /// peer to close its side; `nil`: one heartbeat interval.
     public var closeTimeout: TimeAmount?
+    /// TLS (certificate, key, optionally the client authorities for mutual TLS) or plaintext.
+    public var security: TransportSecurity = .plaintext
 
     public init(host: String = "127.0.0.1", port: Int = 7420, serverID: String = ProcessInfo.processInfo.hostName,
                 heartbeatInterval: TimeAmount = .seconds(15), outboxFrames: Int = 4096, maxInFlightPushes: Int = 64,
@@ -156,10 +158,7 @@ public final class SyncServer: Service, Sendable {
     }
 
     private func configure(_ pipeline: ChannelPipeline.SynchronousOperations) throws {
-        try pipeline.addHandler(LingeringClose())
-        try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: Limits.maxClientFrameBytes,
-                                                                  firstFrameMaxBytes: Limits.maxHandshakeFrameBytes)))
-        try pipeline.addHandler(MessageToByteHandler(FrameEncoder(maxFrameBytes: Limits.maxServerFrameBytes)))
+        try ProtocolPipeline.configureServer(pipeline, security: configuration.security, beforeFraming: LingeringClose())
     }
 
     private func hub(for courseID: EntityID) -> CourseHub {

@@ -4,6 +4,7 @@ import Logging
 import NIOConcurrencyHelpers
 import SyncClient
 import SyncModel
+import SyncTransport
 import SyncWire
 
 struct ClientCommand: AsyncParsableCommand {
@@ -105,7 +106,8 @@ struct ClientCommand: AsyncParsableCommand {
             let courseID = try options.courseID()
             var generator = SystemRandomNumberGenerator()
             try await ProtocolClient.with(host: options.server.host, port: options.server.port,
-                                          clientID: ClientID(.random(using: &generator)), token: try options.bearer()) { connection in
+                                          clientID: ClientID(.random(using: &generator)), token: try options.bearer(),
+                                          security: try options.transportSecurity()) { connection in
                 try await connection.send(.subscribe(courseID: courseID, sinceSeq: 0))
                 // The protocol's heartbeat rule (§8), as the library's engine keeps it: a Ping after
                 // one quiet interval, give up after three.
@@ -195,7 +197,19 @@ struct ClientOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The course.", valueName: "course-id")) var course: String
     @Option(help: ArgumentHelp("The replica file (default: ./coursesync-client/<course>.replica).", valueName: "file")) var replica: String?
     @Option(help: "Seconds to wait for the server.") var timeout: Double = 15
+    @Flag(help: "Connect with TLS, trusting the system's certificate authorities.") var tls = false
+    @Option(help: ArgumentHelp("Connect with TLS, trusting the certificate authorities in this PEM file (implies --tls).", valueName: "file"))
+    var tlsCa: String?
     @OptionGroup var logging: LoggingOptions
+
+    /// TLS as asked for, or `nil` for plaintext.
+    var clientTLS: ClientConfiguration.TLS? { tls || tlsCa != nil ? ClientConfiguration.TLS(caFile: tlsCa) : nil }
+
+    /// The same, for the tools' raw protocol connection.
+    func transportSecurity() throws -> TransportSecurity {
+        guard let clientTLS else { return .plaintext }
+        return try .client(caFile: clientTLS.caFile)
+    }
 
     func validate() throws {
         _ = try courseID()
@@ -220,6 +234,7 @@ struct ClientOptions: ParsableArguments {
         try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path,
                                                 withIntermediateDirectories: true)
         var configuration = ClientConfiguration(host: server.host, port: server.port, token: try bearer())
+        configuration.tls = clientTLS
         configuration.coalesceWindow = .zero
         let client = try await SyncClient.open(path: path, courseID: courseID, configuration: configuration, logger: logger)
         let rejections = Task {
@@ -246,7 +261,9 @@ struct ClientOptions: ParsableArguments {
         let timeout = timeout
         let server = server
         try await withTimeout(timeout, { try await client.settle() }, failure: {
-            ValidationError("no answer from the server at \(server) within \(timeout) s (\(await client.phase)); edits made stay in the replica and sync next time")
+            ValidationError("no answer from the server at \(server) within \(timeout) s (\(await client.phase)" +
+                            ((await client.lastConnectionError).map { "; last connection error: \($0)" } ?? "") +
+                            "); edits made stay in the replica and sync next time")
         })
     }
 }

@@ -14,15 +14,14 @@ struct ProtocolClient {
     typealias Channel = NIOAsyncChannel<Result<WireMessage, WireError>, WireMessage>
 
     /// Connects, completes the handshake and runs `body` with the open connection.
-    static func with<T: Sendable>(host: String, port: Int, clientID: ClientID, token: String,
+    static func with<T: Sendable>(host: String, port: Int, clientID: ClientID, token: String, security: TransportSecurity = .plaintext,
                                   _ body: (inout Connection) async throws -> T) async throws -> T {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
-                    try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: Limits.maxServerFrameBytes)))
-                    try pipeline.addHandler(MessageToByteHandler(FrameEncoder(maxFrameBytes: Limits.maxClientFrameBytes)))
+                    try ProtocolPipeline.configureClient(pipeline, security: security, host: host)
                     try pipeline.addHandler(MessageCodecHandler())
                     return try Channel(wrappingChannelSynchronously: channel)
                 }

@@ -6,6 +6,7 @@ import PostgresStore
 import SQLiteStore
 import ServiceLifecycle
 import SyncServer
+import SyncTransport
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -34,9 +35,34 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds between heartbeats; a connection silent for three is closed.")
     var heartbeatSeconds = 15
 
+    @Option(help: ArgumentHelp("Serve TLS with this certificate chain (PEM); needs --tls-key.", valueName: "file"))
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("The private key (PEM) of --tls-cert.", valueName: "file"))
+    var tlsKey: String?
+
+    @Option(help: ArgumentHelp("Mutual TLS: accept only clients with a certificate from these authorities (PEM).", valueName: "file"))
+    var tlsClientCa: String?
+
+    @Flag(help: "Listen on a non-loopback address without TLS (tokens and course content cross the network in clear).")
+    var insecurePlaintext = false
+
     func validate() throws {
         guard logRetention > 0 else { throw ValidationError("--log-retention must be positive") }
         guard heartbeatSeconds > 0 else { throw ValidationError("--heartbeat-seconds must be positive") }
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        if tlsClientCa != nil, tlsCert == nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
+        if tlsCert == nil, !insecurePlaintext, !Self.isLoopback(listen.host) {
+            throw ValidationError("""
+                refusing to listen on \(listen.host) without TLS: bearer tokens and course content would cross the network \
+                in clear. Give --tls-cert and --tls-key, listen on loopback (127.0.0.1, ::1, localhost) behind a TLS proxy, \
+                or pass --insecure-plaintext if you really mean it
+                """)
+        }
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 
     func run() async throws {
@@ -44,11 +70,18 @@ struct Serve: AsyncParsableCommand {
         let (secret, created, secretPath) = try secret.load(create: true, dataDir: store.dataDir)
         if created { logger.notice("created a new token secret", metadata: ["file": "\(secretPath)"]) }
         let authority = try TokenAuthority(secret: secret)
-        let configuration = ServerConfiguration(host: listen.host, port: listen.port,
+        var configuration = ServerConfiguration(host: listen.host, port: listen.port,
                                                 heartbeatInterval: .seconds(Int64(heartbeatSeconds)))
-        let banner: @Sendable (Int, String) -> Void = { [listen, store] port, storeDescription in
+        if let tlsCert, let tlsKey {
+            do {
+                configuration.security = try .server(certificateFile: tlsCert, keyFile: tlsKey, clientCAFile: tlsClientCa)
+            } catch {
+                throw ValidationError("cannot load the TLS certificate or key: \(error)")
+            }
+        }
+        let banner: @Sendable (Int, String) -> Void = { [listen, store, configuration] port, storeDescription in
             let lines = [
-                "CourseSync \(CourseSyncVersion.current) listening on \(listen.host):\(port)",
+                "CourseSync \(CourseSyncVersion.current) listening on \(listen.host):\(port) (\(configuration.security.isTLS ? "TLS" : "plaintext"))",
                 "  store:   \(storeDescription)",
                 "  secret:  \(secretPath)",
                 "  course:  coursesync course create --title \"My course\"\(store.url == nil ? " --data-dir \(store.dataDir)" : " --postgres URL")",

@@ -1,4 +1,5 @@
 import Foundation
+import SQLiteStore
 import SyncModel
 import SyncServer
 import SyncWire
@@ -54,6 +55,39 @@ import Testing
             #expect(try await server.wait() == 0, "\(server.output)")
             for client in clients { #expect(try await client.expectClosed()?.code == .shuttingDown) }
             #expect(server.output.contains("listening"))
+        }
+    }
+
+    /// `serve --tls-cert --tls-key` and the client commands' `--tls-ca`; `serve` refuses a
+    /// non-loopback address without TLS, and says why.
+    @Test func serveWithTLSAndTheClientCommandsOverIt() async throws {
+        try await withReplicaFolder { folder in
+            let data = folder.appendingPathComponent("data").path
+            let refused = try await Subprocess.run(["serve", "--data-dir", data, "--listen", "0.0.0.0:0"])
+            #expect(refused.status != 0)
+            #expect(refused.output.contains("refusing to listen on 0.0.0.0 without TLS"), "\(refused.output)")
+            let certificates = try TestCertificates(folder: folder)
+            let port = PostgresCluster.freePort()
+            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(port)",
+                                         "--tls-cert", certificates.certificate("localhost"), "--tls-key", certificates.key("localhost")])
+            #expect(try await waitUntilListening(port: port), "\(server.output)")
+            let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Secure", "--log-level", "error"])
+            let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
+            let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course.description, "--role", "editor"])
+                .output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let common = ["--course", course.description, "--server", "localhost:\(port)", "--token", token, "--log-level", "error", "--timeout", "5"]
+            let made = try await Subprocess.run(["client", "create-chapter", "--title", "Over TLS", "--tls-ca", certificates.caFile,
+                                                 "--replica", folder.appendingPathComponent("a.replica").path] + common)
+            #expect(made.status == 0, "\(made.output)")
+            // Trusting the wrong authority: a clear reason, nothing sent.
+            let untrusted = try await Subprocess.run(["client", "create-chapter", "--title", "Never", "--tls-ca", certificates.otherCAFile,
+                                                      "--replica", folder.appendingPathComponent("b.replica").path] + common)
+            #expect(untrusted.status != 0)
+            #expect(untrusted.output.contains("CERTIFICATE_VERIFY_FAILED"), "\(untrusted.output)")
+            server.signal(SIGTERM)
+            #expect(try await server.wait() == 0, "\(server.output)")
+            #expect(server.output.contains("listening on 127.0.0.1:\(port) (TLS)"), "\(server.output)")
+            #expect(try await SQLiteStore(path: data + "/store.sqlite").courseSeq(course) == 1)
         }
     }
 

@@ -23,7 +23,7 @@ final class TestClient: Sendable {
     /// - Parameter answerPings: answer each `Ping` with a `Pong` (what the protocol asks of every
     ///   client), and send nothing else unasked.
     static func connect(port: Int, clientID: ClientID = ClientID(.fresh()), receiveBuffer: Int32? = nil,
-                        answerPings: Bool = false) async throws -> TestClient {
+                        answerPings: Bool = false, security: TransportSecurity = .plaintext, host: String = "127.0.0.1") async throws -> TestClient {
         let recorder = Recorder(answerPings: answerPings)
         var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -31,11 +31,11 @@ final class TestClient: Sendable {
         let channel = try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: Limits.maxServerFrameBytes)))
+                    try ProtocolPipeline.configureClient(channel.pipeline.syncOperations, security: security, host: host, framesOutbound: false)
                     try channel.pipeline.syncOperations.addHandler(recorder)
                 }
             }
-            .connect(host: "127.0.0.1", port: port).get()
+            .connect(host: host, port: port).get()
         return TestClient(channel: channel, clientID: clientID, recorder: recorder)
     }
 
