@@ -7,8 +7,13 @@ public struct ClientConfiguration: Sendable {
 
     public var host: String
     public var port: Int
-    /// The bearer token (`coursesync token issue`).
+    /// The bearer token (`coursesync token issue`), used when there is no ``tokenProvider``.
     public var token: String
+    /// Fetches a fresh token for each connection: called before every connect and so, when the
+    /// server ends a connection with `TOKEN_EXPIRED` (at the token's expiry), before the
+    /// reconnect that follows. A throwing provider counts as a failed connection attempt (retried
+    /// with backoff). Without one, an expired token stops the client (`refused`).
+    public var tokenProvider: (@Sendable () async throws -> String)?
     /// Connect with TLS (the server's certificate verified for ``host``), or `nil` for plaintext
     /// (loopback and tests only: the token and the course cross the network in clear).
     public var tls: TLS?
@@ -65,5 +70,11 @@ public struct ClientConfiguration: Sendable {
         self.host = host
         self.port = port
         self.token = token
+    }
+
+    /// A configuration that asks `tokenProvider` for a token at every connect.
+    public init(host: String = "127.0.0.1", port: Int = 7420, tokenProvider: @escaping @Sendable () async throws -> String) {
+        self.init(host: host, port: port, token: "")
+        self.tokenProvider = tokenProvider
     }
 }

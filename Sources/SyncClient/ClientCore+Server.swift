@@ -24,7 +24,7 @@ extension ClientCore {
                 send(index)
             }
         case .error(let error):
-            if error.code.isPermanentRefusal {
+            if error.code.isPermanentRefusal && !(error.code == .tokenExpired && renewsTokens) {
                 stopped = true
                 actions.append(.stop(error))
             } else {

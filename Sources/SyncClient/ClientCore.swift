@@ -419,6 +419,10 @@ public struct ClientCore: Sendable {
     /// Batches waiting for the server, in order (including the open one).
     public var pendingBatches: [Batch] { pending.map(\.batch) }
 
+    /// Whether a fresh token is fetched for each connection (a token provider): then the
+    /// server's `TOKEN_EXPIRED` means "reconnect", not "refused for good".
+    public var renewsTokens = false
+
     /// Whether nothing is waiting for the server.
     public var isSettled: Bool { pending.isEmpty }
 }

@@ -68,6 +68,7 @@ public actor SyncClient {
         var generator = SystemRandomNumberGenerator()
         core = ClientCore(contents, maxPendingBatches: configuration.maxPendingBatches, timing: configuration.timing,
                           seed: generator.next())
+        core.renewsTokens = configuration.tokenProvider != nil
         clientID = contents.clientID
         (events, eventSink) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(configuration.eventBuffer))
     }
@@ -376,6 +377,7 @@ public actor SyncClient {
 
     private func runConnection() async {
         do {
+            let token = try await configuration.tokenProvider?() ?? configuration.token
             let connection = try await Transport.connect(configuration)
             // Closed or stopped while connecting: nobody would ever close this connection.
             guard !closed, stopped == nil else {
@@ -390,7 +392,7 @@ public actor SyncClient {
                     group.addTask {
                         for await message in queue { try await writer.write(message) }
                     }
-                    let hello = WireMessage.hello(Hello(clientID: self.clientID, token: self.configuration.token))
+                    let hello = WireMessage.hello(Hello(clientID: self.clientID, token: token))
                     self.configuration.frameObserver?(.connected)
                     self.configuration.frameObserver?(.sent(hello))
                     sink.yield(hello)

@@ -40,6 +40,9 @@ public struct ServerSession: Sendable {
     private let heartbeatInterval: Duration
     /// The driver stopped reading (back-pressure on pushes): silence is ours, not the peer's.
     private var readingPaused = false
+    /// After `Welcome`: when the token expires, on the monotonic clock. The connection ends then,
+    /// subscribed or not, with `TOKEN_EXPIRED` (the client reconnects with a fresh token).
+    private var tokenDeadline: Moment?
     private var actions: [Action] = []
 
     /// - Parameters:
@@ -69,7 +72,7 @@ public struct ServerSession: Sendable {
         switch state {
         case .closed: nil
         case .awaitingHello: helloDeadline
-        case .ready: readingPaused ? nil : heartbeat?.deadline
+        case .ready: earliest(readingPaused ? nil : heartbeat?.deadline, tokenDeadline)
         }
     }
 
@@ -90,7 +93,10 @@ public struct ServerSession: Sendable {
             if let helloDeadline, now >= helloDeadline {
                 close(ConnectionError(.idleTimeout, "no Hello within \(heartbeatInterval.wholeMilliseconds) ms of connecting"))
             }
-        case .ready:
+        case .ready(_, let principal):
+            if let tokenDeadline, now >= tokenDeadline {
+                return close(ConnectionError(.tokenExpired, "the token expired at \(principal.expires); reconnect with a new one"))
+            }
             guard !readingPaused else { return }
             switch heartbeat?.fire(now: now) {
             case .ping: actions.append(.send(.ping(nonce: UInt64(bitPattern: now.nanoseconds) | 1)))
@@ -147,6 +153,8 @@ public struct ServerSession: Sendable {
             state = .ready(hello.clientID, principal)
             helloDeadline = nil
             heartbeat = Heartbeat(interval: heartbeatInterval, now: now)
+            let remaining = principal.expires.timeIntervalSince(date)
+            tokenDeadline = now + .milliseconds(Int64(min(max(remaining, 0), 100 * 365 * 86_400) * 1000))
             actions.append(.ready(hello.clientID))
             actions.append(.send(.welcome(welcome)))
         }

@@ -239,27 +239,43 @@ public final class SyncServer: Service, Sendable {
     /// fires, carries that out, and arms the next. Deadlines only move later as frames arrive, so
     /// a timer that fires early finds nothing due and arms again; once the session is closed it
     /// has no deadline and the chain ends.
-    private func armTimer(_ session: SessionBox, clock: MomentClock, eventLoop: any EventLoop, outbox: Outbox,
-                          handle: @escaping @Sendable () -> ConnectionHandle?) {
+    /// The one timer of a connection: when it fires, and its task.
+    struct ArmedTimer {
+        var deadline: Moment?
+        var task: Scheduled<Void>?
+    }
+
+    /// Schedules the session's next deadline on the connection's event loop, unless a timer that
+    /// fires no later is already armed (a later deadline is found when that one fires: the
+    /// heartbeat moves its deadline with every frame, and re-arming per frame would cost more).
+    /// An earlier one (the token's expiry, set by the handshake) replaces the armed timer.
+    private func armTimer(_ session: SessionBox, timer: NIOLockedValueBox<ArmedTimer>, clock: MomentClock, eventLoop: any EventLoop,
+                          outbox: Outbox, handle: @escaping @Sendable () -> ConnectionHandle?) {
         guard let deadline = session.withLockedValue({ $0.nextDeadline }) else { return }
-        eventLoop.scheduleTask(in: .nanoseconds(max((deadline - clock.now()).wholeNanoseconds, 0))) {
-            let actions = session.withLockedValue { session in
-                session.handleTimeout(now: clock.now())
-                return session.takeActions()
-            }
-            var leave: [EntityID] = []
-            for action in actions {
-                switch action {
-                case .send(let message): outbox.send(message)
-                case .close(let error): outbox.close(error)
-                case .unsubscribe(let courseID): leave.append(courseID)
-                case .ready, .subscribe, .push: break  // only frames cause these
+        timer.withLockedValue { armed in
+            if let current = armed.deadline, current <= deadline { return }
+            armed.task?.cancel()
+            armed.deadline = deadline
+            armed.task = eventLoop.scheduleTask(in: .nanoseconds(max((deadline - clock.now()).wholeNanoseconds, 0))) {
+                timer.withLockedValue { $0 = ArmedTimer() }
+                let actions = session.withLockedValue { session in
+                    session.handleTimeout(now: clock.now())
+                    return session.takeActions()
                 }
+                var leave: [EntityID] = []
+                for action in actions {
+                    switch action {
+                    case .send(let message): outbox.send(message)
+                    case .close(let error): outbox.close(error)
+                    case .unsubscribe(let courseID): leave.append(courseID)
+                    case .ready, .subscribe, .push: break  // only frames cause these
+                    }
+                }
+                if !leave.isEmpty, let handle = handle() {
+                    Task { for courseID in leave { await self.hub(for: courseID).unsubscribe(handle) } }
+                }
+                self.armTimer(session, timer: timer, clock: clock, eventLoop: eventLoop, outbox: outbox, handle: handle)
             }
-            if !leave.isEmpty, let handle = handle() {
-                Task { for courseID in leave { await self.hub(for: courseID).unsubscribe(handle) } }
-            }
-            self.armTimer(session, clock: clock, eventLoop: eventLoop, outbox: outbox, handle: handle)
         }
     }
 
@@ -284,7 +300,10 @@ public final class SyncServer: Service, Sendable {
                     group.addTask { [logger, closeTimeout = configuration.effectiveCloseTimeout] in
                         await Self.write(outbox, to: channel.channel, closeTimeout: closeTimeout, logger: logger)
                     }
-                    armTimer(session, clock: clock, eventLoop: channel.channel.eventLoop, outbox: outbox, handle: { handleBox.withLockedValue { $0 } })
+                    let timer = NIOLockedValueBox(ArmedTimer())
+                    let arm = { self.armTimer(session, timer: timer, clock: clock, eventLoop: channel.channel.eventLoop, outbox: outbox,
+                                              handle: { handleBox.withLockedValue { $0 } }) }
+                    arm()
                     /// Hands one frame (or why it did not decode) to the session and carries out its decisions.
                     func receive(_ input: Result<WireMessage, WireError>) async {
                         let actions = session.withLockedValue { session in
@@ -300,6 +319,8 @@ public final class SyncServer: Service, Sendable {
                                 handleBox.withLockedValue { $0 = connection }
                                 state.withLockedValue { $0.connections[ObjectIdentifier(connection)] = connection }
                                 logger[metadataKey: "client"] = "\(clientID)"
+                                // The handshake set the token's expiry, maybe before the armed timer.
+                                arm()
                             case .send(let message):
                                 outbox.send(message)
                             case .close(let error):

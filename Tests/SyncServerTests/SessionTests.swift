@@ -52,6 +52,28 @@ extension ServerSession {
         #expect(try authority.verify(issued, now: now).get().role(in: .fresh()) == .viewer)
     }
 
+    /// A connection ends when its token expires, subscribed or not and whether or not it sends
+    /// anything: the session's deadline says when, also while the driver is not reading.
+    @Test func theConnectionEndsWhenItsTokenExpires() {
+        var session = session()
+        _ = session.receive(.success(.hello(Hello(clientID: client, token: token([course: .viewer], expires: 10.5)))), now: now)
+        _ = session.receive(.success(.subscribe(courseID: course, sinceSeq: 0)), now: now)
+        _ = session.takeActions()
+        session.readingPaused(true, now: .zero)
+        #expect(session.nextDeadline == Moment.zero + .milliseconds(10_000))  // the token's exp is in whole seconds
+        session.handleTimeout(now: Moment.zero + .milliseconds(9_999))
+        #expect(session.state != .closed)
+        session.handleTimeout(now: Moment.zero + .milliseconds(10_000))
+        let actions = session.takeActions()
+        guard let error = actions.lazy.compactMap({ if case .close(let error) = $0 { error } else { nil } }).first else {
+            Issue.record("expected a close: \(actions)")
+            return
+        }
+        #expect(error.code == .tokenExpired)
+        #expect(actions.contains { if case .unsubscribe(courseID: course) = $0 { true } else { false } })
+        #expect(session.state == .closed)
+    }
+
     @Test func theFirstMessageMustBeHello() {
         var session = session()
         let actions = session.receive(.success(.ping(nonce: 1)), now: now)
@@ -157,7 +179,7 @@ extension ServerSession {
     @Test func aPeerIsNotClosedForSilenceWhileTheServerDoesNotReadIt() {
         var session = ready([course: .editor])
         session.readingPaused(true, now: at(0))
-        #expect(session.nextDeadline == nil)
+        #expect(session.nextDeadline == Moment.zero + .seconds(3600))  // only the token's expiry
         session.handleTimeout(now: at(60_000))
         #expect(session.takeActions().isEmpty)
         session.readingPaused(false, now: at(60_000))

@@ -1,0 +1,69 @@
+import Foundation
+import NIOConcurrencyHelpers
+import SQLiteStore
+@testable import SyncClient
+import SyncModel
+import SyncServer
+import Testing
+
+/// Tokens that expire: the server ends the connection at expiry, and a client with a token
+/// provider reconnects with a fresh token and carries on.
+@Suite struct TokenRefreshTests {
+    @Test func aClientWhoseTokensExpireEveryTwoSecondsKeepsSyncing() async throws {
+        try await withReplicaFolder { folder in
+            let store = try SQLiteStore(path: folder.appendingPathComponent("store.sqlite").path)
+            let courseID = EntityID.fresh()
+            try await store.createCourse(Course(id: courseID, title: "Short-lived tokens"))
+            try await withServer(store: store) { server in
+                let issued = NIOLockedValueBox(0)
+                var configuration = ClientConfiguration(port: server.port) {
+                    issued.withLockedValue { $0 += 1 }
+                    // Whole seconds: between one and two seconds of validity.
+                    return server.token([courseID: .editor], user: "ada", expires: Date().addingTimeInterval(2))
+                }
+                configuration.reconnectBase = .milliseconds(20)
+                configuration.reconnectCap = .milliseconds(200)
+                let client = try await SyncClient.open(path: folder.appendingPathComponent("ada.replica").path, courseID: courseID,
+                                                       configuration: configuration, logger: TestDatabase.logger)
+                let events = EventLog(client)
+                let clock = ContinuousClock()
+                let end = clock.now + .seconds(7)
+                var made = 0
+                while clock.now < end {
+                    _ = try await client.createChapter(title: "Chapter \(made)")
+                    made += 1
+                    try await client.settle()
+                    try await Task.sleep(for: .milliseconds(250))
+                }
+                // Every edit committed (each settle waited for its ack with the client live).
+                #expect(try await store.courseSeq(courseID) == CourseSeq(made))
+                await client.close()
+                let all = await events.all()
+                #expect(!all.contains { if case .connection(.refused) = $0 { true } else { false } })
+                // The server ended at least three connections at their tokens' expiry.
+                #expect(issued.withLockedValue { $0 } >= 4, "\(issued.withLockedValue { $0 }) tokens issued")
+            }
+        }
+    }
+
+    /// Without a provider, an expired token stops the client (it cannot get another).
+    @Test func withoutAProviderAnExpiredTokenStopsTheClient() async throws {
+        try await withReplicaFolder { folder in
+            let store = try SQLiteStore(path: folder.appendingPathComponent("store.sqlite").path)
+            let courseID = EntityID.fresh()
+            try await store.createCourse(Course(id: courseID, title: "Fixed token"))
+            try await withServer(store: store) { server in
+                let configuration = ClientConfiguration(port: server.port, token: server.token([courseID: .editor], expires: Date().addingTimeInterval(1)))
+                let client = try await SyncClient.open(path: folder.appendingPathComponent("bo.replica").path, courseID: courseID,
+                                                       configuration: configuration, logger: TestDatabase.logger)
+                let events = EventLog(client)
+                // The token (whole seconds) expires within a second; the server ends the connection then.
+                try await Task.sleep(for: .milliseconds(2_500))
+                await client.close()
+                let all = await events.all()
+                let refusal = all.compactMap { if case .connection(.refused(let code, _)) = $0 { code } else { nil } }
+                #expect(refusal == [.tokenExpired], "\(all)")
+            }
+        }
+    }
+}
