@@ -53,6 +53,11 @@ public struct SQLiteBackend: StoreBackend {
             try db.execute(sql: "PRAGMA synchronous = FULL")
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
         }
+        // The store holds every course: readable by its owner only. SQLite gives the WAL and
+        // shared-memory files the database file's permissions.
+        // O_EXCL: never truncates a file another opener created meanwhile.
+        let created = open(path, O_CREAT | O_EXCL | O_WRONLY, 0o600)
+        if created >= 0 { close(created) }
         var attempt = 0
         while true {
             do {

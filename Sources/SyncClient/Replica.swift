@@ -41,6 +41,10 @@ public final class Replica: Sendable {
             // slow); ``checkpoint()`` does it from another connection instead.
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
         }
+        // A replica holds the course and the user's edits: readable by its owner only (SQLite gives
+        // the WAL and shared-memory files the same permissions).
+        let created = open(path, O_CREAT | O_EXCL | O_WRONLY, 0o600)  // never truncates an existing file
+        if created >= 0 { close(created) }
         pool = try DatabasePool(path: path, configuration: configuration)
         try Self.migrator.migrate(pool)
         var checkpointing = Configuration()

@@ -54,7 +54,7 @@ struct CopyCommand: AsyncParsableCommand {
         }
         let path = URL(fileURLWithPath: location).appendingPathComponent("store.sqlite").path
         if destination {
-            try FileManager.default.createDirectory(atPath: location, withIntermediateDirectories: true)
+            try createPrivateDirectory(location)
         } else if !FileManager.default.fileExists(atPath: path) {
             throw ValidationError("no SQLite store at \(path)")
         }

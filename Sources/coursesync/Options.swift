@@ -33,7 +33,7 @@ struct StoreOptions: ParsableArguments {
 
     /// Opens the SQLite store, creating the data directory if needed.
     func openSQLite(logRetention: Int = 100_000) throws -> SQLiteStore {
-        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        try createPrivateDirectory(dataDir)
         return try SQLiteStore(path: sqlitePath, logRetention: logRetention)
     }
 }
@@ -82,7 +82,7 @@ struct SecretOptions: ParsableArguments {
         var created = false
         if create, !FileManager.default.fileExists(atPath: secretFile) {
             let directory = URL(fileURLWithPath: secretFile).deletingLastPathComponent().path
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try createPrivateDirectory(directory)
             guard FileManager.default.createFile(atPath: secretFile, contents: Data((TokenSecret.generate() + "\n").utf8),
                                                  attributes: [.posixPermissions: 0o600]) else {
                 throw ValidationError("cannot create the secret file \(secretFile)")
@@ -137,4 +137,11 @@ struct ListenAddress: ExpressibleByArgument, CustomStringConvertible {
 
     var description: String { "\(host):\(port)" }
     var defaultValueDescription: String { description }
+}
+
+/// Creates `path` (and missing parents) readable by its owner only, 0700: it holds the store and
+/// the token secret. An existing directory keeps its permissions.
+func createPrivateDirectory(_ path: String) throws {
+    guard !FileManager.default.fileExists(atPath: path) else { return }
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
 }

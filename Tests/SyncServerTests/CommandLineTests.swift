@@ -97,6 +97,9 @@ import Testing
             let port = PostgresCluster.freePort()
             let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(port)"])
             #expect(try await waitUntilListening(port: port), "\(server.output)")
+            // The data directory is private: it holds the store and the token secret.
+            #expect(try PrivateFilesTests.mode(data) == 0o700)
+            #expect(try PrivateFilesTests.mode(data + "/store.sqlite") == 0o600)
             let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Offline first", "--log-level", "error"])
             let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
             let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course.description, "--role", "editor"])
