@@ -11,8 +11,8 @@ import SyncWire
 public typealias PostgresStore = StoreEngine<PostgresBackend>
 
 extension StoreEngine where Backend == PostgresBackend {
-    public convenience init(client: PostgresClient, logger: Logger, logRetention: Int = 100_000) {
-        self.init(backend: PostgresBackend(client: client, logger: logger), logRetention: logRetention)
+    public convenience init(client: PostgresClient, logger: Logger, logRetention: Int = 100_000, maxCachedBytes: Int = 256 << 20) {
+        self.init(backend: PostgresBackend(client: client, logger: logger), logRetention: logRetention, maxCachedBytes: maxCachedBytes)
     }
 
     public var client: PostgresClient { backend.client }

@@ -9,8 +9,8 @@ public typealias SQLiteStore = StoreEngine<SQLiteBackend>
 
 extension StoreEngine where Backend == SQLiteBackend {
     /// Opens (creating if needed) the store at `path` and migrates its schema.
-    public convenience init(path: String, logRetention: Int = 100_000) throws {
-        self.init(backend: try SQLiteBackend(path: path), logRetention: logRetention)
+    public convenience init(path: String, logRetention: Int = 100_000, maxCachedBytes: Int = 256 << 20) throws {
+        self.init(backend: try SQLiteBackend(path: path), logRetention: logRetention, maxCachedBytes: maxCachedBytes)
     }
 
     public var path: String { backend.path }

@@ -82,6 +82,7 @@ actor CourseHub {
         let key = ObjectIdentifier(handle)
         core.unsubscribe(key)
         forgetIfUnused(key)
+        perform()
     }
 
     var subscriberCount: Int { core.subscriberCount }
@@ -200,6 +201,27 @@ actor CourseHub {
             }
         }
         for key in released { forgetIfUnused(key) }
+        let quiet = core.isQuiet
+        residency.withLockedValue { state in
+            if state.quietSince == nil && quiet { state.quietSince = .now } else if !quiet { state.quietSince = nil }
+        }
+    }
+
+    /// Read by the server under its lock, without waiting for the actor: since when the hub has
+    /// been quiet (``HubCore/isQuiet``), and when the server last handed it out.
+    struct Residency {
+        var quietSince: ContinuousClock.Instant? = .now
+        var handedOut: ContinuousClock.Instant = .now
+    }
+
+    nonisolated let residency = NIOLockedValueBox(Residency())
+
+    /// Whether the hub has been quiet, and not handed out, for `idle`.
+    nonisolated func isEvictable(idle: Duration, now: ContinuousClock.Instant) -> Bool {
+        residency.withLockedValue { state in
+            guard let quietSince = state.quietSince else { return false }
+            return now - max(quietSince, state.handedOut) >= idle
+        }
     }
 
     private func forgetIfUnused(_ key: ObjectIdentifier) {

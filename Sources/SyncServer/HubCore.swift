@@ -86,6 +86,10 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
 
     public var subscriberCount: Int { subscriptions.count }
 
+    /// No subscriber (live or catching up), nothing queued, nothing being committed: the hub
+    /// holds nothing anyone waits for, and may be dropped.
+    public var isQuiet: Bool { subscriptions.isEmpty && queue.isEmpty && committing == nil }
+
     /// What to do since the last call, in order.
     public mutating func takeEffects() -> [Effect] {
         defer { effects = [] }

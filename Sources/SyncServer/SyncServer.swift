@@ -30,6 +30,9 @@ public struct ServerConfiguration: Sendable {
     public var closeTimeout: TimeAmount?
     /// TLS (certificate, key, optionally the client authorities for mutual TLS) or plaintext.
     public var security: TransportSecurity = .plaintext
+    /// A course hub with no subscriber and nothing queued or committing is dropped from memory
+    /// after this long (the next connection to the course makes a new one).
+    public var hubIdleTimeout: Duration = .seconds(60)
 
     public init(host: String = "127.0.0.1", port: Int = 7420, serverID: String = ProcessInfo.processInfo.hostName,
                 heartbeatInterval: TimeAmount = .seconds(15), outboxFrames: Int = 4096, maxInFlightPushes: Int = 64,
@@ -127,6 +130,15 @@ public final class SyncServer: Service, Sendable {
         waiters.forEach { $0.resume(returning: port) }
         logger.info("listening", metadata: ["address": "\(configuration.host):\(port)", "server": "\(configuration.serverID)"])
 
+        // Idle hubs are swept every half idle time (between 10 ms and 30 s).
+        let sweepEvery = min(max(configuration.hubIdleTimeout / 2, .milliseconds(10)), .seconds(30))
+        let sweeper = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: sweepEvery)
+                self?.evictIdleHubs()
+            }
+        }
+        defer { sweeper.cancel() }
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await listener.executeThenClose { inbound in
@@ -163,11 +175,27 @@ public final class SyncServer: Service, Sendable {
 
     private func hub(for courseID: EntityID) -> CourseHub {
         state.withLockedValue { state in
-            if let hub = state.hubs[courseID] { return hub }
-            let hub = CourseHub(courseID: courseID, store: store, logger: logger,
-                                maxGroupBatches: configuration.maxGroupBatches, catchUpChunk: configuration.catchUpChunk)
+            let hub = state.hubs[courseID] ?? CourseHub(courseID: courseID, store: store, logger: logger,
+                                                        maxGroupBatches: configuration.maxGroupBatches, catchUpChunk: configuration.catchUpChunk)
             state.hubs[courseID] = hub
+            // Handed out just now: not evicted for at least `hubIdleTimeout`, by which time what it
+            // was handed out for (a subscription, a push) has made it busy.
+            hub.residency.withLockedValue { $0.handedOut = .now }
             return hub
+        }
+    }
+
+    /// Course hubs in memory on this node.
+    public var residentHubs: Int { state.withLockedValue { $0.hubs.count } }
+
+    /// Drops the hubs that have been quiet for ``ServerConfiguration/hubIdleTimeout``; returns how many.
+    @discardableResult
+    func evictIdleHubs() -> Int {
+        let now = ContinuousClock.now, idle = configuration.hubIdleTimeout
+        return state.withLockedValue { state in
+            let idleHubs = state.hubs.filter { $0.value.isEvictable(idle: idle, now: now) }.map(\.key)
+            for courseID in idleHubs { state.hubs[courseID] = nil }
+            return idleHubs.count
         }
     }
 

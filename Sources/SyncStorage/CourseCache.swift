@@ -1,27 +1,39 @@
 import SyncModel
 
 /// What ``StoreEngine`` keeps in memory per course: its state at the last seq this process saw,
-/// and its recent commits' acks and temp IDs. Bounded: at most `maxCourses` courses (the least
-/// recently used goes first) and `recentPerCourse` commits each.
+/// and its recent commits' acks and temp IDs. Bounded: at most `maxCourses` courses and about
+/// `maxBytes` (estimated from row counts; the least recently used course goes first, the one
+/// being kept stays), and `recentPerCourse` commits each.
 struct CourseCache {
     struct Entry {
         var state: CourseState?
         var recent: RecentCommits
         var lastUse: UInt64
+        var bytes: Int
     }
 
     let maxCourses: Int
+    let maxBytes: Int
     let recentPerCourse: Int
     private var entries: [EntityID: Entry] = [:]
     private var uses: UInt64 = 0
+    private(set) var bytes = 0
 
-    init(maxCourses: Int, recentPerCourse: Int) {
-        precondition(maxCourses > 0 && recentPerCourse > 0)
+    init(maxCourses: Int, maxBytes: Int = .max, recentPerCourse: Int) {
+        precondition(maxCourses > 0 && maxBytes > 0 && recentPerCourse > 0)
         self.maxCourses = maxCourses
+        self.maxBytes = maxBytes
         self.recentPerCourse = recentPerCourse
     }
 
     var count: Int { entries.count }
+
+    /// A course's memory, roughly: a row with its ID, title and dictionary slot is a few hundred
+    /// bytes, a remembered commit (ack and temp IDs) about as much. From counts, so O(1).
+    static func estimatedBytes(_ state: CourseState?, recent: Int) -> Int {
+        guard let state else { return 512 + 256 * recent }
+        return 1_024 + 256 * (state.chapters.count + state.media.count + state.videos.count + recent)
+    }
 
     func state(of courseID: EntityID) -> CourseState? { entries[courseID]?.state }
 
@@ -45,14 +57,13 @@ struct CourseCache {
         if let cached = entries[id]?.state, cached.seq > state.seq { return }
         uses += 1
         if entries[id] == nil {
-            if entries.count >= maxCourses, let oldest = entries.min(by: { $0.value.lastUse < $1.value.lastUse })?.key {
-                entries[oldest] = nil
-            }
-            entries[id] = Entry(state: state, recent: RecentCommits(capacity: recentPerCourse), lastUse: uses)
+            entries[id] = Entry(state: state, recent: RecentCommits(capacity: recentPerCourse), lastUse: uses, bytes: 0)
         } else {
             entries[id]!.state = state
             entries[id]!.lastUse = uses
         }
+        measure(id)
+        evict(keeping: id)
     }
 
     /// After a written group: the course's new state and its commits' acks and temp IDs.
@@ -60,10 +71,27 @@ struct CourseCache {
         keep(group.state)
         let id = group.state.course.id
         for commit in group.commits { entries[id]?.recent.remember(commit.ack, of: commit.clientID) }
+        measure(id)
+        evict(keeping: id)
     }
 
     mutating func forget(_ courseID: EntityID) {
-        entries[courseID] = nil
+        if let entry = entries.removeValue(forKey: courseID) { bytes -= entry.bytes }
+    }
+
+    private mutating func measure(_ id: EntityID) {
+        guard let entry = entries[id] else { return }
+        let now = Self.estimatedBytes(entry.state, recent: entry.recent.count)
+        bytes += now - entry.bytes
+        entries[id]!.bytes = now
+    }
+
+    /// Drops the least recently used courses (never `kept`) while over a bound.
+    private mutating func evict(keeping kept: EntityID) {
+        while entries.count > maxCourses || (bytes > maxBytes && entries.count > 1) {
+            guard let oldest = entries.filter({ $0.key != kept }).min(by: { $0.value.lastUse < $1.value.lastUse })?.key else { return }
+            forget(oldest)
+        }
     }
 }
 

@@ -28,12 +28,19 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
     /// How often one group is resolved again (after `moved` or `duplicate`) before giving up.
     static var maxAttempts: Int { 64 }
 
-    public init(backend: Backend, logRetention: Int = 100_000, maxCachedCourses: Int = 1_000, recentCommitsPerCourse: Int = 4_096) {
+    /// - Parameters:
+    ///   - maxCachedCourses, maxCachedBytes: the course cache's bounds (bytes estimated from row
+    ///     counts; the least recently used course goes first).
+    public init(backend: Backend, logRetention: Int = 100_000, maxCachedCourses: Int = 1_000, maxCachedBytes: Int = 256 << 20,
+                recentCommitsPerCourse: Int = 4_096) {
         precondition(logRetention > 0, "the change log must keep at least one entry")
         self.backend = backend
         self.logRetention = logRetention
-        cache = Locked(CourseCache(maxCourses: maxCachedCourses, recentPerCourse: recentCommitsPerCourse))
+        cache = Locked(CourseCache(maxCourses: maxCachedCourses, maxBytes: maxCachedBytes, recentPerCourse: recentCommitsPerCourse))
     }
+
+    /// Courses whose state is cached, and their estimated bytes (for metrics and tests).
+    public var cachedCourses: (count: Int, bytes: Int) { cache.withLock { ($0.count, $0.bytes) } }
 
     public func createCourse(_ course: Course) async throws {
         try await backend.insertCourse(course)

@@ -32,9 +32,9 @@ struct StoreOptions: ParsableArguments {
     }
 
     /// Opens the SQLite store, creating the data directory if needed.
-    func openSQLite(logRetention: Int = 100_000) throws -> SQLiteStore {
+    func openSQLite(logRetention: Int = 100_000, maxCachedBytes: Int = 256 << 20) throws -> SQLiteStore {
         try createPrivateDirectory(dataDir)
-        return try SQLiteStore(path: sqlitePath, logRetention: logRetention)
+        return try SQLiteStore(path: sqlitePath, logRetention: logRetention, maxCachedBytes: maxCachedBytes)
     }
 }
 

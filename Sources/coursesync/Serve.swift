@@ -35,6 +35,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds between heartbeats; a connection silent for three is closed.")
     var heartbeatSeconds = 15
 
+    @Option(help: "Seconds a course with no subscriber and nothing to commit stays in memory.")
+    var courseIdleSeconds = 60
+
+    @Option(help: "MiB of course state the store keeps cached (estimated; least recently used out first).")
+    var cacheMib = 256
+
     @Option(help: ArgumentHelp("Serve TLS with this certificate chain (PEM); needs --tls-key.", valueName: "file"))
     var tlsCert: String?
 
@@ -50,6 +56,8 @@ struct Serve: AsyncParsableCommand {
     func validate() throws {
         guard logRetention > 0 else { throw ValidationError("--log-retention must be positive") }
         guard heartbeatSeconds > 0 else { throw ValidationError("--heartbeat-seconds must be positive") }
+        guard courseIdleSeconds > 0 else { throw ValidationError("--course-idle-seconds must be positive") }
+        guard cacheMib > 0 else { throw ValidationError("--cache-mib must be positive") }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         if tlsClientCa != nil, tlsCert == nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
         if tlsCert == nil, !insecurePlaintext, !Self.isLoopback(listen.host) {
@@ -72,6 +80,7 @@ struct Serve: AsyncParsableCommand {
         let authority = try TokenAuthority(secret: secret)
         var configuration = ServerConfiguration(host: listen.host, port: listen.port,
                                                 heartbeatInterval: .seconds(Int64(heartbeatSeconds)))
+        configuration.hubIdleTimeout = .seconds(courseIdleSeconds)
         if let tlsCert, let tlsKey {
             do {
                 configuration.security = try .server(certificateFile: tlsCert, keyFile: tlsKey, clientCAFile: tlsClientCa)
@@ -93,7 +102,7 @@ struct Serve: AsyncParsableCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration]
         if let postgresConfiguration = try store.postgresConfiguration() {
             let client = PostgresClient(configuration: postgresConfiguration, backgroundLogger: logger)
-            let postgresStore = PostgresStore(client: client, logger: logger, logRetention: logRetention)
+            let postgresStore = PostgresStore(client: client, logger: logger, logRetention: logRetention, maxCachedBytes: cacheMib << 20)
             let server = SyncServer(store: postgresStore, authority: authority, configuration: configuration, logger: logger)
             let description = "PostgreSQL \(postgresConfiguration.host ?? "(socket)"):\(postgresConfiguration.port ?? 5432)/\(postgresConfiguration.database ?? "")"
             let node = Node(server: server, announce: { banner($0, description) }, prepare: { [migrate] in
@@ -108,7 +117,7 @@ struct Serve: AsyncParsableCommand {
             services = [.init(service: client), .init(service: node, successTerminationBehavior: .gracefullyShutdownGroup),
                         .init(service: CommitListener(store: postgresStore, server: server))]
         } else {
-            let sqlite = try store.openSQLite(logRetention: logRetention)
+            let sqlite = try store.openSQLite(logRetention: logRetention, maxCachedBytes: cacheMib << 20)
             let server = SyncServer(store: sqlite, authority: authority, configuration: configuration, logger: logger)
             let description = "SQLite \(store.sqlitePath) (one node; --postgres URL for several)"
             services = [.init(service: Node(server: server, announce: { banner($0, description) }, prepare: {}),

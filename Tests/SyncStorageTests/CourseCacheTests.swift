@@ -47,4 +47,32 @@ import Testing
         cache.keep(CourseState(course: Course(id: Self.id(1), title: "One", seq: 4)))
         #expect(cache.state(of: Self.id(1))?.seq == 5)
     }
+
+    /// A thousand courses touched once leave at most the byte bound resident (least recently used
+    /// out first), and the course just kept always stays.
+    @Test func aThousandCoursesLeaveAtMostTheByteBound() {
+        let bound = 100 * 1_024
+        var cache = CourseCache(maxCourses: 10_000, maxBytes: bound, recentPerCourse: 4)
+        var last = Self.id(0)
+        for index in 0..<1_000 {
+            var bytes = Array(repeating: UInt8(0), count: 16)
+            bytes[0] = UInt8(index & 0xFF)
+            bytes[1] = UInt8(index >> 8)
+            last = EntityID(bytes: bytes)!
+            let course = Course(id: last, title: "Course \(index)")
+            let media = (0..<10).map { MediaFile(id: EntityID(bytes: [UInt8(index & 0xFF), UInt8(index >> 8), 1, UInt8($0)] + Array(repeating: 0, count: 12))!,
+                                                  courseID: last, name: "Clip", cdnURL: "https://cdn.example.com/x", durationMs: 1, byteSize: 1) }
+            cache.keep(CourseState(course: course, chapters: [], media: media, videos: []))
+            #expect(cache.bytes <= bound)
+        }
+        #expect(cache.count == bound / CourseCache.estimatedBytes(cache.state(of: last), recent: 0))
+        #expect(cache.state(of: last) != nil)
+        // A course larger than the whole bound is still kept (alone): the commit in progress needs it.
+        let huge = CourseState(course: Course(id: Self.id(9), title: "Huge"), chapters: [],
+                               media: (0..<1_000).map { MediaFile(id: EntityID(bytes: [9, 9] + withUnsafeBytes(of: UInt16($0)) { Array($0) } + Array(repeating: 0, count: 12))!,
+                                                                  courseID: Self.id(9), name: "Clip", cdnURL: "https://cdn.example.com/x", durationMs: 1, byteSize: 1) },
+                               videos: [])
+        cache.keep(huge)
+        #expect(cache.count == 1 && cache.state(of: Self.id(9)) != nil)
+    }
 }
