@@ -128,6 +128,16 @@ struct ConvergeBench: AsyncParsableCommand {
         let items = items
         var result = Result()
         let latencies = NIOLockedValueBox<[Histogram<UInt64>]>([])
+        let itemsDone = NIOLockedValueBox(0)
+        let total = count * items
+        let reporter = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(2))
+                guard !Task.isCancelled else { return }
+                say("  … \(count) editors: \(itemsDone.withLockedValue { $0 })/\(total) items acked")
+            }
+        }
+        defer { reporter.cancel() }
         try await withTimeoutThrowing(timeout, "the editors to finish") {
             try await withThrowingTaskGroup(of: Histogram<UInt64>.self) { group in
                 for (index, client) in editors.enumerated() {
@@ -142,6 +152,7 @@ struct ConvergeBench: AsyncParsableCommand {
                             try await client.linkMedia(Array(media[first ..< min(first + 10, media.count)]), to: chapter)
                             try await client.settle()
                             _ = latency.record(UInt64((clock.now - sent).wholeNanoseconds))
+                            itemsDone.withLockedValue { $0 += min(10, media.count - first) }
                         }
                         return latency
                     }
@@ -149,6 +160,7 @@ struct ConvergeBench: AsyncParsableCommand {
                 for try await latency in group { latencies.withLockedValue { $0.append(latency) } }
             }
         }
+        reporter.cancel()
         for latency in latencies.withLockedValue({ $0 }) { result.latency.add(latency) }
         result.editing = (clock.now - start).seconds
         result.items = count * items

@@ -244,7 +244,7 @@ actor Progress {
     func edited() { done += 1 }
     func refused() { refusedLocally += 1; done += 1 }
 
-    func show(_ instructors: [Instructor], final: Bool = false) async {
+    func show(_ instructors: [Instructor], final: Bool = false, extra: String = "") async {
         var acks = 0, rejections = 0, notes = 0, pending = 0
         var seq: CourseSeq = 0
         for instructor in instructors {
@@ -255,7 +255,7 @@ actor Progress {
             pending += await instructor.client.pendingBatches.count
             seq = max(seq, await instructor.client.cursor)
         }
-        let line = "edits \(done)/\(total) · acked batches \(acks) · rejected \(rejections) · resolved \(notes) · pending \(pending) · server seq \(seq)"
+        let line = "edits \(done)\(total > 0 ? "/\(total)" : "") · acked batches \(acks) · rejected \(rejections) · resolved \(notes) · pending \(pending) · server seq \(seq)\(extra)"
         if isTerminal {
             FileHandle.standardOutput.write(Data("\r\u{1B}[2K\(line)\(final ? "\n" : "")".utf8))
         } else if final || ContinuousClock.now - lastLine >= .seconds(1) {

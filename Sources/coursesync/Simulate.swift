@@ -67,7 +67,15 @@ struct Simulate: AsyncParsableCommand {
         var totals = (steps: 0, edits: 0, commits: 0, rejections: 0, faults: 0, pings: 0, lost: 0)
         var simulated = Duration.zero
         var settleTimes: [Duration] = []
+        var lastProgress = ContinuousClock.now
+        var done = 0
         for seed in range {
+            // A progress line every few seconds on long runs.
+            if ContinuousClock.now - lastProgress >= .seconds(3) {
+                lastProgress = .now
+                print("… \(done)/\(range.count) seeds, \(failed.count) failed, \(totals.commits) commits so far")
+            }
+            done += 1
             let result = try Simulation(seed: seed, options: options, tracing: trace).run()
             totals.steps += result.steps
             totals.edits += result.edits

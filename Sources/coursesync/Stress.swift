@@ -111,6 +111,7 @@ struct Stress: AsyncParsableCommand {
         let start = ContinuousClock.now
         let deadline = seconds.map { start + .milliseconds(Int64($0 * 1000)) }
         let progress = Progress(total: deadline == nil ? clients * edits : 0)
+        let killCount = NIOLockedValueBox(0)
         let killer = Task { [servers] () -> Int in
             guard let killEvery else { return 0 }
             var random = SplitMix64(seed: seed ^ 0x6B11)
@@ -121,17 +122,28 @@ struct Stress: AsyncParsableCommand {
                 let server = servers.randomElement(using: &random)!
                 server.kill()
                 kills += 1
+                killCount.withLockedValue { $0 += 1 }
                 try? await Task.sleep(for: .milliseconds(200))
                 try? await server.start()
             }
             return kills
         }
+        // A progress line every two seconds: long runs are not silent.
+        let reporter = Task { [instructors] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(2))
+                guard !Task.isCancelled else { return }
+                await progress.show(instructors, extra: killEvery == nil ? "" : " · server kills \(killCount.withLockedValue { $0 })")
+            }
+        }
+        defer { reporter.cancel() }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for instructor in instructors {
                 group.addTask { try await instructor.work(edits: edits, until: deadline, pauseMs: 20, progress: progress) }
             }
             try await group.waitForAll()
         }
+        reporter.cancel()
         killer.cancel()
         let kills = await killer.value
         for server in servers { try await server.start() }

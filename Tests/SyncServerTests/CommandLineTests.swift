@@ -207,7 +207,9 @@ import Testing
             #expect(result.output.contains("2 PostgreSQL servers"), "\(result.output)")
             #expect(result.output.contains("no gap, repeat or Diff before its Ack ✓"), "\(result.output)")
             #expect(result.output.contains("verdict: all 16 replicas match the store row for row"), "\(result.output)")
-            let kills = result.output.components(separatedBy: "server kills ").dropFirst().first.flatMap { Int($0.prefix { $0.isNumber }) }
+            // Not silent while it runs: a progress line every two seconds (the final summary says "batches acked").
+            #expect(result.output.contains("acked batches"), "\(result.output)")
+            let kills = result.output.components(separatedBy: "server kills ").dropFirst().last.flatMap { Int($0.prefix { $0.isNumber }) }
             #expect((kills ?? 0) >= 1, "the server was never killed: \(result.output)")
         }
     }
