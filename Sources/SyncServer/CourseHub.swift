@@ -31,6 +31,8 @@ actor CourseHub {
     /// Recent diffs as the store encoded them for its log (from commits and catch-up reads), by
     /// seq, so that each is encoded once. Bounded: emptied when it reaches 4,096 entries.
     private var encodedDiffs: [CourseSeq: ByteBuffer] = [:]
+    /// The subscriber count last added to the subscriptions metric.
+    private var reportedSubscribers = 0
 
     private func keepEncodings(_ encodings: some Sequence<(CourseSeq, [UInt8])>) {
         for (seq, bytes) in encodings {
@@ -95,6 +97,8 @@ actor CourseHub {
     }
 
     private func committed(_ group: CommittedGroup) {
+        ServerMetrics.groupBatches.record(group.outcomes.count)
+        for outcome in group.outcomes { ServerMetrics.batch(outcome) }
         let seqs = group.outcomes.compactMap { if case .committed(let commit) = $0 { commit.seq } else { nil } }
         keepEncodings(zip(seqs, group.encodedDiffs))
         core.committed(group.outcomes)
@@ -106,6 +110,7 @@ actor CourseHub {
         if case StoreError.unknownCourse = error {
             unknownCourse = true
         } else {
+            ServerMetrics.storeErrors.increment()
             logger.error("group commit failed", metadata: ["error": "\(error)"])
         }
         core.commitFailed(unknownCourse: unknownCourse)
@@ -115,12 +120,14 @@ actor CourseHub {
     private func caughtUp(_ key: ObjectIdentifier, generation: Int, _ result: Result<CatchUp, any Error>) {
         switch result {
         case .success(let catchUp):
+            ServerMetrics.catchUp(catchUp)
             core.caughtUp(key, generation: generation, catchUp)
         case .failure(let error):
             var unknownCourse = false
             if case StoreError.unknownCourse = error {
                 unknownCourse = true
             } else {
+                ServerMetrics.storeErrors.increment()
                 logger.error("catch-up failed", metadata: ["error": "\(error)"])
             }
             core.catchUpFailed(key, generation: generation, unknownCourse: unknownCourse)
@@ -146,7 +153,10 @@ actor CourseHub {
                     let store = store, courseID = courseID
                     Task {
                         do {
-                            self.committed(try await store.commitEncoded(batches, courseID: courseID))
+                            let started = ContinuousClock.now
+                            let group = try await store.commitEncoded(batches, courseID: courseID)
+                            ServerMetrics.commitDuration.recordNanoseconds((ContinuousClock.now - started).wholeNanoseconds)
+                            self.committed(group)
                         } catch {
                             self.commitFailed(error)
                         }
@@ -201,6 +211,11 @@ actor CourseHub {
             }
         }
         for key in released { forgetIfUnused(key) }
+        let subscribers = core.subscriberCount
+        if subscribers != reportedSubscribers {
+            ServerMetrics.subscriptions.increment(by: Double(subscribers - reportedSubscribers))
+            reportedSubscribers = subscribers
+        }
         let quiet = core.isQuiet
         residency.withLockedValue { state in
             if state.quietSince == nil && quiet { state.quietSince = .now } else if !quiet { state.quietSince = nil }

@@ -75,6 +75,7 @@ public final class SyncServer: Service, Sendable {
 
     public init(store: any SyncStore, authority: TokenAuthority, configuration: ServerConfiguration = .init(),
                 logger: Logger = Logger(label: "coursesync.server"), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        ServerMetrics.register()
         self.store = store
         self.authority = authority
         self.configuration = configuration
@@ -177,7 +178,7 @@ public final class SyncServer: Service, Sendable {
         state.withLockedValue { state in
             let hub = state.hubs[courseID] ?? CourseHub(courseID: courseID, store: store, logger: logger,
                                                         maxGroupBatches: configuration.maxGroupBatches, catchUpChunk: configuration.catchUpChunk)
-            state.hubs[courseID] = hub
+            if state.hubs.updateValue(hub, forKey: courseID) == nil { ServerMetrics.courseHubs.increment() }
             // Handed out just now: not evicted for at least `hubIdleTimeout`, by which time what it
             // was handed out for (a subscription, a push) has made it busy.
             hub.residency.withLockedValue { $0.handedOut = .now }
@@ -195,6 +196,7 @@ public final class SyncServer: Service, Sendable {
         return state.withLockedValue { state in
             let idleHubs = state.hubs.filter { $0.value.isEvictable(idle: idle, now: now) }.map(\.key)
             for courseID in idleHubs { state.hubs[courseID] = nil }
+            if !idleHubs.isEmpty { ServerMetrics.courseHubs.decrement(by: Double(idleHubs.count)) }
             return idleHubs.count
         }
     }
@@ -313,7 +315,10 @@ public final class SyncServer: Service, Sendable {
         logger[metadataKey: "peer"] = "\(remote)"
         let outbox = Outbox(capacity: configuration.outboxFrames) {
             self.state.withLockedValue { $0.slowConsumers += 1 }
+            ServerMetrics.slowConsumerCuts.increment()
         }
+        ServerMetrics.connections.increment()
+        defer { ServerMetrics.connections.decrement() }
         let welcome = Welcome(serverID: configuration.serverID,
                               heartbeatIntervalMs: UInt32(configuration.heartbeatInterval.nanoseconds / 1_000_000))
         let clock = MomentClock()

@@ -4,7 +4,10 @@ import Logging
 import PostgresNIO
 import PostgresStore
 import SQLiteStore
+import Metrics
+import Prometheus
 import ServiceLifecycle
+import SyncModel
 import SyncServer
 import SyncTransport
 
@@ -34,6 +37,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Seconds between heartbeats; a connection silent for three is closed.")
     var heartbeatSeconds = 15
+
+    @Option(help: ArgumentHelp("Serve /metrics (Prometheus), /health and /ready over HTTP on this address (off unless given).", valueName: "host:port"))
+    var httpListen: ListenAddress?
 
     @Option(help: "Seconds a course with no subscriber and nothing to commit stays in memory.")
     var courseIdleSeconds = 60
@@ -99,6 +105,12 @@ struct Serve: AsyncParsableCommand {
             ]
             FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
         }
+        // Metrics go to a Prometheus registry, exported on --http-listen.
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let ops: (@escaping @Sendable () async -> Bool) -> ServiceGroupConfiguration.ServiceConfiguration? = { [httpListen] ready in
+            httpListen.map { .init(service: OpsHTTPServer(host: $0.host, port: $0.port, registry: registry, ready: ready, logger: logger)) }
+        }
         var services: [ServiceGroupConfiguration.ServiceConfiguration]
         if let postgresConfiguration = try store.postgresConfiguration() {
             let client = PostgresClient(configuration: postgresConfiguration, backgroundLogger: logger)
@@ -116,12 +128,28 @@ struct Serve: AsyncParsableCommand {
             // Shut down in reverse: the listener, then the server (draining), then the pool it needs.
             services = [.init(service: client), .init(service: node, successTerminationBehavior: .gracefullyShutdownGroup),
                         .init(service: CommitListener(store: postgresStore, server: server))]
+            if let ops = ops({
+                do {
+                    try await postgresStore.checkSchema()
+                    return true
+                } catch {
+                    return false
+                }
+            }) { services.append(ops) }
         } else {
             let sqlite = try store.openSQLite(logRetention: logRetention, maxCachedBytes: cacheMib << 20)
             let server = SyncServer(store: sqlite, authority: authority, configuration: configuration, logger: logger)
             let description = "SQLite \(store.sqlitePath) (one node; --postgres URL for several)"
             services = [.init(service: Node(server: server, announce: { banner($0, description) }, prepare: {}),
                               successTerminationBehavior: .gracefullyShutdownGroup)]
+            if let ops = ops({
+                do {
+                    _ = try await sqlite.courseSeq(EntityID(bytes: Array(repeating: 0, count: 16))!)
+                    return true
+                } catch {
+                    return false
+                }
+            }) { services.append(ops) }
         }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

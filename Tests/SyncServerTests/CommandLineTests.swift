@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import SQLiteStore
 import SyncModel
 import SyncServer
@@ -89,6 +92,53 @@ import Testing
             #expect(server.output.contains("listening on 127.0.0.1:\(port) (TLS)"), "\(server.output)")
             #expect(try await SQLiteStore(path: data + "/store.sqlite").courseSeq(course) == 1)
         }
+    }
+
+    /// `serve --http-listen`: /health, /ready, and /metrics counting a known workload, scraped
+    /// over real HTTP.
+    @Test func serveExportsMetricsAndHealthOverHTTP() async throws {
+        try await withReplicaFolder { folder in
+            let data = folder.appendingPathComponent("data").path
+            let port = PostgresCluster.freePort(), opsPort = PostgresCluster.freePort()
+            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(port)", "--http-listen", "127.0.0.1:\(opsPort)"])
+            #expect(try await waitUntilListening(port: port), "\(server.output)")
+            let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Measured", "--log-level", "error"])
+            let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
+            let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course.description, "--role", "editor"])
+                .output.trimmingCharacters(in: .whitespacesAndNewlines)
+            // The workload: two commits, a resend (replayed), a rejection, one subscription.
+            let client = try await TestClient.connect(port: port, answerPings: true)
+            try await client.hello(token: token)
+            _ = try await client.subscribe(course)
+            let create = [SyncModel.Operation.createChapter(temp: TempID(1)!, title: "One", placement: .atEnd)]
+            _ = try await client.push(course, batchSeq: 1, create).get()
+            _ = try await client.push(course, batchSeq: 2, [.createChapter(temp: TempID(2)!, title: "Two", placement: .atEnd)]).get()
+            _ = try await client.push(course, batchSeq: 1, create).get()
+            let refused = try await client.push(course, batchSeq: 3, [.renameChapter(.id(EntityID(bytes: Array(repeating: 7, count: 16))!), title: "X")])
+            guard case .failure(let rejection) = refused, rejection.code == .targetDeleted else { Issue.record("\(refused)"); return }
+
+            let health = try await Self.get(opsPort, "/health")
+            #expect(health.status == 200 && health.body == "ok\n")
+            #expect(try await Self.get(opsPort, "/ready").status == 200)
+            #expect(try await Self.get(opsPort, "/nothing").status == 404)
+            let metrics = try await Self.get(opsPort, "/metrics").body
+            for line in ["coursesync_batches_total{outcome=\"committed\"} 2", "coursesync_batches_total{outcome=\"replayed\"} 1",
+                         "coursesync_batches_total{outcome=\"rejected\",code=\"targetDeleted\"} 1",
+                         "coursesync_connections 1.0", "coursesync_subscriptions 1.0", "coursesync_course_hubs 1.0",
+                         "coursesync_catch_ups_total{kind=\"snapshot\"} 1", "coursesync_slow_consumer_cuts_total 0"] {
+                #expect(metrics.contains(line + "\n"), "\(line) in\n\(metrics)")
+            }
+            #expect(metrics.contains("coursesync_commit_seconds_count 4"), "\(metrics)")
+            await client.close()
+            server.signal(SIGTERM)
+            #expect(try await server.wait() == 0, "\(server.output)")
+        }
+    }
+
+    /// A GET over a plain TCP connection (HTTP/1.1, Connection: close): status and body.
+    static func get(_ port: Int, _ path: String) async throws -> (status: Int, body: String) {
+        let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
     }
 
     @Test func serveRunsOnTheEmbeddedSQLiteStoreAndTheClientCommandsWork() async throws {

@@ -1,0 +1,52 @@
+import Metrics
+import SyncModel
+import SyncStorage
+
+/// What the server reports through swift-metrics (the process chooses the backend: `serve`
+/// exports Prometheus text on `--http-listen`). Names and labels are listed in the README.
+enum ServerMetrics {
+    /// Open protocol connections.
+    static let connections = Meter(label: "coursesync_connections")
+    /// Subscriptions, live or catching up.
+    static let subscriptions = Meter(label: "coursesync_subscriptions")
+    /// Course hubs resident on this node.
+    static let courseHubs = Meter(label: "coursesync_course_hubs")
+    /// Batches per group commit.
+    static let groupBatches = Recorder(label: "coursesync_group_batches", aggregate: true)
+    /// A group commit's store call, from the hub.
+    static let commitDuration = Metrics.Timer(label: "coursesync_commit_seconds")
+    /// Connections cut because they fell 4,096 frames behind.
+    static let slowConsumerCuts = Counter(label: "coursesync_slow_consumer_cuts_total")
+    /// Store calls that failed (not counting unknown courses).
+    static let storeErrors = Counter(label: "coursesync_store_errors_total")
+
+    /// Creates every metric that exists from the start, so that a scrape shows zeros rather than
+    /// nothing before the first event.
+    static func register() {
+        _ = (connections, subscriptions, courseHubs, slowConsumerCuts, storeErrors, committed, replayed, catchUpDiffs, catchUpSnapshots)
+    }
+
+    /// One per batch answered: `committed`, `replayed`, or `rejected` with the code.
+    static func batch(_ outcome: BatchOutcome) {
+        switch outcome {
+        case .committed: committed.increment()
+        case .replayed: replayed.increment()
+        case .rejected(let rejection):
+            Counter(label: "coursesync_batches_total", dimensions: [("outcome", "rejected"), ("code", "\(rejection.code)")]).increment()
+        }
+    }
+
+    private static let committed = Counter(label: "coursesync_batches_total", dimensions: [("outcome", "committed")])
+    private static let replayed = Counter(label: "coursesync_batches_total", dimensions: [("outcome", "replayed")])
+
+    /// A subscriber's catch-up read: `diffs` or `snapshot`.
+    static func catchUp(_ catchUp: CatchUp) {
+        switch catchUp {
+        case .diffs: catchUpDiffs.increment()
+        case .snapshot: catchUpSnapshots.increment()
+        }
+    }
+
+    private static let catchUpDiffs = Counter(label: "coursesync_catch_ups_total", dimensions: [("kind", "diffs")])
+    private static let catchUpSnapshots = Counter(label: "coursesync_catch_ups_total", dimensions: [("kind", "snapshot")])
+}

@@ -1,0 +1,93 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+
+/// `serve --http-listen`: the operator's HTTP endpoint. `/metrics` (Prometheus text),
+/// `/health` (the process is up), `/ready` (the store is reachable and migrated: 503 otherwise).
+/// Plain HTTP on its own address: keep it on a private network or loopback.
+struct OpsHTTPServer: Service {
+    let host: String
+    let port: Int
+    let registry: PrometheusCollectorRegistry
+    let ready: @Sendable () async -> Bool
+    let logger: Logger
+    /// Called with the bound port (0 picks a free one).
+    var announce: @Sendable (Int) -> Void = { _ in }
+
+    func run() async throws {
+        let registry = registry, ready = ready
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.pipeline.addHandler(OpsHTTPHandler(registry: registry, ready: ready))
+                }
+            }
+            .bind(host: host, port: port).get()
+        if let port = channel.localAddress?.port { announce(port) }
+        logger.info("ops HTTP listening", metadata: ["address": "\(host):\(channel.localAddress?.port ?? port)"])
+        await withGracefulShutdownHandler {
+            try? await channel.closeFuture.get()
+        } onGracefulShutdown: {
+            channel.close(promise: nil)
+        }
+    }
+}
+
+final class OpsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let registry: PrometheusCollectorRegistry
+    let ready: @Sendable () async -> Bool
+    private var path: String?
+    private var method: HTTPMethod = .GET
+
+    init(registry: PrometheusCollectorRegistry, ready: @escaping @Sendable () async -> Bool) {
+        self.registry = registry
+        self.ready = ready
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            path = head.uri.split(separator: "?").first.map(String.init) ?? head.uri
+            method = head.method
+        case .body:
+            break
+        case .end:
+            let path = path ?? "/"
+            guard method == .GET || method == .HEAD else { return respond(context, .methodNotAllowed, "only GET\n") }
+            switch path {
+            case "/metrics":
+                respond(context, .ok, registry.emitToString(), contentType: "text/plain; version=0.0.4")
+            case "/health":
+                respond(context, .ok, "ok\n")
+            case "/ready":
+                let ready = ready
+                let promise = context.eventLoop.makePromise(of: Bool.self)
+                promise.completeWithTask { await ready() }
+                let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                promise.futureResult.whenSuccess { isReady in
+                    let (handler, context) = loopBound.value
+                    handler.respond(context, isReady ? .ok : .serviceUnavailable, isReady ? "ready\n" : "not ready: the store is unreachable or not migrated\n")
+                }
+            default:
+                respond(context, .notFound, "not found: /metrics, /health, /ready\n")
+            }
+        }
+    }
+
+    private func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: String, contentType: String = "text/plain; charset=utf-8") {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: "\(body.utf8.count)")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        if method != .HEAD { context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+}
