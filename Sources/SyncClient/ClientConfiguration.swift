@@ -1,3 +1,4 @@
+import CoreMetrics
 import SyncModel
 
 /// How a ``SyncClient`` reaches its server and paces its work.
@@ -52,6 +53,9 @@ public struct ClientConfiguration: Sendable {
     public var handshakeTimeout: Duration = .seconds(10)
     /// Bound on undelivered events; the oldest are dropped when the app does not read them.
     public var eventBuffer = 4096
+    /// Where the client's metrics go (prediction accuracy, rollbacks, reconnects, queue depth);
+    /// `nil`: the process's bootstrapped swift-metrics backend (none: nothing is recorded).
+    public var metricsFactory: (any MetricsFactory)?
     /// Sees every frame sent and received, and each new connection (for checkers such as
     /// ``WireOrderChecker``; called on the client's actor, so keep it quick).
     @_spi(Testing) public var frameObserver: (@Sendable (FrameEvent) -> Void)?

@@ -419,6 +419,9 @@ public struct ClientCore: Sendable {
     /// Batches waiting for the server, in order (including the open one).
     public var pendingBatches: [Batch] { pending.map(\.batch) }
 
+    /// How many batches wait for the server.
+    public var pendingCount: Int { pending.count }
+
     /// Whether a fresh token is fetched for each connection (a token provider): then the
     /// server's `TOKEN_EXPIRED` means "reconnect", not "refused for good".
     public var renewsTokens = false

@@ -1,4 +1,5 @@
 import Foundation
+import CoreMetrics
 import GRDB
 import Logging
 import NIOCore
@@ -69,6 +70,7 @@ public actor SyncClient {
         core = ClientCore(contents, maxPendingBatches: configuration.maxPendingBatches, timing: configuration.timing,
                           seed: generator.next())
         core.renewsTokens = configuration.tokenProvider != nil
+        metrics = ClientMetrics(factory: configuration.metricsFactory ?? MetricsSystem.factory)
         clientID = contents.clientID
         (events, eventSink) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(configuration.eventBuffer))
     }
@@ -289,7 +291,19 @@ public actor SyncClient {
     // MARK: Carrying out the engine's decisions
 
     /// Writes the step to the replica, then sends frames and emits events, in order.
+    private let metrics: ClientMetrics
+    private var reportedStats = ClientCore.Stats()
+    private var reportedPending = -1
+    private var connections = 0
+
     private func carryOut() {
+        defer {
+            let stats = core.stats, pending = core.pendingCount
+            if stats != reportedStats || pending != reportedPending {
+                metrics.report(from: reportedStats, to: stats, pending: pending)
+                (reportedStats, reportedPending) = (stats, pending)
+            }
+        }
         do {
             try replica.apply(core.takeWrite())
         } catch {
@@ -370,6 +384,8 @@ public actor SyncClient {
     /// One connection, from connecting to its end; then the engine schedules the next.
     private func connect() {
         guard !closed, stopped == nil, connectionTask == nil else { return }
+        if connections > 0 { metrics.reconnects.increment() }
+        connections += 1
         core.connecting(now: now())
         carryOut()
         connectionTask = Task { await self.runConnection() }
