@@ -47,9 +47,13 @@ import Testing
             let (courseID, _, _) = try await database.makeCourse(chapters: 1)
             try await withServer(store: database.store, configure: { $0.heartbeatInterval = .milliseconds(100) }) { server in
                 let client = try await TestClient.connect(port: server.port)
-                let welcome = try await client.hello(token: server.token([courseID: .editor]))
+                // Hello and Ping in one write: the server has both at once, so the Pong does not
+                // depend on this task being scheduled within the 300 ms the connection lives
+                // (on a loaded machine it was not: the server closed first).
+                try await client.sendRaw(WireMessage.hello(Hello(clientID: client.clientID, token: server.token([courseID: .editor]))).frame()
+                                         + WireMessage.ping(nonce: 42).frame())
+                let welcome = try await client.expect("Welcome") { if case .welcome(let welcome) = $0 { welcome } else { nil } }
                 #expect(welcome.heartbeatIntervalMs == 100)
-                try await client.send(.ping(nonce: 42))
                 #expect(try await client.expect { if case .pong(let nonce) = $0 { nonce } else { nil } } == 42)
                 // The server pings a quiet connection, and closes it when nothing comes back.
                 #expect(try await client.expectClosed()?.code == .idleTimeout)
