@@ -33,6 +33,15 @@ actor CourseHub {
     private var encodedDiffs: [CourseSeq: ByteBuffer] = [:]
     /// The subscriber count last added to the subscriptions metric.
     private var reportedSubscribers = 0
+    /// When each push waiting for its answer arrived (for the push → answer latency).
+    private var pushedAt: [PushKey: ContinuousClock.Instant] = [:]
+    /// When the last group's store call returned (for the fan-out lag).
+    private var committedAt: ContinuousClock.Instant?
+
+    struct PushKey: Hashable {
+        var connection: ObjectIdentifier
+        var batchSeq: BatchSeq
+    }
 
     private func keepEncodings(_ encodings: some Sequence<(CourseSeq, [UInt8])>) {
         for (seq, bytes) in encodings {
@@ -59,6 +68,7 @@ actor CourseHub {
         let key = ObjectIdentifier(origin)
         guard core.push(batch, from: key) else { return false }
         handles[key] = origin
+        pushedAt[PushKey(connection: key, batchSeq: batch.batchSeq)] = .now
         perform()
         return true
     }
@@ -97,6 +107,7 @@ actor CourseHub {
     }
 
     private func committed(_ group: CommittedGroup) {
+        committedAt = .now
         ServerMetrics.groupBatches.record(group.outcomes.count)
         for outcome in group.outcomes { ServerMetrics.batch(outcome) }
         let seqs = group.outcomes.compactMap { if case .committed(let commit) = $0 { commit.seq } else { nil } }
@@ -163,12 +174,18 @@ actor CourseHub {
                     }
                 case .send(let key, let message):
                     handles[key]?.outbox.send(message)
+                    switch message {
+                    case .ack(let ack): answered(key, ack.batchSeq)
+                    case .reject(let reject): answered(key, reject.batchSeq)
+                    default: break
+                    }
                 case .broadcast(let diff, let keys):
                     let encoded = encodedDiffs[diff.seq] ?? ByteBuffer(bytes: WireMessage.diff(diff).payload())
                     for key in keys where handles[key]?.outbox.send(encoded: encoded) == false {
                         core.sendFailed(key)
                         released.append(key)
                     }
+                    if let committedAt { ServerMetrics.fanOutLag.recordNanoseconds((ContinuousClock.now - committedAt).wholeNanoseconds) }
                 case .loadCatchUp(let key, let generation, let cursor):
                     guard let handle = handles[key], !handle.outbox.isClosing else {
                         core.unsubscribe(key)
@@ -239,8 +256,16 @@ actor CourseHub {
         }
     }
 
+    private func answered(_ key: ObjectIdentifier, _ batchSeq: BatchSeq) {
+        if let arrived = pushedAt.removeValue(forKey: PushKey(connection: key, batchSeq: batchSeq)) {
+            ServerMetrics.pushAnswer.recordNanoseconds((ContinuousClock.now - arrived).wholeNanoseconds)
+        }
+    }
+
     private func forgetIfUnused(_ key: ObjectIdentifier) {
-        if !core.references(key) { handles[key] = nil }
+        guard !core.references(key) else { return }
+        handles[key] = nil
+        pushedAt = pushedAt.filter { $0.key.connection != key }
     }
 }
 

@@ -15,6 +15,10 @@ enum ServerMetrics {
     static let groupBatches = Recorder(label: "coursesync_group_batches", aggregate: true)
     /// A group commit's store call, from the hub.
     static let commitDuration = Metrics.Timer(label: "coursesync_commit_seconds")
+    /// From a push's arrival at its course hub to its Ack or Reject being queued to its connection.
+    static let pushAnswer = Metrics.Timer(label: "coursesync_push_answer_seconds")
+    /// From a group's store call returning to its diff being queued to the last live subscriber.
+    static let fanOutLag = Metrics.Timer(label: "coursesync_fan_out_lag_seconds")
     /// Connections cut because they fell 4,096 frames behind.
     static let slowConsumerCuts = Counter(label: "coursesync_slow_consumer_cuts_total")
     /// Store calls that failed (not counting unknown courses).
