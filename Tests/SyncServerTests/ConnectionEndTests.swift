@@ -46,7 +46,7 @@ import Testing
     @Test func theErrorIsTheLastFrameBeforeAnIdleClose() async throws {
         try await withDatabase { database in
             let (courseID, _, _) = try await database.makeCourse(chapters: 1)
-            try await withServer(store: database.store, configure: { $0.heartbeatInterval = .milliseconds(250) }) { server in
+            try await withServer(store: database.store, configure: { $0.heartbeatInterval = .seconds(1) }) { server in
                 let silent = try await TestClient.connect(port: server.port)
                 // After the handshake it says nothing more: nothing to race with on a loaded machine.
                 try await silent.hello(token: server.token([courseID: .viewer]))
