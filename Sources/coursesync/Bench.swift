@@ -87,17 +87,8 @@ struct BenchFixture {
     let media: [EntityID]
 
     static func make(store: some SyncStore, writers: Int) async throws -> BenchFixture {
-        var generator = SystemRandomNumberGenerator()
-        let courseID = EntityID.random(using: &generator)
-        try await store.createCourse(Course(id: courseID, title: "Benchmark course"))
-        var ops: [SyncModel.Operation] = (0..<writers).map { .createChapter(temp: TempID(UInt64(1 + $0))!, title: "Writer \($0)", placement: .atEnd) }
-        ops += (0..<10).map { .registerMedia(temp: TempID(UInt64(1000 + $0))!, name: "Clip \($0)", cdnURL: "https://cdn.example.com/\($0).mp4", durationMs: 60_000, byteSize: 10_000_000) }
-        let setup = Batch(clientID: ClientID(.random(using: &generator)), courseID: courseID, batchSeq: 1, baseSeq: 0, ops: ops)
-        guard case .committed(let commit) = try await store.commit([setup], courseID: courseID).first else {
-            throw ProtocolClient.Failure(description: "the benchmark's set-up batch was refused")
-        }
-        return BenchFixture(courseID: courseID, chapters: (0..<writers).map { commit.ack.idMap[TempID(UInt64(1 + $0))!]! },
-                            media: (0..<10).map { commit.ack.idMap[TempID(UInt64(1000 + $0))!]! })
+        let course = try await ConvergeBench.makeCourse(store, title: "Benchmark course", chapters: writers, media: 10)
+        return BenchFixture(courseID: course.course, chapters: course.chapters, media: course.media)
     }
 
     struct Result {
@@ -106,7 +97,7 @@ struct BenchFixture {
         var elapsed: Duration = .zero
 
         func ms(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1e6 }
-        var batchesPerSecond: Double { Double(batches) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) }
+        var batchesPerSecond: Double { Double(batches) / elapsed.seconds }
     }
 
     /// `writers` closed-loop writers, each alternating link and unlink batches in its own chapter,
@@ -137,7 +128,7 @@ struct BenchFixture {
                             let ack = try await connection.push(Push(courseID: courseID, batchSeq: batchSeq, baseSeq: 0,
                                                                      ops: [.linkMedia(chapter: .id(chapters[writer]), items: items, placement: .atEnd)])).get()
                             let took = clock.now - sent
-                            _ = result.histogram.record(UInt64(took.components.seconds) * 1_000_000_000 + UInt64(took.components.attoseconds / 1_000_000_000))
+                            _ = result.histogram.record(UInt64(took.wholeNanoseconds))
                             batchSeq += 1
                             let videos = items.compactMap { ack.idMap[$0.temp] }
                             _ = try await connection.push(Push(courseID: courseID, batchSeq: batchSeq, baseSeq: 0,

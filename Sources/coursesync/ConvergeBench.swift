@@ -182,10 +182,10 @@ struct ConvergeBench: AsyncParsableCommand {
     }
 
     /// A course with `chapters` chapters and `media` media files, made by one set-up batch.
-    static func makeCourse(_ store: some SyncStore, chapters: Int, media: Int) async throws -> (course: EntityID, chapters: [EntityID], media: [EntityID]) {
+    static func makeCourse(_ store: some SyncStore, title: String = "Converge", chapters: Int, media: Int) async throws -> (course: EntityID, chapters: [EntityID], media: [EntityID]) {
         var generator = SystemRandomNumberGenerator()
         let course = EntityID.random(using: &generator)
-        try await store.createCourse(Course(id: course, title: "Converge"))
+        try await store.createCourse(Course(id: course, title: title))
         var ops: [SyncModel.Operation] = (0..<chapters).map { .createChapter(temp: TempID(UInt64(1 + $0))!, title: "Chapter \($0)", placement: .atEnd) }
         ops += (0..<media).map {
             .registerMedia(temp: TempID(UInt64(1000 + $0))!, name: "Clip \($0)", cdnURL: "https://cdn.example.com/\($0).mp4", durationMs: 60_000, byteSize: 10_000_000)

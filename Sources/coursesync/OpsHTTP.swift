@@ -13,7 +13,8 @@ struct OpsHTTPServer: Service {
     let host: String
     let port: Int
     let registry: PrometheusCollectorRegistry
-    let ready: @Sendable () async -> Bool
+    /// Succeeds when the store is reachable and migrated.
+    let ready: @Sendable () async throws -> Void
     let logger: Logger
     /// Called with the bound port (0 picks a free one).
     var announce: @Sendable (Int) -> Void = { _ in }
@@ -43,11 +44,11 @@ final class OpsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias OutboundOut = HTTPServerResponsePart
 
     let registry: PrometheusCollectorRegistry
-    let ready: @Sendable () async -> Bool
+    let ready: @Sendable () async throws -> Void
     private var path: String?
     private var method: HTTPMethod = .GET
 
-    init(registry: PrometheusCollectorRegistry, ready: @escaping @Sendable () async -> Bool) {
+    init(registry: PrometheusCollectorRegistry, ready: @escaping @Sendable () async throws -> Void) {
         self.registry = registry
         self.ready = ready
     }
@@ -70,7 +71,7 @@ final class OpsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
             case "/ready":
                 let ready = ready
                 let promise = context.eventLoop.makePromise(of: Bool.self)
-                promise.completeWithTask { await ready() }
+                promise.completeWithTask { (try? await ready()) != nil }
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 promise.futureResult.whenSuccess { isReady in
                     let (handler, context) = loopBound.value

@@ -108,7 +108,7 @@ struct Serve: AsyncParsableCommand {
         // Metrics go to a Prometheus registry, exported on --http-listen.
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let ops: (@escaping @Sendable () async -> Bool) -> ServiceGroupConfiguration.ServiceConfiguration? = { [httpListen] ready in
+        let ops: (@escaping @Sendable () async throws -> Void) -> ServiceGroupConfiguration.ServiceConfiguration? = { [httpListen] ready in
             httpListen.map { .init(service: OpsHTTPServer(host: $0.host, port: $0.port, registry: registry, ready: ready, logger: logger)) }
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration]
@@ -128,28 +128,14 @@ struct Serve: AsyncParsableCommand {
             // Shut down in reverse: the listener, then the server (draining), then the pool it needs.
             services = [.init(service: client), .init(service: node, successTerminationBehavior: .gracefullyShutdownGroup),
                         .init(service: CommitListener(store: postgresStore, server: server))]
-            if let ops = ops({
-                do {
-                    try await postgresStore.checkSchema()
-                    return true
-                } catch {
-                    return false
-                }
-            }) { services.append(ops) }
+            if let ops = ops({ try await postgresStore.checkSchema() }) { services.append(ops) }
         } else {
             let sqlite = try store.openSQLite(logRetention: logRetention, maxCachedBytes: cacheMib << 20)
             let server = SyncServer(store: sqlite, authority: authority, configuration: configuration, logger: logger)
             let description = "SQLite \(store.sqlitePath) (one node; --postgres URL for several)"
             services = [.init(service: Node(server: server, announce: { banner($0, description) }, prepare: {}),
                               successTerminationBehavior: .gracefullyShutdownGroup)]
-            if let ops = ops({
-                do {
-                    _ = try await sqlite.courseSeq(EntityID(bytes: Array(repeating: 0, count: 16))!)
-                    return true
-                } catch {
-                    return false
-                }
-            }) { services.append(ops) }
+            if let ops = ops({ _ = try await sqlite.courseSeq(EntityID(bytes: Array(repeating: 0, count: 16))!) }) { services.append(ops) }
         }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

@@ -180,7 +180,7 @@ struct Stress: AsyncParsableCommand {
             for violation in result.violations.prefix(3) { mismatches.append("client \(index) ordering: \(violation)") }
         }
         say("""
-        edits \(totals.edits) (+\(await progress.refusedLocally) refused locally) in \(String(format: "%.1f", Double(editing.components.seconds) + Double(editing.components.attoseconds) / 1e18)) s · \
+        edits \(totals.edits) (+\(await progress.refusedLocally) refused locally) in \(String(format: "%.1f", editing.seconds)) s · \
         batches acked \(totals.acks) · rejected \(totals.rejections) (\(totals.droppedEdits) edits rolled back) · \
         conflicts resolved \(totals.resolutionNotes + totals.rejections) · reconnects \(reconnects) · server kills \(kills) · store seq \(truth.seq)
         """)
