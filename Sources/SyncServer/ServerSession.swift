@@ -10,6 +10,8 @@ import SyncWire
 public struct ServerSession: Sendable {
     public enum State: Hashable, Sendable {
         case awaitingHello
+        /// `Hello` came; the driver is checking its token (``Action/authenticate(token:)``).
+        case authenticating(Hello)
         case ready(ClientID, Principal)
         case closed
     }
@@ -20,6 +22,10 @@ public struct ServerSession: Sendable {
         case send(WireMessage)
         /// Queue `Error{code}` as the last frame, then close the connection.
         case close(ConnectionError)
+        /// Check this token (its signature, with the server's keys) and hand the outcome to
+        /// ``authenticated(_:now:date:)`` before the next frame: the session checks the claims.
+        /// Checking may take time (it is asynchronous); the handshake deadline keeps running.
+        case authenticate(token: String)
         /// The handshake succeeded: the connection can now subscribe and push (comes before `Welcome`'s send).
         case ready(ClientID)
         case subscribe(courseID: EntityID, sinceSeq: CourseSeq)
@@ -31,7 +37,6 @@ public struct ServerSession: Sendable {
     public private(set) var state: State = .awaitingHello
     /// The courses this connection is subscribed to.
     public private(set) var subscriptions: Set<EntityID> = []
-    let authority: TokenAuthority
     let welcome: Welcome
     /// Before `Hello`: the moment the connection is closed if none came.
     private var helloDeadline: Moment?
@@ -49,8 +54,7 @@ public struct ServerSession: Sendable {
     ///   - welcome: what the handshake answers; its `heartbeat_interval_ms` is the interval this side keeps too.
     ///   - now: when the connection was accepted. A peer that sends no `Hello` within one heartbeat
     ///     interval is closed with `IDLE_TIMEOUT` (and is not pinged: it has not spoken the protocol yet).
-    public init(authority: TokenAuthority, welcome: Welcome, now: Moment) {
-        self.authority = authority
+    public init(welcome: Welcome, now: Moment) {
         self.welcome = welcome
         heartbeatInterval = .milliseconds(Int64(max(welcome.heartbeatIntervalMs, 1)))
         helloDeadline = now + heartbeatInterval
@@ -71,7 +75,7 @@ public struct ServerSession: Sendable {
     public var nextDeadline: Moment? {
         switch state {
         case .closed: nil
-        case .awaitingHello: helloDeadline
+        case .awaitingHello, .authenticating: helloDeadline
         case .ready: earliest(readingPaused ? nil : heartbeat?.deadline, tokenDeadline)
         }
     }
@@ -89,9 +93,9 @@ public struct ServerSession: Sendable {
         switch state {
         case .closed:
             return
-        case .awaitingHello:
+        case .awaitingHello, .authenticating:
             if let helloDeadline, now >= helloDeadline {
-                close(ConnectionError(.idleTimeout, "no Hello within \(heartbeatInterval.wholeMilliseconds) ms of connecting"))
+                close(ConnectionError(.idleTimeout, "no completed handshake within \(heartbeatInterval.wholeMilliseconds) ms of connecting"))
             }
         case .ready(_, let principal):
             if let tokenDeadline, now >= tokenDeadline {
@@ -122,6 +126,9 @@ public struct ServerSession: Sendable {
             handshake(hello, now: now, date: date)
         case (.awaitingHello, .success(let message)):
             close(ConnectionError(.unexpectedMessage, "the first message must be Hello, not \(Self.kind(message))"))
+        case (.authenticating, .success):
+            // A driver hands over the token check's outcome before the next frame.
+            close(ConnectionError(.unexpectedMessage, "a frame arrived before the token was checked"))
         case (.ready(_, let principal), .success(let message)):
             handle(message, principal: principal, date: date)
         }
@@ -146,7 +153,19 @@ public struct ServerSession: Sendable {
             return close(ConnectionError(.unsupportedProtocolVersion,
                                          "protocol version \(hello.protocolVersion) is not supported; this server speaks \(supported.lowerBound)...\(supported.upperBound)"))
         }
-        switch authority.verify(hello.token, now: date) {
+        state = .authenticating(hello)
+        actions.append(.authenticate(token: hello.token))
+    }
+
+    /// The outcome of checking the token of ``Action/authenticate(token:)``: a principal (whose
+    /// claims still have to hold at `date`) or why the token was refused. Ignored unless the session
+    /// is waiting for it (it may have closed meanwhile, at its handshake deadline).
+    public mutating func authenticated(_ outcome: Result<Principal, ConnectionError>, now: Moment, date: Date) {
+        guard case .authenticating(let hello) = state else { return }
+        switch outcome.flatMap({ principal in
+            principal.expires > date ? .success(principal)
+                : .failure(ConnectionError(.tokenExpired, "the token expired at \(principal.expires); ask for a new one"))
+        }) {
         case .failure(let error):
             close(error)
         case .success(let principal):

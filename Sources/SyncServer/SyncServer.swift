@@ -298,7 +298,7 @@ public final class SyncServer: Service, Sendable {
                     case .send(let message): outbox.send(message)
                     case .close(let error): outbox.close(error)
                     case .unsubscribe(let courseID): leave.append(courseID)
-                    case .ready, .subscribe, .push: break  // only frames cause these
+                    case .ready, .subscribe, .push, .authenticate: break  // only frames cause these
                     }
                 }
                 if !leave.isEmpty, let handle = handle() {
@@ -322,7 +322,7 @@ public final class SyncServer: Service, Sendable {
         let welcome = Welcome(serverID: configuration.serverID,
                               heartbeatIntervalMs: UInt32(configuration.heartbeatInterval.nanoseconds / 1_000_000))
         let clock = MomentClock()
-        let session = SessionBox(ServerSession(authority: authority, welcome: welcome, now: clock.now()))
+        let session = SessionBox(ServerSession(welcome: welcome, now: clock.now()))
         let handleBox = NIOLockedValueBox<ConnectionHandle?>(nil)
         if state.withLockedValue({ $0.shuttingDown }) {
             outbox.close(ConnectionError(.shuttingDown, "the server is shutting down"))
@@ -339,10 +339,12 @@ public final class SyncServer: Service, Sendable {
                     arm()
                     /// Hands one frame (or why it did not decode) to the session and carries out its decisions.
                     func receive(_ input: Result<WireMessage, WireError>) async {
-                        let actions = session.withLockedValue { session in
+                        await perform(session.withLockedValue { session in
                             session.receive(input, now: clock.now(), date: Date())
                             return session.takeActions()
-                        }
+                        })
+                    }
+                    func perform(_ actions: [ServerSession.Action]) async {
                         for action in actions {
                             let handle = handleBox.withLockedValue { $0 }
                             switch action {
@@ -354,6 +356,13 @@ public final class SyncServer: Service, Sendable {
                                 logger[metadataKey: "client"] = "\(clientID)"
                                 // The handshake set the token's expiry, maybe before the armed timer.
                                 arm()
+                            case .authenticate(let token):
+                                // No frame is read until the outcome is in (the session needs it first).
+                                let outcome = await authority.verify(token, now: Date())
+                                await perform(session.withLockedValue { session in
+                                    session.authenticated(outcome, now: clock.now(), date: Date())
+                                    return session.takeActions()
+                                })
                             case .send(let message):
                                 outbox.send(message)
                             case .close(let error):

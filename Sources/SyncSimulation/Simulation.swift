@@ -165,7 +165,8 @@ public final class Simulation {
     /// How many diffs one catch-up read returns (small, so catch-ups take several rounds).
     private let catchUpChunk = 8
 
-    private let authority: TokenAuthority
+    /// The clients' token: its claims as JSON, unsigned. Signatures are jwt-kit's, tested on their
+    /// own; the simulator's node reads the claims and checks them as a server does (expiry, roles).
     private let token: String
     let courseID: EntityID
     private let date = Date(timeIntervalSince1970: 1_800_000_000)
@@ -186,8 +187,8 @@ public final class Simulation {
         var ids = SplitMix64(seed: seed ^ 0xC0FF_EE00_D15E_A5E5)
         courseID = .random(using: &ids)
         store = SimStore(course: Course(id: courseID, title: "Simulated course"), logRetention: options.logRetention, seed: seed ^ 0x5EED)
-        authority = try TokenAuthority(secret: Array("simulation-secret-of-at-least-32-bytes".utf8))
-        token = authority.issue(TokenClaims(user: "sim", expires: date.addingTimeInterval(86_400), courses: [courseID: .editor]))
+        token = String(decoding: try JSONEncoder().encode(TokenClaims(user: "sim", expires: date.addingTimeInterval(86_400),
+                                                                       courses: [courseID: .editor])), as: UTF8.self)
         result = SimulationResult(seed: seed, violations: [], trace: [])
         nodes = (0..<options.nodes).map { _ in newNode() }
         // A course with a few chapters and a media library, committed before the clients start.
@@ -352,7 +353,7 @@ public final class Simulation {
         nextConnection += 1
         let node = Int.random(in: 0..<nodes.count, using: &random)
         let welcome = Welcome(serverID: "node\(node)", heartbeatIntervalMs: UInt32(options.heartbeat.wholeMilliseconds))
-        connections[id] = Connection(client: index, node: node, session: ServerSession(authority: authority, welcome: welcome, now: now),
+        connections[id] = Connection(client: index, node: node, session: ServerSession(welcome: welcome, now: now),
                                      outbox: OutboxQueue(capacity: options.outboxFrames))
         clients[index].connection = id
         clients[index].core.connecting(now: now)
@@ -483,6 +484,12 @@ public final class Simulation {
                     violation("node \(node) closed #\(id) of \(clients[connections[id]!.client].name) for idleness while its client read and answered: \(error.message)")
                 }
                 connections[id]?.outbox.close(error)
+            case .authenticate(let token):
+                let outcome = Result { try JSONDecoder().decode(TokenClaims.self, from: Data(token.utf8)) }
+                    .mapError { _ in ConnectionError(.unauthenticated, "the simulated token does not decode") }
+                    .flatMap { $0.principal(at: date) }
+                connections[id]!.session.authenticated(outcome, now: now, date: date)
+                carryOutSession(id)
             case .ready:
                 break
             case .subscribe(_, let since):

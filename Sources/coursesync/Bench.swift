@@ -56,14 +56,14 @@ struct AckBench: AsyncParsableCommand {
             let store = PostgresStore(client: client, logger: logger)
             if migrate { try await Migrator().migrate(client, logger: logger) } else { try await store.checkSchema() }
             let secret = Array(TokenSecret.generate().utf8)
-            let authority = try TokenAuthority(secret: secret)
+            let authority = try await TokenAuthority(secret: secret)
             let server = SyncServer(store: store, authority: authority,
                                     configuration: ServerConfiguration(host: "127.0.0.1", port: 0, serverID: "bench"), logger: logger)
             let serving = Task { try await server.run() }
             defer { serving.cancel() }
             let port = try await server.listeningPort()
             let fixture = try await BenchFixture.make(store: store, writers: writers.max()!)
-            let token = authority.issue(TokenClaims(user: "bench", expires: Date().addingTimeInterval(86_400), courses: [fixture.courseID: .editor]))
+            let token = try await authority.issue(TokenClaims(user: "bench", expires: Date().addingTimeInterval(86_400), courses: [fixture.courseID: .editor]))
 
             print("coursesync bench ack — PostgreSQL \(postgres.url), loopback TCP, batches of 10 links")
             let latency = try await fixture.run(writers: 1, port: port, token: token, links: samples, duration: nil)

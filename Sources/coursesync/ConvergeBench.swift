@@ -77,7 +77,7 @@ struct ConvergeBench: AsyncParsableCommand {
     }
 
     private func runAll(store: some SyncStore, storeName: String, folder: URL, logger: Logger) async throws {
-        let authority = try TokenAuthority(secret: Array(TokenSecret.generate().utf8))
+        let authority = try await TokenAuthority(secret: Array(TokenSecret.generate().utf8))
         let server = SyncServer(store: store, authority: authority,
                                 configuration: ServerConfiguration(host: "127.0.0.1", port: 0, serverID: "bench"), logger: logger)
         let serving = Task { try await server.run() }
@@ -115,7 +115,7 @@ struct ConvergeBench: AsyncParsableCommand {
         var clients: [SyncClient] = []
         let run = UInt64.random(in: 0 ... .max)
         for index in 0..<count {
-            let configuration = ClientConfiguration(port: port, token: authority.issue(TokenClaims(
+            let configuration = ClientConfiguration(port: port, token: try await authority.issue(TokenClaims(
                 user: "editor\(index)", expires: Date().addingTimeInterval(86_400), courses: [fixture.course: .editor])))
             clients.append(try await SyncClient.open(path: folder.appendingPathComponent("\(run)-\(index).replica").path,
                                                      courseID: fixture.course, configuration: configuration, logger: logger))

@@ -58,7 +58,7 @@ struct Demo: AsyncParsableCommand {
         var clients: [Instructor] = []
         for index in 0..<instructors {
             let name = names[index]
-            var configuration = ClientConfiguration(port: embedded.port, token: embedded.token(name, .editor, in: course.id))
+            var configuration = ClientConfiguration(port: embedded.port, token: try await embedded.token(name, .editor, in: course.id))
             configuration.coalesceWindow = .milliseconds(3)
             let client = try await SyncClient.open(path: folder.appendingPathComponent("\(name.lowercased()).replica").path,
                                                    courseID: course.id, configuration: configuration, logger: logger)

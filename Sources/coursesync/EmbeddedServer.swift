@@ -15,7 +15,7 @@ struct EmbeddedServer {
     /// Runs `body` with the server listening; shuts it down (draining) afterwards.
     static func with<T>(folder: URL, name: String, logger: Logger, _ body: (EmbeddedServer) async throws -> T) async throws -> T {
         let store = try SQLiteStore(path: folder.appendingPathComponent("store.sqlite").path)
-        let authority = try TokenAuthority(secret: Array(TokenSecret.generate().utf8))
+        let authority = try await TokenAuthority(secret: Array(TokenSecret.generate().utf8))
         let server = SyncServer(store: store, authority: authority,
                                 configuration: ServerConfiguration(host: "127.0.0.1", port: 0, serverID: name), logger: logger)
         let serving = Task { try await server.run() }
@@ -28,8 +28,8 @@ struct EmbeddedServer {
     }
 
     /// A token for `user` with `role` in `courseID`, valid for a day.
-    func token(_ user: String, _ role: Role, in courseID: EntityID) -> String {
-        authority.issue(TokenClaims(user: user, expires: Date().addingTimeInterval(86_400), courses: [courseID: role]))
+    func token(_ user: String, _ role: Role, in courseID: EntityID) async throws -> String {
+        try await authority.issue(TokenClaims(user: user, expires: Date().addingTimeInterval(86_400), courses: [courseID: role]))
     }
 }
 

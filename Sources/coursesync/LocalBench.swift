@@ -44,7 +44,7 @@ struct LocalBench: AsyncParsableCommand {
         let fixture = try await BenchFixture.make(store: store, writers: 2)
         func client(_ name: String, _ role: Role) async throws -> SyncClient {
             let client = try await SyncClient.open(path: folder.appendingPathComponent("\(name).replica").path, courseID: fixture.courseID,
-                                                   configuration: ClientConfiguration(port: port, token: embedded.token(name, role, in: fixture.courseID)),
+                                                   configuration: ClientConfiguration(port: port, token: try await embedded.token(name, role, in: fixture.courseID)),
                                                    logger: logger)
             try await client.settle()
             return client

@@ -97,6 +97,44 @@ struct SecretOptions: ParsableArguments {
     }
 }
 
+/// Tokens from an identity provider: its JWKS, and the claims the server requires.
+struct JWTOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Also accept JWTs signed with these keys (a JWKS document: RS256, ES256, EdDSA, …; every key needs a kid).",
+                               valueName: "file"))
+    var jwks: String?
+
+    @Option(help: ArgumentHelp("Require this issuer (the tokens' iss claim).", valueName: "iss"))
+    var jwtIssuer: String?
+
+    @Option(help: ArgumentHelp("Require this audience (among the tokens' aud claim).", valueName: "aud"))
+    var jwtAudience: String?
+
+    @Option(help: "Seconds of clock skew forgiven on exp and nbf.")
+    var jwtLeewaySeconds: Int = Int(TokenRules.defaultLeeway)
+
+    func validate() throws {
+        guard (0...600).contains(jwtLeewaySeconds) else { throw ValidationError("--jwt-leeway-seconds must be 0 to 600") }
+    }
+
+    /// Verifies tokens signed with the server's secret and, given --jwks, with the identity provider's keys.
+    func authority(secret: [UInt8]) async throws -> TokenAuthority {
+        var document: String?
+        if let jwks {
+            do {
+                document = try String(contentsOfFile: jwks, encoding: .utf8)
+            } catch {
+                throw ValidationError("cannot read the JWKS at \(jwks): \(error.localizedDescription)")
+            }
+        }
+        do {
+            return try await TokenAuthority(secret: secret, jwks: document,
+                                            rules: TokenRules(issuer: jwtIssuer, audience: jwtAudience, leeway: TimeInterval(jwtLeewaySeconds)))
+        } catch {
+            throw ValidationError("\(error)\(jwks.map { " (\($0))" } ?? "")")
+        }
+    }
+}
+
 extension SecretOptions {
     func path(dataDir: String) -> String {
         secretFile ?? URL(fileURLWithPath: dataDir).appendingPathComponent("secret").path

@@ -24,6 +24,7 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var store: StoreOptions
     @OptionGroup var secret: SecretOptions
+    @OptionGroup var jwt: JWTOptions
     @OptionGroup var logging: LoggingOptions
 
     @Option(help: "The address to listen on (port 0: any free port).")
@@ -64,6 +65,7 @@ struct Serve: AsyncParsableCommand {
         guard heartbeatSeconds > 0 else { throw ValidationError("--heartbeat-seconds must be positive") }
         guard courseIdleSeconds > 0 else { throw ValidationError("--course-idle-seconds must be positive") }
         guard cacheMib > 0 else { throw ValidationError("--cache-mib must be positive") }
+        try jwt.validate()
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         if tlsClientCa != nil, tlsCert == nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
         if tlsCert == nil, !insecurePlaintext, !Self.isLoopback(listen.host) {
@@ -83,7 +85,7 @@ struct Serve: AsyncParsableCommand {
         let logger = logging.bootstrap(label: "coursesync")
         let (secret, created, secretPath) = try secret.load(create: true, dataDir: store.dataDir)
         if created { logger.notice("created a new token secret", metadata: ["file": "\(secretPath)"]) }
-        let authority = try TokenAuthority(secret: secret)
+        let authority = try await jwt.authority(secret: secret)
         var configuration = ServerConfiguration(host: listen.host, port: listen.port,
                                                 heartbeatInterval: .seconds(Int64(heartbeatSeconds)))
         configuration.hubIdleTimeout = .seconds(courseIdleSeconds)

@@ -52,7 +52,7 @@ struct Stress: AsyncParsableCommand {
             guard FileManager.default.createFile(atPath: secretFile, contents: Data(TokenSecret.generate().utf8), attributes: [.posixPermissions: 0o600]) else {
                 throw ValidationError("cannot write \(secretFile)")
             }
-            let authority = try TokenAuthority(secret: try TokenSecret.load(path: secretFile))
+            let authority = try await TokenAuthority(secret: try TokenSecret.load(path: secretFile))
             if let postgresURL {
                 try await withPostgres(try PostgresURL.configuration(postgresURL), logger: logger) { client in
                     let store = PostgresStore(client: client, logger: logger)
@@ -90,7 +90,7 @@ struct Stress: AsyncParsableCommand {
         var reconnectCounters: [Task<Int, Never>] = []
         var checkers: [OrderCheck] = []
         for index in 0..<clients {
-            var configuration = ClientConfiguration(port: servers[index % nodes].port, token: authority.issue(TokenClaims(
+            var configuration = ClientConfiguration(port: servers[index % nodes].port, token: try await authority.issue(TokenClaims(
                 user: "stress\(index)", expires: Date().addingTimeInterval(86_400), courses: [courseID: .editor])))
             configuration.reconnectBase = .milliseconds(50)
             configuration.reconnectCap = .seconds(2)

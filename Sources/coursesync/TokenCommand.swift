@@ -3,17 +3,17 @@ import Foundation
 import SyncModel
 import SyncServer
 
-struct TokenCommand: ParsableCommand {
+struct TokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "token",
         abstract: "Issue bearer tokens for clients.",
         subcommands: [Issue.self]
     )
 
-    struct Issue: ParsableCommand {
+    struct Issue: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print a signed token giving a user a role in some courses.",
-            discussion: "Signs with the server's secret (from --data-dir or --secret-file); the server accepts the token until it expires."
+            abstract: "Print a signed token (a JWT) giving a user a role in some courses.",
+            discussion: "An HS256 JWT signed with the server's secret (from --data-dir or --secret-file), kid \"\(TokenAuthority.secretKeyID)\"; the server accepts it until it expires."
         )
 
         @Option(help: "The user the token is for (shown in the server's logs).")
@@ -44,12 +44,20 @@ struct TokenCommand: ParsableCommand {
             for text in course { _ = try parseEntityID(text, what: "--course") }
         }
 
-        func run() throws {
+        @Option(help: ArgumentHelp("Put this issuer in the token (iss).", valueName: "iss"))
+        var issuer: String?
+
+        @Option(help: ArgumentHelp("Put this audience in the token (aud).", valueName: "aud"))
+        var audience: String?
+
+        func run() async throws {
             let (secret, _, _) = try secret.load(create: false, dataDir: dataDir)
-            let authority = try TokenAuthority(secret: secret)
+            let authority = try await TokenAuthority(secret: secret)
             let roles = Dictionary(try course.map { (try parseEntityID($0, what: "--course"), role) }) { _, last in last }
-            print(authority.issue(TokenClaims(user: user, expires: Date().addingTimeInterval(ttlHours * 3600), courses: roles,
-                                              everyCourse: allCourses ? role : nil)))
+            let now = Date()
+            print(try await authority.issue(TokenClaims(user: user, expires: now.addingTimeInterval(ttlHours * 3600), courses: roles,
+                                                        everyCourse: allCourses ? role : nil, issuedAt: now, issuer: issuer,
+                                                        audience: audience)))
         }
     }
 }

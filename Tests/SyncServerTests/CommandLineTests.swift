@@ -2,6 +2,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import JWTKit
 import SQLiteStore
 import SyncModel
 import SyncServer
@@ -195,6 +196,45 @@ import Testing
                 #expect(copied.output.contains("Copied 1 courses (1 chapters, 1 videos, 1 media files, 3 change-log entries"), "\(copied.output)")
                 #expect(try await database.store.snapshot(courseID: course).orderedChapters.map(\.title) == ["Getting started"])
             }
+        }
+    }
+
+    /// `serve --jwks`: an identity provider's tokens (ES256 here) sync, a token for another
+    /// audience is refused, and `token issue`'s own HS256 tokens still work beside them.
+    @Test func serveAcceptsAnIdentityProvidersJWTs() async throws {
+        try await withReplicaFolder { folder in
+            let data = folder.appendingPathComponent("data").path
+            let provider = try await IdentityProvider()
+            let jwks = folder.appendingPathComponent("jwks.json").path
+            try provider.jwks.write(toFile: jwks, atomically: true, encoding: .utf8)
+            let unreadable = try await Subprocess.run(["serve", "--data-dir", data, "--jwks", jwks + ".missing", "--listen", "127.0.0.1:0"])
+            #expect(unreadable.status != 0 && unreadable.output.contains("cannot read the JWKS"), "\(unreadable.output)")
+            let port = PostgresCluster.freePort()
+            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(port)", "--jwks", jwks,
+                                         "--jwt-issuer", "https://idp.example", "--jwt-audience", "coursesync"])
+            #expect(try await waitUntilListening(port: port), "\(server.output)")
+            let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "SSO", "--log-level", "error"])
+            let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
+            func outline(_ token: String, _ replica: String) async throws -> (status: Int32, output: String) {
+                try await Subprocess.run(["client", "outline", "--course", course.description, "--server", "127.0.0.1:\(port)",
+                                          "--token", token, "--log-level", "critical", "--replica", folder.appendingPathComponent(replica).path])
+            }
+            func claims(audience: String) -> TokenClaims {
+                TokenClaims(user: "grace", expires: Date().addingTimeInterval(600), courses: [course: .viewer],
+                            issuer: "https://idp.example", audience: audience)
+            }
+            let sso = try await provider.keys.sign(claims(audience: "coursesync"), kid: JWKIdentifier(string: "es256-key"))
+            let accepted = try await outline(sso, "sso.replica")
+            #expect(accepted.status == 0 && accepted.output.contains("at seq 0"), "\(accepted.output)")
+            let elsewhere = try await provider.keys.sign(claims(audience: "gradebook"), kid: JWKIdentifier(string: "es256-key"))
+            let refused = try await outline(elsewhere, "refused.replica")
+            #expect(refused.status != 0 && refused.output.contains("unauthenticated"), "\(refused.output)")
+            let issued = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ops", "--course", course.description,
+                                                   "--role", "editor", "--issuer", "https://idp.example", "--audience", "coursesync"])
+            let own = try await outline(issued.output.trimmingCharacters(in: .whitespacesAndNewlines), "own.replica")
+            #expect(own.status == 0, "\(own.output)")
+            server.signal(SIGTERM)
+            #expect(try await server.wait() == 0, "\(server.output)")
         }
     }
 

@@ -18,7 +18,7 @@ import Testing
                 courses.append(course)
             }
             try await withServer(store: store, configure: { $0.hubIdleTimeout = .milliseconds(300) }) { server in
-                let token = server.authority.issue(TokenClaims(user: "ops", expires: Date().addingTimeInterval(600), courses: [:], everyCourse: .editor))
+                let token = TestServer.jwt(TokenClaims(user: "ops", expires: Date().addingTimeInterval(600), courses: [:], everyCourse: .editor))
                 let watcher = try await TestClient.connect(port: server.port, answerPings: true)
                 try await watcher.hello(token: token)
                 _ = try await watcher.subscribe(courses[0])

@@ -109,11 +109,14 @@ import Testing
             let (courseID, _, _) = try await database.makeCourse(chapters: 1)
             try await withServer(store: database.store) { server in
                 let before = try await Self.fingerprint(database, courseID)
-                let forger = try TokenAuthority(secret: Array("another-secret-another-secret-another".utf8))
+                let claims = TokenClaims(user: "mallory", expires: Date().addingTimeInterval(3600), courses: [courseID: .editor])
                 let cases: [(String, UInt32, ErrorCode)] = [
                     (server.token([courseID: .editor], expires: Date().addingTimeInterval(-1)), WireProtocol.version, .tokenExpired),
-                    (forger.issue(TokenClaims(user: "mallory", expires: Date().addingTimeInterval(3600), courses: [courseID: .editor])), WireProtocol.version, .unauthenticated),
+                    (TestServer.jwt(claims, secret: Array("another-secret-another-secret-another".utf8)), WireProtocol.version, .unauthenticated),
+                    (TestServer.jwt(claims, kid: nil), WireProtocol.version, .unauthenticated),
+                    (TestServer.jwt(claims, kid: "someone-else"), WireProtocol.version, .unauthenticated),
                     ("not a token", WireProtocol.version, .unauthenticated),
+                    ("", WireProtocol.version, .unauthenticated),
                     (server.token([courseID: .editor]), WireProtocol.version + 1, .unsupportedProtocolVersion),
                 ]
                 for (token, version, code) in cases {

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import NIOCore
 import SyncModel
@@ -12,8 +13,22 @@ struct TestServer: Sendable {
 
     static let secret = Array("coursesync-test-secret-0123456789abcdef".utf8)
 
+    /// An HS256 JWT signed with ``secret``, made here by hand from RFC 7519 and the spec's §4 (not
+    /// by the server's JWT library): what any identity provider's library would produce.
     func token(_ roles: [EntityID: Role], user: String = "tester", expires: Date = Date().addingTimeInterval(3600)) -> String {
-        authority.issue(TokenClaims(user: user, expires: expires, courses: roles))
+        Self.jwt(TokenClaims(user: user, expires: expires, courses: roles))
+    }
+
+    static func jwt(_ claims: TokenClaims, kid: String? = TokenAuthority.secretKeyID, secret: [UInt8] = TestServer.secret) -> String {
+        let header = #"{"alg":"HS256","typ":"JWT"# + (kid.map { #"","kid":"\#($0)"}"# } ?? #""}"#)
+        let body = base64URL(Data(header.utf8)) + "." + base64URL(try! JSONEncoder().encode(claims))
+        let signature = HMAC<SHA256>.authenticationCode(for: Data(body.utf8), using: SymmetricKey(data: secret))
+        return body + "." + base64URL(Data(signature))
+    }
+
+    static func base64URL(_ data: Data) -> String {
+        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
     }
 
     /// A client that completed the handshake with an editor token for `courseID`.
@@ -29,7 +44,8 @@ func withServer<T>(store: any SyncStore, configure: (inout ServerConfiguration) 
                    _ body: (TestServer) async throws -> T) async throws -> T {
     var configuration = ServerConfiguration(host: "127.0.0.1", port: 0, serverID: "test")
     configure(&configuration)
-    let authority = try TokenAuthority(secret: TestServer.secret)
+    // No leeway: tests of expiry use tokens that live a second or two.
+    let authority = try await TokenAuthority(secret: TestServer.secret, rules: TokenRules(leeway: 0))
     let server = SyncServer(store: store, authority: authority, configuration: configuration, logger: TestDatabase.logger)
     let running = Task { try await server.run() }
     let port: Int
