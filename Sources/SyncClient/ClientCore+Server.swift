@@ -5,6 +5,7 @@ import SyncWire
 extension ClientCore {
     /// A message from the server, received at `now`.
     public mutating func received(_ message: WireMessage, now: Moment) {
+        lastNow = max(lastNow, now)
         heartbeat?.received(now: now)
         switch message {
         case .welcome(let welcome):
@@ -19,15 +20,22 @@ extension ClientCore {
             if welcome.maxOpsPerBatch > 0 { maxOpsPerBatch = min(Limits.maxOpsPerBatch, Int(welcome.maxOpsPerBatch)) }
             actions.append(.send(.subscribe(courseID: courseID, sinceSeq: confirmed.seq)))
             actions.append(.emit(.connection(.catchingUp)))
-            // Resend every unanswered batch, in order, before any new one (exactly-once makes it safe).
-            for index in pending.indices where pending[index].ack == nil && pending[index].batch.batchSeq != openBatch {
-                send(index)
-            }
+            // A little under the server's rates: a burst of one second's worth, not the two it allows.
+            pushPace = welcome.maxPushesPerSecond > 0
+                ? TokenBucket(rate: Int(welcome.maxPushesPerSecond), burst: Int(welcome.maxPushesPerSecond), now: now) : nil
+            bytePace = welcome.maxBytesPerSecond > 0
+                ? TokenBucket(rate: Int(welcome.maxBytesPerSecond), burst: Int(welcome.maxBytesPerSecond), now: now) : nil
+            // Resend every unanswered batch, in order, before any new one (exactly-once makes it
+            // safe), at the server's pace.
+            sendUnsent(now: now)
         case .error(let error):
             if error.code.isPermanentRefusal && !(error.code == .tokenExpired && renewsTokens) {
                 stopped = true
                 actions.append(.stop(error))
             } else {
+                // RATE_LIMITED (and maybe LIMIT_EXCEEDED) say how long to stay away: the next
+                // attempt waits at least that long.
+                serverRetryAfter = error.retryAfterMs.map { .milliseconds(Int64($0)) }
                 actions.append(.reconnect(reason: "\(error.code): \(error.message)"))
             }
         case .subscribed(let course, let seq) where course == courseID:

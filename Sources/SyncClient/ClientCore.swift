@@ -134,6 +134,16 @@ public struct ClientCore: Sendable {
     var sealDeadline: Moment?
     /// While offline: when to connect again.
     public internal(set) var retryAt: Moment?
+    /// Push pacing at the rates the server's `Welcome` states (none if it states none), so that a
+    /// backlog (a reconnect after a long time offline) goes out no faster than the server takes it.
+    var pushPace: TokenBucket?
+    var bytePace: TokenBucket?
+    /// When the next paced push may go.
+    var paceDeadline: Moment?
+    /// The latest moment an input carried: what ``seal()`` paces by.
+    var lastNow = Moment.zero
+    /// The wait the server's last `Error` asked for (`retry_after_ms`), honoured by the next reconnect.
+    var serverRetryAfter: Duration?
     /// Connection attempts in a row that ended before `Welcome`.
     var failedAttempts = 0
     var welcomed = false
@@ -200,6 +210,7 @@ public struct ClientCore: Sendable {
     /// `holdOpen`, only by an explicit ``seal()``). Throws, changing nothing, when the edit is
     /// invalid against the visible state or the queue is full.
     public mutating func edit(_ op: SyncModel.Operation, now: Moment, holdOpen: Bool = false) throws(EditError) {
+        lastNow = max(lastNow, now)
         try queue(op)
         if holdOpen { return }
         if timing.coalesceWindow <= .zero {
@@ -260,7 +271,33 @@ public struct ClientCore: Sendable {
         guard let seq = openBatch else { return }
         openBatch = nil
         openBase = nil
-        if phase == .catchingUp || phase == .live, let index = index(of: seq) { send(index) }
+        sendUnsent(now: lastNow)
+    }
+
+    /// Sends the sealed batches not yet sent on this connection, in order, as fast as the pace
+    /// allows; the rest at ``paceDeadline``.
+    mutating func sendUnsent(now: Moment) {
+        guard phase == .catchingUp || phase == .live else { return }
+        paceDeadline = nil
+        for index in pending.indices where !pending[index].sent && pending[index].ack == nil && pending[index].batch.batchSeq != openBatch {
+            if var pace = pushPace {
+                guard pace.take(1, now: now) else {
+                    paceDeadline = now + pace.wait(until: 1, now: now)
+                    pushPace = pace
+                    return
+                }
+                pushPace = pace
+            }
+            if var pace = bytePace {
+                guard pace.take(WireMessage.push(Push(pending[index].batch)).payload().count, now: now) else {
+                    paceDeadline = now + pace.wait(until: 1, now: now)
+                    bytePace = pace
+                    return
+                }
+                bytePace = pace
+            }
+            send(index)
+        }
     }
 
     // MARK: Connection and time
@@ -274,6 +311,8 @@ public struct ClientCore: Sendable {
     /// The shell starts connecting; it sends `Hello` itself (it holds the token). The attempt,
     /// handshake included, must end in `Welcome` within ``Timing/handshakeTimeout``.
     public mutating func connecting(now: Moment) {
+        lastNow = max(lastNow, now)
+        paceDeadline = nil
         phase = .awaitingWelcome
         welcomed = false
         retryAt = nil
@@ -301,7 +340,8 @@ public struct ClientCore: Sendable {
         }
         if !welcomed { failedAttempts += 1 }
         welcomed = false
-        let delay = backoff(failedAttempts: max(failedAttempts, 1))
+        let delay = max(backoff(failedAttempts: max(failedAttempts, 1)), serverRetryAfter ?? .zero)
+        serverRetryAfter = nil
         retryAt = now + delay
         actions.append(.emit(.connection(.offline(retryInMs: Int(delay.wholeMilliseconds)))))
     }
@@ -324,14 +364,16 @@ public struct ClientCore: Sendable {
         switch phase {
         case .offline: earliest(sealDeadline, retryAt)
         case .awaitingWelcome: earliest(sealDeadline, handshakeDeadline)
-        case .catchingUp, .live: earliest(sealDeadline, heartbeat?.deadline)
+        case .catchingUp, .live: earliest(sealDeadline, heartbeat?.deadline, paceDeadline)
         }
     }
 
     /// The shell's timer fired: seal the open batch, ping a quiet server, give up on a silent
     /// connection or a handshake that takes too long, connect again after the backoff.
     public mutating func handleTimeout(now: Moment) {
+        lastNow = max(lastNow, now)
         if let deadline = sealDeadline, now >= deadline { seal() }
+        if let deadline = paceDeadline, now >= deadline { sendUnsent(now: now) }
         switch phase {
         case .offline:
             if let retryAt, now >= retryAt, !stopped {

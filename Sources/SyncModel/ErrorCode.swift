@@ -54,6 +54,12 @@ public enum ErrorCode: String, Hashable, Sendable, CaseIterable {
     case shuttingDown
     /// The server failed; the batch was not applied. Retry later.
     case internalError
+    /// The connection sent more pushes or bytes per second than the server allows; reconnect after
+    /// the `retry_after_ms` the error carries (unanswered batches are resent then).
+    case rateLimited
+    /// A count limit: too many connections for this user or from this address, or too many
+    /// subscriptions on one connection. Reconnect later (after `retry_after_ms` if given).
+    case limitExceeded
 
     /// Whether this code rejects one batch (`Reject`) rather than ending the connection (`Error`).
     public var isBatchRejection: Bool {

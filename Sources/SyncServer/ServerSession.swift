@@ -48,16 +48,25 @@ public struct ServerSession: Sendable {
     /// After `Welcome`: when the token expires, on the monotonic clock. The connection ends then,
     /// subscribed or not, with `TOKEN_EXPIRED` (the client reconnects with a fresh token).
     private var tokenDeadline: Moment?
+    private let limits: SessionLimits
+    /// Push frames and frame bytes per second (``SessionLimits``).
+    private var pushBudget: TokenBucket
+    private var byteBudget: TokenBucket
     private var actions: [Action] = []
 
     /// - Parameters:
     ///   - welcome: what the handshake answers; its `heartbeat_interval_ms` is the interval this side keeps too.
-    ///   - now: when the connection was accepted. A peer that sends no `Hello` within one heartbeat
-    ///     interval is closed with `IDLE_TIMEOUT` (and is not pinged: it has not spoken the protocol yet).
-    public init(welcome: Welcome, now: Moment) {
+    ///   - limits: rates, subscriptions and the handshake timeout this connection is held to.
+    ///   - now: when the connection was accepted. A peer that does not complete its handshake within
+    ///     the handshake timeout (default: one heartbeat interval) is closed with `IDLE_TIMEOUT`
+    ///     (and is not pinged: it has not spoken the protocol yet).
+    public init(welcome: Welcome, limits: SessionLimits = SessionLimits(), now: Moment) {
         self.welcome = welcome
+        self.limits = limits
         heartbeatInterval = .milliseconds(Int64(max(welcome.heartbeatIntervalMs, 1)))
-        helloDeadline = now + heartbeatInterval
+        helloDeadline = now + (limits.handshakeTimeout ?? heartbeatInterval)
+        pushBudget = TokenBucket(rate: max(limits.pushesPerSecond, 1), burst: max(limits.pushBurst, 1), now: now)
+        byteBudget = TokenBucket(rate: max(limits.bytesPerSecond, 1), burst: max(limits.byteBurst, 1), now: now)
     }
 
     public var clientID: ClientID? {
@@ -95,7 +104,7 @@ public struct ServerSession: Sendable {
             return
         case .awaitingHello, .authenticating:
             if let helloDeadline, now >= helloDeadline {
-                close(ConnectionError(.idleTimeout, "no completed handshake within \(heartbeatInterval.wholeMilliseconds) ms of connecting"))
+                close(ConnectionError(.idleTimeout, "no completed handshake within \((limits.handshakeTimeout ?? heartbeatInterval).wholeMilliseconds) ms of connecting"))
             }
         case .ready(_, let principal):
             if let tokenDeadline, now >= tokenDeadline {
@@ -110,10 +119,13 @@ public struct ServerSession: Sendable {
         }
     }
 
-    /// Handles one decoded frame (or the reason it did not decode). `now` is the monotonic clock
-    /// (heartbeats); `date` the wall clock (token expiry).
-    public mutating func receive(_ input: Result<WireMessage, WireError>, now: Moment, date: Date) {
+    /// Handles one decoded frame (or the reason it did not decode) of `bytes` bytes. `now` is the
+    /// monotonic clock (heartbeats, rates); `date` the wall clock (token expiry).
+    public mutating func receive(_ input: Result<WireMessage, WireError>, bytes: Int = 0, now: Moment, date: Date) {
         heartbeat?.received(now: now)
+        if state != .closed, !byteBudget.take(bytes, now: now) {
+            return close(Self.rateLimited("more than \(limits.bytesPerSecond) bytes per second", byteBudget, now: now))
+        }
         switch (state, input) {
         case (.closed, _):
             return
@@ -130,7 +142,7 @@ public struct ServerSession: Sendable {
             // A driver hands over the token check's outcome before the next frame.
             close(ConnectionError(.unexpectedMessage, "a frame arrived before the token was checked"))
         case (.ready(_, let principal), .success(let message)):
-            handle(message, principal: principal, date: date)
+            handle(message, principal: principal, now: now, date: date)
         }
     }
 
@@ -179,12 +191,15 @@ public struct ServerSession: Sendable {
         }
     }
 
-    private mutating func handle(_ message: WireMessage, principal: Principal, date: Date) {
+    private mutating func handle(_ message: WireMessage, principal: Principal, now: Moment, date: Date) {
         switch message {
         case .subscribe(let courseID, let sinceSeq):
             if let expired = expiry(principal, date: date) { return close(expired) }
             guard principal.role(in: courseID) != nil else {
                 return close(ConnectionError(.forbidden, "the token gives no access to course \(courseID)"))
+            }
+            guard subscriptions.contains(courseID) || subscriptions.count < limits.maxSubscriptions else {
+                return close(ConnectionError(.limitExceeded, "a connection may be subscribed to at most \(limits.maxSubscriptions) courses"))
             }
             subscriptions.insert(courseID)
             actions.append(.subscribe(courseID: courseID, sinceSeq: sinceSeq))
@@ -193,6 +208,9 @@ public struct ServerSession: Sendable {
             actions.append(.unsubscribe(courseID: courseID))
         case .push(let push):
             if let expired = expiry(principal, date: date) { return close(expired) }
+            if !pushBudget.take(1, now: now) {
+                return close(Self.rateLimited("more than \(limits.pushesPerSecond) pushes per second", pushBudget, now: now))
+            }
             guard principal.role(in: push.courseID) == .editor else {
                 let reason = principal.role(in: push.courseID) == .viewer
                     ? "a viewer of course \(push.courseID) may not edit it"
@@ -210,6 +228,13 @@ public struct ServerSession: Sendable {
         case .welcome, .error, .subscribed, .snapshot, .diff, .ack, .reject, .progress:
             close(ConnectionError(.unexpectedMessage, "\(Self.kind(message)) is sent by servers, not clients"))
         }
+    }
+
+    /// The cut for a rate: reconnect when the bucket is half full again (a fair start, not one push).
+    static func rateLimited(_ what: String, _ bucket: TokenBucket, now: Moment) -> ConnectionError {
+        var bucket = bucket
+        let ms = UInt32(clamping: max(bucket.wait(until: Double(bucket.burst) / 2, now: now).wholeMilliseconds, 1))
+        return ConnectionError(.rateLimited, "\(what); reconnect in \(ms) ms (unanswered batches are resent then)", retryAfterMs: ms)
     }
 
     private func expiry(_ principal: Principal, date: Date) -> ConnectionError? {

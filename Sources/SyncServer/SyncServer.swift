@@ -33,6 +33,8 @@ public struct ServerConfiguration: Sendable {
     /// A course hub with no subscriber and nothing queued or committing is dropped from memory
     /// after this long (the next connection to the course makes a new one).
     public var hubIdleTimeout: Duration = .seconds(60)
+    /// Connections per user and per address, rates, subscriptions and the handshake timeout.
+    public var limits = ServerLimits()
 
     public init(host: String = "127.0.0.1", port: Int = 7420, serverID: String = ProcessInfo.processInfo.hostName,
                 heartbeatInterval: TimeAmount = .seconds(15), outboxFrames: Int = 4096, maxInFlightPushes: Int = 64,
@@ -69,6 +71,12 @@ public final class SyncServer: Service, Sendable {
         var portWaiters: [CheckedContinuation<Int, any Error>] = []
         var port: Int?
         var slowConsumers = 0
+        /// Open connections per remote IP address, and per authenticated user.
+        var perAddress: [String: Int] = [:]
+        var perUser: [String: Int] = [:]
+        /// Users lately cut for their rate, and until when they are refused (`RATE_LIMITED`): a
+        /// client that reconnects at once does not get a fresh allowance.
+        var penalties: [String: NIODeadline] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
@@ -320,12 +328,33 @@ public final class SyncServer: Service, Sendable {
         ServerMetrics.connections.increment()
         defer { ServerMetrics.connections.decrement() }
         let welcome = Welcome(serverID: configuration.serverID,
-                              heartbeatIntervalMs: UInt32(configuration.heartbeatInterval.nanoseconds / 1_000_000))
+                              heartbeatIntervalMs: UInt32(configuration.heartbeatInterval.nanoseconds / 1_000_000),
+                              maxPushesPerSecond: UInt32(clamping: configuration.limits.session.pushesPerSecond),
+                              maxBytesPerSecond: UInt32(clamping: configuration.limits.session.bytesPerSecond))
         let clock = MomentClock()
-        let session = SessionBox(ServerSession(welcome: welcome, now: clock.now()))
+        let session = SessionBox(ServerSession(welcome: welcome, limits: configuration.limits.session, now: clock.now()))
         let handleBox = NIOLockedValueBox<ConnectionHandle?>(nil)
-        if state.withLockedValue({ $0.shuttingDown }) {
+        let address = channel.channel.remoteAddress?.ipAddress ?? "?"
+        let user = NIOLockedValueBox<String?>(nil)
+        let (shuttingDown, addressCount) = state.withLockedValue { state in
+            state.perAddress[address, default: 0] += 1
+            return (state.shuttingDown, state.perAddress[address]!)
+        }
+        defer {
+            state.withLockedValue { state in
+                state.perAddress[address]! -= 1
+                if state.perAddress[address] == 0 { state.perAddress[address] = nil }
+                if let user = user.withLockedValue({ $0 }) {
+                    state.perUser[user]! -= 1
+                    if state.perUser[user] == 0 { state.perUser[user] = nil }
+                }
+            }
+        }
+        if shuttingDown {
             outbox.close(ConnectionError(.shuttingDown, "the server is shutting down"))
+        } else if addressCount > configuration.limits.connectionsPerAddress {
+            outbox.close(ConnectionError(.limitExceeded, "more than \(configuration.limits.connectionsPerAddress) connections from \(address)",
+                                         retryAfterMs: 5_000))
         }
         do {
             try await channel.executeThenClose { inbound in
@@ -338,9 +367,9 @@ public final class SyncServer: Service, Sendable {
                                               handle: { handleBox.withLockedValue { $0 } }) }
                     arm()
                     /// Hands one frame (or why it did not decode) to the session and carries out its decisions.
-                    func receive(_ input: Result<WireMessage, WireError>) async {
+                    func receive(_ input: Result<WireMessage, WireError>, bytes: Int = 0) async {
                         await perform(session.withLockedValue { session in
-                            session.receive(input, now: clock.now(), date: Date())
+                            session.receive(input, bytes: bytes, now: clock.now(), date: Date())
                             return session.takeActions()
                         })
                     }
@@ -358,7 +387,7 @@ public final class SyncServer: Service, Sendable {
                                 arm()
                             case .authenticate(let token):
                                 // No frame is read until the outcome is in (the session needs it first).
-                                let outcome = await authority.verify(token, now: Date())
+                                let outcome = admit(await authority.verify(token, now: Date()), counted: user)
                                 await perform(session.withLockedValue { session in
                                     session.authenticated(outcome, now: clock.now(), date: Date())
                                     return session.takeActions()
@@ -366,6 +395,9 @@ public final class SyncServer: Service, Sendable {
                             case .send(let message):
                                 outbox.send(message)
                             case .close(let error):
+                                if error.code == .rateLimited, let user = user.withLockedValue({ $0 }), let ms = error.retryAfterMs {
+                                    penalize(user, for: .milliseconds(Int64(ms)))
+                                }
                                 outbox.close(error)
                             case .subscribe(let courseID, let sinceSeq):
                                 guard let handle else { break }
@@ -390,7 +422,8 @@ public final class SyncServer: Service, Sendable {
                     }
                     do {
                         for try await payload in inbound {
-                            await receive(Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView, sentBy: .client) })
+                            await receive(Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView, sentBy: .client) },
+                                          bytes: payload.readableBytes)
                             if outbox.isClosing { break }
                         }
                     } catch let error as WireError {
@@ -413,6 +446,42 @@ public final class SyncServer: Service, Sendable {
         if let handle = handleBox.withLockedValue({ $0 }) {
             state.withLockedValue { $0.connections[ObjectIdentifier(handle)] = nil }
             for case .unsubscribe(let courseID) in actions { await hub(for: courseID).unsubscribe(handle) }
+        }
+    }
+}
+
+extension SyncServer {
+    /// A verified principal is admitted unless its user was cut for its rate a moment ago or holds
+    /// as many connections as allowed; an admitted one is counted (in `counted`, for the close).
+    func admit(_ outcome: Result<Principal, ConnectionError>, counted: NIOLockedValueBox<String?>) -> Result<Principal, ConnectionError> {
+        guard case .success(let principal) = outcome else { return outcome }
+        let limit = configuration.limits.connectionsPerUser
+        return state.withLockedValue { state in
+            let now = NIODeadline.now()
+            if let until = state.penalties[principal.user] {
+                if until > now {
+                    let ms = UInt32(clamping: max((until - now).nanoseconds / 1_000_000, 1))
+                    return .failure(ConnectionError(.rateLimited, "\(principal.user) was cut for its rate; reconnect in \(ms) ms",
+                                                    retryAfterMs: ms))
+                }
+                state.penalties[principal.user] = nil
+            }
+            guard state.perUser[principal.user, default: 0] < limit else {
+                return .failure(ConnectionError(.limitExceeded, "\(principal.user) already has \(limit) connections to this node",
+                                                retryAfterMs: 5_000))
+            }
+            state.perUser[principal.user, default: 0] += 1
+            counted.withLockedValue { $0 = principal.user }
+            return outcome
+        }
+    }
+
+    /// Refuses `user`'s connections for `wait` (bounded: expired entries go when a new one comes).
+    func penalize(_ user: String, for wait: TimeAmount) {
+        state.withLockedValue { state in
+            let now = NIODeadline.now()
+            if state.penalties.count >= 10_000 { state.penalties = state.penalties.filter { $0.value > now } }
+            state.penalties[user] = now + wait
         }
     }
 }

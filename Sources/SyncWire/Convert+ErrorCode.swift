@@ -27,6 +27,8 @@ extension Convert {
         (.idleTimeout, .idleTimeout),
         (.shuttingDown, .shuttingDown),
         (.internalError, .internalError),
+        (.rateLimited, .rateLimited),
+        (.limitExceeded, .limitExceeded),
     ]
 
     private static let toWire = Dictionary(uniqueKeysWithValues: codes.map { ($0.0, $0.1) })

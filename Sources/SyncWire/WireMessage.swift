@@ -46,15 +46,21 @@ public struct Welcome: Hashable, Sendable {
     public var maxFrameBytes: UInt32
     public var maxOpsPerBatch: UInt32
     public var heartbeatIntervalMs: UInt32
+    /// The rates the client keeps to (0: not stated; protocol §9).
+    public var maxPushesPerSecond: UInt32
+    public var maxBytesPerSecond: UInt32
 
     public init(protocolVersion: UInt32 = WireProtocol.version, serverID: String,
                 maxFrameBytes: UInt32 = UInt32(Limits.maxClientFrameBytes),
-                maxOpsPerBatch: UInt32 = UInt32(Limits.maxOpsPerBatch), heartbeatIntervalMs: UInt32) {
+                maxOpsPerBatch: UInt32 = UInt32(Limits.maxOpsPerBatch), heartbeatIntervalMs: UInt32,
+                maxPushesPerSecond: UInt32 = 0, maxBytesPerSecond: UInt32 = 0) {
         self.protocolVersion = protocolVersion
         self.serverID = serverID
         self.maxFrameBytes = maxFrameBytes
         self.maxOpsPerBatch = maxOpsPerBatch
         self.heartbeatIntervalMs = heartbeatIntervalMs
+        self.maxPushesPerSecond = maxPushesPerSecond
+        self.maxBytesPerSecond = maxBytesPerSecond
     }
 }
 
@@ -62,10 +68,13 @@ public struct Welcome: Hashable, Sendable {
 public struct ConnectionError: Error, Hashable, Sendable, CustomStringConvertible {
     public var code: ErrorCode
     public var message: String
+    /// How long to wait before reconnecting, in milliseconds (`RATE_LIMITED` always carries it).
+    public var retryAfterMs: UInt32?
 
-    public init(_ code: ErrorCode, _ message: String) {
+    public init(_ code: ErrorCode, _ message: String, retryAfterMs: UInt32? = nil) {
         self.code = code
         self.message = message
+        self.retryAfterMs = retryAfterMs
     }
 
     public var description: String { "the server refused the connection: \(code): \(message)" }
@@ -213,9 +222,11 @@ extension WireMessage {
                                 token: m.token))
         case .welcome(let m):
             self = .welcome(Welcome(protocolVersion: m.protocolVersion, serverID: m.serverID, maxFrameBytes: m.maxFrameBytes,
-                                    maxOpsPerBatch: m.maxOpsPerBatch, heartbeatIntervalMs: m.heartbeatIntervalMs))
+                                    maxOpsPerBatch: m.maxOpsPerBatch, heartbeatIntervalMs: m.heartbeatIntervalMs,
+                                    maxPushesPerSecond: m.maxPushesPerSecond, maxBytesPerSecond: m.maxBytesPerSecond))
         case .error(let m):
-            self = .error(ConnectionError(try Convert.code(m.code, "error.code"), m.message))
+            self = .error(ConnectionError(try Convert.code(m.code, "error.code"), m.message,
+                                          retryAfterMs: m.retryAfterMs == 0 ? nil : m.retryAfterMs))
         case .subscribe(let m):
             self = .subscribe(courseID: try Convert.id(m.course, "subscribe.course"), sinceSeq: m.sinceSeq)
         case .unsubscribe(let m):
@@ -262,11 +273,14 @@ extension WireMessage {
                 $0.maxFrameBytes = welcome.maxFrameBytes
                 $0.maxOpsPerBatch = welcome.maxOpsPerBatch
                 $0.heartbeatIntervalMs = welcome.heartbeatIntervalMs
+                $0.maxPushesPerSecond = welcome.maxPushesPerSecond
+                $0.maxBytesPerSecond = welcome.maxBytesPerSecond
             }
         case .error(let error):
             envelope.error = .with {
                 $0.code = Convert.wire(error.code)
                 $0.message = error.message
+                $0.retryAfterMs = error.retryAfterMs ?? 0
             }
         case .subscribe(let courseID, let sinceSeq):
             envelope.subscribe = .with {

@@ -58,7 +58,7 @@ struct AckBench: AsyncParsableCommand {
             let secret = Array(TokenSecret.generate().utf8)
             let authority = try await TokenAuthority(secret: secret)
             let server = SyncServer(store: store, authority: authority,
-                                    configuration: ServerConfiguration(host: "127.0.0.1", port: 0, serverID: "bench"), logger: logger)
+                                    configuration: .bench, logger: logger)
             let serving = Task { try await server.run() }
             defer { serving.cancel() }
             let port = try await server.listeningPort()
@@ -146,5 +146,14 @@ struct BenchFixture {
         }
         total.elapsed = clock.now - start
         return total
+    }
+}
+
+extension ServerConfiguration {
+    /// A loopback server with no abuse limits: the benches measure the engine, not the policy.
+    static var bench: ServerConfiguration {
+        var configuration = ServerConfiguration(host: "127.0.0.1", port: 0, serverID: "bench")
+        configuration.limits = .unlimited
+        return configuration
     }
 }

@@ -79,7 +79,7 @@ struct ConvergeBench: AsyncParsableCommand {
     private func runAll(store: some SyncStore, storeName: String, folder: URL, logger: Logger) async throws {
         let authority = try await TokenAuthority(secret: Array(TokenSecret.generate().utf8))
         let server = SyncServer(store: store, authority: authority,
-                                configuration: ServerConfiguration(host: "127.0.0.1", port: 0, serverID: "bench"), logger: logger)
+                                configuration: .bench, logger: logger)
         let serving = Task { try await server.run() }
         defer { serving.cancel() }
         let port = try await server.listeningPort()

@@ -60,12 +60,35 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Listen on a non-loopback address without TLS (tokens and course content cross the network in clear).")
     var insecurePlaintext = false
 
+    @Option(help: "Open connections one user (the token's sub) may hold on this node.")
+    var maxConnectionsPerUser = ServerLimits().connectionsPerUser
+
+    @Option(help: "Open connections from one remote IP address.")
+    var maxConnectionsPerAddress = ServerLimits().connectionsPerAddress
+
+    @Option(help: "Pushes per second per connection (bursts of twice that); past it: RATE_LIMITED, reconnect later.")
+    var maxPushesPerSecond = SessionLimits().pushesPerSecond
+
+    @Option(help: "Bytes received per second per connection (bursts of twice that, at least one largest frame).")
+    var maxBytesPerSecond = SessionLimits().bytesPerSecond
+
+    @Option(help: "Courses one connection may be subscribed to at once.")
+    var maxSubscriptions = SessionLimits().maxSubscriptions
+
+    @Option(help: "Seconds a new connection has to send Hello and complete its handshake.")
+    var handshakeTimeoutSeconds = 10
+
     func validate() throws {
         guard logRetention > 0 else { throw ValidationError("--log-retention must be positive") }
         guard heartbeatSeconds > 0 else { throw ValidationError("--heartbeat-seconds must be positive") }
         guard courseIdleSeconds > 0 else { throw ValidationError("--course-idle-seconds must be positive") }
         guard cacheMib > 0 else { throw ValidationError("--cache-mib must be positive") }
         try jwt.validate()
+        for (name, value) in [("--max-connections-per-user", maxConnectionsPerUser), ("--max-connections-per-address", maxConnectionsPerAddress),
+                              ("--max-pushes-per-second", maxPushesPerSecond), ("--max-bytes-per-second", maxBytesPerSecond),
+                              ("--max-subscriptions", maxSubscriptions), ("--handshake-timeout-seconds", handshakeTimeoutSeconds)] {
+            guard value > 0 else { throw ValidationError("\(name) must be positive") }
+        }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         if tlsClientCa != nil, tlsCert == nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
         if tlsCert == nil, !insecurePlaintext, !Self.isLoopback(listen.host) {
@@ -89,6 +112,12 @@ struct Serve: AsyncParsableCommand {
         var configuration = ServerConfiguration(host: listen.host, port: listen.port,
                                                 heartbeatInterval: .seconds(Int64(heartbeatSeconds)))
         configuration.hubIdleTimeout = .seconds(courseIdleSeconds)
+        configuration.limits.connectionsPerUser = maxConnectionsPerUser
+        configuration.limits.connectionsPerAddress = maxConnectionsPerAddress
+        configuration.limits.session.pushesPerSecond = maxPushesPerSecond
+        configuration.limits.session.bytesPerSecond = maxBytesPerSecond
+        configuration.limits.session.maxSubscriptions = maxSubscriptions
+        configuration.limits.session.handshakeTimeout = .seconds(handshakeTimeoutSeconds)
         if let tlsCert, let tlsKey {
             do {
                 configuration.security = try .server(certificateFile: tlsCert, keyFile: tlsKey, clientCAFile: tlsClientCa)

@@ -285,6 +285,53 @@ extension ClientCore {
         core.disconnected(now: now)
         #expect(core.retryAt! <= now + .milliseconds(100))
     }
+
+    /// The server states its push rate in `Welcome`: a backlog goes out a second's worth at once,
+    /// then one push per 1/rate, in order; a new connection starts the pace afresh.
+    @Test func pushesArePacedAtTheRateTheServerStates() throws {
+        var timing = ClientCore.Timing()
+        timing.coalesceWindow = .zero
+        var core = ClientCore(.empty(clientID: clientID, courseID: courseID), timing: timing, seed: 7)
+        for index in 0..<8 {  // made offline: a backlog
+            try core.edit(.createChapter(temp: core.mintTemp(), title: "Chapter \(index)", placement: .atEnd), now: at(0))
+        }
+        core.connecting(now: at(0))
+        _ = core.takeActions()
+        core.received(.welcome(Welcome(serverID: "s", heartbeatIntervalMs: 60_000, maxPushesPerSecond: 5)), now: at(0))
+        func pushed() -> [BatchSeq] { core.takeActions().compactMap { if case .send(.push(let push)) = $0 { push.batchSeq } else { nil } } }
+        #expect(pushed() == [1, 2, 3, 4, 5], "a second's worth at once")
+        #expect(core.nextDeadline == at(200))
+        core.handleTimeout(now: at(199))
+        #expect(pushed().isEmpty)
+        core.handleTimeout(now: at(200))
+        #expect(pushed() == [6])
+        core.handleTimeout(now: at(600))
+        #expect(pushed() == [7, 8])
+        try core.edit(.createChapter(temp: core.mintTemp(), title: "Late", placement: .atEnd), now: at(600))
+        #expect(pushed().isEmpty, "a new edit waits its turn too")
+        core.handleTimeout(now: at(800))
+        #expect(pushed() == [9])
+    }
+
+    /// `RATE_LIMITED` (and `LIMIT_EXCEEDED` with a retry-after) is not a refusal: the client
+    /// reconnects, no sooner than the server asked, whatever its own backoff says.
+    @Test func aRetryAfterFromTheServerDelaysTheReconnect() {
+        var timing = ClientCore.Timing()
+        timing.reconnectBase = .milliseconds(10)
+        timing.reconnectCap = .milliseconds(20)
+        for code in [ErrorCode.rateLimited, .limitExceeded] {
+            var core = live(Welcome(serverID: "s", heartbeatIntervalMs: 15_000), timing: timing)
+            core.received(.error(ConnectionError(code, "slow down", retryAfterMs: 3_000)), now: at(100))
+            guard case .reconnect = core.takeActions().last else { Issue.record("expected a reconnect for \(code)"); return }
+            core.disconnected(now: at(100))
+            #expect(core.retryAt == at(3_100), "\(code)")
+            // The next disconnect (no retry-after) is back to the client's own backoff.
+            core.handleTimeout(now: at(3_100))
+            core.connecting(now: at(3_100))
+            core.disconnected(now: at(3_150))
+            #expect(core.retryAt! <= at(3_170))
+        }
+    }
 }
 
 /// The ordering rules as one client sees them (the checker `coursesync stress` runs).

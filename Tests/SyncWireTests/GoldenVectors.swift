@@ -35,9 +35,9 @@ enum GoldenVectors {
     static let all: [Vector] = valid + invalid
 
     static let valid: [Vector] = [
-        Vector(name: "01-hello", description: "Client handshake: protocol version 1, the replica's client ID and a bearer token.",
+        Vector(name: "01-hello", description: "Client handshake: protocol version 1, the replica's client ID and a bearer token (a JWT; opaque to the client).",
                content: .message(.hello(Hello(protocolVersion: 1, clientID: client,
-                                              token: "v1.eyJ1IjoiYWxpY2UifQ.c2lnbmF0dXJl")))),
+                                              token: "eyJhbGciOiJIUzI1NiIsImtpZCI6ImNvdXJzZXN5bmMifQ.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl")))),
         Vector(name: "02-welcome", description: "Server accepts the handshake and states its limits and heartbeat interval.",
                content: .message(.welcome(Welcome(protocolVersion: 1, serverID: "node-1", maxFrameBytes: UInt32(Limits.maxClientFrameBytes),
                                                   maxOpsPerBatch: UInt32(Limits.maxOpsPerBatch), heartbeatIntervalMs: 15_000)))),
@@ -104,6 +104,12 @@ enum GoldenVectors {
                content: .message(.reject(BatchRejection(courseID: course, batchSeq: 4, rejection: Rejection(.unknownCourse, "course c0c0c0c0-0000-4000-8000-000000000001 does not exist"))))),
         Vector(name: "20-hello-empty-token", description: "A Hello whose token is empty: a well-formed frame (not MALFORMED_FRAME); the server answers Error UNAUTHENTICATED and closes.",
                content: .message(.hello(Hello(protocolVersion: 1, clientID: client, token: "")))),
+        Vector(name: "21-error-rate-limited", description: "The connection pushed faster than the server allows: Error RATE_LIMITED with retry_after_ms 1500; the server closes, the client reconnects no sooner and resends what was unanswered.",
+               content: .message(.error(ConnectionError(.rateLimited, "more than 500 pushes per second; reconnect in 1500 ms", retryAfterMs: 1_500)))),
+        Vector(name: "22-welcome-with-rates", description: "Welcome stating the connection's rates: at most 500 pushes and 8 MiB per second; a client paces its pushes to them.",
+               content: .message(.welcome(Welcome(protocolVersion: 1, serverID: "node-1", maxFrameBytes: UInt32(Limits.maxClientFrameBytes),
+                                                  maxOpsPerBatch: UInt32(Limits.maxOpsPerBatch), heartbeatIntervalMs: 15_000,
+                                                  maxPushesPerSecond: 500, maxBytesPerSecond: 8 << 20)))),
     ]
 
     static let invalid: [Vector] = [

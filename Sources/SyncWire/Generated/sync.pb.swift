@@ -69,6 +69,8 @@ public nonisolated enum Coursesync_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseI
   case idleTimeout // = 108
   case shuttingDown // = 109
   case internalError // = 110
+  case rateLimited // = 111
+  case limitExceeded // = 112
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -102,6 +104,8 @@ public nonisolated enum Coursesync_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseI
     case 108: self = .idleTimeout
     case 109: self = .shuttingDown
     case 110: self = .internalError
+    case 111: self = .rateLimited
+    case 112: self = .limitExceeded
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -133,6 +137,8 @@ public nonisolated enum Coursesync_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseI
     case .idleTimeout: return 108
     case .shuttingDown: return 109
     case .internalError: return 110
+    case .rateLimited: return 111
+    case .limitExceeded: return 112
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -164,6 +170,8 @@ public nonisolated enum Coursesync_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseI
     .idleTimeout,
     .shuttingDown,
     .internalError,
+    .rateLimited,
+    .limitExceeded,
   ]
 
 }
@@ -351,6 +359,12 @@ public nonisolated struct Coursesync_V1_Welcome: Sendable {
   /// send something (Ping if idle) at least this often
   public var heartbeatIntervalMs: UInt32 = 0
 
+  /// The connection's rates (0: not stated). A client sends its pushes, and its bytes, no faster;
+  /// past twice a second's worth in a burst the server ends the connection with RATE_LIMITED.
+  public var maxPushesPerSecond: UInt32 = 0
+
+  public var maxBytesPerSecond: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -365,6 +379,10 @@ public nonisolated struct Coursesync_V1_Error: Sendable {
   public var code: Coursesync_V1_ErrorCode = .unspecified
 
   public var message: String = String()
+
+  /// How long the client should wait before reconnecting, in milliseconds (0: not given; the
+  /// client's own backoff applies). Always set with RATE_LIMITED; may be set with LIMIT_EXCEEDED.
+  public var retryAfterMs: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1307,7 +1325,7 @@ public nonisolated struct Coursesync_V1_Video: Sendable {
 fileprivate nonisolated let _protobuf_package = "coursesync.v1"
 
 nonisolated extension Coursesync_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}TARGET_DELETED\0\u{1}UNKNOWN_TEMP_ID\0\u{1}UNKNOWN_MEDIA\0\u{1}INVALID_TITLE\0\u{1}INVALID_MEDIA\0\u{1}BATCH_TOO_LARGE\0\u{1}CHAPTER_FULL\0\u{1}COURSE_FULL\0\u{1}DUPLICATE_TEMP_ID\0\u{1}INVALID_PLACEMENT\0\u{1}MEDIA_ALREADY_IN_CHAPTER\0\u{1}EMPTY_BATCH\0\u{1}FORBIDDEN\0\u{2}W\u{1}UNSUPPORTED_PROTOCOL_VERSION\0\u{1}UNAUTHENTICATED\0\u{1}TOKEN_EXPIRED\0\u{1}MALFORMED_FRAME\0\u{1}FRAME_TOO_LARGE\0\u{1}UNEXPECTED_MESSAGE\0\u{1}UNKNOWN_COURSE\0\u{1}SLOW_CONSUMER\0\u{1}IDLE_TIMEOUT\0\u{1}SHUTTING_DOWN\0\u{1}INTERNAL_ERROR\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}TARGET_DELETED\0\u{1}UNKNOWN_TEMP_ID\0\u{1}UNKNOWN_MEDIA\0\u{1}INVALID_TITLE\0\u{1}INVALID_MEDIA\0\u{1}BATCH_TOO_LARGE\0\u{1}CHAPTER_FULL\0\u{1}COURSE_FULL\0\u{1}DUPLICATE_TEMP_ID\0\u{1}INVALID_PLACEMENT\0\u{1}MEDIA_ALREADY_IN_CHAPTER\0\u{1}EMPTY_BATCH\0\u{1}FORBIDDEN\0\u{2}W\u{1}UNSUPPORTED_PROTOCOL_VERSION\0\u{1}UNAUTHENTICATED\0\u{1}TOKEN_EXPIRED\0\u{1}MALFORMED_FRAME\0\u{1}FRAME_TOO_LARGE\0\u{1}UNEXPECTED_MESSAGE\0\u{1}UNKNOWN_COURSE\0\u{1}SLOW_CONSUMER\0\u{1}IDLE_TIMEOUT\0\u{1}SHUTTING_DOWN\0\u{1}INTERNAL_ERROR\0\u{1}RATE_LIMITED\0\u{1}LIMIT_EXCEEDED\0")
 }
 
 nonisolated extension Coursesync_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1623,7 +1641,7 @@ nonisolated extension Coursesync_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Coursesync_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Welcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}server_id\0\u{3}max_frame_bytes\0\u{3}max_ops_per_batch\0\u{3}heartbeat_interval_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}server_id\0\u{3}max_frame_bytes\0\u{3}max_ops_per_batch\0\u{3}heartbeat_interval_ms\0\u{3}max_pushes_per_second\0\u{3}max_bytes_per_second\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1636,6 +1654,8 @@ nonisolated extension Coursesync_V1_Welcome: SwiftProtobuf.Message, SwiftProtobu
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.maxFrameBytes) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.maxOpsPerBatch) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.maxPushesPerSecond) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.maxBytesPerSecond) }()
       default: break
       }
     }
@@ -1657,6 +1677,12 @@ nonisolated extension Coursesync_V1_Welcome: SwiftProtobuf.Message, SwiftProtobu
     if self.heartbeatIntervalMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.heartbeatIntervalMs, fieldNumber: 5)
     }
+    if self.maxPushesPerSecond != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxPushesPerSecond, fieldNumber: 6)
+    }
+    if self.maxBytesPerSecond != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxBytesPerSecond, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1666,6 +1692,8 @@ nonisolated extension Coursesync_V1_Welcome: SwiftProtobuf.Message, SwiftProtobu
     if lhs.maxFrameBytes != rhs.maxFrameBytes {return false}
     if lhs.maxOpsPerBatch != rhs.maxOpsPerBatch {return false}
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
+    if lhs.maxPushesPerSecond != rhs.maxPushesPerSecond {return false}
+    if lhs.maxBytesPerSecond != rhs.maxBytesPerSecond {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1673,7 +1701,7 @@ nonisolated extension Coursesync_V1_Welcome: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Coursesync_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Error"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0\u{3}retry_after_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1683,6 +1711,7 @@ nonisolated extension Coursesync_V1_Error: SwiftProtobuf.Message, SwiftProtobuf.
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularEnumField(value: &self.code) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.retryAfterMs) }()
       default: break
       }
     }
@@ -1695,12 +1724,16 @@ nonisolated extension Coursesync_V1_Error: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.message.isEmpty {
       try visitor.visitSingularStringField(value: self.message, fieldNumber: 2)
     }
+    if self.retryAfterMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.retryAfterMs, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Coursesync_V1_Error, rhs: Coursesync_V1_Error) -> Bool {
     if lhs.code != rhs.code {return false}
     if lhs.message != rhs.message {return false}
+    if lhs.retryAfterMs != rhs.retryAfterMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,50 @@
+import SyncModel
+import SyncWire
+
+/// The abuse limits of one node, each named by the `serve` flag that sets it. They protect the
+/// node's memory, CPU and store from one user or one address: a refused client gets an `Error`
+/// with `LIMIT_EXCEEDED` or `RATE_LIMITED` (and a retry-after) and reconnects later, resending
+/// what was unanswered, so nothing it did is lost.
+public struct ServerLimits: Hashable, Sendable {
+    /// `--max-connections-per-user`: open connections one token subject (`sub`) may hold on a node.
+    public var connectionsPerUser: Int = 32
+    /// `--max-connections-per-address`: open connections from one remote IP address (a classroom
+    /// behind one NAT is many users).
+    public var connectionsPerAddress: Int = 512
+    /// What each connection's session enforces.
+    public var session = SessionLimits()
+
+    public init() {}
+
+    /// No limit worth the name: for benchmarks that measure the engine, not the policy.
+    public static var unlimited: ServerLimits {
+        var limits = ServerLimits()
+        limits.connectionsPerUser = .max
+        limits.connectionsPerAddress = .max
+        limits.session.pushesPerSecond = 1_000_000_000
+        limits.session.bytesPerSecond = 1 << 50
+        limits.session.maxSubscriptions = .max
+        return limits
+    }
+}
+
+/// The limits one connection's ``ServerSession`` enforces.
+public struct SessionLimits: Hashable, Sendable {
+    /// `--max-pushes-per-second`: `Push` frames per second, with a burst of two seconds' worth.
+    public var pushesPerSecond: Int = 500
+    /// `--max-bytes-per-second`: frame bytes received per second, with a burst of two seconds'
+    /// worth (and at least one largest frame).
+    public var bytesPerSecond: Int = 8 << 20
+    /// `--max-subscriptions`: courses one connection may be subscribed to at once.
+    public var maxSubscriptions: Int = 256
+    /// `--handshake-timeout-seconds`: how long a new connection has to complete its handshake
+    /// (`Hello` and the token check); `nil`: one heartbeat interval.
+    public var handshakeTimeout: Duration?
+
+    public init() {}
+
+    var pushBurst: Int { pushesPerSecond.multipliedReportingOverflow(by: 2).overflow ? .max : pushesPerSecond * 2 }
+    var byteBurst: Int {
+        max(bytesPerSecond.multipliedReportingOverflow(by: 2).overflow ? .max : bytesPerSecond * 2, Limits.maxClientFrameBytes)
+    }
+}
