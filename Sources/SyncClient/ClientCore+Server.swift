@@ -76,8 +76,9 @@ extension ClientCore {
     /// brings its ack. Applied then, the batch's rows would be confirmed under IDs we cannot map
     /// to its temp IDs, so later batches using them could not be replayed. So a diff of our own
     /// unacknowledged batch, and everything after it, waits for that ack (it always comes: every
-    /// unanswered batch is resent on connecting). A snapshot likewise waits until every batch sent
-    /// is answered, since it may contain any of them. Nothing held is persisted: the cursor stays,
+    /// unanswered batch is resent on connecting). A snapshot likewise waits until every sealed
+    /// batch is answered, since it may contain any of them: sent on this connection or, not yet
+    /// resent (paced), committed on an earlier one. Nothing held is persisted: the cursor stays,
     /// and a reconnect fetches it again.
     private mutating func releaseHeld() {
         while let next = held.first {
@@ -87,7 +88,7 @@ extension ClientCore {
                 held.removeFirst()
                 apply(diff)
             case .snapshot(let parts):
-                if pending.contains(where: { $0.sent && $0.ack == nil }) { return }
+                if pending.contains(where: { $0.ack == nil && $0.batch.batchSeq != openBatch }) { return }
                 held.removeFirst()
                 applySnapshot(parts)
             }

@@ -53,6 +53,10 @@ public struct SimulationOptions: Hashable, Sendable {
     /// After the last commit and the last fault, every client must be live at the store's seq
     /// within this much simulated time, without any further commit.
     public var livenessBound: Duration = .seconds(30)
+    /// Each connection's push rate (stated in `Welcome`, enforced by the session, kept by the
+    /// clients' pacing): low, so that a client resending its backlog after a reconnect is paced.
+    /// A client cut for its rate is a violation.
+    public var pushesPerSecond = 8
 
     public init() {}
 }
@@ -352,8 +356,11 @@ public final class Simulation {
         let id = nextConnection
         nextConnection += 1
         let node = Int.random(in: 0..<nodes.count, using: &random)
-        let welcome = Welcome(serverID: "node\(node)", heartbeatIntervalMs: UInt32(options.heartbeat.wholeMilliseconds))
-        connections[id] = Connection(client: index, node: node, session: ServerSession(welcome: welcome, now: now),
+        var limits = SessionLimits()
+        limits.pushesPerSecond = options.pushesPerSecond
+        let welcome = Welcome(serverID: "node\(node)", heartbeatIntervalMs: UInt32(options.heartbeat.wholeMilliseconds),
+                              maxPushesPerSecond: UInt32(options.pushesPerSecond), maxBytesPerSecond: UInt32(limits.bytesPerSecond))
+        connections[id] = Connection(client: index, node: node, session: ServerSession(welcome: welcome, limits: limits, now: now),
                                      outbox: OutboxQueue(capacity: options.outboxFrames))
         clients[index].connection = id
         clients[index].core.connecting(now: now)
@@ -468,7 +475,7 @@ public final class Simulation {
         let bytes = connections[id]!.up.removeFirst()
         let input = Result { () throws(WireError) in try WireMessage(payload: bytes, sentBy: .client) }
         if tracing, case .success(let message) = input { log("\(clients[connections[id]!.client].name) → #\(id): \(Self.brief(message))") }
-        connections[id]!.session.receive(input, now: now, date: date)
+        connections[id]!.session.receive(input, bytes: bytes.count, now: now, date: date)
         carryOutSession(id)
     }
 
@@ -480,6 +487,9 @@ public final class Simulation {
             case .send(let message):
                 send(id, message)
             case .close(let error):
+                if error.code == .rateLimited {
+                    violation("node \(node) cut #\(id) of \(clients[connections[id]!.client].name) for its rate: the client's pacing did not keep to it: \(error.message)")
+                }
                 if error.code == .idleTimeout, connections[id]?.clientStalled == false {
                     violation("node \(node) closed #\(id) of \(clients[connections[id]!.client].name) for idleness while its client read and answered: \(error.message)")
                 }
