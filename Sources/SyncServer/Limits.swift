@@ -37,6 +37,10 @@ public struct SessionLimits: Hashable, Sendable {
     public var bytesPerSecond: Int = 8 << 20
     /// `--max-subscriptions`: courses one connection may be subscribed to at once.
     public var maxSubscriptions: Int = 256
+    /// The shortest wait a rate cut asks for (`retry_after_ms`), during which the node also
+    /// refuses the user's new connections: a pause that costs a flooding client something, and a
+    /// well-behaved one (which paces itself and is never cut) nothing.
+    public var rateCutPause: Duration = .seconds(5)
     /// `--handshake-timeout-seconds`: how long a new connection has to complete its handshake
     /// (`Hello` and the token check); `nil`: one heartbeat interval.
     public var handshakeTimeout: Duration?

@@ -124,7 +124,7 @@ public struct ServerSession: Sendable {
     public mutating func receive(_ input: Result<WireMessage, WireError>, bytes: Int = 0, now: Moment, date: Date) {
         heartbeat?.received(now: now)
         if state != .closed, !byteBudget.take(bytes, now: now) {
-            return close(Self.rateLimited("more than \(limits.bytesPerSecond) bytes per second", byteBudget, now: now))
+            return close(rateLimited("more than \(limits.bytesPerSecond) bytes per second", byteBudget, now: now))
         }
         switch (state, input) {
         case (.closed, _):
@@ -209,7 +209,7 @@ public struct ServerSession: Sendable {
         case .push(let push):
             if let expired = expiry(principal, date: date) { return close(expired) }
             if !pushBudget.take(1, now: now) {
-                return close(Self.rateLimited("more than \(limits.pushesPerSecond) pushes per second", pushBudget, now: now))
+                return close(rateLimited("more than \(limits.pushesPerSecond) pushes per second", pushBudget, now: now))
             }
             guard principal.role(in: push.courseID) == .editor else {
                 let reason = principal.role(in: push.courseID) == .viewer
@@ -230,10 +230,12 @@ public struct ServerSession: Sendable {
         }
     }
 
-    /// The cut for a rate: reconnect when the bucket is half full again (a fair start, not one push).
-    static func rateLimited(_ what: String, _ bucket: TokenBucket, now: Moment) -> ConnectionError {
+    /// The cut for a rate: reconnect when the bucket is half full again (a fair start, not one
+    /// push), and not before ``SessionLimits/rateCutPause``.
+    func rateLimited(_ what: String, _ bucket: TokenBucket, now: Moment) -> ConnectionError {
         var bucket = bucket
-        let ms = UInt32(clamping: max(bucket.wait(until: Double(bucket.burst) / 2, now: now).wholeMilliseconds, 1))
+        let wait = max(bucket.wait(until: Double(bucket.burst) / 2, now: now), limits.rateCutPause)
+        let ms = UInt32(clamping: max(wait.wholeMilliseconds, 1))
         return ConnectionError(.rateLimited, "\(what); reconnect in \(ms) ms (unanswered batches are resent then)", retryAfterMs: ms)
     }
 
