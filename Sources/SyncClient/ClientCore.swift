@@ -280,24 +280,18 @@ public struct ClientCore: Sendable {
         guard phase == .catchingUp || phase == .live else { return }
         paceDeadline = nil
         for index in pending.indices where !pending[index].sent && pending[index].ack == nil && pending[index].batch.batchSeq != openBatch {
-            if var pace = pushPace {
-                guard pace.take(1, now: now) else {
-                    paceDeadline = now + pace.wait(until: 1, now: now)
-                    pushPace = pace
-                    return
-                }
-                pushPace = pace
-            }
-            if var pace = bytePace {
-                guard pace.take(WireMessage.push(Push(pending[index].batch)).payload().count, now: now) else {
-                    paceDeadline = now + pace.wait(until: 1, now: now)
-                    bytePace = pace
-                    return
-                }
-                bytePace = pace
-            }
+            if let retry = Self.pace(&pushPace, 1, now: now) { paceDeadline = retry; return }
+            let bytes = bytePace == nil ? 0 : WireMessage.push(Push(pending[index].batch)).payload().count
+            if let retry = Self.pace(&bytePace, bytes, now: now) { paceDeadline = retry; return }
             send(index)
         }
+    }
+
+    /// Spends `amount` from `pace` (no pace: nothing to spend) and returns nil, or, if it cannot
+    /// go yet, when to try again.
+    private static func pace(_ pace: inout TokenBucket?, _ amount: Int, now: Moment) -> Moment? {
+        guard pace != nil, !pace!.take(amount, now: now) else { return nil }
+        return now + pace!.wait(until: 1, now: now)
     }
 
     // MARK: Connection and time

@@ -43,6 +43,8 @@ public struct ServerSession: Sendable {
     /// After `Welcome`: the heartbeat rule.
     private var heartbeat: Heartbeat?
     private let heartbeatInterval: Duration
+    /// How long a new connection has to complete its handshake.
+    private let handshakeTimeout: Duration
     /// The driver stopped reading (back-pressure on pushes): silence is ours, not the peer's.
     private var readingPaused = false
     /// After `Welcome`: when the token expires, on the monotonic clock. The connection ends then,
@@ -64,7 +66,8 @@ public struct ServerSession: Sendable {
         self.welcome = welcome
         self.limits = limits
         heartbeatInterval = .milliseconds(Int64(max(welcome.heartbeatIntervalMs, 1)))
-        helloDeadline = now + (limits.handshakeTimeout ?? heartbeatInterval)
+        handshakeTimeout = limits.handshakeTimeout ?? heartbeatInterval
+        helloDeadline = now + handshakeTimeout
         pushBudget = TokenBucket(rate: max(limits.pushesPerSecond, 1), burst: max(limits.pushBurst, 1), now: now)
         byteBudget = TokenBucket(rate: max(limits.bytesPerSecond, 1), burst: max(limits.byteBurst, 1), now: now)
     }
@@ -104,7 +107,7 @@ public struct ServerSession: Sendable {
             return
         case .awaitingHello, .authenticating:
             if let helloDeadline, now >= helloDeadline {
-                close(ConnectionError(.idleTimeout, "no completed handshake within \((limits.handshakeTimeout ?? heartbeatInterval).wholeMilliseconds) ms of connecting"))
+                close(ConnectionError(.idleTimeout, "no completed handshake within \(handshakeTimeout.wholeMilliseconds) ms of connecting"))
             }
         case .ready(_, let principal):
             if let tokenDeadline, now >= tokenDeadline {
@@ -174,10 +177,7 @@ public struct ServerSession: Sendable {
     /// is waiting for it (it may have closed meanwhile, at its handshake deadline).
     public mutating func authenticated(_ outcome: Result<Principal, ConnectionError>, now: Moment, date: Date) {
         guard case .authenticating(let hello) = state else { return }
-        switch outcome.flatMap({ principal in
-            principal.expires > date ? .success(principal)
-                : .failure(ConnectionError(.tokenExpired, "the token expired at \(principal.expires); ask for a new one"))
-        }) {
+        switch outcome.flatMap({ principal in expiry(principal, date: date).map { .failure($0) } ?? .success(principal) }) {
         case .failure(let error):
             close(error)
         case .success(let principal):

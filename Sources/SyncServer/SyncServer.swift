@@ -342,19 +342,15 @@ public final class SyncServer: Service, Sendable {
         }
         defer {
             state.withLockedValue { state in
-                state.perAddress[address]! -= 1
-                if state.perAddress[address] == 0 { state.perAddress[address] = nil }
-                if let user = user.withLockedValue({ $0 }) {
-                    state.perUser[user]! -= 1
-                    if state.perUser[user] == 0 { state.perUser[user] = nil }
-                }
+                Self.release(address, from: &state.perAddress)
+                if let user = user.withLockedValue({ $0 }) { Self.release(user, from: &state.perUser) }
             }
         }
         if shuttingDown {
             outbox.close(ConnectionError(.shuttingDown, "the server is shutting down"))
         } else if addressCount > configuration.limits.connectionsPerAddress {
             outbox.close(ConnectionError(.limitExceeded, "more than \(configuration.limits.connectionsPerAddress) connections from \(address)",
-                                         retryAfterMs: 5_000))
+                                         retryAfterMs: Self.countLimitRetryMs))
         }
         do {
             try await channel.executeThenClose { inbound in
@@ -451,6 +447,15 @@ public final class SyncServer: Service, Sendable {
 }
 
 extension SyncServer {
+    /// The wait a connection refused for a count limit is asked for: a connection must close first.
+    static let countLimitRetryMs: UInt32 = 5_000
+
+    /// One connection fewer under `key`; a count that reaches zero leaves the map.
+    static func release(_ key: String, from counts: inout [String: Int]) {
+        counts[key]! -= 1
+        if counts[key] == 0 { counts[key] = nil }
+    }
+
     /// A verified principal is admitted unless its user was cut for its rate a moment ago or holds
     /// as many connections as allowed; an admitted one is counted (in `counted`, for the close).
     func admit(_ outcome: Result<Principal, ConnectionError>, counted: NIOLockedValueBox<String?>) -> Result<Principal, ConnectionError> {
@@ -468,7 +473,7 @@ extension SyncServer {
             }
             guard state.perUser[principal.user, default: 0] < limit else {
                 return .failure(ConnectionError(.limitExceeded, "\(principal.user) already has \(limit) connections to this node",
-                                                retryAfterMs: 5_000))
+                                                retryAfterMs: Self.countLimitRetryMs))
             }
             state.perUser[principal.user, default: 0] += 1
             counted.withLockedValue { $0 = principal.user }
