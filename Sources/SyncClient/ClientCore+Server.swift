@@ -100,11 +100,11 @@ extension ClientCore {
         guard diff.seq == confirmed.seq + 1 else {
             return actions.append(.reconnect(reason: "gap in the diff stream: at seq \(confirmed.seq), received \(diff.seq)"))
         }
-        // The visible state and the open batch's base share the confirmed state's storage: let go
-        // of them first, so that applying the diff changes it in place instead of copying it.
-        visible = CourseState(course: confirmed.course)
-        openBase = nil
+        // Both states take the diff in place (the visible one without its replays, so equal to
+        // the confirmed one), instead of the visible state being copied from the confirmed one.
+        unwind()
         confirmed.apply(diff)
+        visible.apply(diff)
         write.confirmed.append(.diff(diff))
         if diff.origin.clientID != clientID || index(of: diff.origin.batchSeq) == nil {
             stats.remoteDiffs += 1
@@ -129,6 +129,9 @@ extension ClientCore {
             return actions.append(.stop(ConnectionError(.internalError, "the server sent an inconsistent snapshot: \(violations.prefix(3))")))
         }
         confirmed = snapshot
+        visible = snapshot
+        replayTemps = [:]
+        for index in pending.indices { pending[index].replay = nil; pending[index].replayedTemps = [] }
         stats.snapshots += 1
         write.confirmed.append(.snapshot(confirmed))
         finalizeCommitted()
@@ -148,6 +151,7 @@ extension ClientCore {
             actions.append(.emit(.resolution(batchSeq: ack.batchSeq, note: note)))
         }
         if ack.seq <= confirmed.seq {
+            unwind()
             finalizeCommitted()
             rebase()
         }
@@ -161,6 +165,7 @@ extension ClientCore {
         stats.predictionsMissed += 1
         var lost = Set(pending[index].batch.ops.flatMap(\.createdTemps))
         var dropped = [pending[index].batch]
+        unwind()
         var kept = Array(pending[..<index])
         for later in pending[(index + 1)...] {
             if !later.batch.mentionedTemps.isDisjoint(with: lost) {

@@ -36,6 +36,13 @@ public struct ClientCore: Sendable {
         var ack: Ack?
         /// What the replay predicted the server would do: used to count how often it was right.
         var predictedNotes: Int?
+        /// What takes the visible state back from this batch's replay (nil: not replayed, or
+        /// predicted to be rejected).
+        var replay: StateUndo?
+        /// The temps its replay mapped (in ``ClientCore/replayTemps``).
+        var replayedTemps: [TempID] = []
+        /// What its replays changed since the last rebase: the rows to refresh when it changes again.
+        var touched = TouchedIDs()
     }
 
     /// The phase of the current connection.
@@ -91,6 +98,9 @@ public struct ClientCore: Sendable {
     /// Bound on waiting batches (``ClientConfiguration/maxPendingBatches``).
     public let maxPendingBatches: Int
     public internal(set) var confirmed: CourseState
+    /// The confirmed state with the pending batches replayed on it, in place: each batch's
+    /// ``PendingBatch/replay`` undo takes it back, so a rebase costs in proportion to the pending
+    /// batches and the change, not to the course.
     public internal(set) var visible: CourseState
     public internal(set) var phase: Phase = .offline
     public internal(set) var stats = Stats()
@@ -101,12 +111,11 @@ public struct ClientCore: Sendable {
     var localKeys: [EntityID: LocalKey]
     var nextTemp: UInt64
     var nextBatchSeq: BatchSeq
-    /// ``knownTemps`` plus the provisional IDs of every temp the replayed batches created.
-    var visibleTemps: [TempID: EntityID] = [:]
+    /// The IDs the replayed batches gave their temps (provisional, or an existing row's for a
+    /// merged link): with ``knownTemps``, the temps of the visible state.
+    var replayTemps: [TempID: EntityID] = [:]
     /// The batch collecting edits until it is sealed (always the last pending batch, never sent).
     var openBatch: BatchSeq?
-    /// The visible state and temps before the open batch, and what the open batch touched.
-    var openBase: (state: CourseState, temps: [TempID: EntityID], touched: TouchedIDs)?
     /// Every ID whose visible row the pending batches changed (replayed or edited) since the last
     /// rebase: the rows to refresh, besides what arrived, when the replay changes.
     var replayTouched = TouchedIDs()
@@ -220,57 +229,59 @@ public struct ClientCore: Sendable {
         }
     }
 
+    /// Adds `op` to the open batch (the last pending one, so its replay is the newest): its replay
+    /// is undone and the batch, one op longer, resolved again in place. Costs in proportion to
+    /// the open batch, not to the course.
     private mutating func queue(_ op: SyncModel.Operation) throws(EditError) {
         // A full open batch is sealed; the edit starts the next one.
         if let last = pending.last, last.batch.batchSeq == openBatch,
            last.batch.ops.reduce(0, { $0 + $1.weight }) + op.weight > maxOpsPerBatch {
             seal()
         }
-        let base: (state: CourseState, temps: [TempID: EntityID], touched: TouchedIDs)
-        var batch: Batch
-        if openBatch != nil, let openBase {
-            base = openBase
-            batch = pending[pending.count - 1].batch
-            batch.ops.append(op)
+        var entry: PendingBatch
+        if openBatch != nil {
+            unwind(pending.count - 1)
+            entry = pending.removeLast()
+            entry.batch.ops.append(op)
         } else {
             guard pending.count < maxPendingBatches else { throw .queueFull(limit: maxPendingBatches) }
-            base = (visible, visibleTemps, TouchedIDs())
-            batch = Batch(clientID: clientID, courseID: courseID, batchSeq: nextBatchSeq, baseSeq: confirmed.seq, ops: [op])
+            entry = PendingBatch(batch: Batch(clientID: clientID, courseID: courseID, batchSeq: nextBatchSeq, baseSeq: confirmed.seq, ops: [op]))
         }
         var allocator = ProvisionalIDAllocator()
-        let resolved: Resolved
-        switch Resolver.resolve(batch, against: base.state, knownTemps: base.temps, allocator: &allocator) {
-        case .success(let success): resolved = success
+        switch Resolver.apply(entry.batch, to: &visible, knownTemps: temps(for: entry.batch), allocator: &allocator) {
+        case .success(let applied):
+            entry.replay = applied.undo
+            entry.replayedTemps = Array(applied.commit.ack.idMap.keys)
+            replayTemps.merge(applied.commit.ack.idMap) { _, new in new }
+            entry.predictedNotes = applied.commit.ack.notes.count
+            entry.touched.formUnion(applied.commit.diff.changes)
+            replayTouched.formUnion(applied.commit.diff.changes)
         case .failure(var rejection):
+            if openBatch != nil {
+                // Put the open batch back as it was: it resolved against this state before.
+                entry.batch.ops.removeLast()
+                pending.append(entry)
+                _ = replay(from: pending.count - 1)
+            }
             rejection.opIndex = nil
             throw .invalid(rejection)
         }
         if openBatch == nil {
-            openBatch = batch.batchSeq
+            openBatch = entry.batch.batchSeq
             nextBatchSeq += 1
             countersMoved = true
-            pending.append(PendingBatch(batch: batch))
-        } else {
-            pending[pending.count - 1].batch = batch
         }
-        pending[pending.count - 1].predictedNotes = resolved.commit.ack.notes.count
-        var touched = base.touched
-        touched.formUnion(resolved.commit.diff.changes)
-        replayTouched.formUnion(resolved.commit.diff.changes)
-        openBase = (base.state, base.temps, touched)
-        visible = resolved.state
-        visibleTemps = base.temps.merging(resolved.commit.ack.idMap) { _, new in new }
-        write.batches[batch.batchSeq] = batch
-        write.rows.merge(rows.update(touched, from: visible, rowBuilder))
+        pending.append(entry)
+        write.batches[entry.batch.batchSeq] = entry.batch
+        write.rows.merge(rows.update(entry.touched, from: visible, rowBuilder))
         stats.edits += 1
     }
 
     /// Closes the open batch: it is sent now if connected, else on the next connection.
     public mutating func seal() {
         sealDeadline = nil
-        guard let seq = openBatch else { return }
+        guard openBatch != nil else { return }
         openBatch = nil
-        openBase = nil
         sendUnsent(now: lastNow)
     }
 
@@ -395,39 +406,70 @@ public struct ClientCore: Sendable {
 
     // MARK: Replay
 
-    /// Recomputes the visible state from the confirmed state and the pending batches, and the rows:
-    /// all of them (`arrived` nil: a snapshot, or opening), or only those of the IDs that `arrived`
-    /// (the applied diff) and the replays, before and after, touched, so that a diff costs in
-    /// proportion to what it and the pending batches change, not to the course.
-    mutating func rebase(arrived: TouchedIDs? = TouchedIDs()) {
-        var state = confirmed
-        var temps = knownTemps
+    /// Takes the visible state back to the confirmed state, reverting the pending batches'
+    /// replays newest first. Every change to the confirmed state or the pending batches happens
+    /// between an unwind and a ``rebase(arrived:)``.
+    mutating func unwind() {
+        for index in pending.indices.reversed() { unwind(index) }
+        assert(visible == confirmed, "unwinding the replays did not restore the confirmed state")
+    }
+
+    /// Reverts one batch's replay (which must be the newest still applied).
+    private mutating func unwind(_ index: Int) {
+        guard let undo = pending[index].replay else { return }
+        undo.revert(&visible)
+        for temp in pending[index].replayedTemps { replayTemps[temp] = nil }
+        pending[index].replay = nil
+        pending[index].replayedTemps = []
+    }
+
+    /// The temps `batch` mentions, as the visible state knows them: all the resolver needs.
+    func temps(for batch: Batch) -> [TempID: EntityID] {
+        var temps: [TempID: EntityID] = [:]
+        for temp in batch.mentionedTemps {
+            if let id = replayTemps[temp] ?? knownTemps[temp] { temps[temp] = id }
+        }
+        return temps
+    }
+
+    /// Replays the pending batches from `start` on in place (the visible state holds the replays
+    /// of those before it); returns what they changed.
+    private mutating func replay(from start: Int) -> TouchedIDs {
         var allocator = ProvisionalIDAllocator()
         var doomedOpenBatch = false
         var replayed = TouchedIDs()
-        openBase = nil
-        for index in pending.indices {
+        for index in pending.indices where index >= start {
             let batch = pending[index].batch
-            if batch.batchSeq == openBatch { openBase = (state, temps, TouchedIDs()) }
-            switch Resolver.resolve(batch, against: state, knownTemps: temps, allocator: &allocator) {
-            case .success(let resolved):
-                state = resolved.state
-                temps.merge(resolved.commit.ack.idMap) { _, new in new }
-                pending[index].predictedNotes = resolved.commit.ack.notes.count
-                replayed.formUnion(resolved.commit.diff.changes)
-                if batch.batchSeq == openBatch { openBase!.touched.formUnion(resolved.commit.diff.changes) }
+            switch Resolver.apply(batch, to: &visible, knownTemps: temps(for: batch), allocator: &allocator) {
+            case .success(let applied):
+                pending[index].replay = applied.undo
+                pending[index].replayedTemps = Array(applied.commit.ack.idMap.keys)
+                replayTemps.merge(applied.commit.ack.idMap) { _, new in new }
+                pending[index].predictedNotes = applied.commit.ack.notes.count
+                pending[index].touched = TouchedIDs()
+                pending[index].touched.formUnion(applied.commit.diff.changes)
+                replayed.formUnion(applied.commit.diff.changes)
             case .failure:
                 // Left out of the visible state: the server will reject it too (and later batches
                 // that used its temp IDs), unless the confirmed state changes again first.
                 pending[index].predictedNotes = nil
+                pending[index].touched = TouchedIDs()
                 if batch.batchSeq == openBatch { doomedOpenBatch = true }
             }
         }
         // New edits must not join a batch that can no longer commit: send it as it is (its
         // rejection rolls it back with an event) and let the next edit open a fresh one.
         if doomedOpenBatch { seal() }
-        visible = state
-        visibleTemps = temps
+        return replayed
+    }
+
+    /// After an ``unwind()`` and a change to the confirmed state or the pending batches: replays
+    /// the pending batches on the visible state again, and updates the rows: all of them
+    /// (`arrived` nil: a snapshot, or opening), or only those of the IDs that `arrived` (the
+    /// applied diff) and the replays, before and after, touched, so that a diff costs in
+    /// proportion to what it and the pending batches change, not to the course.
+    mutating func rebase(arrived: TouchedIDs? = TouchedIDs()) {
+        let replayed = replay(from: 0)
         if var touched = arrived {
             touched.formUnion(replayTouched)
             touched.formUnion(replayed)
@@ -510,6 +552,6 @@ extension ClientCore {
     /// The local key of the row `temp` made in the visible state (an existing row's key when the
     /// resolver merged it, e.g. media the chapter already held).
     public func key(forTemp temp: TempID) -> LocalKey {
-        visibleTemps[temp].map { rowBuilder.key($0) } ?? LocalKey(.provisional(temp))
+        (replayTemps[temp] ?? knownTemps[temp]).map { rowBuilder.key($0) } ?? LocalKey(.provisional(temp))
     }
 }

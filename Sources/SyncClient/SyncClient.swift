@@ -145,6 +145,8 @@ public actor SyncClient {
 
     /// When the last `Reject` frame arrived, before it was applied (for `coursesync bench local`).
     public private(set) var lastRejectArrival: ContinuousClock.Instant?
+    /// When the last `Diff` frame arrived, before it was applied (for `coursesync bench local`).
+    public private(set) var lastDiffArrival: ContinuousClock.Instant?
     /// The whole engine, for tests that check its invariants.
     var coreForTests: ClientCore { core }
 
@@ -412,8 +414,8 @@ public actor SyncClient {
                     self.configuration.frameObserver?(.connected)
                     self.configuration.frameObserver?(.sent(hello))
                     sink.yield(hello)
-                    for try await frame in inbound {
-                        self.receive(try frame.get())
+                    for try await frames in inbound {
+                        try self.receive(frames)
                     }
                     sink.finish()
                     group.cancelAll()
@@ -440,11 +442,21 @@ public actor SyncClient {
         outbound = nil
     }
 
-    private func receive(_ message: WireMessage) {
-        if case .reject = message { lastRejectArrival = ContinuousClock.now }
-        configuration.frameObserver?(.received(message))
-        core.received(message, now: now())
-        carryOut()
+    /// The messages of one read, in one engine step (one replica transaction); a frame that does
+    /// not decode ends the connection after those before it are taken.
+    private func receive(_ frames: [Result<WireMessage, WireError>]) throws {
+        defer { carryOut() }
+        let now = now()
+        for frame in frames {
+            let message = try frame.get()
+            switch message {
+            case .reject: lastRejectArrival = ContinuousClock.now
+            case .diff: lastDiffArrival = ContinuousClock.now
+            default: break
+            }
+            configuration.frameObserver?(.received(message))
+            core.received(message, now: now)
+        }
     }
 
     /// Closes the current connection as if the network dropped it (for tests and tools); the

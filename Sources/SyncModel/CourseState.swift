@@ -87,12 +87,13 @@ public struct CourseState: Hashable, Sendable {
             chaptersReordered = true
         }
         for file in changes.media { media[file.id] = file }
+        // Videos new to a chapter (linked, or moved in from another).
         var arrivals: [EntityID: [EntityID]] = [:]
         for video in changes.videos {
-            if let old = videos[video.id], old.chapterID != video.chapterID { dirtyChapters.insert(old.chapterID) }
-            videos[video.id] = video
+            let old = videos.updateValue(video, forKey: video.id)
+            if let old, old.chapterID != video.chapterID { dirtyChapters.insert(old.chapterID) }
             dirtyChapters.insert(video.chapterID)
-            arrivals[video.chapterID, default: []].append(video.id)
+            if old?.chapterID != video.chapterID { arrivals[video.chapterID, default: []].append(video.id) }
         }
         for entry in changes.chapterVersions { chapters[entry.chapterID]?.version = entry.version }
         if chaptersReordered {
@@ -100,8 +101,7 @@ public struct CourseState: Hashable, Sendable {
         }
         for chapterID in dirtyChapters where chapters[chapterID] != nil {
             var ids = (videoOrder[chapterID] ?? []).filter { videos[$0]?.chapterID == chapterID }
-            let present = Set(ids)
-            ids += (arrivals[chapterID] ?? []).filter { !present.contains($0) }
+            ids += arrivals[chapterID] ?? []
             videoOrder[chapterID] = Self.ordered(ids) { videos[$0]?.position }
         }
         course.seq = diff.seq
@@ -161,8 +161,18 @@ public struct CourseState: Hashable, Sendable {
         return problems
     }
 
-    /// Orders IDs by their position, ties broken by ID so that a broken input still orders deterministically.
+    /// Orders IDs by their position, ties broken by ID so that a broken input still orders
+    /// deterministically. Each position is looked up once; when they are exactly 0..<n (always,
+    /// in a consistent state) each ID goes straight to its place, without sorting.
     private static func ordered(_ ids: [EntityID], position: (EntityID) -> Int?) -> [EntityID] {
-        ids.sorted { (position($0) ?? .max, $0) < (position($1) ?? .max, $1) }
+        let positions = ids.map { position($0) ?? .max }
+        var placed = [EntityID?](repeating: nil, count: ids.count)
+        for (id, index) in zip(ids, positions) {
+            guard placed.indices.contains(index), placed[index] == nil else {
+                return zip(positions, ids).sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map(\.1)
+            }
+            placed[index] = id
+        }
+        return placed.map { $0! }
     }
 }

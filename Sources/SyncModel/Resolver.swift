@@ -4,6 +4,36 @@ public struct Resolved: Hashable, Sendable {
     public var state: CourseState
 }
 
+/// A batch the resolver applied to a state in place: the commit, and what takes the state back.
+public struct Applied: Sendable {
+    public var commit: Commit
+    public var undo: StateUndo
+}
+
+/// The rows and lists an in-place application changed, as they were before it: reverting them
+/// restores the state exactly, at a cost in proportion to the change, not to the course.
+public struct StateUndo: Hashable, Sendable {
+    var course: Course?
+    var chapters: [EntityID: Chapter?] = [:]
+    var media: [EntityID: MediaFile?] = [:]
+    var videos: [EntityID: Video?] = [:]
+    var videoOrder: [EntityID: [EntityID]?] = [:]
+    var chapterOrder: [EntityID]?
+
+    public init() {}
+
+    /// Takes `state` back to what it was before the application this undo recorded. Undos of
+    /// several applications must be reverted newest first.
+    public func revert(_ state: inout CourseState) {
+        if let course { state.course = course }
+        for (id, old) in chapters { state.chapters[id] = old }
+        for (id, old) in media { state.media[id] = old }
+        for (id, old) in videos { state.videos[id] = old }
+        for (id, old) in videoOrder { state.videoOrder[id] = old }
+        if let chapterOrder { state.chapterOrder = chapterOrder }
+    }
+}
+
 /// The one place where the ordering and conflict rules (protocol/README.md §7.3) live. The server calls it to
 /// decide (authoritatively), a client calls it to predict its own pending batches and to rebase
 /// them on new server state.
@@ -31,20 +61,38 @@ public enum Resolver {
         knownTemps: [TempID: EntityID],
         allocator: inout Allocator
     ) -> Result<Resolved, Rejection> {
+        var copy = state
+        return apply(batch, to: &copy, knownTemps: knownTemps, allocator: &allocator).map { Resolved(commit: $0.commit, state: copy) }
+    }
+
+    /// Resolves `batch` against `state` and applies it there, in place: the same decision as
+    /// ``resolve(_:against:knownTemps:allocator:)``, at a cost in proportion to what the batch
+    /// changes (a uniquely held state is not copied). On a rejection `state` is left as it was.
+    /// The returned ``StateUndo`` takes `state` back.
+    public static func apply<Allocator: IDAllocator>(
+        _ batch: Batch,
+        to state: inout CourseState,
+        knownTemps: [TempID: EntityID],
+        allocator: inout Allocator
+    ) -> Result<Applied, Rejection> {
         precondition(batch.courseID == state.course.id, "batch for course \(batch.courseID) resolved against \(state.course.id)")
-        var application = Application(state: state, knownTemps: knownTemps)
+        var application = Application(seq: state.seq, knownTemps: knownTemps)
+        // The application works on the state itself (moved in, so that it stays uniquely referenced).
+        swap(&application.state, &state)
+        defer { swap(&application.state, &state) }
         do {
             try checkSize(batch)
             for (index, op) in batch.ops.enumerated() {
                 try application.apply(op, at: index, allocator: &allocator)
             }
         } catch {
+            application.undo.revert(&application.state)
             return .failure(error)
         }
-        let resolved = application.finish(batch)
-        assert(resolved.state.invariantViolations().isEmpty,
-               "resolver broke an invariant: \(resolved.state.invariantViolations())")
-        return .success(resolved)
+        let commit = application.finish(batch)
+        assert(application.state.invariantViolations().isEmpty,
+               "resolver broke an invariant: \(application.state.invariantViolations())")
+        return .success(Applied(commit: commit, undo: application.undo))
     }
 
     private static func checkSize(_ batch: Batch) throws(Rejection) {
@@ -60,11 +108,13 @@ public enum Resolver {
     }
 }
 
-/// One batch being applied to a working copy of the state, recording what it touched so the
-/// diff can be built without comparing whole courses.
+/// One batch being applied to the state in place, recording what it touched (so the diff can be
+/// built without comparing whole courses) and the old value of everything it changed (so it can
+/// be undone). Every change to the state goes through a `journal…` call first.
 private struct Application {
-    let before: CourseState
+    let seq: CourseSeq
     var state: CourseState
+    var undo = StateUndo()
     let knownTemps: [TempID: EntityID]
     var created: [TempID: EntityID] = [:]
     var notes: [ResolutionNote] = []
@@ -73,10 +123,43 @@ private struct Application {
     var touchedVideos = Set<EntityID>()
     var touchedMedia = Set<EntityID>()
 
-    init(state: CourseState, knownTemps: [TempID: EntityID]) {
-        before = state
-        self.state = state
+    init(seq: CourseSeq, knownTemps: [TempID: EntityID]) {
+        self.seq = seq
+        state = CourseState(course: Course(id: EntityID(high: 0, low: 0), title: "", seq: 0))
         self.knownTemps = knownTemps
+    }
+
+    // MARK: Journal
+
+    mutating func journalChapter(_ id: EntityID) {
+        if undo.chapters.index(forKey: id) == nil { undo.chapters.updateValue(state.chapters[id], forKey: id) }
+    }
+
+    mutating func journalMedia(_ id: EntityID) {
+        if undo.media.index(forKey: id) == nil { undo.media.updateValue(state.media[id], forKey: id) }
+    }
+
+    mutating func journalVideo(_ id: EntityID) {
+        if undo.videos.index(forKey: id) == nil { undo.videos.updateValue(state.videos[id], forKey: id) }
+    }
+
+    mutating func journalVideoOrder(_ chapterID: EntityID) {
+        if undo.videoOrder.index(forKey: chapterID) == nil { undo.videoOrder.updateValue(state.videoOrder[chapterID], forKey: chapterID) }
+    }
+
+    mutating func journalChapterOrder() {
+        if undo.chapterOrder == nil { undo.chapterOrder = state.chapterOrder }
+    }
+
+    /// The row as it was before this batch.
+    func chapterBefore(_ id: EntityID) -> Chapter? {
+        if let old = undo.chapters[id] { return old }
+        return state.chapters[id]
+    }
+
+    func videoBefore(_ id: EntityID) -> Video? {
+        if let old = undo.videos[id] { return old }
+        return state.videos[id]
     }
 
     // MARK: Operations
@@ -91,6 +174,9 @@ private struct Application {
             try claim(temp, at: index)
             let position = try insertionIndex(placement, in: state.chapterOrder, moving: nil, at: index)
             let id = mint(temp, &allocator)
+            journalChapter(id)
+            journalVideoOrder(id)
+            journalChapterOrder()
             state.chapters[id] = Chapter(id: id, courseID: state.course.id, title: title, position: position, version: 0)
             state.videoOrder[id] = []
             state.chapterOrder.insert(id, at: position)
@@ -101,12 +187,14 @@ private struct Application {
             let title = try validTitle(title, at: index)
             let chapter = try existingChapter(ref, at: index)
             if chapter.title != title {
+                journalChapter(chapter.id)
                 state.chapters[chapter.id]!.title = title
                 touchedChapters.insert(chapter.id)
             }
 
         case .moveChapter(let ref, let placement):
             let chapter = try existingChapter(ref, at: index)
+            journalChapterOrder()
             state.chapterOrder.remove(at: chapter.position)
             let position = try insertionIndex(placement, in: state.chapterOrder, moving: chapter.id, at: index)
             state.chapterOrder.insert(chapter.id, at: position)
@@ -115,9 +203,13 @@ private struct Application {
         case .deleteChapter(let ref):
             let chapter = try existingChapter(ref, at: index)
             for videoID in state.videoOrder[chapter.id] ?? [] {
+                journalVideo(videoID)
                 state.videos.removeValue(forKey: videoID)
                 touchedVideos.insert(videoID)
             }
+            journalVideoOrder(chapter.id)
+            journalChapter(chapter.id)
+            journalChapterOrder()
             state.videoOrder.removeValue(forKey: chapter.id)
             state.chapters.removeValue(forKey: chapter.id)
             state.chapterOrder.remove(at: chapter.position)
@@ -134,6 +226,7 @@ private struct Application {
             }
             try claim(temp, at: index)
             let id = mint(temp, &allocator)
+            journalMedia(id)
             state.media[id] = MediaFile(id: id, courseID: state.course.id, name: name, cdnURL: cdnURL,
                                         durationMs: durationMs, byteSize: byteSize)
             touchedMedia.insert(id)
@@ -141,26 +234,33 @@ private struct Application {
         case .linkMedia(let chapterRef, let items, let placement):
             guard !items.isEmpty else { throw Rejection(.emptyBatch, opIndex: index, "the link has no media files") }
             let chapter = try existingChapter(chapterRef, at: index)
-            var position = try insertionIndex(placement, in: state.videoOrder[chapter.id]!, moving: nil, at: index)
+            let start = try insertionIndex(placement, in: state.videoOrder[chapter.id]!, moving: nil, at: index)
+            var position = start
+            // The chapter's media → video, looked up once for all the items.
+            var linked: [EntityID: EntityID] = [:]
+            for id in state.videoOrder[chapter.id]! { if let video = state.videos[id] { linked[video.mediaFileID] = id } }
             for item in items {
                 let title = try item.title.map { (raw) throws(Rejection) in try validTitle(raw, at: index, what: "video title") }
                 let file = try existingMedia(item.media, at: index)
                 try claim(item.temp, at: index)
-                if let existing = state.video(linking: file.id, in: chapter.id) {
-                    created[item.temp] = existing.id
-                    notes.append(.merged(opIndex: index, temp: item.temp, into: existing.id))
+                if let existing = linked[file.id] {
+                    created[item.temp] = existing
+                    notes.append(.merged(opIndex: index, temp: item.temp, into: existing))
                     continue
                 }
                 try checkRoom(in: chapter.id, at: index)
                 let id = mint(item.temp, &allocator)
+                journalVideo(id)
+                journalVideoOrder(chapter.id)
                 state.videos[id] = Video(id: id, chapterID: chapter.id, mediaFileID: file.id,
                                          title: title ?? file.name, position: position)
                 state.videoOrder[chapter.id]!.insert(id, at: position)
+                linked[file.id] = id
                 touchedVideos.insert(id)
                 touchedChapters.insert(chapter.id)
                 position += 1
             }
-            renumberVideos(in: chapter.id)
+            renumberVideos(in: chapter.id, from: start)
 
         case .moveVideo(let ref, let chapterRef, let placement):
             let video = try existingVideo(ref, at: index)
@@ -172,6 +272,9 @@ private struct Application {
                 }
                 try checkRoom(in: target.id, at: index, exceptCourse: true)
             }
+            journalVideoOrder(video.chapterID)
+            journalVideoOrder(target.id)
+            journalVideo(video.id)
             state.videoOrder[video.chapterID]!.remove(at: video.position)
             let position = try insertionIndex(placement, in: state.videoOrder[target.id]!, moving: video.id, at: index)
             state.videoOrder[target.id]!.insert(video.id, at: position)
@@ -179,14 +282,17 @@ private struct Application {
             if target.id != video.chapterID {
                 touchedVideos.insert(video.id)
                 touchedChapters.formUnion([video.chapterID, target.id])
-                renumberVideos(in: video.chapterID)
+                renumberVideos(in: video.chapterID, from: video.position)
+                renumberVideos(in: target.id, from: position)
+            } else {
+                renumberVideos(in: target.id, from: min(position, video.position))
             }
-            renumberVideos(in: target.id)
 
         case .renameVideo(let ref, let title):
             let title = try validTitle(title, at: index, what: "video title")
             let video = try existingVideo(ref, at: index)
             if video.title != title {
+                journalVideo(video.id)
                 state.videos[video.id]!.title = title
                 touchedVideos.insert(video.id)
                 touchedChapters.insert(video.chapterID)
@@ -194,11 +300,13 @@ private struct Application {
 
         case .unlinkVideo(let ref):
             let video = try existingVideo(ref, at: index)
+            journalVideoOrder(video.chapterID)
+            journalVideo(video.id)
             state.videoOrder[video.chapterID]!.remove(at: video.position)
             state.videos.removeValue(forKey: video.id)
             touchedVideos.insert(video.id)
             touchedChapters.insert(video.chapterID)
-            renumberVideos(in: video.chapterID)
+            renumberVideos(in: video.chapterID, from: video.position)
         }
     }
 
@@ -297,13 +405,19 @@ private struct Application {
 
     mutating func renumberChapters() {
         for (position, id) in state.chapterOrder.enumerated() where state.chapters[id]!.position != position {
+            journalChapter(id)
             state.chapters[id]!.position = position
             touchedChapters.insert(id)
         }
     }
 
-    mutating func renumberVideos(in chapterID: EntityID) {
-        for (position, id) in state.videoOrder[chapterID]!.enumerated() where state.videos[id]!.position != position {
+    /// Gives the chapter's videos from index `start` on their index as position (those before
+    /// it did not move).
+    mutating func renumberVideos(in chapterID: EntityID, from start: Int) {
+        let order = state.videoOrder[chapterID]!
+        for position in start..<order.count where state.videos[order[position]]!.position != position {
+            let id = order[position]
+            journalVideo(id)
             state.videos[id]!.position = position
             touchedVideos.insert(id)
             touchedChapters.insert(chapterID)
@@ -311,32 +425,35 @@ private struct Application {
     }
 
     /// Bumps the versions and seq, and derives the diff from what was touched.
-    consuming func finish(_ batch: Batch) -> Resolved {
-        let seq = before.seq + 1
+    mutating func finish(_ batch: Batch) -> Commit {
+        let seq = seq + 1
         var changes = ChangeSet()
         for id in touchedChapters.sorted() {
+            let old = chapterBefore(id)
             guard var chapter = state.chapters[id] else {
-                if before.chapters[id] != nil { changes.deletedChapters.append(id) }
+                if old != nil { changes.deletedChapters.append(id) }
                 continue
             }
-            chapter.version = (before.chapters[id]?.version ?? 0) + 1
+            chapter.version = (old?.version ?? 0) + 1
+            journalChapter(id)
             state.chapters[id] = chapter
             changes.chapterVersions.append(ChapterVersion(chapterID: id, version: chapter.version))
-            let old = before.chapters[id]
             if old?.title != chapter.title || old?.position != chapter.position { changes.chapters.append(chapter) }
         }
         for id in touchedVideos.sorted() {
+            let old = videoBefore(id)
             if let video = state.videos[id] {
-                if before.videos[id] != video { changes.videos.append(video) }
-            } else if before.videos[id] != nil {
+                if old != video { changes.videos.append(video) }
+            } else if old != nil {
                 changes.deletedVideos.append(id)
             }
         }
         changes.media = touchedMedia.sorted().map { state.media[$0]! }
+        if undo.course == nil { undo.course = state.course }
         state.course.seq = seq
         let origin = BatchOrigin(clientID: batch.clientID, batchSeq: batch.batchSeq)
         let diff = Diff(courseID: state.course.id, seq: seq, origin: origin, changes: changes)
         let ack = Ack(courseID: state.course.id, batchSeq: batch.batchSeq, seq: seq, idMap: created, notes: notes)
-        return Resolved(commit: Commit(diff: diff, ack: ack), state: state)
+        return Commit(diff: diff, ack: ack)
     }
 }

@@ -44,9 +44,9 @@ public struct GroupCommit: Sendable {
                 group.outcomes.append(.replayed(ack))
                 continue
             }
-            switch Resolver.resolve(batch, against: group.state, knownTemps: temps[batch.clientID, default: [:]], allocator: &allocator) {
+            // In place: the group's state is copied from the caller's once, not once per batch.
+            switch Resolver.apply(batch, to: &group.state, knownTemps: temps[batch.clientID, default: [:]], allocator: &allocator) {
             case .success(let resolved):
-                group.state = resolved.state
                 group.commits.append(resolved.commit)
                 group.outcomes.append(.committed(resolved.commit))
                 applied[key] = resolved.commit.ack

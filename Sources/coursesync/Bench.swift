@@ -91,6 +91,32 @@ struct BenchFixture {
         return BenchFixture(courseID: course.course, chapters: course.chapters, media: course.media)
     }
 
+    /// A course of about `videos` videos, 100 per chapter, and 110 media files: every chapter
+    /// links the first 100 (the first two chapters 10 fewer), the last 10 are linked by no chapter.
+    static func large(store: some SyncStore, videos: Int) async throws -> BenchFixture {
+        let chapterCount = max(2, (videos + 99) / 100)
+        let perChapter = min(100, videos / chapterCount)
+        let course = try await ConvergeBench.makeCourse(store, title: "Large benchmark course", chapters: chapterCount, media: 110)
+        var generator = SystemRandomNumberGenerator()
+        let client = ClientID(.random(using: &generator))
+        var batches: [Batch] = []
+        var temp: UInt64 = 0
+        for (index, chapter) in course.chapters.enumerated() {
+            let items = course.media.prefix(index < 2 ? perChapter - 10 : perChapter).map { media -> LinkItem in
+                temp += 1
+                return LinkItem(temp: TempID(temp)!, media: .id(media))
+            }
+            batches.append(Batch(clientID: client, courseID: course.course, batchSeq: BatchSeq(index + 1), baseSeq: 0,
+                                 ops: [.linkMedia(chapter: .id(chapter), items: items, placement: .atEnd)]))
+        }
+        for start in stride(from: 0, to: batches.count, by: 16) {
+            for outcome in try await store.commit(Array(batches[start ..< min(start + 16, batches.count)]), courseID: course.course) {
+                guard case .committed = outcome else { throw ValidationError("the benchmark's set-up batch was refused: \(outcome)") }
+            }
+        }
+        return BenchFixture(courseID: course.course, chapters: course.chapters, media: course.media)
+    }
+
     struct Result {
         var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
         var batches = 0

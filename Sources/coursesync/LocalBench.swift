@@ -17,15 +17,23 @@ struct LocalBench: AsyncParsableCommand {
         client API and times until an observer of that chapter's videos (GRDB ValueObservation) delivers \
         rows holding all 10; then unlinks them and waits for the server. The rollback run uses a client \
         with a viewer token, whose every batch the server rejects (FORBIDDEN), and times from the Reject \
-        frame's arrival to the observer delivering the rows without the rolled-back videos.
+        frame's arrival to the observer delivering the rows without the rolled-back videos. The remote         run has a second editor link 10 media files into the chapter the first one observes, and times         from the Diff frame's arrival at the first to its observer delivering the 10 new rows.
+
+        With --videos N the course first holds about N videos (100 per chapter, so 10000 is 100         chapters × 100 videos; the two measured chapters hold 10 fewer, so the links fit the         course's limit): the edit and the remote diff should cost the same as in a small course.
         """
     )
 
     @Option(help: "Samples per measurement.")
     var samples = 500
 
+    @Option(help: "Videos already in the course (0: an empty course of 2 chapters).")
+    var videos = 0
+
     func validate() throws {
         guard (1...100_000).contains(samples) else { throw ValidationError("--samples must be between 1 and 100000") }
+        guard videos == 0 || (200...Limits.maxVideosPerCourse).contains(videos) else {
+            throw ValidationError("--videos must be 0 or between 200 and \(Limits.maxVideosPerCourse)")
+        }
     }
 
     func run() async throws {
@@ -41,7 +49,7 @@ struct LocalBench: AsyncParsableCommand {
     private func run(_ embedded: EmbeddedServer, folder: URL, logger: Logger) async throws {
         let store = embedded.store
         let port = embedded.port
-        let fixture = try await BenchFixture.make(store: store, writers: 2)
+        let fixture = try await videos == 0 ? BenchFixture.make(store: store, writers: 2) : BenchFixture.large(store: store, videos: videos)
         func client(_ name: String, _ role: Role) async throws -> SyncClient {
             let client = try await SyncClient.open(path: folder.appendingPathComponent("\(name).replica").path, courseID: fixture.courseID,
                                                    configuration: ClientConfiguration(port: port, token: try await embedded.token(name, role, in: fixture.courseID)),
@@ -50,9 +58,11 @@ struct LocalBench: AsyncParsableCommand {
             return client
         }
         print("coursesync bench local — SQLite replica (WAL, synchronous=NORMAL), GRDB ValueObservation, \(samples) samples, batches of 10 links")
+        print("course: \(fixture.chapters.count) chapters, \(videos) videos")
 
         let editor = try await client("editor", .editor)
-        let media = fixture.media.map(LocalKey.init)
+        // The 10 media files no chapter holds yet.
+        let media = fixture.media.suffix(10).map(LocalKey.init)
         let chapter = LocalKey(fixture.chapters[0])
         let visible = try await measure(editor, chapter: chapter) { observed in
             var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
@@ -68,16 +78,40 @@ struct LocalBench: AsyncParsableCommand {
         }
         report("edit → observer (10 links)", visible)
 
+        let remote = try await client("remote", .editor)
+        let watched = LocalKey(fixture.chapters[1])
+        let remoteDiff = try await measure(editor, chapter: watched) { observed in
+            var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+            let base = try await editor.outline().chapters.first { $0.chapter.key == watched }!.videos.count
+            for _ in 0..<samples {
+                let before = await editor.lastDiffArrival
+                let keys = try await remote.linkMedia(media, to: watched)
+                while true {
+                    let (rows, seen) = try await observed.nextDelivery()
+                    guard rows.count == base + keys.count, let arrival = await editor.lastDiffArrival, arrival != before else { continue }
+                    histogram.record(UInt64((seen - arrival).wholeNanoseconds))
+                    break
+                }
+                for key in keys { try await remote.unlinkVideo(key) }
+                try await remote.settle()
+                _ = try await observed.next { $0.count == base }
+            }
+            return histogram
+        }
+        report("remote diff → observer (10 links)", remoteDiff)
+        await remote.close()
+
         let viewer = try await client("viewer", .viewer)
         let rollback = try await measure(viewer, chapter: LocalKey(fixture.chapters[1])) { observed in
             var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+            let base = try await viewer.outline().chapters.first { $0.chapter.key == LocalKey(fixture.chapters[1]) }!.videos.count
             for _ in 0..<samples {
                 let before = await viewer.lastRejectArrival
                 _ = try await viewer.linkMedia(media, to: LocalKey(fixture.chapters[1]))
                 // The first delivery without the videos after this batch's Reject arrived.
                 while true {
                     let (rows, seen) = try await observed.nextDelivery()
-                    guard rows.isEmpty, let arrival = await viewer.lastRejectArrival, arrival != before, seen >= arrival else { continue }
+                    guard rows.count == base, let arrival = await viewer.lastRejectArrival, arrival != before, seen >= arrival else { continue }
                     histogram.record(UInt64((seen - arrival).wholeNanoseconds))
                     break
                 }

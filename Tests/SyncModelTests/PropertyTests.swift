@@ -165,6 +165,10 @@ struct Workload {
         // The client's prediction, made with the same resolver and provisional IDs.
         let prediction = Replay.replay([batch], onto: before, knownTemps: knownTemps)
         var problems: [String] = []
+        // The same batch applied in place (what clients and group commits do), with the same IDs.
+        var inPlace = before
+        var allocator = fixture.allocator
+        let applied = Resolver.apply(batch, to: &inPlace, knownTemps: knownTemps, allocator: &allocator)
 
         switch fixture.submit(batch) {
         case .failure(let rejection):
@@ -172,6 +176,8 @@ struct Workload {
             rejectionCodes[rejection.code, default: 0] += 1
             if fixture.state != before { problems.append("a rejected batch changed the state") }
             if prediction.visible != before { problems.append("rolling back the rejected batch does not restore the state exactly") }
+            if case .success = applied { problems.append("applied in place, the batch was accepted") }
+            if inPlace != before { problems.append("a rejected in-place application left the state changed") }
             if !rejection.code.isBatchRejection { problems.append("rejected with connection code \(rejection.code)") }
             if let opIndex = rejection.opIndex, !batch.ops.indices.contains(opIndex) { problems.append("op index \(opIndex) out of range") }
             // The message may name a row by its provisional ID on the client; code and op index must agree.
@@ -200,6 +206,14 @@ struct Workload {
                 problems.append("chapter \(id) went back to version \(chapter.version)")
             }
             problems += predictionMismatches(prediction, commit: commit, server: after, batch: batch)
+            if case .success(let applied) = applied {
+                if applied.commit != commit { problems.append("applied in place, the batch made another commit: \(applied.commit)") }
+                if inPlace != after { problems.append("applied in place, the batch left another state") }
+                applied.undo.revert(&inPlace)
+                if inPlace != before { problems.append("undoing the in-place application did not restore the state exactly") }
+            } else {
+                problems.append("applied in place, the batch was rejected")
+            }
             graveyard += before.chapters.keys.filter { after.chapters[$0] == nil }
             graveyard += before.videos.keys.filter { after.videos[$0] == nil }
         }
