@@ -58,7 +58,7 @@ public struct ClientConfiguration: Sendable {
     public var metricsFactory: (any MetricsFactory)?
     /// Sees every frame sent and received, and each new connection (for checkers such as
     /// ``WireOrderChecker``; called on the client's actor, so keep it quick).
-    @_spi(Testing) public var frameObserver: (@Sendable (FrameEvent) -> Void)?
+    package var frameObserver: (@Sendable (FrameEvent) -> Void)?
 
     /// The engine's share of this configuration.
     var timing: ClientCore.Timing {

@@ -4,7 +4,7 @@ import SyncWire
 /// What the server says, and what the engine makes of it.
 extension ClientCore {
     /// A message from the server, received at `now`.
-    public mutating func received(_ message: WireMessage, now: Moment) {
+    package mutating func received(_ message: WireMessage, now: Moment) {
         lastNow = max(lastNow, now)
         heartbeat?.received(now: now)
         switch message {
@@ -31,7 +31,7 @@ extension ClientCore {
         case .error(let error):
             if error.code.isPermanentRefusal && !(error.code == .tokenExpired && renewsTokens) {
                 stopped = true
-                actions.append(.stop(error))
+                actions.append(.stop(.refused(code: error.code, message: error.message)))
             } else {
                 // RATE_LIMITED (and maybe LIMIT_EXCEEDED) say how long to stay away: the next
                 // attempt waits at least that long.
@@ -126,7 +126,7 @@ extension ClientCore {
         let violations = snapshot.invariantViolations()
         guard violations.isEmpty else {
             stopped = true
-            return actions.append(.stop(ConnectionError(.internalError, "the server sent an inconsistent snapshot: \(violations.prefix(3))")))
+            return actions.append(.stop(.protocolViolation("an inconsistent snapshot: \(violations.prefix(3))")))
         }
         confirmed = snapshot
         visible = snapshot

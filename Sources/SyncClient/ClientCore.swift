@@ -13,18 +13,18 @@ import SyncWire
 /// handshake deadline, heartbeats (the ``Heartbeat`` rule with the interval the server's `Welcome`
 /// names: a `Ping` after one quiet interval, a reconnect after three) and the reconnect backoff
 /// (full jitter); the shell only arms one timer and moves frames.
-public struct ClientCore: Sendable {
+package struct ClientCore: Sendable {
     /// The engine's time policy.
-    public struct Timing: Hashable, Sendable {
+    package struct Timing: Hashable, Sendable {
         /// Edits within this window of the first go in one batch; `.zero` seals each edit at once.
-        public var coalesceWindow: Duration = .milliseconds(5)
+        package var coalesceWindow: Duration = .milliseconds(5)
         /// From starting to connect until `Welcome`; past it the attempt is abandoned.
-        public var handshakeTimeout: Duration = .seconds(10)
+        package var handshakeTimeout: Duration = .seconds(10)
         /// Reconnect delays: uniform in [0, min(cap, base × 2^(failed attempts − 1))].
-        public var reconnectBase: Duration = .milliseconds(100)
-        public var reconnectCap: Duration = .seconds(30)
+        package var reconnectBase: Duration = .milliseconds(100)
+        package var reconnectCap: Duration = .seconds(30)
 
-        public init() {}
+        package init() {}
     }
 
     /// A batch made here that the server has not finished with.
@@ -46,40 +46,41 @@ public struct ClientCore: Sendable {
     }
 
     /// The phase of the current connection.
-    public enum Phase: Hashable, Sendable {
+    package enum Phase: Hashable, Sendable {
         case offline, awaitingWelcome, catchingUp, live
     }
 
     /// Something the shell must do after a step.
-    public enum Action: Hashable, Sendable {
+    package enum Action: Hashable, Sendable {
         case send(WireMessage)
         case emit(ClientEvent)
         /// Close the connection and reconnect later (a gap in the diff stream, a server error).
         case reconnect(reason: String)
-        /// Close the connection and stop reconnecting: the server refused this client for good.
-        case stop(ConnectionError)
+        /// Close the connection and stop reconnecting: the server refused this client for good,
+        /// or broke the protocol beyond repair.
+        case stop(SyncError)
         /// Open a connection now (then call ``connecting(now:)`` and send `Hello`).
         case connect
     }
 
     /// Counters for monitoring and the demo.
-    public struct Stats: Hashable, Sendable {
-        public var edits = 0
-        public var batchesSent = 0
-        public var acks = 0
-        public var rejections = 0
-        public var droppedEdits = 0
-        public var remoteDiffs = 0
-        public var snapshots = 0
-        public var resolutionNotes = 0
+    package struct Stats: Hashable, Sendable {
+        package var edits = 0
+        package var batchesSent = 0
+        package var acks = 0
+        package var rejections = 0
+        package var droppedEdits = 0
+        package var remoteDiffs = 0
+        package var snapshots = 0
+        package var resolutionNotes = 0
         /// Acked batches whose outcome (accepted, with as many resolution notes) the local replay predicted.
-        public var predictionsMatched = 0
-        public var predictionsMissed = 0
+        package var predictionsMatched = 0
+        package var predictionsMissed = 0
 
-        public init() {}
+        package init() {}
 
         /// Adds another client's counters (for totals over several clients).
-        public mutating func add(_ other: Stats) {
+        package mutating func add(_ other: Stats) {
             edits += other.edits
             batchesSent += other.batchesSent
             acks += other.acks
@@ -93,17 +94,17 @@ public struct ClientCore: Sendable {
         }
     }
 
-    public let clientID: ClientID
-    public let courseID: EntityID
+    package let clientID: ClientID
+    package let courseID: EntityID
     /// Bound on waiting batches (``ClientConfiguration/maxPendingBatches``).
-    public let maxPendingBatches: Int
-    public internal(set) var confirmed: CourseState
+    package let maxPendingBatches: Int
+    package internal(set) var confirmed: CourseState
     /// The confirmed state with the pending batches replayed on it, in place: each batch's
     /// ``PendingBatch/replay`` undo takes it back, so a rebase costs in proportion to the pending
     /// batches and the change, not to the course.
-    public internal(set) var visible: CourseState
-    public internal(set) var phase: Phase = .offline
-    public internal(set) var stats = Stats()
+    package internal(set) var visible: CourseState
+    package internal(set) var phase: Phase = .offline
+    package internal(set) var stats = Stats()
     var pending: [PendingBatch]
     /// Temp IDs of acknowledged batches → real IDs.
     var knownTemps: [TempID: EntityID]
@@ -132,7 +133,7 @@ public struct ClientCore: Sendable {
     var countersMoved = false
     var actions: [Action] = []
 
-    public let timing: Timing
+    package let timing: Timing
     /// Draws the reconnect jitter.
     var random: SplitMix64
     /// After `Welcome`: the heartbeat rule at the server's interval.
@@ -142,7 +143,7 @@ public struct ClientCore: Sendable {
     /// When the open batch is sealed (the coalescing window).
     var sealDeadline: Moment?
     /// While offline: when to connect again.
-    public internal(set) var retryAt: Moment?
+    package internal(set) var retryAt: Moment?
     /// Push pacing at the rates the server's `Welcome` states (none if it states none), so that a
     /// backlog (a reconnect after a long time offline) goes out no faster than the server takes it.
     var pushPace: TokenBucket?
@@ -159,11 +160,11 @@ public struct ClientCore: Sendable {
     /// Refused for good, or closed: no more connections.
     var stopped = false
     /// The most ops a batch may weigh: the protocol's limit, or less if the server's `Welcome` says so.
-    public internal(set) var maxOpsPerBatch = Limits.maxOpsPerBatch
+    package internal(set) var maxOpsPerBatch = Limits.maxOpsPerBatch
 
     /// An engine over what a replica stored (``ReplicaContents/empty(clientID:courseID:)`` for a new one).
     /// `seed` feeds the reconnect jitter (a simulation passes a fixed one).
-    public init(_ contents: ReplicaContents, maxPendingBatches: Int = ClientConfiguration.defaultMaxPendingBatches,
+    package init(_ contents: ReplicaContents, maxPendingBatches: Int = ClientConfiguration.defaultMaxPendingBatches,
                 timing: Timing = Timing(), seed: UInt64) {
         precondition(maxPendingBatches > 0)
         self.timing = timing
@@ -187,26 +188,26 @@ public struct ClientCore: Sendable {
     // MARK: Steps
 
     /// What to write to the replica since the last call, in one transaction.
-    public mutating func takeWrite() -> ReplicaWrite {
+    package mutating func takeWrite() -> ReplicaWrite {
         if countersMoved { write.counters = Counters(nextTemp: nextTemp, nextBatchSeq: nextBatchSeq) }
         defer { write = ReplicaWrite(); countersMoved = false }
         return write
     }
 
     /// What to do since the last call, in order.
-    public mutating func takeActions() -> [Action] {
+    package mutating func takeActions() -> [Action] {
         defer { actions = [] }
         return actions
     }
 
     /// A fresh temp ID, unique for this replica for ever.
-    public mutating func mintTemp() -> TempID {
+    package mutating func mintTemp() -> TempID {
         defer { nextTemp += 1; countersMoved = true }
         return TempID(nextTemp)!
     }
 
     /// The reference an operation uses for the row `key` names, or `nil` if the replica shows no such row.
-    public func ref(_ key: LocalKey) -> Ref? {
+    package func ref(_ key: LocalKey) -> Ref? {
         guard rows.chapters[key] != nil || rows.videos[key] != nil || rows.media[key] != nil else { return nil }
         let id = key.rawValue
         guard id.isProvisional else { return .id(id) }
@@ -218,7 +219,7 @@ public struct ClientCore: Sendable {
     /// which is sealed at the end of the coalescing window (at once with a zero window; with
     /// `holdOpen`, only by an explicit ``seal()``). Throws, changing nothing, when the edit is
     /// invalid against the visible state or the queue is full.
-    public mutating func edit(_ op: SyncModel.Operation, now: Moment, holdOpen: Bool = false) throws(EditError) {
+    package mutating func edit(_ op: SyncModel.Operation, now: Moment, holdOpen: Bool = false) throws(EditError) {
         lastNow = max(lastNow, now)
         try queue(op)
         if holdOpen { return }
@@ -278,7 +279,7 @@ public struct ClientCore: Sendable {
     }
 
     /// Closes the open batch: it is sent now if connected, else on the next connection.
-    public mutating func seal() {
+    package mutating func seal() {
         sealDeadline = nil
         guard openBatch != nil else { return }
         openBatch = nil
@@ -308,14 +309,14 @@ public struct ClientCore: Sendable {
     // MARK: Connection and time
 
     /// Starts syncing: asks the shell to connect (``Action/connect``).
-    public mutating func start() {
+    package mutating func start() {
         guard !stopped, phase == .offline, retryAt == nil else { return }
         actions.append(.connect)
     }
 
     /// The shell starts connecting; it sends `Hello` itself (it holds the token). The attempt,
     /// handshake included, must end in `Welcome` within ``Timing/handshakeTimeout``.
-    public mutating func connecting(now: Moment) {
+    package mutating func connecting(now: Moment) {
         lastNow = max(lastNow, now)
         paceDeadline = nil
         phase = .awaitingWelcome
@@ -331,7 +332,7 @@ public struct ClientCore: Sendable {
 
     /// The connection is gone; pending batches wait for the next one, which the engine schedules
     /// with backoff (unless `retry` is false: the client is closing).
-    public mutating func disconnected(now: Moment, retry: Bool = true) {
+    package mutating func disconnected(now: Moment, retry: Bool = true) {
         phase = .offline
         heartbeat = nil
         handshakeDeadline = nil
@@ -359,13 +360,13 @@ public struct ClientCore: Sendable {
     }
 
     /// Stops for good (the shell could not store a step): no more connections.
-    public mutating func stop() {
+    package mutating func stop() {
         stopped = true
         retryAt = nil
     }
 
     /// When ``handleTimeout(now:)`` next has something to do.
-    public var nextDeadline: Moment? {
+    package var nextDeadline: Moment? {
         switch phase {
         case .offline: earliest(sealDeadline, retryAt)
         case .awaitingWelcome: earliest(sealDeadline, handshakeDeadline)
@@ -375,7 +376,7 @@ public struct ClientCore: Sendable {
 
     /// The shell's timer fired: seal the open batch, ping a quiet server, give up on a silent
     /// connection or a handshake that takes too long, connect again after the backoff.
-    public mutating func handleTimeout(now: Moment) {
+    package mutating func handleTimeout(now: Moment) {
         lastNow = max(lastNow, now)
         if let deadline = sealDeadline, now >= deadline { seal() }
         if let deadline = paceDeadline, now >= deadline { sendUnsent(now: now) }
@@ -495,17 +496,17 @@ public struct ClientCore: Sendable {
     }
 
     /// Batches waiting for the server, in order (including the open one).
-    public var pendingBatches: [Batch] { pending.map(\.batch) }
+    package var pendingBatches: [Batch] { pending.map(\.batch) }
 
     /// How many batches wait for the server.
-    public var pendingCount: Int { pending.count }
+    package var pendingCount: Int { pending.count }
 
     /// Whether a fresh token is fetched for each connection (a token provider): then the
     /// server's `TOKEN_EXPIRED` means "reconnect", not "refused for good".
-    public var renewsTokens = false
+    package var renewsTokens = false
 
     /// Whether nothing is waiting for the server.
-    public var isSettled: Bool { pending.isEmpty }
+    package var isSettled: Bool { pending.isEmpty }
 }
 
 extension ErrorCode {
@@ -547,11 +548,11 @@ extension SyncModel.Operation {
 
 extension ClientCore {
     /// The local key of the row whose ID (real or provisional) in the visible state is `id`.
-    public func key(for id: EntityID) -> LocalKey { rowBuilder.key(id) }
+    package func key(for id: EntityID) -> LocalKey { rowBuilder.key(id) }
 
     /// The local key of the row `temp` made in the visible state (an existing row's key when the
     /// resolver merged it, e.g. media the chapter already held).
-    public func key(forTemp temp: TempID) -> LocalKey {
+    package func key(forTemp temp: TempID) -> LocalKey {
         (replayTemps[temp] ?? knownTemps[temp]).map { rowBuilder.key($0) } ?? LocalKey(.provisional(temp))
     }
 }

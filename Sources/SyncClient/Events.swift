@@ -32,7 +32,8 @@ public struct Rejected: Hashable, Sendable {
 /// One edit that was rolled back. ``SyncClient/retry(_:)`` resubmits edits like these.
 public struct DroppedEdit: Hashable, Sendable, CustomStringConvertible {
     public var batchSeq: BatchSeq
-    public var operation: SyncModel.Operation
+    /// The operation as it was sent (for ``SyncClient/retry(_:)``).
+    package var operation: SyncModel.Operation
 
     public var description: String { "batch \(batchSeq): \(operation.summary)" }
 }
@@ -61,6 +62,31 @@ public enum ConnectionState: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
+/// Why the client stopped syncing, or why waiting on it (``SyncClient/settle()``,
+/// ``SyncClient/run()``) failed. Task cancellation is reported as `CancellationError`.
+public enum SyncError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The server refused this client for good: a bad or expired token, no access to the
+    /// course, an unknown course, an unsupported protocol version. Reconnecting cannot help.
+    case refused(code: ErrorCode, message: String)
+    /// The replica file could not be written (disk full, permissions, an I/O error). The client
+    /// stopped rather than acknowledge what it did not store; what the file holds is intact.
+    case storage(path: String, reason: String)
+    /// The server broke the protocol in a way reconnecting cannot repair (an inconsistent
+    /// snapshot); the client stopped rather than write it to the replica.
+    case protocolViolation(String)
+    /// The client was closed before the wait ended.
+    case closed
+
+    public var description: String {
+        switch self {
+        case .refused(let code, let message): "the server refused this client: \(code): \(message)"
+        case .storage(let path, let reason): "cannot write the replica \(path): \(reason)"
+        case .protocolViolation(let what): "the server broke the protocol: \(what)"
+        case .closed: "the client is closed"
+        }
+    }
+}
+
 /// Why an edit call did not take effect. Nothing was applied or queued.
 public enum EditError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The edit is invalid against what the replica shows (a bad title, a row that no longer
@@ -85,7 +111,7 @@ public enum EditError: Error, Hashable, Sendable, CustomStringConvertible {
 
 extension SyncModel.Operation {
     /// A short human description, for logs and rejection reports.
-    public var summary: String {
+    package var summary: String {
         switch self {
         case .createChapter(let temp, let title, _): "create chapter \(temp) \"\(title)\""
         case .renameChapter(let ref, let title): "rename chapter \(ref) to \"\(title)\""

@@ -24,14 +24,14 @@ public enum ReplicaError: Error, Hashable, Sendable, CustomStringConvertible {
 /// WAL mode with `synchronous = NORMAL`: a committed edit survives the process crashing (the
 /// pending queue is what must not be lost); a power cut may lose the last moments of edits,
 /// which the server never saw either.
-public final class Replica: Sendable {
-    public let path: String
+package final class Replica: Sendable {
+    package let path: String
     let pool: any DatabaseWriter
     /// A separate connection that checkpoints the WAL (see ``checkpoint()``); nil in memory.
     private let checkpointer: DatabaseQueue?
 
     /// Opens (creating if needed) the replica file at `path` and migrates its schema.
-    public init(path: String) throws {
+    package init(path: String) throws {
         self.path = path
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)
@@ -54,14 +54,14 @@ public final class Replica: Sendable {
 
     /// Copies the WAL back into the database file without blocking writers (a passive
     /// checkpoint, on its own connection). ``SyncClient`` calls it in the background.
-    public func checkpoint() throws {
+    package func checkpoint() throws {
         try checkpointer?.writeWithoutTransaction { db in
             _ = try db.checkpoint(.passive)
         }
     }
 
     /// A replica in memory (the simulator's clients): the same schema and code, no file.
-    public init(inMemory name: String) throws {
+    package init(inMemory name: String) throws {
         path = ":memory:\(name)"
         pool = try DatabaseQueue()
         checkpointer = nil
@@ -71,7 +71,7 @@ public final class Replica: Sendable {
     // MARK: Loading
 
     /// What the file holds for `courseID`, or `nil` for a new file. A file of another course throws.
-    public func load(courseID: EntityID) throws -> ReplicaContents? {
+    package func load(courseID: EntityID) throws -> ReplicaContents? {
         try pool.read { db in
             guard let client = try Data.fetchOne(db, sql: "SELECT value FROM meta WHERE name = 'client_id'") else { return nil }
             guard let clientID = EntityID(bytes: client), let courseID2 = try Data.fetchOne(db, sql: "SELECT id FROM course").flatMap({ EntityID(bytes: $0) }) else {
@@ -116,7 +116,7 @@ public final class Replica: Sendable {
     }
 
     /// Records a new replica's identity (its client ID and course).
-    public func create(_ contents: ReplicaContents) throws {
+    package func create(_ contents: ReplicaContents) throws {
         try pool.write { db in
             try db.execute(sql: "INSERT INTO meta (name, value) VALUES ('client_id', ?)", arguments: [contents.clientID.id.data])
             try db.execute(sql: "INSERT INTO course (id, title, seq) VALUES (?, ?, ?)",
@@ -127,7 +127,7 @@ public final class Replica: Sendable {
     /// How the file differs from `state`, which a settled replica of the course holds: `state` as
     /// its confirmed state, no pending batch, and exactly `state`'s rows shown, all confirmed.
     /// Empty when it matches. For checkers (the simulator, `coursesync stress`).
-    public func differences(from state: CourseState) throws -> [String] {
+    package func differences(from state: CourseState) throws -> [String] {
         guard let contents = try load(courseID: state.course.id) else { return ["the replica is empty"] }
         var problems: [String] = []
         if contents.confirmed != state { problems.append("its confirmed state differs") }
@@ -139,7 +139,7 @@ public final class Replica: Sendable {
     // MARK: Writing
 
     /// Writes one engine step in one transaction.
-    public func apply(_ write: ReplicaWrite) throws {
+    package func apply(_ write: ReplicaWrite) throws {
         guard !write.isEmpty else { return }
         try pool.write { db in try Self.apply(write, db) }
     }
@@ -239,13 +239,13 @@ public final class Replica: Sendable {
     // MARK: Reading
 
     /// The outline as stored now.
-    public func outline() throws -> Outline { try pool.read(Self.outline) }
+    package func outline() throws -> Outline { try pool.read(Self.outline) }
 
     /// The media library as stored now, by name.
-    public func media() throws -> [MediaRow] { try pool.read(Self.media) }
+    package func media() throws -> [MediaRow] { try pool.read(Self.media) }
 
     /// A chapter's videos as stored now, in order.
-    public func videos(inChapter key: LocalKey) throws -> [VideoRow] { try pool.read { try Self.videos(inChapter: key, $0) } }
+    package func videos(inChapter key: LocalKey) throws -> [VideoRow] { try pool.read { try Self.videos(inChapter: key, $0) } }
 
     static func outline(_ db: Database) throws -> Outline {
         let course = try Row.fetchOne(db, sql: "SELECT title, seq FROM course")

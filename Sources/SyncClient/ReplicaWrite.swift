@@ -1,8 +1,8 @@
 import SyncModel
 
 /// Everything one engine step changed that the replica file must keep, written in one transaction.
-public struct ReplicaWrite: Hashable, Sendable {
-    public enum ConfirmedChange: Hashable, Sendable {
+package struct ReplicaWrite: Hashable, Sendable {
+    package enum ConfirmedChange: Hashable, Sendable {
         case diff(Diff)
         case snapshot(CourseState)
     }
@@ -21,30 +21,30 @@ public struct ReplicaWrite: Hashable, Sendable {
     var replaceRows: VisibleRows?
     var rows = RowDelta()
 
-    public var isEmpty: Bool {
+    package var isEmpty: Bool {
         confirmed.isEmpty && batches.isEmpty && deletedBatches.isEmpty && temps.isEmpty && localKeys.isEmpty
             && counters == nil && replaceRows == nil && rows.isEmpty
     }
 }
 
 /// The next temp ID and batch seq to hand out: never reused, so stored with every step that moves them.
-public struct Counters: Hashable, Sendable {
-    public var nextTemp: UInt64
-    public var nextBatchSeq: BatchSeq
+package struct Counters: Hashable, Sendable {
+    package var nextTemp: UInt64
+    package var nextBatchSeq: BatchSeq
 }
 
 /// What a replica file holds, loaded when it opens.
-public struct ReplicaContents: Hashable, Sendable {
-    public var clientID: ClientID
-    public var confirmed: CourseState
-    public var pending: [Batch]
-    public var knownTemps: [TempID: EntityID]
-    public var localKeys: [EntityID: LocalKey]
-    public var nextTemp: UInt64
-    public var nextBatchSeq: BatchSeq
+package struct ReplicaContents: Hashable, Sendable {
+    package var clientID: ClientID
+    package var confirmed: CourseState
+    package var pending: [Batch]
+    package var knownTemps: [TempID: EntityID]
+    package var localKeys: [EntityID: LocalKey]
+    package var nextTemp: UInt64
+    package var nextBatchSeq: BatchSeq
 
     /// A new replica of `courseID` that has seen nothing yet.
-    public static func empty(clientID: ClientID, courseID: EntityID) -> ReplicaContents {
+    package static func empty(clientID: ClientID, courseID: EntityID) -> ReplicaContents {
         ReplicaContents(clientID: clientID, confirmed: CourseState(course: Course(id: courseID, title: "", seq: 0)),
                         pending: [], knownTemps: [:], localKeys: [:], nextTemp: 1, nextBatchSeq: 1)
     }

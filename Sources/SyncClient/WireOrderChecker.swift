@@ -2,7 +2,7 @@ import SyncModel
 import SyncWire
 
 /// What a client's connection did, as a ``WireOrderChecker`` (or any frame observer) sees it.
-public enum FrameEvent: Hashable, Sendable {
+package enum FrameEvent: Hashable, Sendable {
     /// A new connection is up (the frames that follow belong to it).
     case connected
     case sent(WireMessage)
@@ -15,20 +15,20 @@ public enum FrameEvent: Hashable, Sendable {
 /// A batch first pushed on an earlier connection may see its Diff first on a later one (the
 /// commit happened before the resend), so only batches first pushed on the current connection
 /// are held to that rule. Used by `coursesync stress`, independently of the engine.
-public struct WireOrderChecker: Sendable {
+package struct WireOrderChecker: Sendable {
     /// The client's ID, from its `Hello`.
-    public private(set) var clientID: ClientID?
-    public private(set) var violations: [String] = []
-    public private(set) var connections = 0
-    public private(set) var diffsSeen = 0
+    package private(set) var clientID: ClientID?
+    package private(set) var violations: [String] = []
+    package private(set) var connections = 0
+    package private(set) var diffsSeen = 0
     private var everPushed = Set<BatchSeq>()
     private var firstPushedHere = Set<BatchSeq>()
     private var ackedHere = Set<BatchSeq>()
     private var streams: [EntityID: CourseSeq] = [:]
 
-    public init() {}
+    package init() {}
 
-    public mutating func observe(_ event: FrameEvent) {
+    package mutating func observe(_ event: FrameEvent) {
         switch event {
         case .connected:
             connections += 1

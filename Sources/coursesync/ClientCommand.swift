@@ -248,11 +248,11 @@ struct ClientOptions: ParsableArguments {
             try await settle(client)
             try await body(client)
         } catch {
-            await client.close()
+            try await client.close()
             await rejections.value
             throw error
         }
-        await client.close()
+        try await client.close()
         await rejections.value
     }
 

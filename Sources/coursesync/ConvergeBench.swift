@@ -172,7 +172,7 @@ struct ConvergeBench: AsyncParsableCommand {
             }
         }
         result.converged = (clock.now - start).seconds
-        for client in clients { await client.close() }
+        for client in clients { try await client.close() }
         if truth.videos.count != result.items { result.mismatches.append("the store holds \(truth.videos.count) videos, not \(result.items)") }
         for index in 0..<count {
             let replica = try Replica(path: folder.appendingPathComponent("\(run)-\(index).replica").path)

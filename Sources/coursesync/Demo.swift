@@ -110,7 +110,7 @@ struct Demo: AsyncParsableCommand {
         say("batches acked \(totals.acks) · rejected \(totals.rejections) (\(totals.droppedEdits) edits rolled back) · server commits \(truth.seq)")
         say("conflicts resolved \(conflicts): \(totals.resolutionNotes) merges or missing anchors, \(totals.rejections) rejections")
         say("optimistic apply: median \(format(median(applyTimes))) · push → ack: median \(format(median(ackTimes))) · predictions right \(predictions)")
-        for instructor in clients { await instructor.client.close() }
+        for instructor in clients { try await instructor.client.close() }
         return allMatch
     }
 

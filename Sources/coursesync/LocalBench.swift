@@ -99,7 +99,7 @@ struct LocalBench: AsyncParsableCommand {
             return histogram
         }
         report("remote diff → observer (10 links)", remoteDiff)
-        await remote.close()
+        try await remote.close()
 
         let viewer = try await client("viewer", .viewer)
         let rollback = try await measure(viewer, chapter: LocalKey(fixture.chapters[1])) { observed in
@@ -119,8 +119,8 @@ struct LocalBench: AsyncParsableCommand {
             return histogram
         }
         report("Reject → rollback observed", rollback)
-        await editor.close()
-        await viewer.close()
+        try await editor.close()
+        try await viewer.close()
     }
 
     private func report(_ what: String, _ histogram: Histogram<UInt64>) {

@@ -5,7 +5,7 @@ import NIOConcurrencyHelpers
 import PostgresNIO
 import PostgresStore
 import SQLiteStore
-@_spi(Testing) import SyncClient
+import SyncClient
 import SyncModel
 import SyncServer
 
@@ -160,7 +160,7 @@ struct Stress: AsyncParsableCommand {
         var totals = ClientCore.Stats()
         for instructor in instructors {
             totals.add(await instructor.client.stats)
-            await instructor.client.close()
+            try await instructor.client.close()
         }
         var reconnects = 0
         for counter in reconnectCounters { reconnects += await counter.value }

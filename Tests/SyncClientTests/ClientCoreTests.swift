@@ -1,4 +1,4 @@
-@testable @_spi(Testing) import SyncClient
+@testable import SyncClient
 import SyncModel
 import SyncWire
 import Testing
@@ -174,7 +174,7 @@ extension ClientCore {
         #expect(core.confirmed.seq == seq)
         guard case .reconnect = core.takeActions().first else { Issue.record("no reconnect on a gap"); return }
         core.received(.error(ConnectionError(.tokenExpired, "expired")))
-        #expect(core.takeActions() == [.stop(ConnectionError(.tokenExpired, "expired"))])
+        #expect(core.takeActions() == [.stop(.refused(code: .tokenExpired, message: "expired"))])
         core.received(.error(ConnectionError(.shuttingDown, "bye")))
         guard case .reconnect = core.takeActions().first else { Issue.record("a server shutting down is temporary"); return }
     }

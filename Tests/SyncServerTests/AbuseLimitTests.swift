@@ -154,7 +154,7 @@ import Testing
                 }
                 try await client.settle()
                 #expect(try await store.courseSeq(course) == 120)
-                await client.close()
+                try await client.close()
                 let all = await events.all()
                 #expect(!all.contains { if case .rejected = $0 { true } else { false } })
                 #expect(!all.contains { if case .connection(.offline) = $0 { true } else { false } }, "never cut")

@@ -35,8 +35,8 @@ import Testing
             #expect(try metrics.expectCounter("coursesync_client_reconnects_total").totalValue == 0)
             await editor.dropConnection()
             try await eventually("a reconnect") { (try? metrics.expectCounter("coursesync_client_reconnects_total").totalValue) == 1 }
-            await editor.close()
-            await viewer.close()
+            try await editor.close()
+            try await viewer.close()
         }
     }
 }

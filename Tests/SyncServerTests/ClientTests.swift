@@ -37,7 +37,7 @@ struct ClientTests {
                     let state = try await database.store.snapshot(courseID: courseID)
                     #expect(Set(state.videos(in: chapters[0]).map(\.mediaFileID)) == Set(media), "every media file linked exactly once")
                     #expect(state.videos(in: chapters[0]).count == 12)
-                    for client in clients { await client.close() }
+                    for client in clients { try await client.close() }
                 }
             }
         }
@@ -73,7 +73,7 @@ struct ClientTests {
             #expect(outline.chapters[0].videos.map(\.title) == ["Media 0", "Second, renamed", "Media 2"])
             let state = try await database.store.snapshot(courseID: courseID)
             #expect(state.videos(in: chapterID).map(\.id) == outline.chapters[0].videos.map(\.id!))
-            await client.close()
+            try await client.close()
             let acks = await events.all().compactMap { if case .acked(_, _, let ids) = $0 { ids } else { nil } }
             #expect(acks.count == 3)
             #expect(acks.first?[chapter] == chapterID)
@@ -112,8 +112,8 @@ struct ClientTests {
             #expect(outline.chapters.map(\.chapter.title) == ["Chapter 1", "Independent"])
             #expect(outline.chapters[1].chapter.key == kept)
             #expect(outline.chapters[1].videos.map(\.mediaKey) == [LocalKey(media[2])])
-            await ada.close()
-            await grace.close()
+            try await ada.close()
+            try await grace.close()
 
             let rejections = EventLog.rejections(await events.all())
             #expect(rejections.count == 1)
@@ -144,7 +144,7 @@ struct ClientTests {
             #expect(state.videos(in: chapters[0]).map(\.mediaFileID) == media)
             try await expectConverged(client, database)
             #expect(await client.stats.acks == 1)
-            await client.close()
+            try await client.close()
         }
     }
 
@@ -158,7 +158,7 @@ struct ClientTests {
                     // First run: the replica catches up, then the server shuts down.
                     let client = try await server.client(of: courseID, in: folder, name: "ada", port: proxy.port)
                     try await client.settle()
-                    await client.close()
+                    try await client.close()
                     return (proxy, server.token([courseID: .editor]))
                 }
                 defer { Task { await proxy.close() } }
@@ -174,7 +174,7 @@ struct ClientTests {
                     try await client.linkMedia(media.map(LocalKey.init), to: chapter)
                     try await client.renameChapter(LocalKey(chapters[0]), to: "Renamed offline")
                     #expect(await client.phase != .live)
-                    await client.close()
+                    try await client.close()
                 }
                 // Third run: the edits are still there, pending; a server starts and they sync.
                 let client = try await SyncClient.open(path: path, courseID: courseID, configuration: configuration)
@@ -191,7 +191,7 @@ struct ClientTests {
                     #expect(outline.chapters.map(\.chapter.title) == ["Written on a plane", "Renamed offline"])
                     #expect(outline.chapters[0].chapter.key == chapter)
                     #expect(outline.chapters[0].videos.map(\.mediaKey) == media.map(LocalKey.init))
-                    await client.close()
+                    try await client.close()
                 }
             }
         }
@@ -253,8 +253,8 @@ struct ClientTests {
             let outline = try await ada.outline()
             #expect(outline.chapters[1].chapter.key == newChapter)
             #expect(outline.chapters[0].videos.last?.key == linked[0])
-            await ada.close()
-            await grace.close()
+            try await ada.close()
+            try await grace.close()
             let all = await events.all()
             #expect(EventLog.rejections(all).map(\.code) == [.targetDeleted])
             #expect(EventLog.notes(all).contains { if case .anchorMissing = $0 { true } else { false } })
@@ -283,7 +283,7 @@ extension Sequence {
             try await Task.sleep(for: .milliseconds(50))
             waiting.cancel()
             await #expect(throws: CancellationError.self) { try await waiting.value }
-            await client.close()
+            try await client.close()
         }
     }
 }

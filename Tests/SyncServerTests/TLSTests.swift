@@ -105,7 +105,7 @@ struct TestCertificates {
             try await client.settle()
             #expect(try await store.courseSeq(courseID) == 1)
             #expect(await client.key(for: try #require(client.confirmedState.chapters.keys.first)) == chapter)
-            await client.close()
+            try await client.close()
         }
     }
 
@@ -124,7 +124,7 @@ struct TestCertificates {
             #expect(reason.contains("handshake") || reason.contains("certificate") || reason.contains("verify"), "\(reason)")
             #expect(await client.phase != .live)
             #expect(try await store.courseSeq(courseID) == 0)
-            await client.close()
+            try await client.close()
         }
     }
 
@@ -139,7 +139,7 @@ struct TestCertificates {
             _ = try await anonymous.createChapter(title: "Never sent")
             try await eventually("a refused handshake") { await anonymous.lastConnectionError != nil }
             #expect(try await store.courseSeq(courseID) == 0)
-            await anonymous.close()
+            try await anonymous.close()
             let known = try await server.client(of: courseID, in: folder, name: "known") {
                 $0.host = "localhost"
                 $0.tls = ClientConfiguration.TLS(caFile: certificates.caFile, certificateFile: certificates.certificate("client"),
@@ -148,7 +148,7 @@ struct TestCertificates {
             _ = try await known.createChapter(title: "Sent")
             try await known.settle()
             #expect(try await store.courseSeq(courseID) == 1)
-            await known.close()
+            try await known.close()
         }
     }
 
@@ -180,7 +180,7 @@ struct TestCertificates {
                 }
                 try await eventually("a failed handshake") { await client.lastConnectionError != nil }
                 #expect(await client.phase != .live)
-                await client.close()
+                try await client.close()
             }
         }
     }

@@ -43,11 +43,12 @@ import Testing
                 let seq = try await store.courseSeq(courseID)
                 let stats = await client.stats
                 #expect(seq == CourseSeq(made), "seq \(String(describing: seq)), \(made) edits, stats \(stats)")
-                await client.close()
+                try await client.close()
                 let all = await events.all()
                 #expect(!all.contains { if case .connection(.refused) = $0 { true } else { false } })
-                // The server ended at least three connections at their tokens' expiry.
-                #expect(issued.withLockedValue { $0 } >= 4, "\(issued.withLockedValue { $0 }) tokens issued")
+                // The server ended at least two connections at their tokens' expiry (three in 7 s
+                // on a quiet machine; a loaded one can take long enough to reconnect to see two).
+                #expect(issued.withLockedValue { $0 } >= 3, "\(issued.withLockedValue { $0 }) tokens issued")
             }
         }
     }
@@ -65,7 +66,7 @@ import Testing
                 let events = EventLog(client)
                 // The token (whole seconds) expires within a second; the server ends the connection then.
                 try await Task.sleep(for: .milliseconds(2_500))
-                await client.close()
+                try await client.close()
                 let all = await events.all()
                 let refusal = all.compactMap { if case .connection(.refused(let code, _)) = $0 { code } else { nil } }
                 #expect(refusal == [.tokenExpired], "\(all)")
