@@ -46,7 +46,7 @@ package final class Replica: Sendable {
         let created = open(path, O_CREAT | O_EXCL | O_WRONLY, 0o600)  // never truncates an existing file
         if created >= 0 { close(created) }
         pool = try DatabasePool(path: path, configuration: configuration)
-        try Self.migrator.migrate(pool)
+        try Self.migrate(pool)
         var checkpointing = Configuration()
         checkpointing.busyMode = .timeout(5)
         checkpointer = try DatabaseQueue(path: path, configuration: checkpointing)
@@ -65,7 +65,7 @@ package final class Replica: Sendable {
         path = ":memory:\(name)"
         pool = try DatabaseQueue()
         checkpointer = nil
-        try Self.migrator.migrate(pool)
+        try Self.migrate(pool)
     }
 
     // MARK: Loading
@@ -79,19 +79,11 @@ package final class Replica: Sendable {
             }
             guard courseID2 == courseID else { throw ReplicaError.otherCourse(file: path, holds: courseID2, wanted: courseID) }
             let courseRow = try Row.fetchOne(db, sql: "SELECT title, seq FROM course")!
-            let course = Course(id: courseID, title: courseRow["title"], seq: UInt64(bitPattern: courseRow["seq"]))
-            let chapters = try Row.fetchAll(db, sql: "SELECT id, title, position, version FROM chapters").map { row in
-                Chapter(id: try Self.id(row["id"]), courseID: courseID, title: row["title"], position: row["position"],
-                        version: UInt64(bitPattern: row["version"]))
-            }
-            let media = try Row.fetchAll(db, sql: "SELECT id, name, cdn_url, duration_ms, byte_size FROM media").map { row in
-                MediaFile(id: try Self.id(row["id"]), courseID: courseID, name: row["name"], cdnURL: row["cdn_url"],
-                          durationMs: UInt64(bitPattern: row["duration_ms"]), byteSize: UInt64(bitPattern: row["byte_size"]))
-            }
-            let videos = try Row.fetchAll(db, sql: "SELECT id, chapter_id, media_id, title, position FROM videos").map { row in
-                Video(id: try Self.id(row["id"]), chapterID: try Self.id(row["chapter_id"]), mediaFileID: try Self.id(row["media_id"]),
-                      title: row["title"], position: row["position"])
-            }
+            let course = Course(id: courseID, title: try courseRow.decode(forColumn: "title"),
+                                seq: UInt64(bitPattern: try courseRow.decode(forColumn: "seq")))
+            let chapters = try ConfirmedChapter.fetchAll(db).map { $0.chapter(in: courseID) }
+            let media = try ConfirmedMedia.fetchAll(db).map { $0.file(in: courseID) }
+            let videos = try ConfirmedVideo.fetchAll(db).map(\.video)
             let pending = try Row.fetchAll(db, sql: "SELECT batch_seq, push FROM pending_batches ORDER BY batch_seq").map { row in
                 let bytes: Data = row["push"]
                 guard case .push(let push) = try WireMessage(payload: bytes) else { throw ReplicaError.corrupt("pending batch \(row["batch_seq"] as Int64)") }
@@ -176,64 +168,45 @@ package final class Replica: Sendable {
         try apply(write.rows, db)
     }
 
+    // Rows are written so that the schema's constraints catch a corrupt step instead of
+    // letting the replica diverge: updates never replace (a replace would delete a row's
+    // dependants, or a row in the way of a unique key), and the videos a step changes are
+    // deleted before they are written back, so that two of them trading places (a media file
+    // moving between chapters) is not taken for a duplicate. Foreign keys are checked at commit.
+
     private static func apply(_ diff: Diff, _ db: Database) throws {
         let changes = diff.changes
-        for id in changes.deletedVideos { try db.execute(sql: "DELETE FROM videos WHERE id = ?", arguments: [id.data]) }
+        _ = try ConfirmedVideo.deleteAll(db, keys: changes.deletedVideos + changes.videos.map(\.id))
         for id in changes.deletedChapters {
-            try db.execute(sql: "DELETE FROM videos WHERE chapter_id = ?", arguments: [id.data])
-            try db.execute(sql: "DELETE FROM chapters WHERE id = ?", arguments: [id.data])
+            try db.execute(sql: "DELETE FROM videos WHERE chapter_id = ?", arguments: [id])
         }
-        try store(chapters: changes.chapters, media: changes.media, videos: changes.videos, db)
+        _ = try ConfirmedChapter.deleteAll(db, keys: changes.deletedChapters)
+        for chapter in changes.chapters { try ConfirmedChapter(chapter).upsert(db) }
+        for file in changes.media { try ConfirmedMedia(file).upsert(db) }
+        for video in changes.videos { try ConfirmedVideo(video).insert(db) }
         let version = try db.cachedStatement(sql: "UPDATE chapters SET version = ? WHERE id = ?")
-        for entry in changes.chapterVersions { try version.execute(arguments: [Int64(bitPattern: entry.version), entry.chapterID.data]) }
+        for entry in changes.chapterVersions {
+            try version.execute(arguments: [Int64(bitPattern: entry.version), entry.chapterID])
+            guard db.changesCount == 1 else { throw ReplicaError.corrupt("a diff bumps the version of chapter \(entry.chapterID), which the replica lacks") }
+        }
         try db.execute(sql: "UPDATE course SET seq = ?", arguments: [Int64(bitPattern: diff.seq)])
     }
 
     private static func replace(with state: CourseState, _ db: Database) throws {
         try db.execute(sql: "DELETE FROM videos; DELETE FROM chapters; DELETE FROM media")
-        try store(chapters: Array(state.chapters.values), media: Array(state.media.values), videos: Array(state.videos.values), db)
+        for chapter in state.chapters.values { try ConfirmedChapter(chapter).insert(db) }
+        for file in state.media.values { try ConfirmedMedia(file).insert(db) }
+        for video in state.videos.values { try ConfirmedVideo(video).insert(db) }
         try db.execute(sql: "UPDATE course SET title = ?, seq = ?", arguments: [state.course.title, Int64(bitPattern: state.seq)])
     }
 
-    private static func store(chapters: [Chapter], media: [MediaFile], videos: [Video], _ db: Database) throws {
-        let chapter = try db.cachedStatement(sql: "INSERT OR REPLACE INTO chapters (id, title, position, version) VALUES (?, ?, ?, ?)")
-        for row in chapters { try chapter.execute(arguments: [row.id.data, row.title, row.position, Int64(bitPattern: row.version)]) }
-        let file = try db.cachedStatement(sql: "INSERT OR REPLACE INTO media (id, name, cdn_url, duration_ms, byte_size) VALUES (?, ?, ?, ?, ?)")
-        for row in media {
-            try file.execute(arguments: [row.id.data, row.name, row.cdnURL, Int64(bitPattern: row.durationMs), Int64(bitPattern: row.byteSize)])
-        }
-        let video = try db.cachedStatement(sql: "INSERT OR REPLACE INTO videos (id, chapter_id, media_id, title, position) VALUES (?, ?, ?, ?, ?)")
-        for row in videos { try video.execute(arguments: [row.id.data, row.chapterID.data, row.mediaFileID.data, row.title, row.position]) }
-    }
-
     private static func apply(_ delta: RowDelta, _ db: Database) throws {
-        let deleteChapter = try db.cachedStatement(sql: "DELETE FROM visible_chapters WHERE key = ?")
-        for key in delta.deletedChapters { try deleteChapter.execute(arguments: [key.rawValue.data]) }
-        let deleteMedia = try db.cachedStatement(sql: "DELETE FROM visible_media WHERE key = ?")
-        for key in delta.deletedMedia { try deleteMedia.execute(arguments: [key.rawValue.data]) }
-        let deleteVideo = try db.cachedStatement(sql: "DELETE FROM visible_videos WHERE key = ?")
-        for key in delta.deletedVideos { try deleteVideo.execute(arguments: [key.rawValue.data]) }
-        let chapter = try db.cachedStatement(sql: """
-            INSERT OR REPLACE INTO visible_chapters (key, id, title, position, version, status) VALUES (?, ?, ?, ?, ?, ?)
-            """)
-        for row in delta.chapters.values {
-            try chapter.execute(arguments: [row.key.rawValue.data, row.id?.data, row.title, row.position,
-                                            Int64(bitPattern: row.version), row.status.rawValue])
-        }
-        let file = try db.cachedStatement(sql: """
-            INSERT OR REPLACE INTO visible_media (key, id, name, cdn_url, duration_ms, byte_size, status) VALUES (?, ?, ?, ?, ?, ?, ?)
-            """)
-        for row in delta.media.values {
-            try file.execute(arguments: [row.key.rawValue.data, row.id?.data, row.name, row.cdnURL, Int64(bitPattern: row.durationMs),
-                                         Int64(bitPattern: row.byteSize), row.status.rawValue])
-        }
-        let video = try db.cachedStatement(sql: """
-            INSERT OR REPLACE INTO visible_videos (key, id, chapter_key, media_key, title, position, status) VALUES (?, ?, ?, ?, ?, ?, ?)
-            """)
-        for row in delta.videos.values {
-            try video.execute(arguments: [row.key.rawValue.data, row.id?.data, row.chapterKey.rawValue.data, row.mediaKey.rawValue.data,
-                                          row.title, row.position, row.status.rawValue])
-        }
+        _ = try VideoRow.deleteAll(db, keys: Array(delta.deletedVideos) + Array(delta.videos.keys))
+        _ = try ChapterRow.deleteAll(db, keys: Array(delta.deletedChapters))
+        _ = try MediaRow.deleteAll(db, keys: Array(delta.deletedMedia))
+        for row in delta.chapters.values { try row.upsert(db) }
+        for row in delta.media.values { try row.upsert(db) }
+        for row in delta.videos.values { try row.insert(db) }
     }
 
     // MARK: Reading
@@ -249,42 +222,21 @@ package final class Replica: Sendable {
 
     static func outline(_ db: Database) throws -> Outline {
         let course = try Row.fetchOne(db, sql: "SELECT title, seq FROM course")
-        let chapters = try Row.fetchAll(db, sql: "SELECT * FROM visible_chapters ORDER BY position").map(chapterRow)
+        let chapters = try ChapterRow.order(Column("position")).fetchAll(db)
         var videos: [LocalKey: [VideoRow]] = [:]
-        for row in try Row.fetchAll(db, sql: "SELECT * FROM visible_videos ORDER BY chapter_key, position") {
-            let video = try videoRow(row)
+        for video in try VideoRow.order(Column("chapter_key"), Column("position")).fetchAll(db) {
             videos[video.chapterKey, default: []].append(video)
         }
-        return Outline(title: course?["title"] ?? "", seq: UInt64(bitPattern: course?["seq"] ?? 0),
+        return Outline(title: try course?.decode(forColumn: "title") ?? "", seq: UInt64(bitPattern: try course?.decode(forColumn: "seq") ?? 0),
                        chapters: chapters.map { Outline.Entry(chapter: $0, videos: videos[$0.key] ?? []) })
     }
 
     static func videos(inChapter key: LocalKey, _ db: Database) throws -> [VideoRow] {
-        try Row.fetchAll(db, sql: "SELECT * FROM visible_videos WHERE chapter_key = ? ORDER BY position", arguments: [key.rawValue.data])
-            .map(videoRow)
+        try VideoRow.filter(Column("chapter_key") == key).order(Column("position")).fetchAll(db)
     }
 
     static func media(_ db: Database) throws -> [MediaRow] {
-        try Row.fetchAll(db, sql: "SELECT * FROM visible_media ORDER BY name, key").map { row in
-            MediaRow(key: LocalKey(try id(row["key"])), id: try optionalID(row["id"]), name: row["name"], cdnURL: row["cdn_url"],
-                     durationMs: UInt64(bitPattern: row["duration_ms"]), byteSize: UInt64(bitPattern: row["byte_size"]),
-                     status: RowStatus(rawValue: row["status"]) ?? .pending)
-        }
-    }
-
-    private static func chapterRow(_ row: Row) throws -> ChapterRow {
-        ChapterRow(key: LocalKey(try id(row["key"])), id: try optionalID(row["id"]), title: row["title"], position: row["position"],
-                   version: UInt64(bitPattern: row["version"]), status: RowStatus(rawValue: row["status"]) ?? .pending)
-    }
-
-    private static func videoRow(_ row: Row) throws -> VideoRow {
-        VideoRow(key: LocalKey(try id(row["key"])), id: try optionalID(row["id"]), chapterKey: LocalKey(try id(row["chapter_key"])),
-                 mediaKey: LocalKey(try id(row["media_key"])), title: row["title"], position: row["position"],
-                 status: RowStatus(rawValue: row["status"]) ?? .pending)
-    }
-
-    static func optionalID(_ data: Data?) throws -> EntityID? {
-        try data.map { try id($0) }
+        try MediaRow.order(Column("name"), Column("key")).fetchAll(db)
     }
 
     static func id(_ data: Data?) throws -> EntityID {
@@ -294,9 +246,21 @@ package final class Replica: Sendable {
 
     // MARK: Schema
 
+    /// Applies the schema's migrations: `createReplica` (the tables), `guardRows` (foreign keys,
+    /// unique (chapter, media) pairs, ID and position checks).
+    static func migrate(_ writer: any DatabaseWriter) throws {
+        // Files made before the migrations had names.
+        try writer.write { db in
+            if try db.tableExists("grdb_migrations") {
+                try db.execute(sql: "UPDATE grdb_migrations SET identifier = 'createReplica' WHERE identifier = '0001_replica'")
+            }
+        }
+        try migrator.migrate(writer)
+    }
+
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
-        migrator.registerMigration("0001_replica") { db in
+        migrator.registerMigration("createReplica") { db in
             try db.execute(sql: """
                 CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
                 CREATE TABLE course (id BLOB PRIMARY KEY, title TEXT NOT NULL, seq INTEGER NOT NULL);
@@ -315,6 +279,57 @@ package final class Replica: Sendable {
                 CREATE TABLE visible_videos (key BLOB PRIMARY KEY, id BLOB, chapter_key BLOB NOT NULL, media_key BLOB NOT NULL,
                                              title TEXT NOT NULL, position INTEGER NOT NULL, status INTEGER NOT NULL);
                 CREATE INDEX visible_videos_by_chapter ON visible_videos (chapter_key, position);
+                """)
+        }
+        // The rows guard themselves: a step that would leave a video in a missing chapter, link
+        // one media file twice into a chapter, or store a malformed ID fails (and rolls back)
+        // instead of the replica diverging from the server. Foreign keys are checked at commit,
+        // so the order of a step's writes does not matter.
+        migrator.registerMigration("guardRows") { db in
+            try db.execute(sql: """
+                CREATE TABLE new_chapters (id BLOB PRIMARY KEY CHECK (length(id) = 16), title TEXT NOT NULL,
+                                           position INTEGER NOT NULL CHECK (position >= 0), version INTEGER NOT NULL);
+                INSERT INTO new_chapters SELECT id, title, position, version FROM chapters;
+                DROP TABLE chapters;
+                ALTER TABLE new_chapters RENAME TO chapters;
+                CREATE TABLE new_media (id BLOB PRIMARY KEY CHECK (length(id) = 16), name TEXT NOT NULL, cdn_url TEXT NOT NULL,
+                                        duration_ms INTEGER NOT NULL, byte_size INTEGER NOT NULL);
+                INSERT INTO new_media SELECT id, name, cdn_url, duration_ms, byte_size FROM media;
+                DROP TABLE media;
+                ALTER TABLE new_media RENAME TO media;
+                CREATE TABLE new_videos (id BLOB PRIMARY KEY CHECK (length(id) = 16),
+                                         chapter_id BLOB NOT NULL REFERENCES chapters (id) DEFERRABLE INITIALLY DEFERRED,
+                                         media_id BLOB NOT NULL REFERENCES media (id) DEFERRABLE INITIALLY DEFERRED,
+                                         title TEXT NOT NULL, position INTEGER NOT NULL CHECK (position >= 0),
+                                         UNIQUE (chapter_id, media_id));
+                INSERT INTO new_videos SELECT id, chapter_id, media_id, title, position FROM videos;
+                DROP TABLE videos;
+                ALTER TABLE new_videos RENAME TO videos;
+                CREATE INDEX videos_by_media ON videos (media_id);
+
+                CREATE TABLE new_visible_chapters (key BLOB PRIMARY KEY CHECK (length(key) = 16), id BLOB CHECK (length(id) = 16),
+                                                   title TEXT NOT NULL, position INTEGER NOT NULL CHECK (position >= 0),
+                                                   version INTEGER NOT NULL, status INTEGER NOT NULL CHECK (status IN (0, 1)));
+                INSERT INTO new_visible_chapters SELECT key, id, title, position, version, status FROM visible_chapters;
+                DROP TABLE visible_chapters;
+                ALTER TABLE new_visible_chapters RENAME TO visible_chapters;
+                CREATE TABLE new_visible_media (key BLOB PRIMARY KEY CHECK (length(key) = 16), id BLOB CHECK (length(id) = 16),
+                                                name TEXT NOT NULL, cdn_url TEXT NOT NULL, duration_ms INTEGER NOT NULL,
+                                                byte_size INTEGER NOT NULL, status INTEGER NOT NULL CHECK (status IN (0, 1)));
+                INSERT INTO new_visible_media SELECT key, id, name, cdn_url, duration_ms, byte_size, status FROM visible_media;
+                DROP TABLE visible_media;
+                ALTER TABLE new_visible_media RENAME TO visible_media;
+                CREATE TABLE new_visible_videos (key BLOB PRIMARY KEY CHECK (length(key) = 16), id BLOB CHECK (length(id) = 16),
+                                                 chapter_key BLOB NOT NULL REFERENCES visible_chapters (key) DEFERRABLE INITIALLY DEFERRED,
+                                                 media_key BLOB NOT NULL REFERENCES visible_media (key) DEFERRABLE INITIALLY DEFERRED,
+                                                 title TEXT NOT NULL, position INTEGER NOT NULL CHECK (position >= 0),
+                                                 status INTEGER NOT NULL CHECK (status IN (0, 1)),
+                                                 UNIQUE (chapter_key, media_key));
+                INSERT INTO new_visible_videos SELECT key, id, chapter_key, media_key, title, position, status FROM visible_videos;
+                DROP TABLE visible_videos;
+                ALTER TABLE new_visible_videos RENAME TO visible_videos;
+                CREATE INDEX visible_videos_by_chapter ON visible_videos (chapter_key, position);
+                CREATE INDEX visible_videos_by_media ON visible_videos (media_key);
                 """)
         }
         return migrator

@@ -1,3 +1,4 @@
+import GRDB
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -24,7 +25,7 @@ extension SyncClient {
             runEndWaiters = []
         }
         // Graceful shutdown ends syncing like cancellation does.
-        try? await cancelWhenGracefulShutdown { await self.runLoops() }
+        await cancelWhenGracefulShutdown { await self.runLoops() }
         try finish()
         if let stopped { throw stopped }
     }
@@ -275,4 +276,12 @@ extension SyncClient {
     package var phase: ClientCore.Phase { core.phase }
     /// The whole engine, for tests that check its invariants.
     package var coreForTests: ClientCore { core }
+
+    /// Caps the replica file at its current size, as a full disk would (for tests of storage failures).
+    package func limitReplicaGrowth() throws {
+        try replica.pool.writeWithoutTransaction { db in
+            let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+            try db.execute(sql: "PRAGMA max_page_count = \(pages)")
+        }
+    }
 }

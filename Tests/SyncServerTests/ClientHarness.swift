@@ -1,6 +1,8 @@
 import Foundation
+import SQLiteStore
 @testable import SyncClient
 import SyncModel
+import SyncServer
 import Testing
 
 /// A folder for one test's replica files, removed afterwards.
@@ -136,5 +138,17 @@ func withClientWorld(chapters: Int, media: Int, _ body: (ClientWorld) async thro
                                            courseID: courseID, chapters: chapterIDs, media: mediaIDs))
             }
         }
+    }
+}
+
+/// A SQLite store with one course, served on loopback, in a scratch folder: what most tests of
+/// the client library start from.
+func withCourseServer<T>(_ title: String = "Course", configure: (inout ServerConfiguration) -> Void = { _ in },
+                         _ body: (_ folder: URL, _ store: SQLiteStore, _ course: EntityID, _ server: TestServer) async throws -> T) async throws -> T {
+    try await withReplicaFolder { folder in
+        let store = try SQLiteStore(path: folder.appendingPathComponent("store.sqlite").path)
+        let course = EntityID.fresh()
+        try await store.createCourse(Course(id: course, title: title))
+        return try await withServer(store: store, configure: configure) { server in try await body(folder, store, course, server) }
     }
 }

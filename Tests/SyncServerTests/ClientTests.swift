@@ -133,7 +133,7 @@ struct ClientTests {
             // The server's answers are lost: the batch commits, the client never hears of it.
             proxy.set(.dropDownstream)
             try await client.linkMedia(media.map(LocalKey.init), to: LocalKey(chapters[0]))
-            try await client.seal()
+            await client.seal()
             try await eventually("the batch committed") { try await database.store.snapshot(courseID: courseID).seq == before + 1 }
             #expect(await client.pendingBatches.count == 1)
             proxy.cutAll()
