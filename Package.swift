@@ -143,6 +143,16 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // An example app on the client library's public API alone: without package access, the
+        // library's `package` declarations are out of its reach, as for an app in another package.
+        .executableTarget(
+            name: "coursesync-outline",
+            dependencies: ["SyncClient"],
+            path: "Examples/CourseOutline",
+            packageAccess: false
+        ),
+        // The README's client example, compiled the same way, and checked to match the README.
+        .testTarget(name: "ReadmeExampleTests", dependencies: ["SyncClient"], packageAccess: false),
         .testTarget(name: "SyncModelTests", dependencies: ["SyncModel"]),
         .testTarget(name: "SimulationTests", dependencies: ["SyncSimulation"]),
         .testTarget(name: "SyncStorageTests", dependencies: ["SyncStorage", "SyncModel"]),

@@ -176,14 +176,16 @@ package final class Replica: Sendable {
 
     private static func apply(_ diff: Diff, _ db: Database) throws {
         let changes = diff.changes
-        _ = try ConfirmedVideo.deleteAll(db, keys: changes.deletedVideos + changes.videos.map(\.id))
+        let deleteVideo = try db.cachedStatement(sql: "DELETE FROM videos WHERE id = ?")
+        for id in changes.deletedVideos { try deleteVideo.execute(arguments: [id]) }
+        for video in changes.videos { try deleteVideo.execute(arguments: [video.id]) }
         for id in changes.deletedChapters {
             try db.execute(sql: "DELETE FROM videos WHERE chapter_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM chapters WHERE id = ?", arguments: [id])
         }
-        _ = try ConfirmedChapter.deleteAll(db, keys: changes.deletedChapters)
-        for chapter in changes.chapters { try ConfirmedChapter(chapter).upsert(db) }
-        for file in changes.media { try ConfirmedMedia(file).upsert(db) }
-        for video in changes.videos { try ConfirmedVideo(video).insert(db) }
+        try write(changes.chapters.map(ConfirmedChapter.init), upsert: true, db)
+        try write(changes.media.map(ConfirmedMedia.init), upsert: true, db)
+        try write(changes.videos.map(ConfirmedVideo.init), upsert: false, db)
         let version = try db.cachedStatement(sql: "UPDATE chapters SET version = ? WHERE id = ?")
         for entry in changes.chapterVersions {
             try version.execute(arguments: [Int64(bitPattern: entry.version), entry.chapterID])
@@ -194,19 +196,41 @@ package final class Replica: Sendable {
 
     private static func replace(with state: CourseState, _ db: Database) throws {
         try db.execute(sql: "DELETE FROM videos; DELETE FROM chapters; DELETE FROM media")
-        for chapter in state.chapters.values { try ConfirmedChapter(chapter).insert(db) }
-        for file in state.media.values { try ConfirmedMedia(file).insert(db) }
-        for video in state.videos.values { try ConfirmedVideo(video).insert(db) }
+        try write(state.chapters.values.map(ConfirmedChapter.init), upsert: false, db)
+        try write(state.media.values.map(ConfirmedMedia.init), upsert: false, db)
+        try write(state.videos.values.map(ConfirmedVideo.init), upsert: false, db)
         try db.execute(sql: "UPDATE course SET title = ?, seq = ?", arguments: [state.course.title, Int64(bitPattern: state.seq)])
     }
 
     private static func apply(_ delta: RowDelta, _ db: Database) throws {
-        _ = try VideoRow.deleteAll(db, keys: Array(delta.deletedVideos) + Array(delta.videos.keys))
-        _ = try ChapterRow.deleteAll(db, keys: Array(delta.deletedChapters))
-        _ = try MediaRow.deleteAll(db, keys: Array(delta.deletedMedia))
-        for row in delta.chapters.values { try row.upsert(db) }
-        for row in delta.media.values { try row.upsert(db) }
-        for row in delta.videos.values { try row.insert(db) }
+        let deleteVideo = try db.cachedStatement(sql: "DELETE FROM visible_videos WHERE key = ?")
+        for key in delta.deletedVideos { try deleteVideo.execute(arguments: [key]) }
+        for key in delta.videos.keys { try deleteVideo.execute(arguments: [key]) }
+        let deleteChapter = try db.cachedStatement(sql: "DELETE FROM visible_chapters WHERE key = ?")
+        for key in delta.deletedChapters { try deleteChapter.execute(arguments: [key]) }
+        let deleteMedia = try db.cachedStatement(sql: "DELETE FROM visible_media WHERE key = ?")
+        for key in delta.deletedMedia { try deleteMedia.execute(arguments: [key]) }
+        try write(Array(delta.chapters.values), upsert: true, db)
+        try write(Array(delta.media.values), upsert: true, db)
+        try write(Array(delta.videos.values), upsert: false, db)
+    }
+
+    /// Writes records with one cached statement per table: an insert, or an upsert that updates
+    /// the row in place (never `REPLACE`, which would delete it and whatever depends on it).
+    private static func write<Record: ReplicaRecord>(_ records: [Record], upsert: Bool, _ db: Database) throws {
+        guard !records.isEmpty else { return }
+        let columns = Record.databaseColumns
+        var sql = "INSERT INTO \(Record.databaseTableName) (\(columns.joined(separator: ", "))) VALUES (\(columns.map { _ in "?" }.joined(separator: ", ")))"
+        if upsert {
+            // The first column is the primary key.
+            let updates = columns.dropFirst().map { "\($0) = excluded.\($0)" }
+            sql += " ON CONFLICT (\(columns[0])) DO UPDATE SET \(updates.joined(separator: ", "))"
+        }
+        let statement = try db.cachedStatement(sql: sql)
+        for record in records {
+            statement.setUncheckedArguments(StatementArguments(record.databaseValues))
+            try statement.execute()
+        }
     }
 
     // MARK: Reading
@@ -305,7 +329,6 @@ package final class Replica: Sendable {
                 INSERT INTO new_videos SELECT id, chapter_id, media_id, title, position FROM videos;
                 DROP TABLE videos;
                 ALTER TABLE new_videos RENAME TO videos;
-                CREATE INDEX videos_by_media ON videos (media_id);
 
                 CREATE TABLE new_visible_chapters (key BLOB PRIMARY KEY CHECK (length(key) = 16), id BLOB CHECK (length(id) = 16),
                                                    title TEXT NOT NULL, position INTEGER NOT NULL CHECK (position >= 0),
@@ -329,8 +352,9 @@ package final class Replica: Sendable {
                 DROP TABLE visible_videos;
                 ALTER TABLE new_visible_videos RENAME TO visible_videos;
                 CREATE INDEX visible_videos_by_chapter ON visible_videos (chapter_key, position);
-                CREATE INDEX visible_videos_by_media ON visible_videos (media_key);
                 """)
+            // No index on the media columns: media files are never deleted but with the whole
+            // course (a snapshot, after its videos), so the foreign keys need none.
         }
         return migrator
     }

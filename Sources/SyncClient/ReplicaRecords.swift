@@ -22,7 +22,20 @@ extension LocalKey: DatabaseValueConvertible {
 
 extension RowStatus: DatabaseValueConvertible {}
 
-extension ChapterRow: FetchableRecord, PersistableRecord {
+/// A row of the replica as a GRDB record, with its columns in a fixed order, so that a step's rows
+/// are written through one cached statement per table.
+public protocol ReplicaRecord: FetchableRecord, PersistableRecord {
+    static var databaseColumns: [String] { get }
+    var databaseValues: [DatabaseValue] { get }
+}
+
+extension ReplicaRecord {
+    public func encode(to container: inout PersistenceContainer) {
+        for (column, value) in zip(Self.databaseColumns, databaseValues) { container[column] = value }
+    }
+}
+
+extension ChapterRow: FetchableRecord, PersistableRecord, ReplicaRecord {
     public static let databaseTableName = "visible_chapters"
 
     public init(row: Row) throws {
@@ -31,17 +44,14 @@ extension ChapterRow: FetchableRecord, PersistableRecord {
                   status: try row.decode(forColumn: "status"))
     }
 
-    public func encode(to container: inout PersistenceContainer) {
-        container["key"] = key
-        container["id"] = id
-        container["title"] = title
-        container["position"] = position
-        container["version"] = Int64(bitPattern: version)
-        container["status"] = status
+    public static let databaseColumns = ["key", "id", "title", "position", "version", "status"]
+
+    public var databaseValues: [DatabaseValue] {
+        [key.databaseValue, id.databaseValue, title.databaseValue, position.databaseValue, Int64(bitPattern: version).databaseValue, status.databaseValue]
     }
 }
 
-extension MediaRow: FetchableRecord, PersistableRecord {
+extension MediaRow: FetchableRecord, PersistableRecord, ReplicaRecord {
     public static let databaseTableName = "visible_media"
 
     public init(row: Row) throws {
@@ -50,18 +60,14 @@ extension MediaRow: FetchableRecord, PersistableRecord {
                   byteSize: UInt64(bitPattern: try row.decode(forColumn: "byte_size")), status: try row.decode(forColumn: "status"))
     }
 
-    public func encode(to container: inout PersistenceContainer) {
-        container["key"] = key
-        container["id"] = id
-        container["name"] = name
-        container["cdn_url"] = cdnURL
-        container["duration_ms"] = Int64(bitPattern: durationMs)
-        container["byte_size"] = Int64(bitPattern: byteSize)
-        container["status"] = status
+    public static let databaseColumns = ["key", "id", "name", "cdn_url", "duration_ms", "byte_size", "status"]
+
+    public var databaseValues: [DatabaseValue] {
+        [key.databaseValue, id.databaseValue, name.databaseValue, cdnURL.databaseValue, Int64(bitPattern: durationMs).databaseValue, Int64(bitPattern: byteSize).databaseValue, status.databaseValue]
     }
 }
 
-extension VideoRow: FetchableRecord, PersistableRecord {
+extension VideoRow: FetchableRecord, PersistableRecord, ReplicaRecord {
     public static let databaseTableName = "visible_videos"
 
     public init(row: Row) throws {
@@ -70,19 +76,15 @@ extension VideoRow: FetchableRecord, PersistableRecord {
                   position: try row.decode(forColumn: "position"), status: try row.decode(forColumn: "status"))
     }
 
-    public func encode(to container: inout PersistenceContainer) {
-        container["key"] = key
-        container["id"] = id
-        container["chapter_key"] = chapterKey
-        container["media_key"] = mediaKey
-        container["title"] = title
-        container["position"] = position
-        container["status"] = status
+    public static let databaseColumns = ["key", "id", "chapter_key", "media_key", "title", "position", "status"]
+
+    public var databaseValues: [DatabaseValue] {
+        [key.databaseValue, id.databaseValue, chapterKey.databaseValue, mediaKey.databaseValue, title.databaseValue, position.databaseValue, status.databaseValue]
     }
 }
 
 /// A chapter of the confirmed state (the course ID is the replica's, not stored per row).
-struct ConfirmedChapter: FetchableRecord, PersistableRecord {
+struct ConfirmedChapter: ReplicaRecord {
     static let databaseTableName = "chapters"
     var id: EntityID
     var title: String
@@ -96,17 +98,16 @@ struct ConfirmedChapter: FetchableRecord, PersistableRecord {
         version = UInt64(bitPattern: try row.decode(forColumn: "version"))
     }
 
-    func encode(to container: inout PersistenceContainer) {
-        container["id"] = id
-        container["title"] = title
-        container["position"] = position
-        container["version"] = Int64(bitPattern: version)
+    static let databaseColumns = ["id", "title", "position", "version"]
+
+    var databaseValues: [DatabaseValue] {
+        [id.databaseValue, title.databaseValue, position.databaseValue, Int64(bitPattern: version).databaseValue]
     }
 
     func chapter(in course: EntityID) -> Chapter { Chapter(id: id, courseID: course, title: title, position: position, version: version) }
 }
 
-struct ConfirmedMedia: FetchableRecord, PersistableRecord {
+struct ConfirmedMedia: ReplicaRecord {
     static let databaseTableName = "media"
     var id: EntityID
     var name: String
@@ -122,12 +123,10 @@ struct ConfirmedMedia: FetchableRecord, PersistableRecord {
         byteSize = UInt64(bitPattern: try row.decode(forColumn: "byte_size"))
     }
 
-    func encode(to container: inout PersistenceContainer) {
-        container["id"] = id
-        container["name"] = name
-        container["cdn_url"] = cdnURL
-        container["duration_ms"] = Int64(bitPattern: durationMs)
-        container["byte_size"] = Int64(bitPattern: byteSize)
+    static let databaseColumns = ["id", "name", "cdn_url", "duration_ms", "byte_size"]
+
+    var databaseValues: [DatabaseValue] {
+        [id.databaseValue, name.databaseValue, cdnURL.databaseValue, Int64(bitPattern: durationMs).databaseValue, Int64(bitPattern: byteSize).databaseValue]
     }
 
     func file(in course: EntityID) -> MediaFile {
@@ -135,7 +134,7 @@ struct ConfirmedMedia: FetchableRecord, PersistableRecord {
     }
 }
 
-struct ConfirmedVideo: FetchableRecord, PersistableRecord {
+struct ConfirmedVideo: ReplicaRecord {
     static let databaseTableName = "videos"
     var video: Video
 
@@ -147,11 +146,9 @@ struct ConfirmedVideo: FetchableRecord, PersistableRecord {
                       position: try row.decode(forColumn: "position"))
     }
 
-    func encode(to container: inout PersistenceContainer) {
-        container["id"] = video.id
-        container["chapter_id"] = video.chapterID
-        container["media_id"] = video.mediaFileID
-        container["title"] = video.title
-        container["position"] = video.position
+    static let databaseColumns = ["id", "chapter_id", "media_id", "title", "position"]
+
+    var databaseValues: [DatabaseValue] {
+        [video.id.databaseValue, video.chapterID.databaseValue, video.mediaFileID.databaseValue, video.title.databaseValue, video.position.databaseValue]
     }
 }
