@@ -79,7 +79,7 @@ public struct Outline: Hashable, Sendable {
 
     /// Whether the outline shows exactly `state`: every chapter and video confirmed, with the
     /// state's IDs, titles, positions and chapter versions, in order.
-    public func mirrors(_ state: CourseState) -> Bool {
+    package func mirrors(_ state: CourseState) -> Bool {
         let expected = state.orderedChapters
         guard chapters.count == expected.count else { return false }
         for (entry, chapter) in zip(chapters, expected) {

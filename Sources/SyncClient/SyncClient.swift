@@ -135,7 +135,7 @@ public actor SyncClient {
             commandSink.yield(.close)
             if let ownedRun { _ = await ownedRun.result } else { await withCheckedContinuation { runEndWaiters.append($0) } }
         } else if !closed {
-            try? finish()
+            return try finish()
         }
         if let closeFailure { throw closeFailure }
     }
