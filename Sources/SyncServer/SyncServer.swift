@@ -317,7 +317,8 @@ public final class SyncServer: Service, Sendable {
         }
     }
 
-    private func serve(_ channel: NIOAsyncChannel<ByteBuffer, Never>) async {
+    /// One connection of frame payloads, from any transport (TCP, or WebSocket through ``HTTPListener``).
+    func serve(_ channel: NIOAsyncChannel<ByteBuffer, Never>) async {
         let remote = channel.channel.remoteAddress.map { "\($0)" } ?? "?"
         var logger = logger
         logger[metadataKey: "peer"] = "\(remote)"

@@ -6,39 +6,9 @@ import NIOPosix
 import Prometheus
 import ServiceLifecycle
 
-/// `serve --http-listen`: the operator's HTTP endpoint. `/metrics` (Prometheus text),
-/// `/health` (the process is up), `/ready` (the store is reachable and migrated: 503 otherwise).
-/// Plain HTTP on its own address: keep it on a private network or loopback.
-struct OpsHTTPServer: Service {
-    let host: String
-    let port: Int
-    let registry: PrometheusCollectorRegistry
-    /// Succeeds when the store is reachable and migrated.
-    let ready: @Sendable () async throws -> Void
-    let logger: Logger
-    /// Called with the bound port (0 picks a free one).
-    var announce: @Sendable (Int) -> Void = { _ in }
-
-    func run() async throws {
-        let registry = registry, ready = ready
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(OpsHTTPHandler(registry: registry, ready: ready))
-                }
-            }
-            .bind(host: host, port: port).get()
-        if let port = channel.localAddress?.port { announce(port) }
-        logger.info("ops HTTP listening", metadata: ["address": "\(host):\(channel.localAddress?.port ?? port)"])
-        await withGracefulShutdownHandler {
-            try? await channel.closeFuture.get()
-        } onGracefulShutdown: {
-            channel.close(promise: nil)
-        }
-    }
-}
-
+/// The operator's endpoints on `serve --http-listen` (behind ``HTTPListener``, which takes the
+/// WebSocket upgrades): `/metrics` (Prometheus text), `/health` (the process is up), `/ready` (the
+/// store is reachable and migrated: 503 otherwise).
 final class OpsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart

@@ -39,7 +39,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds between heartbeats; a connection silent for three is closed.")
     var heartbeatSeconds = 15
 
-    @Option(help: ArgumentHelp("Serve /metrics (Prometheus), /health and /ready over HTTP on this address (off unless given).", valueName: "host:port"))
+    @Option(help: ArgumentHelp("Serve HTTP on this address (off unless given): the protocol over WebSocket at /v1/sync, and /metrics (Prometheus), /health, /ready. TLS with --tls-cert, like --listen.", valueName: "host:port"))
     var httpListen: ListenAddress?
 
     @Option(help: "Seconds a course with no subscriber and nothing to commit stays in memory.")
@@ -91,6 +91,12 @@ struct Serve: AsyncParsableCommand {
         }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         if tlsClientCa != nil, tlsCert == nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
+        if tlsCert == nil, !insecurePlaintext, let http = httpListen, !Self.isLoopback(http.host) {
+            throw ValidationError("""
+                refusing to serve HTTP on \(http.host) without TLS: it carries the protocol over WebSocket (bearer tokens, \
+                course content); give --tls-cert and --tls-key, or --insecure-plaintext on a trusted network
+                """)
+        }
         if tlsCert == nil, !insecurePlaintext, !Self.isLoopback(listen.host) {
             throw ValidationError("""
                 refusing to listen on \(listen.host) without TLS: bearer tokens and course content would cross the network \
@@ -139,8 +145,13 @@ struct Serve: AsyncParsableCommand {
         // Metrics go to a Prometheus registry, exported on --http-listen.
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let ops: (@escaping @Sendable () async throws -> Void) -> ServiceGroupConfiguration.ServiceConfiguration? = { [httpListen] ready in
-            httpListen.map { .init(service: OpsHTTPServer(host: $0.host, port: $0.port, registry: registry, ready: ready, logger: logger)) }
+        let ops: (SyncServer, @escaping @Sendable () async throws -> Void) -> ServiceGroupConfiguration.ServiceConfiguration? = {
+            [httpListen, security = configuration.security] server, ready in
+            httpListen.map { address in
+                .init(service: HTTPListener(server: server, host: address.host, port: address.port, security: security, logger: logger) { pipeline in
+                    try pipeline.addHandler(OpsHTTPHandler(registry: registry, ready: ready))
+                })
+            }
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration]
         if let postgresConfiguration = try store.postgresConfiguration() {
@@ -159,14 +170,14 @@ struct Serve: AsyncParsableCommand {
             // Shut down in reverse: the listener, then the server (draining), then the pool it needs.
             services = [.init(service: client), .init(service: node, successTerminationBehavior: .gracefullyShutdownGroup),
                         .init(service: CommitListener(store: postgresStore, server: server))]
-            if let ops = ops({ try await postgresStore.checkSchema() }) { services.append(ops) }
+            if let ops = ops(server, { try await postgresStore.checkSchema() }) { services.append(ops) }
         } else {
             let sqlite = try store.openSQLite(logRetention: logRetention, maxCachedBytes: cacheMib << 20)
             let server = SyncServer(store: sqlite, authority: authority, configuration: configuration, logger: logger)
             let description = "SQLite \(store.sqlitePath) (one node; --postgres URL for several)"
             services = [.init(service: Node(server: server, announce: { banner($0, description) }, prepare: {}),
                               successTerminationBehavior: .gracefullyShutdownGroup)]
-            if let ops = ops({ _ = try await sqlite.courseSeq(EntityID(bytes: Array(repeating: 0, count: 16))!) }) { services.append(ops) }
+            if let ops = ops(server, { _ = try await sqlite.courseSeq(EntityID(bytes: Array(repeating: 0, count: 16))!) }) { services.append(ops) }
         }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

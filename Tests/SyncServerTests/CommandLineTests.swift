@@ -134,6 +134,13 @@ import Testing
                 return expected.allSatisfy { metrics.contains($0 + "\n") }
             }
             for line in expected { #expect(metrics.contains(line + "\n"), "\(line) in\n\(metrics)") }
+            // The same HTTP port takes the protocol over WebSocket (here its JSON form), into the same course.
+            let browser = try await TestClient.connectWebSocket(port: opsPort, form: .json)
+            try await browser.hello(token: token)
+            let ack = try await browser.push(course, batchSeq: 1, [.createChapter(temp: TempID(1)!, title: "From a browser", placement: .atEnd)]).get()
+            #expect(ack.seq == 3)
+            _ = try await client.expect("the browser's Diff") { if case .diff(let diff) = $0, diff.seq == 3 { diff } else { nil } }
+            await browser.close()
             await client.close()
             server.signal(SIGTERM)
             #expect(try await server.wait() == 0, "\(server.output)")

@@ -1,7 +1,9 @@
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOPosix
+import NIOWebSocket
 import SyncModel
 import SyncServer
 import SyncTransport
@@ -13,6 +15,9 @@ final class TestClient: Sendable {
     let channel: any Channel
     let clientID: ClientID
     private let recorder: Recorder
+    /// Over TCP a message is written as a frame (length prefix and payload); over WebSocket as
+    /// the payload alone (the adapter makes it one WebSocket message).
+    let framed: Bool
 
     static let deadline: Duration = .seconds(120)
 
@@ -36,19 +41,64 @@ final class TestClient: Sendable {
                 }
             }
             .connect(host: host, port: port).get()
-        return TestClient(channel: channel, clientID: clientID, recorder: recorder)
+        return TestClient(channel: channel, clientID: clientID, recorder: recorder, framed: true)
     }
 
-    private init(channel: any Channel, clientID: ClientID, recorder: Recorder) {
+    /// A client over WebSocket (an HTTP/1.1 upgrade at `path` on an ``HTTPListener``), speaking
+    /// `form`: binary Envelopes, or their JSON mapping as text.
+    static func connectWebSocket(port: Int, form: WebSocketProtocol, clientID: ClientID = ClientID(.fresh()), answerPings: Bool = false,
+                                 path: String = WebSocketProtocol.path, host: String = "127.0.0.1") async throws -> TestClient {
+        let recorder = Recorder(answerPings: answerPings, framed: false)
+        let upgraded = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let upgrader = NIOTypedWebSocketClientUpgrader<Bool>(maxFrameSize: Limits.maxServerFrameBytes) { channel, _ in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
+                                minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16, maxAccumulatedFrameSize: Limits.maxServerFrameBytes))
+                            try channel.pipeline.syncOperations.addHandler(WebSocketPayloadAdapter(form: form, isClient: true))
+                            try channel.pipeline.syncOperations.addHandler(recorder)
+                            return true
+                        }
+                    }
+                    var headers = HTTPHeaders([("Host", "\(host):\(port)"), ("Sec-WebSocket-Protocol", form.rawValue)])
+                    headers.add(name: "Content-Length", value: "0")
+                    let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
+                    let configuration = NIOUpgradableHTTPClientPipelineConfiguration(upgradeConfiguration: .init(
+                        upgradeRequestHead: head, upgraders: [upgrader],
+                        notUpgradingCompletionHandler: { channel in channel.eventLoop.makeSucceededFuture(false) }))
+                    return (channel, try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: configuration))
+                }
+            }
+        guard try await upgraded.1.get() else {
+            try? await upgraded.0.close()
+            throw Timeout(description: "the server did not upgrade to WebSocket at \(path)")
+        }
+        return TestClient(channel: upgraded.0, clientID: clientID, recorder: recorder, framed: false)
+    }
+
+    private init(channel: any Channel, clientID: ClientID, recorder: Recorder, framed: Bool) {
         self.channel = channel
         self.clientID = clientID
         self.recorder = recorder
+        self.framed = framed
     }
 
     // MARK: Sending
 
     func send(_ message: WireMessage) async throws {
-        try await sendRaw(message.frame())
+        try await sendRaw(framed ? message.frame() : message.payload())
+    }
+
+    /// Writes one WebSocket text message as it is, past the client's adapter (which would refuse
+    /// anything but a valid Envelope): what a broken browser client could send.
+    func sendRawText(_ text: String) async throws {
+        let channel = channel
+        try await channel.eventLoop.submit {
+            let context = try channel.pipeline.syncOperations.context(handlerType: WebSocketPayloadAdapter.self)
+            let frame = WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: channel.allocator.buffer(string: text))
+            context.writeAndFlush(NIOAny(frame), promise: nil)
+        }.get()
     }
 
     func sendRaw(_ bytes: [UInt8]) async throws {
@@ -171,9 +221,11 @@ private final class Recorder: ChannelInboundHandler, Sendable {
 
     private let state = NIOLockedValueBox(State())
     private let answerPings: Bool
+    private let framed: Bool
 
-    init(answerPings: Bool) {
+    init(answerPings: Bool, framed: Bool = true) {
         self.answerPings = answerPings
+        self.framed = framed
     }
 
     var connectionErrors: [String] { state.withLockedValue { $0.connectionErrors } }
@@ -204,7 +256,7 @@ private final class Recorder: ChannelInboundHandler, Sendable {
             }
         }
         if answerPings, case .success(.ping(let nonce)) = result {
-            context.writeAndFlush(NIOAny(ByteBuffer(bytes: WireMessage.pong(nonce: nonce).frame())), promise: nil)
+            context.writeAndFlush(NIOAny(ByteBuffer(bytes: framed ? WireMessage.pong(nonce: nonce).frame() : WireMessage.pong(nonce: nonce).payload())), promise: nil)
         }
     }
 

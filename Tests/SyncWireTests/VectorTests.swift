@@ -40,6 +40,11 @@ struct VectorTests {
             let decoded = try GoldenVectors.decode(frame: stored, limit: Limits.maxServerFrameBytes)
             #expect(decoded == message)
             #expect(decoded.frame() == stored, "re-encoding is not byte-for-byte")
+            // The same message in the JSON mapping (WebSocket's `coursesync.v1+json`): the stored
+            // JSON maps to exactly this payload's message.
+            if Self.rewrite { try (message.json() + "\n").write(to: Self.file(name, ".json"), atomically: true, encoding: .utf8) }
+            let json = try String(contentsOf: Self.file(name, ".json"), encoding: .utf8)
+            #expect(try WireMessage(payload: JSONMapping.payload(fromJSON: Array(json.utf8))) == message, "the .json vector maps to another message")
         case .invalid(_, let limit, let error, let sender):
             #expect(throws: error) { try GoldenVectors.decode(frame: stored, limit: limit, sender: sender) }
         }

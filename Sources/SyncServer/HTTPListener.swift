@@ -1,0 +1,130 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOWebSocket
+import ServiceLifecycle
+import SyncModel
+import SyncTransport
+import SyncWire
+
+/// An HTTP/1.1 listener (TLS if configured) in front of a ``SyncServer``: a WebSocket upgrade at
+/// `/v1/sync` offering one of the protocol's subprotocols (spec §2.2) becomes a protocol
+/// connection, served exactly like one over TCP (same session, hubs and limits); any other request
+/// goes to `fallback` (for example the operator's `/metrics`, `/health`, `/ready`), or is answered
+/// 404.
+public struct HTTPListener: Service {
+    public typealias Fallback = @Sendable (ChannelPipeline.SynchronousOperations) throws -> Void
+
+    let server: SyncServer
+    let host: String
+    let port: Int
+    let security: TransportSecurity
+    let fallback: Fallback?
+    let logger: Logger
+    let announce: @Sendable (Int) -> Void
+
+    public init(server: SyncServer, host: String, port: Int, security: TransportSecurity = .plaintext,
+                logger: Logger = Logger(label: "coursesync.http"), fallback: Fallback? = nil,
+                announce: @escaping @Sendable (Int) -> Void = { _ in }) {
+        self.server = server
+        self.host = host
+        self.port = port
+        self.security = security
+        self.fallback = fallback
+        self.logger = logger
+        self.announce = announce
+    }
+
+    enum Upgrade: Sendable {
+        case webSocket(NIOAsyncChannel<ByteBuffer, Never>)
+        case http
+    }
+
+    public func run() async throws {
+        let security = security, fallback = fallback
+        let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Self.configure(channel, security: security, fallback: fallback)
+                }
+            }
+        announce(listener.channel.localAddress?.port ?? port)
+        logger.info("HTTP listening", metadata: ["address": "\(host):\(listener.channel.localAddress?.port ?? port)",
+                                                 "websocket": "\(WebSocketProtocol.path)"])
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await listener.executeThenClose { inbound in
+                    for try await upgrade in inbound {
+                        group.addTask {
+                            guard case .webSocket(let connection)? = try? await upgrade.get() else { return }
+                            await server.serve(connection)
+                        }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            listener.channel.close(promise: nil)
+        }
+    }
+
+    private static func configure(_ channel: any Channel, security: TransportSecurity, fallback: Fallback?) throws -> EventLoopFuture<Upgrade> {
+        let pipeline = channel.pipeline.syncOperations
+        if case .tls(let context) = security {
+            try pipeline.addHandler(NIOSSLServerHandler(context: context))
+        }
+        let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
+            maxFrameSize: Limits.maxClientFrameBytes,
+            shouldUpgrade: { channel, head in
+                guard Self.path(head.uri) == WebSocketProtocol.path,
+                      let form = WebSocketProtocol.negotiate(head.headers["Sec-WebSocket-Protocol"]) else {
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
+                return channel.eventLoop.makeSucceededFuture(HTTPHeaders([("Sec-WebSocket-Protocol", form.rawValue)]))
+            },
+            upgradePipelineHandler: { channel, head in
+                channel.eventLoop.makeCompletedFuture {
+                    let form = WebSocketProtocol.negotiate(head.headers["Sec-WebSocket-Protocol"]) ?? .binary
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16,
+                                                                        maxAccumulatedFrameSize: Limits.maxClientFrameBytes))
+                    try pipeline.addHandler(WebSocketPayloadAdapter(form: form, isClient: false))
+                    return .webSocket(try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel))
+                }
+            }
+        )
+        let configuration = NIOUpgradableHTTPServerPipelineConfiguration(upgradeConfiguration: .init(
+            upgraders: [upgrader],
+            notUpgradingCompletionHandler: { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let fallback { try fallback(channel.pipeline.syncOperations) } else { try channel.pipeline.syncOperations.addHandler(NotFound()) }
+                    return .http
+                }
+            }
+        ))
+        return try pipeline.configureUpgradableHTTPServerPipeline(configuration: configuration)
+    }
+
+    static func path(_ uri: String) -> Substring { uri.split(separator: "?", maxSplits: 1).first ?? "" }
+}
+
+/// Answers every request 404 (an HTTP listener without other endpoints).
+final class NotFound: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .end = unwrapInboundIn(data) else { return }
+        let body = context.channel.allocator.buffer(string: "not found; the protocol is at \(WebSocketProtocol.path) over WebSocket\n")
+        var headers = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", "\(body.readableBytes)")])
+        headers.add(name: "Connection", value: "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .notFound, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+}

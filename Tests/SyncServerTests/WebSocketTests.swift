@@ -1,0 +1,121 @@
+import Foundation
+import NIOCore
+import SQLiteStore
+import SyncModel
+import SyncServer
+import SyncTransport
+import SyncWire
+import Testing
+
+/// The protocol over WebSocket (binary Envelopes, and their JSON mapping as text) behaves as over
+/// TCP: the same sessions, hubs and limits behind an ``HTTPListener``. Each scenario runs on every
+/// transport.
+@Suite struct WebSocketTests {
+    enum Transport: String, CaseIterable, CustomTestStringConvertible {
+        case tcp, webSocketBinary, webSocketJSON
+        var testDescription: String { rawValue }
+    }
+
+    /// A server on a SQLite store with one course, listening on TCP and on HTTP (WebSocket).
+    struct Setup {
+        let server: TestServer
+        let httpPort: Int
+        let course: EntityID
+
+        func connect(_ transport: Transport, answerPings: Bool = false) async throws -> TestClient {
+            switch transport {
+            case .tcp: try await TestClient.connect(port: server.port, answerPings: answerPings)
+            case .webSocketBinary: try await TestClient.connectWebSocket(port: httpPort, form: .binary, answerPings: answerPings)
+            case .webSocketJSON: try await TestClient.connectWebSocket(port: httpPort, form: .json, answerPings: answerPings)
+            }
+        }
+
+        func editor(_ transport: Transport) async throws -> TestClient {
+            let client = try await connect(transport)
+            try await client.hello(token: server.token([course: .editor]))
+            return client
+        }
+    }
+
+    func withSetup(configure: (inout ServerConfiguration) -> Void = { _ in }, _ body: (Setup) async throws -> Void) async throws {
+        try await withCourseServer("WebSocket", configure: configure) { _, _, course, server in
+            let (ports, sink) = AsyncStream.makeStream(of: Int.self)
+            let listener = HTTPListener(server: server.server, host: "127.0.0.1", port: 0, logger: TestDatabase.logger,
+                                         announce: { sink.yield($0) })
+            let running = Task { try await listener.run() }
+            defer { running.cancel() }
+            var iterator = ports.makeAsyncIterator()
+            let port = try #require(await iterator.next())
+            try await body(Setup(server: server, httpPort: port, course: course))
+        }
+    }
+
+    /// Handshake, subscribe, push → ack, and the diff fanned out to a client on another transport.
+    @Test(arguments: Transport.allCases)
+    func aBatchIsAckedAndFannedOut(_ transport: Transport) async throws {
+        try await withSetup { setup in
+            let author = try await setup.editor(transport)
+            let watcher = try await setup.editor(transport == .tcp ? .webSocketJSON : .tcp)
+            try await author.subscribe(setup.course)
+            try await watcher.subscribe(setup.course)
+            let ack = try await author.push(setup.course, batchSeq: 1, [.createChapter(temp: TempID(1)!, title: "Over \(transport)", placement: .atEnd)]).get()
+            #expect(ack.seq == 1)
+            let diff = try await watcher.expect("Diff") { if case .diff(let diff) = $0 { diff } else { nil } }
+            #expect(diff.seq == 1 && diff.changes.chapters.first?.title == "Over \(transport)")
+            // The same batch again is answered from the exactly-once record, identically.
+            let again = try await author.push(setup.course, batchSeq: 1, [.createChapter(temp: TempID(1)!, title: "Over \(transport)", placement: .atEnd)]).get()
+            #expect(again == ack)
+            await author.close()
+            await watcher.close()
+        }
+    }
+
+    @Test(arguments: Transport.allCases)
+    func aBadTokenIsRefusedWithAnError(_ transport: Transport) async throws {
+        try await withSetup { setup in
+            let client = try await setup.connect(transport)
+            try await client.send(.hello(Hello(clientID: client.clientID, token: "not-a-jwt")))
+            #expect(try await client.expectClosed()?.code == .unauthenticated)
+        }
+    }
+
+    /// A message that is not an Envelope closes that connection with MALFORMED_FRAME, nothing else.
+    @Test(arguments: Transport.allCases)
+    func aMalformedMessageClosesOnlyItsConnection(_ transport: Transport) async throws {
+        try await withSetup { setup in
+            let bystander = try await setup.editor(.tcp)
+            let client = try await setup.editor(transport)
+            switch transport {
+            case .tcp: try await client.sendRaw(Framing.frame([0xff, 0xff, 0xff]))
+            case .webSocketBinary: try await client.sendRaw([0xff, 0xff, 0xff])
+            case .webSocketJSON: try await client.sendRawText(#"{"subscribe": {"courseId": 12"#)
+            }
+            #expect(try await client.expectClosed()?.code == .malformedFrame)
+            try await bystander.subscribe(setup.course)
+            #expect(!bystander.isClosed)
+            await bystander.close()
+        }
+    }
+
+    /// The server's heartbeat reaches a WebSocket client as a `Ping` message it answers.
+    @Test(arguments: Transport.allCases)
+    func pingsArriveAndAreAnswered(_ transport: Transport) async throws {
+        try await withSetup(configure: { $0.heartbeatInterval = .milliseconds(100) }) { setup in
+            let client = try await setup.connect(transport, answerPings: true)
+            try await client.hello(token: setup.server.token([setup.course: .editor]))
+            _ = try await client.expect("Ping") { if case .ping(let nonce) = $0 { nonce } else { nil } }
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(!client.isClosed, "a client answering pings stays connected")
+            await client.close()
+        }
+    }
+
+    /// An upgrade without one of the protocol's subprotocols, or at another path, is refused.
+    @Test func anUpgradeWithoutOurSubprotocolIsRefused() async throws {
+        try await withSetup { setup in
+            await #expect(throws: (any Error).self) {
+                try await TestClient.connectWebSocket(port: setup.httpPort, form: .binary, path: "/elsewhere")
+            }
+        }
+    }
+}
