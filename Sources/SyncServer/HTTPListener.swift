@@ -43,14 +43,14 @@ public struct HTTPListener: Service {
     }
 
     public func run() async throws {
-        let security = security, fallback = fallback
+        let security = security, fallback = fallback, server = server
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Self.configure(channel, security: security, fallback: fallback)
+                    try Self.configure(channel, server: server, security: security, fallback: fallback)
                 }
             }
         announce(listener.channel.localAddress?.port ?? port)
@@ -72,7 +72,7 @@ public struct HTTPListener: Service {
         }
     }
 
-    private static func configure(_ channel: any Channel, security: TransportSecurity, fallback: Fallback?) throws -> EventLoopFuture<Upgrade> {
+    private static func configure(_ channel: any Channel, server: SyncServer, security: TransportSecurity, fallback: Fallback?) throws -> EventLoopFuture<Upgrade> {
         let pipeline = channel.pipeline.syncOperations
         if case .tls(let context) = security {
             try pipeline.addHandler(NIOSSLServerHandler(context: context))
@@ -101,15 +101,38 @@ public struct HTTPListener: Service {
             upgraders: [upgrader],
             notUpgradingCompletionHandler: { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(BackendAPIHandler(server: server))
                     if let fallback { try fallback(channel.pipeline.syncOperations) } else { try channel.pipeline.syncOperations.addHandler(NotFound()) }
                     return .http
                 }
             }
         ))
-        return try pipeline.configureUpgradableHTTPServerPipeline(configuration: configuration)
+        let upgrade = try pipeline.configureUpgradableHTTPServerPipeline(configuration: configuration)
+        try pipeline.addHandler(UpgradeRefusal())
+        return upgrade
     }
 
     static func path(_ uri: String) -> Substring { uri.split(separator: "?", maxSplits: 1).first ?? "" }
+}
+
+/// Answers a WebSocket upgrade the listener refuses (another path, none of the protocol's
+/// subprotocols) with 400: NIO reports the refusal as an error, which nothing else would answer.
+final class UpgradeRefusal: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+    typealias OutboundOut = HTTPServerResponsePart
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard error is NIOWebSocketUpgradeError else { return context.fireErrorCaught(error) }
+        let body = context.channel.allocator.buffer(string: """
+            a WebSocket upgrade must be to \(WebSocketProtocol.path) with Sec-WebSocket-Protocol \
+            \(WebSocketProtocol.allCases.map(\.rawValue).joined(separator: " or "))\n
+            """)
+        let headers = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", "\(body.readableBytes)"), ("Connection", "close")])
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
 }
 
 /// Answers every request 404 (an HTTP listener without other endpoints).

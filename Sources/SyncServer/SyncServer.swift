@@ -182,7 +182,7 @@ public final class SyncServer: Service, Sendable {
         try ProtocolPipeline.configureServer(pipeline, security: configuration.security, beforeFraming: LingeringClose())
     }
 
-    private func hub(for courseID: EntityID) -> CourseHub {
+    func hub(for courseID: EntityID) -> CourseHub {
         state.withLockedValue { state in
             let hub = state.hubs[courseID] ?? CourseHub(courseID: courseID, store: store, logger: logger,
                                                         maxGroupBatches: configuration.maxGroupBatches, catchUpChunk: configuration.catchUpChunk)

@@ -50,6 +50,7 @@ final class TestClient: Sendable {
                                  path: String = WebSocketProtocol.path, host: String = "127.0.0.1") async throws -> TestClient {
         let recorder = Recorder(answerPings: answerPings, framed: false)
         let upgraded = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let upgrader = NIOTypedWebSocketClientUpgrader<Bool>(maxFrameSize: Limits.maxServerFrameBytes) { channel, _ in

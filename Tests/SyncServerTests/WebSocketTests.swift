@@ -11,49 +11,11 @@ import Testing
 /// TCP: the same sessions, hubs and limits behind an ``HTTPListener``. Each scenario runs on every
 /// transport.
 @Suite struct WebSocketTests {
-    enum Transport: String, CaseIterable, CustomTestStringConvertible {
-        case tcp, webSocketBinary, webSocketJSON
-        var testDescription: String { rawValue }
-    }
-
-    /// A server on a SQLite store with one course, listening on TCP and on HTTP (WebSocket).
-    struct Setup {
-        let server: TestServer
-        let httpPort: Int
-        let course: EntityID
-
-        func connect(_ transport: Transport, answerPings: Bool = false) async throws -> TestClient {
-            switch transport {
-            case .tcp: try await TestClient.connect(port: server.port, answerPings: answerPings)
-            case .webSocketBinary: try await TestClient.connectWebSocket(port: httpPort, form: .binary, answerPings: answerPings)
-            case .webSocketJSON: try await TestClient.connectWebSocket(port: httpPort, form: .json, answerPings: answerPings)
-            }
-        }
-
-        func editor(_ transport: Transport) async throws -> TestClient {
-            let client = try await connect(transport)
-            try await client.hello(token: server.token([course: .editor]))
-            return client
-        }
-    }
-
-    func withSetup(configure: (inout ServerConfiguration) -> Void = { _ in }, _ body: (Setup) async throws -> Void) async throws {
-        try await withCourseServer("WebSocket", configure: configure) { _, _, course, server in
-            let (ports, sink) = AsyncStream.makeStream(of: Int.self)
-            let listener = HTTPListener(server: server.server, host: "127.0.0.1", port: 0, logger: TestDatabase.logger,
-                                         announce: { sink.yield($0) })
-            let running = Task { try await listener.run() }
-            defer { running.cancel() }
-            var iterator = ports.makeAsyncIterator()
-            let port = try #require(await iterator.next())
-            try await body(Setup(server: server, httpPort: port, course: course))
-        }
-    }
 
     /// Handshake, subscribe, push → ack, and the diff fanned out to a client on another transport.
     @Test(arguments: Transport.allCases)
     func aBatchIsAckedAndFannedOut(_ transport: Transport) async throws {
-        try await withSetup { setup in
+        try await withHTTPSetup { setup in
             let author = try await setup.editor(transport)
             let watcher = try await setup.editor(transport == .tcp ? .webSocketJSON : .tcp)
             try await author.subscribe(setup.course)
@@ -72,7 +34,7 @@ import Testing
 
     @Test(arguments: Transport.allCases)
     func aBadTokenIsRefusedWithAnError(_ transport: Transport) async throws {
-        try await withSetup { setup in
+        try await withHTTPSetup { setup in
             let client = try await setup.connect(transport)
             try await client.send(.hello(Hello(clientID: client.clientID, token: "not-a-jwt")))
             #expect(try await client.expectClosed()?.code == .unauthenticated)
@@ -82,7 +44,7 @@ import Testing
     /// A message that is not an Envelope closes that connection with MALFORMED_FRAME, nothing else.
     @Test(arguments: Transport.allCases)
     func aMalformedMessageClosesOnlyItsConnection(_ transport: Transport) async throws {
-        try await withSetup { setup in
+        try await withHTTPSetup { setup in
             let bystander = try await setup.editor(.tcp)
             let client = try await setup.editor(transport)
             switch transport {
@@ -97,25 +59,68 @@ import Testing
         }
     }
 
-    /// The server's heartbeat reaches a WebSocket client as a `Ping` message it answers.
+    /// Heartbeats are the protocol's `Ping`/`Pong` messages on every transport: a client's `Ping`
+    /// is answered, and a silent client is pinged, then closed with IDLE_TIMEOUT.
     @Test(arguments: Transport.allCases)
-    func pingsArriveAndAreAnswered(_ transport: Transport) async throws {
-        try await withSetup(configure: { $0.heartbeatInterval = .milliseconds(100) }) { setup in
-            let client = try await setup.connect(transport, answerPings: true)
+    func heartbeatsAreProtocolMessages(_ transport: Transport) async throws {
+        try await withHTTPSetup(configure: { $0.heartbeatInterval = .seconds(1) }) { setup in
+            let client = try await setup.connect(transport)
             try await client.hello(token: setup.server.token([setup.course: .editor]))
-            _ = try await client.expect("Ping") { if case .ping(let nonce) = $0 { nonce } else { nil } }
-            try await Task.sleep(for: .milliseconds(500))
-            #expect(!client.isClosed, "a client answering pings stays connected")
-            await client.close()
+            try await client.send(.ping(nonce: 42))
+            #expect(try await client.expect("Pong") { if case .pong(let nonce) = $0 { nonce } else { nil } } == 42)
+            // Then silence: the server pings after a quiet interval, and closes after three.
+            #expect(try await client.expectClosed()?.code == .idleTimeout)
+            #expect(client.received.contains { if case .ping(let nonce) = $0 { nonce != 42 } else { false } })
         }
     }
 
     /// An upgrade without one of the protocol's subprotocols, or at another path, is refused.
     @Test func anUpgradeWithoutOurSubprotocolIsRefused() async throws {
-        try await withSetup { setup in
+        try await withHTTPSetup { setup in
             await #expect(throws: (any Error).self) {
                 try await TestClient.connectWebSocket(port: setup.httpPort, form: .binary, path: "/elsewhere")
             }
         }
     }
 }
+
+enum Transport: String, CaseIterable, CustomTestStringConvertible {
+    case tcp, webSocketBinary, webSocketJSON
+    var testDescription: String { rawValue }
+}
+
+/// A server on a SQLite store with one course, listening on TCP and on HTTP (WebSocket, the backend API).
+struct HTTPSetup {
+    let server: TestServer
+    let store: SQLiteStore
+    let httpPort: Int
+    let course: EntityID
+
+    func connect(_ transport: Transport, answerPings: Bool = false) async throws -> TestClient {
+        switch transport {
+        case .tcp: try await TestClient.connect(port: server.port, answerPings: answerPings)
+        case .webSocketBinary: try await TestClient.connectWebSocket(port: httpPort, form: .binary, answerPings: answerPings)
+        case .webSocketJSON: try await TestClient.connectWebSocket(port: httpPort, form: .json, answerPings: answerPings)
+        }
+    }
+
+    func editor(_ transport: Transport) async throws -> TestClient {
+        let client = try await connect(transport)
+        try await client.hello(token: server.token([course: .editor]))
+        return client
+    }
+}
+
+func withHTTPSetup(configure: (inout ServerConfiguration) -> Void = { _ in }, _ body: (HTTPSetup) async throws -> Void) async throws {
+    try await withCourseServer("WebSocket", configure: configure) { _, store, course, server in
+        let (ports, sink) = AsyncStream.makeStream(of: Int.self)
+        let listener = HTTPListener(server: server.server, host: "127.0.0.1", port: 0, logger: TestDatabase.logger,
+                                     announce: { sink.yield($0) })
+        let running = Task { try await listener.run() }
+        defer { running.cancel() }
+        var iterator = ports.makeAsyncIterator()
+        let port = try #require(await iterator.next())
+        try await body(HTTPSetup(server: server, store: store, httpPort: port, course: course))
+    }
+}
+

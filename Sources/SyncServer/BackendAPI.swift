@@ -1,0 +1,201 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import SyncModel
+import SyncTransport
+import SyncWire
+
+/// Batches and outlines over plain HTTP requests (spec §13), for backends that do not keep a
+/// connection (an upload pipeline registering a media file, an admin script): the same token
+/// check, course hubs, exactly-once record and limits on a batch as a connection's `Push`, so
+/// connected clients see the change as a `Diff`.
+extension SyncServer {
+    /// What the server answers a batch sent over HTTP: its `Ack`, or its `Reject`, or why it
+    /// was not taken at all (an `Error`: a bad token, an unknown course, a server shutting down).
+    public func submit(_ push: Push, clientID: ClientID, token: String) async -> Result<WireMessage, ConnectionError> {
+        let principal: Principal
+        switch await authority.verify(token, now: Date()) {
+        case .success(let verified): principal = verified
+        case .failure(let error): return .failure(error)
+        }
+        switch principal.role(in: push.courseID) {
+        case nil:
+            return .failure(ConnectionError(.forbidden, "the token gives no access to course \(push.courseID)"))
+        case .viewer:
+            return .success(.reject(BatchRejection(courseID: push.courseID, batchSeq: push.batchSeq,
+                                           rejection: Rejection(.forbidden, "a viewer token cannot edit course \(push.courseID)"))))
+        case .editor:
+            break
+        }
+        do {
+            guard try await store.courseSeq(push.courseID) != nil else {
+                return .failure(ConnectionError(.unknownCourse, "no course \(push.courseID)"))
+            }
+        } catch {
+            return .failure(ConnectionError(.internalError, "the store could not be read"))
+        }
+        // A connection of one batch: the hub answers into its outbox.
+        let outbox = Outbox(capacity: 64)
+        let handle = ConnectionHandle(clientID: clientID, outbox: outbox, maxInFlight: 1)
+        _ = handle.inFlight.tryAcquire()
+        let hub = hub(for: push.courseID)
+        guard await hub.push(push.batch(from: clientID), from: handle) else {
+            return .failure(ConnectionError(.shuttingDown, "the server is shutting down; send the batch again later"))
+        }
+        defer { Task { await hub.unsubscribe(handle) } }
+        while let item = await outbox.next() {
+            switch item {
+            case .frame(let payload):
+                guard let message = try? WireMessage(payload: payload.readableBytesView) else { continue }
+                switch message {
+                case .ack(let ack) where ack.batchSeq == push.batchSeq: return .success(message)
+                case .reject(let reject) where reject.batchSeq == push.batchSeq: return .success(message)
+                default: continue  // progress of a large batch
+                }
+            case .close(let error):
+                return .failure(error)
+            }
+        }
+        return .failure(ConnectionError(.internalError, "the batch was not answered"))
+    }
+
+    /// The course as committed, at its seq, for a token with any role in it.
+    public func outline(of courseID: EntityID, token: String) async -> Result<CourseState, ConnectionError> {
+        switch await authority.verify(token, now: Date()) {
+        case .failure(let error): return .failure(error)
+        case .success(let principal) where principal.role(in: courseID) == nil:
+            return .failure(ConnectionError(.forbidden, "the token gives no access to course \(courseID)"))
+        case .success:
+            do {
+                guard try await store.courseSeq(courseID) != nil else { return .failure(ConnectionError(.unknownCourse, "no course \(courseID)")) }
+                return .success(try await store.snapshot(courseID: courseID))
+            } catch {
+                return .failure(ConnectionError(.internalError, "the store could not be read"))
+            }
+        }
+    }
+}
+
+/// `POST /v1/courses/{id}/batches` and `GET /v1/courses/{id}` (spec §13) on an ``HTTPListener``;
+/// every other request goes on to the next handler.
+final class BackendAPIHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let server: SyncServer
+    /// The request being answered here: its head and the body so far.
+    private var request: (head: HTTPRequestHead, body: ByteBuffer)?
+    private var passing = false
+
+    init(server: SyncServer) { self.server = server }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        switch part {
+        case .head(let head):
+            passing = !HTTPListener.path(head.uri).hasPrefix("/v1/courses/")
+            if passing { return context.fireChannelRead(data) }
+            request = (head, context.channel.allocator.buffer(capacity: 0))
+        case .body(var chunk):
+            if passing { return context.fireChannelRead(data) }
+            guard request != nil, request!.body.readableBytes + chunk.readableBytes <= Limits.maxClientFrameBytes else {
+                request = nil
+                return respond(context, .payloadTooLarge, .error(ConnectionError(.frameTooLarge, "the body exceeds \(Limits.maxClientFrameBytes) bytes")))
+            }
+            request!.body.writeBuffer(&chunk)
+        case .end:
+            if passing { return context.fireChannelRead(data) }
+            guard let (head, body) = request else { return }
+            request = nil
+            let server = server
+            let promise = context.eventLoop.makePromise(of: (HTTPResponseStatus, WireMessage).self)
+            promise.completeWithTask { await Self.answer(head, body, server) }
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            promise.futureResult.whenSuccess { status, message in
+                let (handler, context) = loopBound.value
+                handler.respond(context, status, message)
+            }
+        }
+    }
+
+    static func answer(_ head: HTTPRequestHead, _ body: ByteBuffer, _ server: SyncServer) async -> (HTTPResponseStatus, WireMessage) {
+        let parts = HTTPListener.path(head.uri).split(separator: "/")  // v1, courses, {id}[, batches]
+        guard parts.count >= 3, let courseID = EntityID(String(parts[2])) else {
+            return (.notFound, .error(ConnectionError(.unknownCourse, "not a course: \(head.uri)")))
+        }
+        guard let authorization = head.headers.first(name: "Authorization"), authorization.lowercased().hasPrefix("bearer ") else {
+            return (.unauthorized, .error(ConnectionError(.unauthenticated, "an Authorization: Bearer <token> header is required")))
+        }
+        let token = String(authorization.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
+        switch (head.method, parts.count == 4 ? parts[3] : nil) {
+        case (.GET, nil):
+            switch await server.outline(of: courseID, token: token) {
+            case .success(let state):
+                return (.ok, .snapshot(SnapshotPart(course: state.course, chapters: state.orderedChapters, media: Array(state.media.values),
+                                                    videos: state.chapterOrder.flatMap { state.videos(in: $0) }, part: 0, last: true)))
+            case .failure(let error):
+                return (status(of: error), .error(error))
+            }
+        case (.POST, "batches"):
+            let push: Push, clientID: ClientID
+            do {
+                (push, clientID) = try Self.push(from: body, courseID: courseID)
+            } catch let error as WireError {
+                if case .invalidBatch(let course, let batchSeq, let rejection) = error {
+                    return (.unprocessableEntity, .reject(BatchRejection(courseID: course, batchSeq: batchSeq, rejection: rejection)))
+                }
+                return (.badRequest, .error(ConnectionError(error.code, "\(error)")))
+            } catch {
+                return (.badRequest, .error(ConnectionError(.malformedFrame, "\(error)")))
+            }
+            switch await server.submit(push, clientID: clientID, token: token) {
+            case .success(let message):
+                if case .reject(let reject) = message { return (reject.rejection.code == .forbidden ? .forbidden : .unprocessableEntity, message) }
+                return (.ok, message)
+            case .failure(let error):
+                return (status(of: error), .error(error))
+            }
+        default:
+            return (.methodNotAllowed, .error(ConnectionError(.unexpectedMessage, "\(head.method) \(head.uri): only GET /v1/courses/{id} and POST /v1/courses/{id}/batches")))
+        }
+    }
+
+    /// The body: a `Push` in the JSON mapping, plus `"clientId"` (a UUID) naming the sender for
+    /// exactly-once. The course comes from the path (a `course` in the body must agree).
+    static func push(from body: ByteBuffer, courseID: EntityID) throws -> (Push, ClientID) {
+        let bytes = Array(body.readableBytesView)
+        guard let object = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
+              let text = object["clientId"] as? String, let client = EntityID(text) else {
+            throw WireError.missingField("clientId (a UUID)")
+        }
+        var envelope = try JSONSerialization.jsonObject(with: Data(bytes)) as! [String: Any]
+        envelope["clientId"] = nil
+        if envelope["course"] == nil { envelope["course"] = Data(courseID.bytes).base64EncodedString() }
+        let json = try JSONSerialization.data(withJSONObject: ["push": envelope])
+        guard case .push(let push) = try WireMessage(payload: JSONMapping.payload(fromJSON: Array(json)), sentBy: .client) else {
+            throw WireError.malformed("not a batch")
+        }
+        guard push.courseID == courseID else { throw WireError.invalidField("course", reason: "the body names another course than the path") }
+        return (push, ClientID(client))
+    }
+
+    static func status(of error: ConnectionError) -> HTTPResponseStatus {
+        switch error.code {
+        case .unauthenticated, .tokenExpired: .unauthorized
+        case .forbidden: .forbidden
+        case .unknownCourse: .notFound
+        case .shuttingDown, .rateLimited, .limitExceeded: .serviceUnavailable
+        default: .internalServerError
+        }
+    }
+
+    private func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ message: WireMessage) {
+        let body = context.channel.allocator.buffer(string: message.json() + "\n")
+        let headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", "\(body.readableBytes)"), ("Connection", "close")])
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+}

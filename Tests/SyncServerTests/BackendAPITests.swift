@@ -1,0 +1,91 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import SyncModel
+import SyncServer
+import SyncWire
+import Testing
+
+/// Backends over plain HTTP: `POST /v1/courses/{id}/batches` and `GET /v1/courses/{id}`, over
+/// real HTTP, into the same hubs as connected clients.
+@Suite struct BackendAPITests {
+    struct Response {
+        var status: Int
+        var body: String
+        var message: WireMessage? { try? WireMessage(payload: JSONMapping.payload(fromJSON: Array(body.utf8))) }
+    }
+
+    static func request(_ port: Int, _ method: String, _ path: String, token: String?, body: String? = nil) async throws -> Response {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        request.httpMethod = method
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        if let body { request.httpBody = Data(body.utf8); request.setValue("application/json", forHTTPHeaderField: "Content-Type") }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return Response(status: (response as? HTTPURLResponse)?.statusCode ?? 0, body: String(decoding: data, as: UTF8.self))
+    }
+
+    static func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
+
+    /// A backend job registering a media file and linking it into a chapter, as the README's curl example does.
+    static func registerAndLink(client: EntityID, chapter: EntityID) -> String {
+        """
+        {"clientId": "\(client)", "batchSeq": "1", "ops": [
+          {"registerMedia": {"temp": "1", "name": "\(base64("lecture-1.mp4"))", "cdnUrl": "\(base64("https://cdn.example.com/lecture-1.mp4"))",
+                             "durationMs": "600000", "byteSize": "200000000"}},
+          {"linkMedia": {"chapter": {"id": "\(Data(chapter.bytes).base64EncodedString())"}, "items": [{"temp": "2", "media": {"temp": "1"}}],
+                         "placement": {"atEnd": {}}}}
+        ]}
+        """
+    }
+
+    @Test func aBackendsBatchIsAckedOnceSeenLiveAndReadBack() async throws {
+        try await withHTTPSetup { setup in
+            let editor = setup.server.token([setup.course: .editor], user: "pipeline")
+            let watcher = try await setup.editor(.webSocketJSON)
+            try await watcher.subscribe(setup.course)
+            let chapter = try await watcher.push(setup.course, batchSeq: 1, [.createChapter(temp: TempID(1)!, title: "Lectures", placement: .atEnd)]).get()
+                .idMap[TempID(1)!]!
+            let body = Self.registerAndLink(client: .fresh(), chapter: chapter)
+
+            let answer = try await Self.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: editor, body: body)
+            #expect(answer.status == 200, "\(answer.body)")
+            guard case .ack(let ack)? = answer.message else { Issue.record("not an Ack: \(answer.body)"); return }
+            #expect(ack.seq == 2 && ack.idMap.count == 2)
+            // The connected client sees it as a Diff.
+            let diff = try await watcher.expect("the backend's Diff") { if case .diff(let diff) = $0, diff.seq == 2 { diff } else { nil } }
+            #expect(diff.changes.videos.map(\.title) == ["lecture-1.mp4"])
+            // The same request again: the identical answer, and nothing committed twice.
+            let again = try await Self.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: editor, body: body)
+            #expect(again.status == 200 && again.message == answer.message)
+            #expect(try await setup.store.courseSeq(setup.course) == 2)
+
+            let outline = try await Self.request(setup.httpPort, "GET", "/v1/courses/\(setup.course)", token: editor)
+            guard case .snapshot(let part)? = outline.message else { Issue.record("not a snapshot: \(outline.body)"); return }
+            #expect(part.course.seq == 2 && part.chapters.map(\.title) == ["Lectures"] && part.videos.map(\.title) == ["lecture-1.mp4"])
+            await watcher.close()
+        }
+    }
+
+    @Test func refusalsHaveTheirStatusAndCode() async throws {
+        try await withHTTPSetup { setup in
+            let path = "/v1/courses/\(setup.course)/batches"
+            let body = #"{"clientId": "\#(EntityID.fresh())", "batchSeq": "1", "ops": [{"createChapter": {"temp": "1", "title": "\#(Self.base64("Ok"))", "placement": {"atEnd": {}}}}]}"#
+            let viewer = setup.server.token([setup.course: .viewer])
+            let cases: [(String, Response, Int, String)] = [
+                ("no token", try await Self.request(setup.httpPort, "POST", path, token: nil, body: body), 401, "UNAUTHENTICATED"),
+                ("a bad token", try await Self.request(setup.httpPort, "POST", path, token: "nope", body: body), 401, "UNAUTHENTICATED"),
+                ("a viewer", try await Self.request(setup.httpPort, "POST", path, token: viewer, body: body), 403, "FORBIDDEN"),
+                ("another course", try await Self.request(setup.httpPort, "POST", "/v1/courses/\(EntityID.fresh())/batches",
+                                                          token: setup.server.token([setup.course: .editor]), body: body), 403, "FORBIDDEN"),
+                ("not JSON", try await Self.request(setup.httpPort, "POST", path, token: viewer, body: "{"), 400, "MALFORMED_FRAME"),
+                ("an empty title", try await Self.request(setup.httpPort, "POST", path, token: setup.server.token([setup.course: .editor]),
+                                                          body: body.replacingOccurrences(of: Self.base64("Ok"), with: "")), 422, "INVALID_TITLE"),
+            ]
+            for (what, response, status, code) in cases {
+                #expect(response.status == status && response.body.contains(code), "\(what): \(response.status) \(response.body)")
+            }
+            #expect(try await setup.store.courseSeq(setup.course) == 0, "nothing refused was committed")
+        }
+    }
+}
