@@ -191,11 +191,6 @@ final class BackendAPIHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ message: WireMessage) {
-        let body = context.channel.allocator.buffer(string: message.json() + "\n")
-        let headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", "\(body.readableBytes)"), ("Connection", "close")])
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        HTTPListener.respond(context, status, message.json() + "\n", contentType: "application/json")
     }
 }

@@ -113,6 +113,17 @@ public struct HTTPListener: Service {
     }
 
     static func path(_ uri: String) -> Substring { uri.split(separator: "?", maxSplits: 1).first ?? "" }
+
+    /// Answers the request with `body` and closes the connection.
+    static func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: String,
+                        contentType: String = "text/plain; charset=utf-8") {
+        let buffer = context.channel.allocator.buffer(string: body)
+        let headers = HTTPHeaders([("Content-Type", contentType), ("Content-Length", "\(buffer.readableBytes)"), ("Connection", "close")])
+        context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
 }
 
 /// Answers a WebSocket upgrade the listener refuses (another path, none of the protocol's
@@ -123,15 +134,10 @@ final class UpgradeRefusal: ChannelInboundHandler, Sendable {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard error is NIOWebSocketUpgradeError else { return context.fireErrorCaught(error) }
-        let body = context.channel.allocator.buffer(string: """
+        HTTPListener.respond(context, .badRequest, """
             a WebSocket upgrade must be to \(WebSocketProtocol.path) with Sec-WebSocket-Protocol \
             \(WebSocketProtocol.allCases.map(\.rawValue).joined(separator: " or "))\n
             """)
-        let headers = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", "\(body.readableBytes)"), ("Connection", "close")])
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
     }
 }
 
@@ -142,12 +148,6 @@ final class NotFound: ChannelInboundHandler, Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .end = unwrapInboundIn(data) else { return }
-        let body = context.channel.allocator.buffer(string: "not found; the protocol is at \(WebSocketProtocol.path) over WebSocket\n")
-        var headers = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", "\(body.readableBytes)")])
-        headers.add(name: "Connection", value: "close")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .notFound, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        HTTPListener.respond(context, .notFound, "not found; the protocol is at \(WebSocketProtocol.path) over WebSocket\n")
     }
 }
