@@ -67,10 +67,14 @@ import Testing
             let client = try await setup.connect(transport)
             try await client.hello(token: setup.server.token([setup.course: .editor]))
             try await client.send(.ping(nonce: 42))
-            #expect(try await client.expect("Pong") { if case .pong(let nonce) = $0 { nonce } else { nil } } == 42)
+            // Not inside #expect: `#expect(try await client.expect("Pong") { … } == 42)` left the next
+            // `expect` polling with the wrong closure (seen here: the server's Ping never matched).
+            let pong = try await client.expect("Pong") { if case .pong(let nonce) = $0 { nonce } else { nil } }
+            #expect(pong == 42)
             // Then silence: the server pings after a quiet interval, and closes after three.
+            let ping = try await client.expect("Ping") { if case .ping(let nonce) = $0 { nonce } else { nil } }
+            #expect(ping != 42)
             #expect(try await client.expectClosed()?.code == .idleTimeout)
-            #expect(client.received.contains { if case .ping(let nonce) = $0 { nonce != 42 } else { false } })
         }
     }
 
