@@ -18,6 +18,10 @@ extension SyncServer {
         case .success(let verified): principal = verified
         case .failure(let error): return .failure(error)
         }
+        if let wait = takeHTTPPush(by: principal.user) {
+            return .failure(ConnectionError(.rateLimited, "more than \(configuration.limits.session.pushesPerSecond) batches a second from \(principal.user); send it again in \(wait) ms",
+                                            retryAfterMs: wait))
+        }
         switch principal.role(in: push.courseID) {
         case nil:
             return .failure(ConnectionError(.forbidden, "the token gives no access to course \(push.courseID)"))
@@ -185,7 +189,8 @@ final class BackendAPIHandler: ChannelInboundHandler, @unchecked Sendable {
         case .unauthenticated, .tokenExpired: .unauthorized
         case .forbidden: .forbidden
         case .unknownCourse: .notFound
-        case .shuttingDown, .rateLimited, .limitExceeded: .serviceUnavailable
+        case .rateLimited: .tooManyRequests
+        case .shuttingDown, .limitExceeded: .serviceUnavailable
         default: .internalServerError
         }
     }

@@ -77,9 +77,32 @@ public final class SyncServer: Service, Sendable {
         /// Users lately cut for their rate, and until when they are refused (`RATE_LIMITED`): a
         /// client that reconnects at once does not get a fresh allowance.
         var penalties: [String: NIODeadline] = [:]
+        /// Batches sent over HTTP, per user: held to the same rate as a connection's pushes.
+        var httpPushes: [String: TokenBucket] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
+    private let httpClock = MomentClock()
+
+    /// Takes one HTTP batch from `user`'s allowance (``SessionLimits/pushesPerSecond``, with its
+    /// burst); `nil` if it may go, else the milliseconds to wait. Users whose allowance is full
+    /// again are forgotten once more than 10,000 are held.
+    func takeHTTPPush(by user: String) -> UInt32? {
+        let now = httpClock.now()
+        let limits = configuration.limits.session
+        return state.withLockedValue { state in
+            if state.httpPushes.count > 10_000 {
+                state.httpPushes = state.httpPushes.filter { _, bucket in
+                    var bucket = bucket
+                    return bucket.wait(until: Double(bucket.burst), now: now) > .zero
+                }
+            }
+            var bucket = state.httpPushes[user] ?? TokenBucket(rate: limits.pushesPerSecond, burst: limits.pushBurst, now: now)
+            defer { state.httpPushes[user] = bucket }
+            if bucket.take(1, now: now) { return nil }
+            return UInt32(clamping: max(bucket.wait(until: 1, now: now).wholeMilliseconds, 1))
+        }
+    }
 
     public init(store: any SyncStore, authority: TokenAuthority, configuration: ServerConfiguration = .init(),
                 logger: Logger = Logger(label: "coursesync.server"), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {

@@ -88,4 +88,27 @@ import Testing
             #expect(try await setup.store.courseSeq(setup.course) == 0, "nothing refused was committed")
         }
     }
+
+    /// HTTP batches are held to a connection's push rate, per user: past the burst, 429 with
+    /// RATE_LIMITED and how long to wait; nothing refused is committed.
+    @Test func aFloodOfRequestsIsRateLimited() async throws {
+        try await withHTTPSetup(configure: { $0.limits.session.pushesPerSecond = 1 }) { setup in
+            let token = setup.server.token([setup.course: .editor], user: "script")
+            let client = EntityID.fresh()
+            var statuses: [Int] = []
+            var limited: Response?
+            for batchSeq in 1...8 {
+                let body = #"{"clientId": "\#(client)", "batchSeq": "\#(batchSeq)", "ops": [{"createChapter": {"temp": "\#(batchSeq)", "title": "\#(Self.base64("C\(batchSeq)"))", "placement": {"atEnd": {}}}}]}"#
+                let response = try await Self.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: token, body: body)
+                statuses.append(response.status)
+                if response.status == 429 { limited = response }
+            }
+            #expect(statuses.prefix(2) == [200, 200], "the burst (two seconds' worth) passes: \(statuses)")
+            #expect(statuses.contains(429), "\(statuses)")
+            guard case .error(let error)? = limited?.message else { Issue.record("no RATE_LIMITED error"); return }
+            #expect(error.code == .rateLimited && (error.retryAfterMs ?? 0) > 0)
+            #expect(try await setup.store.courseSeq(setup.course) == CourseSeq(statuses.count { $0 == 200 }))
+        }
+    }
 }
+
