@@ -92,7 +92,7 @@ public struct HTTPListener: Service {
                     let pipeline = channel.pipeline.syncOperations
                     try pipeline.addHandler(NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16,
                                                                         maxAccumulatedFrameSize: Limits.maxClientFrameBytes))
-                    try pipeline.addHandler(WebSocketPayloadAdapter(form: form, isClient: false))
+                    try pipeline.addHandler(WebSocketPayloadAdapter(form: form, isClient: false, firstMessageLimit: Limits.maxHandshakeFrameBytes))
                     return .webSocket(try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel))
                 }
             }

@@ -38,11 +38,17 @@ public final class WebSocketPayloadAdapter: ChannelDuplexHandler {
     public let form: WebSocketProtocol
     /// Clients mask what they send (RFC 6455 §5.3); servers do not.
     public let isClient: Bool
+    /// The most bytes the first message may carry (a server's handshake limit, as the first
+    /// frame's on TCP); past it the read fails with ``WireError/frameTooLarge(length:limit:)``.
+    public let firstMessageLimit: Int?
     private var closeSent = false
+    private var messages = 0
+    private var refused = false
 
-    public init(form: WebSocketProtocol, isClient: Bool) {
+    public init(form: WebSocketProtocol, isClient: Bool, firstMessageLimit: Int? = nil) {
         self.form = form
         self.isClient = isClient
+        self.firstMessageLimit = firstMessageLimit
     }
 
     private var maskKey: WebSocketMaskingKey? { isClient ? .random() : nil }
@@ -51,6 +57,12 @@ public final class WebSocketPayloadAdapter: ChannelDuplexHandler {
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
         case .binary, .text:
+            guard !refused else { return }
+            messages += 1
+            if messages == 1, let limit = firstMessageLimit, frame.length > limit {
+                refused = true
+                return context.fireErrorCaught(WireError.frameTooLarge(length: frame.length, limit: limit))
+            }
             var data = frame.unmaskedData
             let bytes = data.readBytes(length: data.readableBytes) ?? []
             let payload: [UInt8]

@@ -78,6 +78,18 @@ import Testing
         }
     }
 
+    /// The first message is held to the handshake's 64 KiB on every transport: a larger one is
+    /// refused with FRAME_TOO_LARGE before anything is decoded.
+    @Test(arguments: Transport.allCases)
+    func anOversizedFirstMessageIsRefused(_ transport: Transport) async throws {
+        try await withHTTPSetup { setup in
+            let client = try await setup.connect(transport)
+            let token = String(repeating: "x", count: Limits.maxHandshakeFrameBytes + 1)
+            try await client.send(.hello(Hello(clientID: client.clientID, token: token)))
+            #expect(try await client.expectClosed()?.code == .frameTooLarge)
+        }
+    }
+
     /// An upgrade without one of the protocol's subprotocols, or at another path, is refused.
     @Test func anUpgradeWithoutOurSubprotocolIsRefused() async throws {
         try await withHTTPSetup { setup in
