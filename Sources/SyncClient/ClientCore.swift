@@ -43,6 +43,15 @@ package struct ClientCore: Sendable {
         var replayedTemps: [TempID] = []
         /// What its replays changed since the last rebase: the rows to refresh when it changes again.
         var touched = TouchedIDs()
+
+        /// Records a replay of this batch: how to undo it, the temps it mapped, what it predicts
+        /// the server will say, what it changed.
+        mutating func replayed(_ applied: Applied) {
+            replay = applied.undo
+            replayedTemps = Array(applied.commit.ack.idMap.keys)
+            predictedNotes = applied.commit.ack.notes.count
+            touched.formUnion(applied.commit.diff.changes)
+        }
     }
 
     /// The phase of the current connection.
@@ -251,11 +260,8 @@ package struct ClientCore: Sendable {
         var allocator = ProvisionalIDAllocator()
         switch Resolver.apply(entry.batch, to: &visible, knownTemps: temps(for: entry.batch), allocator: &allocator) {
         case .success(let applied):
-            entry.replay = applied.undo
-            entry.replayedTemps = Array(applied.commit.ack.idMap.keys)
+            entry.replayed(applied)
             replayTemps.merge(applied.commit.ack.idMap) { _, new in new }
-            entry.predictedNotes = applied.commit.ack.notes.count
-            entry.touched.formUnion(applied.commit.diff.changes)
             replayTouched.formUnion(applied.commit.diff.changes)
         case .failure(var rejection):
             if openBatch != nil {
@@ -443,12 +449,9 @@ package struct ClientCore: Sendable {
             let batch = pending[index].batch
             switch Resolver.apply(batch, to: &visible, knownTemps: temps(for: batch), allocator: &allocator) {
             case .success(let applied):
-                pending[index].replay = applied.undo
-                pending[index].replayedTemps = Array(applied.commit.ack.idMap.keys)
-                replayTemps.merge(applied.commit.ack.idMap) { _, new in new }
-                pending[index].predictedNotes = applied.commit.ack.notes.count
                 pending[index].touched = TouchedIDs()
-                pending[index].touched.formUnion(applied.commit.diff.changes)
+                pending[index].replayed(applied)
+                replayTemps.merge(applied.commit.ack.idMap) { _, new in new }
                 replayed.formUnion(applied.commit.diff.changes)
             case .failure:
                 // Left out of the visible state: the server will reject it too (and later batches

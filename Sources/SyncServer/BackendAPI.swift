@@ -46,14 +46,20 @@ extension SyncServer {
         guard await hub.push(push.batch(from: clientID), from: handle) else {
             return .failure(ConnectionError(.shuttingDown, "the server is shutting down; send the batch again later"))
         }
-        defer { Task { await hub.unsubscribe(handle) } }
+        let answer = await Self.answer(to: push.batchSeq, in: outbox)
+        await hub.unsubscribe(handle)
+        return answer
+    }
+
+    /// The `Ack` or `Reject` of `batchSeq` as it reaches `outbox` (skipping progress), or why the outbox closed.
+    private static func answer(to batchSeq: BatchSeq, in outbox: Outbox) async -> Result<WireMessage, ConnectionError> {
         while let item = await outbox.next() {
             switch item {
             case .frame(let payload):
                 guard let message = try? WireMessage(payload: payload.readableBytesView) else { continue }
                 switch message {
-                case .ack(let ack) where ack.batchSeq == push.batchSeq: return .success(message)
-                case .reject(let reject) where reject.batchSeq == push.batchSeq: return .success(message)
+                case .ack(let ack) where ack.batchSeq == batchSeq: return .success(message)
+                case .reject(let reject) where reject.batchSeq == batchSeq: return .success(message)
                 default: continue  // progress of a large batch
                 }
             case .close(let error):
@@ -168,13 +174,10 @@ final class BackendAPIHandler: ChannelInboundHandler, @unchecked Sendable {
     /// The body: a `Push` in the JSON mapping, plus `"clientId"` (a UUID) naming the sender for
     /// exactly-once. The course comes from the path (a `course` in the body must agree).
     static func push(from body: ByteBuffer, courseID: EntityID) throws -> (Push, ClientID) {
-        let bytes = Array(body.readableBytesView)
-        guard let object = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
-              let text = object["clientId"] as? String, let client = EntityID(text) else {
+        guard var envelope = try JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any],
+              let text = envelope.removeValue(forKey: "clientId") as? String, let client = EntityID(text) else {
             throw WireError.missingField("clientId (a UUID)")
         }
-        var envelope = try JSONSerialization.jsonObject(with: Data(bytes)) as! [String: Any]
-        envelope["clientId"] = nil
         if envelope["course"] == nil { envelope["course"] = Data(courseID.bytes).base64EncodedString() }
         let json = try JSONSerialization.data(withJSONObject: ["push": envelope])
         guard case .push(let push) = try WireMessage(payload: JSONMapping.payload(fromJSON: Array(json)), sentBy: .client) else {
