@@ -147,7 +147,9 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            // The live course editor page (`serve --http-listen … --web`): static files, no build step.
+            resources: [.copy("Web")]
         ),
         // An example app on the client library's public API alone: without package access, the
         // library's `package` declarations are out of its reach, as for an app in another package.

@@ -8,19 +8,21 @@ import ServiceLifecycle
 
 /// The operator's endpoints on `serve --http-listen` (behind ``HTTPListener``, which takes the
 /// WebSocket upgrades): `/metrics` (Prometheus text), `/health` (the process is up), `/ready` (the
-/// store is reachable and migrated: 503 otherwise).
+/// store is reachable and migrated: 503 otherwise); with `serve --web`, the course editor page.
 final class OpsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     let registry: PrometheusCollectorRegistry
     let ready: @Sendable () async throws -> Void
+    let page: WebPage?
     private var path: String?
     private var method: HTTPMethod = .GET
 
-    init(registry: PrometheusCollectorRegistry, ready: @escaping @Sendable () async throws -> Void) {
+    init(registry: PrometheusCollectorRegistry, ready: @escaping @Sendable () async throws -> Void, page: WebPage? = nil) {
         self.registry = registry
         self.ready = ready
+        self.page = page
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -48,17 +50,26 @@ final class OpsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
                     handler.respond(context, isReady ? .ok : .serviceUnavailable, isReady ? "ready\n" : "not ready: the store is unreachable or not migrated\n")
                 }
             default:
-                respond(context, .notFound, "not found: /metrics, /health, /ready\n")
+                if let file = page?.files[path] {
+                    respond(context, .ok, file.body, contentType: file.contentType, headers: WebPage.securityHeaders)
+                } else {
+                    respond(context, .notFound, "not found: /metrics, /health, /ready\(page == nil ? "" : ", the page at /")\n")
+                }
             }
         }
     }
 
     private func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: String, contentType: String = "text/plain; charset=utf-8") {
-        var headers = HTTPHeaders()
+        respond(context, status, ByteBuffer(string: body), contentType: contentType)
+    }
+
+    private func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: ByteBuffer, contentType: String,
+                         headers extra: [(String, String)] = []) {
+        var headers = HTTPHeaders(extra)
         headers.add(name: "Content-Type", value: contentType)
-        headers.add(name: "Content-Length", value: "\(body.utf8.count)")
+        headers.add(name: "Content-Length", value: "\(body.readableBytes)")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        if method != .HEAD { context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil) }
+        if method != .HEAD { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 }

@@ -42,6 +42,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Serve HTTP on this address (off unless given): the protocol over WebSocket at /v1/sync, and /metrics (Prometheus), /health, /ready. TLS with --tls-cert, like --listen.", valueName: "host:port"))
     var httpListen: ListenAddress?
 
+    @Flag(help: "Also serve the live course editor page at / on --http-listen (open /#course=ID&token=TOKEN).")
+    var web = false
+
     @Option(help: "Seconds a course with no subscriber and nothing to commit stays in memory.")
     var courseIdleSeconds = 60
 
@@ -91,6 +94,7 @@ struct Serve: AsyncParsableCommand {
         }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         if tlsClientCa != nil, tlsCert == nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
+        if web, httpListen == nil { throw ValidationError("--web serves the page on --http-listen: give that too") }
         if tlsCert == nil, !insecurePlaintext, let http = httpListen, !Self.isLoopback(http.host) {
             throw ValidationError("""
                 refusing to serve HTTP on \(http.host) without TLS: it carries the protocol over WebSocket (bearer tokens, \
@@ -142,6 +146,7 @@ struct Serve: AsyncParsableCommand {
             ]
             FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
         }
+        let page = web ? try WebPage.load() : nil
         // Metrics go to a Prometheus registry, exported on --http-listen.
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
@@ -149,7 +154,7 @@ struct Serve: AsyncParsableCommand {
             [httpListen, security = configuration.security] server, ready in
             httpListen.map { address in
                 .init(service: HTTPListener(server: server, host: address.host, port: address.port, security: security, logger: logger) { pipeline in
-                    try pipeline.addHandler(OpsHTTPHandler(registry: registry, ready: ready))
+                    try pipeline.addHandler(OpsHTTPHandler(registry: registry, ready: ready, page: page))
                 })
             }
         }

@@ -1,0 +1,347 @@
+// The live course editor: wires the connection and the model to the DOM. The page is opened as
+//   /#course=<course UUID>&token=<JWT>
+// (a fragment, so the token never reaches a server log). Every edit is drawn before it is sent;
+// see RULES.md for what is drawn when.
+
+import { Connection } from "./connection.js";
+import { CourseModel } from "./model.js";
+import { opToWire, randomID, uuidToID } from "./wire.js";
+
+const $ = (selector) => document.querySelector(selector);
+
+const REASONS = {
+  TARGET_DELETED: "something it changes was deleted meanwhile",
+  UNKNOWN_TEMP_ID: "it depended on an edit that was refused",
+  UNKNOWN_MEDIA: "a media file is no longer in the library",
+  INVALID_TITLE: "a title is empty, too long or has control characters",
+  INVALID_MEDIA: "the media file's details are invalid",
+  BATCH_TOO_LARGE: "it is too large for one batch",
+  CHAPTER_FULL: "the chapter would hold more than 500 videos",
+  COURSE_FULL: "the course is full",
+  INVALID_PLACEMENT: "a row cannot be placed next to itself",
+  MEDIA_ALREADY_IN_CHAPTER: "that chapter already has this media file",
+  FORBIDDEN: "you may only view this course",
+  UNKNOWN_COURSE: "the course does not exist",
+};
+
+const params = new URLSearchParams(location.hash.slice(1));
+const courseUUID = params.get("course");
+const token = params.get("token");
+
+if (!courseUUID || !token) {
+  $("#open-form").hidden = false;
+  $("#editor").hidden = true;
+  $("#open-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    location.hash = new URLSearchParams({ course: $("#open-course").value.trim(), token: $("#open-token").value.trim() });
+    location.reload();
+  });
+} else {
+  start(courseUUID, token);
+}
+
+function start(courseUUID, token) {
+  const courseID = uuidToID(courseUUID);
+  // One client identity per tab (sessionStorage): two tabs are two clients, a reload is the same one.
+  const clientID = sessionStorage.getItem("coursesync:client") ?? randomID();
+  sessionStorage.setItem("coursesync:client", clientID);
+  const storageKey = `coursesync:course:${courseUUID}`;
+  const model = new CourseModel({ courseID, clientID, saved: JSON.parse(sessionStorage.getItem(storageKey) ?? "null") });
+  const selected = new Set(); // media keys ticked in the library
+  const timings = []; // per batch: click → drawn, → ack, → confirmed drawn (ms)
+  const events = []; // what the tests read: { event, seq, at }
+  let renaming = null;
+  let renderQueued = false;
+
+  const connection = new Connection({
+    url: `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/v1/sync`,
+    token,
+    clientID,
+    onState: showConnection,
+    onReady: () => {
+      connection.sendNow({ subscribe: { course: courseID, sinceSeq: String(model.confirmed.seq) } });
+      for (const batch of model.unanswered()) send(batch);
+      requestRender();
+    },
+    onMessage: receive,
+  });
+
+  // ---- edits ----------------------------------------------------------------------------------
+
+  function ref(key) {
+    return key.startsWith("temp:") ? { temp: Number(key.slice(5)) } : { id: key };
+  }
+
+  /** Draws the edit at once, then sends it (or queues it while offline). */
+  function edit(ops, label, event) {
+    const batch = model.addBatch(ops, label, event?.timeStamp ?? performance.now());
+    timings.push({ seq: batch.seq, weight: batch.weight, clickedAt: batch.clickedAt });
+    render();
+    log("drawn", batch.seq);
+    requestAnimationFrame(() => stamp(batch.seq, "drawn"));
+    send(batch);
+    save();
+  }
+
+  function send(batch) {
+    const push = { push: { course: courseID, batchSeq: String(batch.seq), baseSeq: String(model.confirmed.seq), ops: batch.ops.map(opToWire) } };
+    if (connection.push(push)) batch.state = "sent";
+  }
+
+  function linkSelected(event) {
+    const chapterKey = $("#target-chapter").value;
+    const outline = model.outline();
+    const media = outline.media.filter((row) => selected.has(row.key)); // in the library's order
+    if (!chapterKey || media.length === 0) return;
+    const items = media.map((row) => ({ temp: model.newTemp(), media: ref(row.key) }));
+    selected.clear();
+    edit([{ linkMedia: { chapter: ref(chapterKey), items, placement: { atEnd: {} } } }],
+      `Linking ${items.length} video${items.length === 1 ? "" : "s"}`, event);
+  }
+
+  function addChapter(event) {
+    const title = prompt("Chapter title")?.trim();
+    if (title) edit([{ createChapter: { temp: model.newTemp(), title, placement: { atEnd: {} } } }], `Adding chapter “${title}”`, event);
+  }
+
+  function videoAction(action, chapter, index, event) {
+    const video = chapter.videos[index];
+    const videoRef = ref(video.key);
+    switch (action) {
+      case "up":
+        if (index > 0) edit([{ moveVideo: { video: videoRef, toChapter: ref(chapter.key), placement: { before: ref(chapter.videos[index - 1].key) } } }], `Moving “${video.title}”`, event);
+        break;
+      case "down":
+        if (index < chapter.videos.length - 1) edit([{ moveVideo: { video: videoRef, toChapter: ref(chapter.key), placement: { after: ref(chapter.videos[index + 1].key) } } }], `Moving “${video.title}”`, event);
+        break;
+      case "move": {
+        const target = $("#target-chapter").value;
+        if (target && target !== chapter.key) edit([{ moveVideo: { video: videoRef, toChapter: ref(target), placement: { atEnd: {} } } }], `Moving “${video.title}”`, event);
+        break;
+      }
+      case "rename":
+        openRename("video", video.key, video.title);
+        break;
+      case "unlink":
+        edit([{ unlinkVideo: { video: videoRef } }], `Unlinking “${video.title}”`, event);
+        break;
+    }
+  }
+
+  function openRename(kind, key, title) {
+    renaming = { kind, key };
+    $("#rename-title").value = title;
+    $("#rename-dialog").showModal();
+  }
+
+  $("#rename-dialog").addEventListener("close", () => {
+    const title = $("#rename-title").value.trim();
+    if ($("#rename-dialog").returnValue === "save" && renaming && title) {
+      const op = renaming.kind === "video" ? { renameVideo: { video: ref(renaming.key), title } } : { renameChapter: { chapter: ref(renaming.key), title } };
+      edit([op], `Renaming to “${title}”`);
+    }
+    renaming = null;
+  });
+  $("#link-selected").addEventListener("click", linkSelected);
+  $("#add-chapter").addEventListener("click", addChapter);
+
+  // ---- server messages ------------------------------------------------------------------------
+
+  function receive(kind, body) {
+    switch (kind) {
+      case "snapshot":
+        model.snapshot(body);
+        break;
+      case "diff":
+        if (!model.diff(body)) return connection.drop(`a gap: diff ${body.seq} after ${model.confirmed.seq}`);
+        break;
+      case "subscribed":
+        model.subscribed = true;
+        break;
+      case "ack": {
+        const batch = model.ack(body);
+        if (batch) {
+          log("ack", batch.seq);
+          stamp(batch.seq, "acked");
+        }
+        break;
+      }
+      case "reject": {
+        const dropped = model.reject(body);
+        if (dropped.length > 0) {
+          log("reject", dropped[0].seq);
+          toast(dropped, body);
+          render(); // the rollback and its toast in the same frame
+        }
+        break;
+      }
+      case "progress":
+        model.progress(body);
+        break;
+    }
+    save();
+    requestRender();
+  }
+
+  // ---- drawing --------------------------------------------------------------------------------
+
+  function requestRender() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(() => {
+      renderQueued = false;
+      render();
+    });
+  }
+
+  let drawnBatches = new Set();
+
+  function render() {
+    const outline = model.outline();
+    $("#course-title").textContent = outline.title || "Untitled course";
+    $("#course-seq").textContent = `seq ${outline.seq}`;
+    renderOutline(outline);
+    renderLibrary(outline);
+    renderBatches();
+    // Batches drawn last time and gone now: their rows are drawn from the confirmed state.
+    const now = new Set(model.pending.map((batch) => batch.seq));
+    for (const seq of drawnBatches) {
+      if (!now.has(seq) && timings.some((timing) => timing.seq === seq && timing.acked !== undefined)) {
+        log("confirmed", seq);
+        stamp(seq, "confirmed");
+      }
+    }
+    drawnBatches = now;
+    document.body.dataset.pending = String(model.pending.length);
+    document.body.dataset.seq = String(outline.seq);
+  }
+
+  function renderOutline(outline) {
+    const list = document.createElement("ol");
+    list.id = "outline";
+    for (const chapter of outline.chapters) {
+      const item = element("li", { class: "chapter", "data-key": chapter.key, "data-state": chapter.pending ? "pending" : "confirmed" });
+      const head = element("div", { class: "chapter-head" });
+      head.append(element("span", { class: "title" }, chapter.title), element("span", { class: "count" }, `${chapter.videos.length}`));
+      head.append(button("✎", "rename", "Rename chapter", () => openRename("chapter", chapter.key, chapter.title)));
+      head.append(button("Delete", "delete", "Delete the chapter and its videos", (event) =>
+        confirm(`Delete “${chapter.title}” and its ${chapter.videos.length} videos?`) &&
+        edit([{ deleteChapter: { chapter: ref(chapter.key) } }], `Deleting “${chapter.title}”`, event)));
+      item.append(head);
+      const videos = element("ol", { class: "videos" });
+      chapter.videos.forEach((video, index) => {
+        const row = element("li", { class: "video", "data-key": video.key, "data-media": video.media, "data-state": video.pending ? "pending" : "confirmed" });
+        row.append(element("span", { class: "title" }, video.title));
+        if (video.pending) row.append(element("span", { class: "badge" }, "syncing"));
+        const actions = element("span", { class: "actions" });
+        for (const [label, action, help] of [["↑", "up", "Move up"], ["↓", "down", "Move down"], ["⇄", "move", "Move to the chapter selected above the library"], ["✎", "rename", "Rename"], ["✕", "unlink", "Unlink"]]) {
+          actions.append(button(label, action, help, (event) => videoAction(action, chapter, index, event)));
+        }
+        row.append(actions);
+        videos.append(row);
+      });
+      item.append(videos);
+      list.append(item);
+    }
+    $("#outline").replaceWith(list);
+    const target = $("#target-chapter");
+    const chosen = target.value;
+    target.replaceChildren(...outline.chapters.map((chapter) => element("option", { value: chapter.key }, chapter.title)));
+    if (outline.chapters.some((chapter) => chapter.key === chosen)) target.value = chosen;
+  }
+
+  function renderLibrary(outline) {
+    const linkedIn = new Map();
+    for (const chapter of outline.chapters) for (const video of chapter.videos) linkedIn.set(video.media, (linkedIn.get(video.media) ?? 0) + 1);
+    const list = document.createElement("ul");
+    list.id = "library";
+    for (const media of outline.media) {
+      const item = element("li", { class: "media", "data-key": media.key, "data-state": media.pending ? "pending" : "confirmed" });
+      const box = element("input", { type: "checkbox" });
+      box.checked = selected.has(media.key);
+      box.addEventListener("change", () => {
+        if (box.checked) selected.add(media.key);
+        else selected.delete(media.key);
+        $("#selected-count").textContent = `${selected.size}`;
+      });
+      const label = element("label", {});
+      label.append(box, element("span", { class: "name" }, media.name));
+      if (linkedIn.get(media.key)) label.append(element("span", { class: "used" }, `in ${linkedIn.get(media.key)}`));
+      item.append(label);
+      list.append(item);
+    }
+    $("#library").replaceWith(list);
+    $("#selected-count").textContent = `${selected.size}`;
+  }
+
+  /** A progress bar for each pending batch over 100 ops. */
+  function renderBatches() {
+    const bars = model.pending.filter((batch) => batch.weight > 100).map((batch) => {
+      const status = batch.state === "acked" ? "committed" : batch.queued ? "committing" : batch.state === "sent" ? "sent" : "waiting for the connection";
+      const bar = element("div", { class: "batch", "data-seq": String(batch.seq) });
+      const progress = element("progress", { max: String(batch.weight) });
+      progress.value = batch.state === "acked" ? batch.weight : batch.queued ? batch.weight / 2 : batch.state === "sent" ? batch.weight / 10 : 0;
+      bar.append(element("span", {}, `${batch.label}: ${status}`), progress);
+      return bar;
+    });
+    $("#batches").replaceChildren(...bars);
+  }
+
+  function showConnection(state, detail) {
+    const indicator = $("#connection");
+    indicator.dataset.state = state;
+    indicator.textContent = {
+      connecting: "connecting…",
+      online: "live",
+      offline: `offline, retrying in ${Math.ceil((detail ?? 0) / 1000)} s`,
+      refused: `refused: ${detail}`,
+    }[state];
+    if (state !== "online") model.subscribed = false;
+  }
+
+  function toast(dropped, reject) {
+    const code = reject.code ?? "ERROR_CODE_UNSPECIFIED";
+    const more = dropped.length > 1 ? ` (and ${dropped.length - 1} edit${dropped.length > 2 ? "s" : ""} that depended on it)` : "";
+    const box = element("div", { class: "toast", role: "alert", "data-code": code, "data-seq": String(dropped[0].seq) });
+    box.append(element("span", { class: "message" }, `${dropped[0].label} was undone${more}: ${REASONS[code] ?? reject.message ?? code} (${code}).`));
+    box.append(button("Retry", "retry", "Make the same edit again", (event) => {
+      box.remove();
+      edit(model.remake(dropped), `Retry: ${dropped[0].label.replace(/^Retry: /, "")}`, event);
+    }));
+    box.append(button("×", "dismiss", "Dismiss", () => box.remove()));
+    $("#toasts").append(box);
+  }
+
+  // ---- bookkeeping ----------------------------------------------------------------------------
+
+  function save() {
+    sessionStorage.setItem(storageKey, JSON.stringify(model.saved()));
+  }
+
+  function log(event, seq) {
+    events.push({ event, seq, at: performance.now() });
+  }
+
+  function stamp(seq, what) {
+    const timing = timings.find((candidate) => candidate.seq === seq);
+    if (timing && timing[what] === undefined) timing[what] = performance.now() - timing.clickedAt;
+  }
+
+  // What tests and the curious read from the console.
+  window.coursesync = { model, timings, events, outline: () => model.outline(), connection };
+  render();
+  connection.start();
+}
+
+function element(tag, attributes, text) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function button(label, action, help, onClick) {
+  const node = element("button", { type: "button", class: action, title: help }, label);
+  node.addEventListener("click", onClick);
+  return node;
+}

@@ -1,0 +1,50 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// The live course editor's static files (the package's `Web` resources), read once when `serve
+/// --web` starts and answered from memory: `/` is `index.html`, every other file by its name. Only
+/// the files that exist are served (no path is ever joined to a request's).
+struct WebPage: Sendable {
+    struct File: Sendable {
+        let body: ByteBuffer
+        let contentType: String
+    }
+
+    let files: [String: File]
+
+    static let contentTypes = [
+        "html": "text/html; charset=utf-8",
+        "js": "text/javascript; charset=utf-8",
+        "css": "text/css; charset=utf-8",
+        "md": "text/markdown; charset=utf-8",
+    ]
+
+    /// The page's files from the bundled resources.
+    static func load() throws -> WebPage {
+        guard let folder = Bundle.module.url(forResource: "Web", withExtension: nil) else {
+            throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey: "the web page's files are missing beside the binary (the coursesync_coursesync.resources bundle)"])
+        }
+        return try load(from: folder)
+    }
+
+    static func load(from folder: URL) throws -> WebPage {
+        var files: [String: File] = [:]
+        for name in try FileManager.default.contentsOfDirectory(atPath: folder.path) {
+            guard let type = contentTypes[(name as NSString).pathExtension] else { continue }
+            let data = try Data(contentsOf: folder.appendingPathComponent(name))
+            files["/" + name] = File(body: ByteBuffer(bytes: data), contentType: type)
+        }
+        files["/"] = files["/index.html"]
+        return WebPage(files: files)
+    }
+
+    /// Headers for the page: nothing but this origin may run scripts or be connected to, and the
+    /// page may not be framed (clickjacking).
+    static let securityHeaders = [
+        ("Content-Security-Policy", "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Cache-Control", "no-cache"),
+    ]
+}

@@ -1,0 +1,244 @@
+import Foundation
+import SyncModel
+import Testing
+
+/// The live course editor page (`serve --http-listen … --web`) in real headless Chromium, driven
+/// over WebDriver, against the real `coursesync serve` binary: two instructors, a viewer, a killed
+/// and restarted server.
+@Suite(.serialized) struct BrowserTests {
+    /// What the page shows, read from its DOM (and its own event log and timings).
+    struct PageState: Decodable {
+        struct Chapter: Decodable, Equatable { var key: String; var title: String; var videos: [Video] }
+        struct Video: Decodable, Equatable { var key: String; var media: String; var state: String; var title: String }
+        struct Toast: Decodable { var code: String; var seq: String; var message: String }
+        struct Event: Decodable { var event: String; var seq: Int }
+        struct Timing: Decodable { var seq: Int; var weight: Int; var drawn: Double?; var acked: Double?; var confirmed: Double? }
+        var seq: Int
+        var pending: Int
+        var connection: String
+        var chapters: [Chapter]
+        var toasts: [Toast]
+        var events: [Event]
+        var timings: [Timing]
+
+        /// The outline as (chapter ID, [video ID]) in order: what must equal the server's.
+        var order: [[String]] { chapters.map { [$0.key] + $0.videos.map(\.key) } }
+        func chapter(_ key: String) -> Chapter? { chapters.first { $0.key == key } }
+    }
+
+    static let readState = """
+        const chapters = [...document.querySelectorAll('#outline .chapter')].map((chapter) => ({
+          key: chapter.dataset.key, title: chapter.querySelector('.chapter-head .title').textContent,
+          videos: [...chapter.querySelectorAll('.video')].map((video) => ({
+            key: video.dataset.key, media: video.dataset.media, state: video.dataset.state, title: video.querySelector('.title').textContent })) }));
+        const toasts = [...document.querySelectorAll('.toast')].map((toast) => ({
+          code: toast.dataset.code, seq: toast.dataset.seq, message: toast.querySelector('.message').textContent }));
+        const page = window.coursesync;
+        return JSON.stringify({ seq: Number(document.body.dataset.seq ?? -1), pending: Number(document.body.dataset.pending ?? -1),
+          connection: document.querySelector('#connection').dataset.state, chapters, toasts,
+          events: page ? page.events : [], timings: page ? page.timings : [] });
+        """
+
+    /// The server's outline (GET /v1/courses/{id}): seq, and chapters with their videos in order.
+    struct ServerOutline {
+        var seq: Int
+        var order: [[String]]
+        var media: [String: String] // name -> ID
+    }
+
+    struct Setup {
+        var data: String
+        var tcpPort: Int
+        var httpPort: Int
+        var course: EntityID
+        var editorA: String
+        var editorB: String
+        var viewer: String
+        var server: Subprocess
+
+        var serveArguments: [String] {
+            ["serve", "--data-dir", data, "--listen", "127.0.0.1:\(tcpPort)", "--http-listen", "127.0.0.1:\(httpPort)", "--web", "--log-level", "warning"]
+        }
+
+        func pageURL(_ token: String) -> String { "http://127.0.0.1:\(httpPort)/#course=\(course)&token=\(token)" }
+
+        func outline() async throws -> ServerOutline {
+            let answer = try await BackendAPITests.request(httpPort, "GET", "/v1/courses/\(course)", token: editorA)
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])
+            let snapshot = try #require(json["snapshot"] as? [String: Any], "\(answer.body)")
+            let chapters = snapshot["chapters"] as? [[String: Any]] ?? []
+            let videos = snapshot["videos"] as? [[String: Any]] ?? []
+            let order = chapters.map { chapter in
+                [chapter["id"] as! String] + videos.filter { $0["chapter"] as? String == chapter["id"] as? String }.map { $0["id"] as! String }
+            }
+            var media: [String: String] = [:]
+            for row in snapshot["media"] as? [[String: Any]] ?? [] { media[row["name"] as! String] = row["id"] as? String }
+            let seq = Int((snapshot["course"] as? [String: Any])?["seq"] as? String ?? "0") ?? 0
+            return ServerOutline(seq: seq, order: order, media: media)
+        }
+    }
+
+    @Test func twoInstructorsAViewerAndARestartedServerInRealChromium() async throws {
+        try await withReplicaFolder { folder in
+            let data = folder.appendingPathComponent("data").path
+            let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Intro to Swift", "--log-level", "error"])
+            let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
+            let tcpPort = PostgresCluster.freePort(), httpPort = PostgresCluster.freePort()
+            var setup = Setup(data: data, tcpPort: tcpPort, httpPort: httpPort, course: course, editorA: "", editorB: "", viewer: "",
+                              server: try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(tcpPort)",
+                                                      "--http-listen", "127.0.0.1:\(httpPort)", "--web", "--log-level", "warning"]))
+            defer { setup.server.signal(SIGKILL) }
+            #expect(try await waitUntilListening(port: tcpPort), "\(setup.server.output)")
+            func token(_ user: String, _ role: String) async throws -> String {
+                try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", user, "--course", course.description, "--role", role])
+                    .output.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            setup.editorA = try await token("ada", "editor")
+            setup.editorB = try await token("grace", "editor")
+            setup.viewer = try await token("vera", "viewer")
+            try await Self.seed(setup)
+            let seeded = try await setup.outline()
+            let names = (1...60).map { String(format: "Lecture %02d", $0) }
+            let mediaIDs = try names.map { try #require(seeded.media[$0]) }
+            let chapters = seeded.order.map { $0[0] }
+
+            try await WebDriver.withSessions(2) { sessions in
+            let a = sessions[0], b = sessions[1]
+            try await a.open(setup.pageURL(setup.editorA))
+            try await b.open(setup.pageURL(setup.editorB))
+            try await Self.settled(a, at: seeded.seq)
+            try await Self.settled(b, at: seeded.seq)
+            let shots = ProcessInfo.processInfo.environment["COURSESYNC_SCREENSHOTS"]
+
+            // 1. A links 10 videos: drawn before the ack, at once, then confirmed with real IDs; B sees them arrive.
+            try await Self.link(a, mediaIDs[0..<10], into: chapters[0])
+            let justAfter = try await a.run(Self.readState, as: PageState.self)
+            #expect(justAfter.chapter(chapters[0])?.videos.map(\.media) == Array(mediaIDs[0..<10]), "drawn as soon as the click returned")
+            let first = try #require(justAfter.timings.last).seq
+            let firstEvents = justAfter.events.filter { $0.seq == first }.map(\.event)
+            #expect(firstEvents.first == "drawn", "the videos were drawn before any answer: \(firstEvents)")
+            var afterA = try await Self.settled(a, at: seeded.seq + 1)
+            #expect(afterA.chapter(chapters[0])?.videos.allSatisfy { $0.state == "confirmed" && !$0.key.hasPrefix("temp:") } == true)
+            #expect(afterA.events.filter { $0.seq == first }.map(\.event) == ["drawn", "ack", "confirmed"])
+            var afterB = try await Self.settled(b, at: seeded.seq + 1)
+            var server = try await setup.outline()
+            #expect(afterA.order == server.order && afterB.order == server.order)
+
+            // 2. Both link into one chapter at once (two media in common: one video each, §7.3): both end in the server's order.
+            try await Self.select(a, mediaIDs[10..<15], into: chapters[1])
+            try await Self.select(b, mediaIDs[13..<18], into: chapters[1])
+            try await a.click("#link-selected")
+            try await b.click("#link-selected")
+            afterA = try await Self.settled(a, at: server.seq + 2)
+            afterB = try await Self.settled(b, at: server.seq + 2)
+            server = try await setup.outline()
+            #expect(afterA.order == server.order && afterB.order == server.order)
+            #expect(Set(afterA.chapter(chapters[1])?.videos.map(\.media) ?? []) == Set(mediaIDs[10..<18]))
+            if let shots { try await a.screenshot().write(to: URL(fileURLWithPath: "\(shots)/editor.png")) }
+
+            // 3. A viewer's edit is drawn, refused, rolled back with a toast naming the reason, and Retry tries again.
+            try await b.open("about:blank")
+            try await b.open(setup.pageURL(setup.viewer))
+            let viewerBefore = try await Self.settled(b, at: server.seq)
+            try await Self.link(b, mediaIDs[20..<22], into: chapters[2])
+            var viewer = try await Self.waitFor(b, "the refusal's toast") { $0.toasts.count == 1 && $0.pending == 0 }
+            #expect(viewer.toasts.first?.code == "FORBIDDEN")
+            #expect(viewer.toasts.first?.message.contains("you may only view this course") == true, "\(viewer.toasts)")
+            #expect(viewer.order == viewerBefore.order, "rolled back exactly")
+            let refused = try #require(viewer.timings.last).seq
+            #expect(viewer.events.filter { $0.seq == refused }.map(\.event) == ["drawn", "reject"])
+            if let shots { try await b.screenshot().write(to: URL(fileURLWithPath: "\(shots)/rollback.png")) }
+            try await b.click(".toast .retry")
+            viewer = try await Self.waitFor(b, "the retry's refusal") { state in
+                state.toasts.count == 1 && state.pending == 0 && state.events.contains { $0.seq > refused && $0.event == "reject" }
+            }
+            #expect(viewer.events.filter { $0.seq == refused + 1 }.map(\.event) == ["drawn", "reject"], "Retry sent the edit again")
+            #expect(viewer.order == viewerBefore.order)
+            #expect(try await setup.outline().seq == server.seq, "nothing committed")
+
+            // 4. The server is killed (a batch just sent), A edits offline, the server restarts: nothing lost or doubled.
+            try await Self.link(a, mediaIDs[22..<25], into: chapters[2])
+            setup.server.signal(SIGKILL)
+            _ = try await setup.server.wait()
+            _ = try await Self.waitFor(a, "the page to notice") { $0.connection != "online" }
+            try await Self.link(a, mediaIDs[25..<28], into: chapters[2])
+            let offline = try await a.run(Self.readState, as: PageState.self)
+            #expect(offline.chapter(chapters[2])?.videos.filter { $0.state == "pending" }.count ?? 0 >= 3, "offline edits drawn as pending")
+            if let shots { try await a.screenshot().write(to: URL(fileURLWithPath: "\(shots)/offline.png")) }
+            setup.server = try Subprocess(setup.serveArguments)
+            #expect(try await waitUntilListening(port: tcpPort), "\(setup.server.output)")
+            afterA = try await Self.settled(a, at: server.seq + 2, seconds: 60)
+            afterB = try await Self.settled(b, at: server.seq + 2, seconds: 60)
+            let restarted = try await setup.outline()
+            #expect(restarted.seq == server.seq + 2, "each batch committed once")
+            #expect(afterA.order == restarted.order && afterB.order == restarted.order)
+            #expect(afterA.chapter(chapters[2])?.videos.map(\.media) == Array(mediaIDs[22..<28]))
+            server = restarted
+
+            // 5. Figures (reported, not asserted): click → pending drawn, → confirmed drawn, for batches of 10.
+            for round in 0..<9 {
+                let block = mediaIDs[(30 + round / 3 * 10)..<(40 + round / 3 * 10)]
+                try await Self.link(a, block, into: chapters[round % 3])
+                server.seq += 1
+                _ = try await Self.settled(a, at: server.seq)
+            }
+            let final = try await Self.settled(a, at: server.seq)
+            #expect(final.order == (try await setup.outline()).order)
+            let tens = final.timings.filter { $0.weight == 10 }
+            let drawn = tens.compactMap(\.drawn).sorted(), confirmed = tens.compactMap(\.confirmed).sorted()
+            func percentile(_ values: [Double], _ p: Double) -> String {
+                values.isEmpty ? "-" : String(format: "%.1f", values[min(values.count - 1, Int(Double(values.count) * p))])
+            }
+            print("""
+                browser figures (\(tens.count) batches of 10, ms): click → pending drawn p50 \(percentile(drawn, 0.5)) \
+                max \(percentile(drawn, 1)); click → confirmed drawn p50 \(percentile(confirmed, 0.5)) p90 \(percentile(confirmed, 0.9)) \
+                max \(percentile(confirmed, 1))
+                """)
+            #expect(drawn.count == tens.count && confirmed.count >= 10)
+            }
+        }
+    }
+
+    /// Three chapters and 60 media files, registered by a backend over HTTP.
+    static func seed(_ setup: Setup) async throws {
+        func text(_ value: String) -> String { Data(value.utf8).base64EncodedString() }
+        var ops = (1...3).map { #"{"createChapter": {"temp": "\#($0)", "title": "\#(text("Part \($0)"))", "placement": {"atEnd": {}}}}"# }
+        ops += (1...60).map { index in
+            #"{"registerMedia": {"temp": "\#(100 + index)", "name": "\#(text(String(format: "Lecture %02d", index)))", "cdnUrl": "\#(text("https://cdn.example.com/\(index).mp4"))", "durationMs": "600000", "byteSize": "1000000"}}"#
+        }
+        let body = #"{"clientId": "\#(EntityID.fresh())", "batchSeq": "1", "ops": [\#(ops.joined(separator: ","))]}"#
+        let answer = try await BackendAPITests.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: setup.editorA, body: body)
+        #expect(answer.status == 200, "\(answer.body)")
+    }
+
+    /// Ticks the media files in the library and picks the target chapter.
+    static func select(_ page: WebDriver.Session, _ media: ArraySlice<String>, into chapter: String) async throws {
+        for id in media { try await page.click(#".media[data-key="\#(id)"] input"#) }
+        try await page.execute(#"document.querySelector('#target-chapter').value = "\#(chapter)";"#)
+    }
+
+    /// Selects and clicks Link.
+    static func link(_ page: WebDriver.Session, _ media: ArraySlice<String>, into chapter: String) async throws {
+        try await select(page, media, into: chapter)
+        try await page.click("#link-selected")
+    }
+
+    @discardableResult
+    static func waitFor(_ page: WebDriver.Session, _ what: String, seconds: Double = 30,
+                        _ condition: @escaping (PageState) -> Bool) async throws -> PageState {
+        var state: PageState?
+        try await eventually(what, seconds: seconds) {
+            state = try await page.run(readState, as: PageState.self)
+            return condition(state!)
+        }
+        return try #require(state)
+    }
+
+    /// Waits until the page is live at `seq` with nothing pending.
+    @discardableResult
+    static func settled(_ page: WebDriver.Session, at seq: Int, seconds: Double = 30) async throws -> PageState {
+        try await waitFor(page, "the page at seq \(seq) with nothing pending", seconds: seconds) {
+            $0.seq == seq && $0.pending == 0 && $0.connection == "online"
+        }
+    }
+}
