@@ -96,9 +96,12 @@ import Testing
             setup.editorA = try await token("ada", "editor")
             setup.editorB = try await token("grace", "editor")
             setup.viewer = try await token("vera", "viewer")
-            try await Self.seed(setup)
+            // Figures are taken over this many batches of 10 at the end (COURSESYNC_BROWSER_ROUNDS; 9 by default).
+            let rounds = max(9, Int(ProcessInfo.processInfo.environment["COURSESYNC_BROWSER_ROUNDS"] ?? "") ?? 9)
+            let mediaCount = 30 + 10 * ((rounds + 2) / 3)
+            try await Self.seed(setup, media: mediaCount)
             let seeded = try await setup.outline()
-            let names = (1...60).map { String(format: "Lecture %02d", $0) }
+            let names = (1...mediaCount).map { String(format: "Lecture %03d", $0) }
             let mediaIDs = try names.map { try #require(seeded.media[$0]) }
             let chapters = seeded.order.map { $0[0] }
 
@@ -176,7 +179,7 @@ import Testing
             server = restarted
 
             // 5. Figures (reported, not asserted): click → pending drawn, → confirmed drawn, for batches of 10.
-            for round in 0..<9 {
+            for round in 0..<rounds {
                 let block = mediaIDs[(30 + round / 3 * 10)..<(40 + round / 3 * 10)]
                 try await Self.link(a, block, into: chapters[round % 3])
                 server.seq += 1
@@ -185,26 +188,48 @@ import Testing
             let final = try await Self.settled(a, at: server.seq)
             #expect(final.order == (try await setup.outline()).order)
             let tens = final.timings.filter { $0.weight == 10 }
-            let drawn = tens.compactMap(\.drawn).sorted(), confirmed = tens.compactMap(\.confirmed).sorted()
+            let renders = try await a.run("return JSON.stringify(window.coursesync.renderTimes)", as: [Double].self).sorted()
+            let drawn = tens.compactMap(\.drawn).sorted(), acked = tens.compactMap(\.acked).sorted(), confirmed = tens.compactMap(\.confirmed).sorted()
             func percentile(_ values: [Double], _ p: Double) -> String {
                 values.isEmpty ? "-" : String(format: "%.1f", values[min(values.count - 1, Int(Double(values.count) * p))])
             }
             print("""
                 browser figures (\(tens.count) batches of 10, ms): click → pending drawn p50 \(percentile(drawn, 0.5)) \
-                max \(percentile(drawn, 1)); click → confirmed drawn p50 \(percentile(confirmed, 0.5)) p90 \(percentile(confirmed, 0.9)) \
-                max \(percentile(confirmed, 1))
+                p90 \(percentile(drawn, 0.9)) max \(percentile(drawn, 1)); click → Ack p50 \(percentile(acked, 0.5)); click → confirmed drawn p50 \(percentile(confirmed, 0.5)) p90 \(percentile(confirmed, 0.9)) \
+                max \(percentile(confirmed, 1)); one render of the page p50 \(percentile(renders, 0.5)) p90 \(percentile(renders, 0.9))
                 """)
-            #expect(drawn.count == tens.count && confirmed.count >= 10)
+            #expect(drawn.count == tens.count && confirmed.count >= 9)
+
+            // Beside them, in the same run on the same server: a TCP client's push → Ack for batches of 10 links.
+            let tcp = try await TestClient.connect(port: tcpPort, answerPings: true)
+            _ = try await tcp.hello(token: setup.editorA)
+            let tcpChapter = try await tcp.push(course, batchSeq: 1, [.createChapter(temp: TempID(1)!, title: "Over TCP", placement: .atEnd)])
+                .get().idMap[TempID(1)!]!
+            var tcpTimes: [Double] = []
+            var batch: UInt64 = 2
+            for round in 0..<rounds {
+                let items = (0..<10).map { index in
+                    LinkItem(temp: TempID(UInt64(100 + round * 10 + index))!, media: .id(EntityID(bytes: Array(Data(base64Encoded: mediaIDs[index])!))!))
+                }
+                let start = ContinuousClock.now
+                let ack = try await tcp.push(course, batchSeq: BatchSeq(batch), [.linkMedia(chapter: .id(tcpChapter), items: items, placement: .atEnd)]).get()
+                let elapsed = ContinuousClock.now - start
+                tcpTimes.append(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
+                _ = try await tcp.push(course, batchSeq: BatchSeq(batch + 1), Set(ack.idMap.values).map { SyncModel.Operation.unlinkVideo(.id($0)) }).get()
+                batch += 2
+            }
+            await tcp.close()
+            print("TCP client beside them (\(rounds) batches of 10 links, ms): push → Ack p50 \(percentile(tcpTimes.sorted(), 0.5)) p90 \(percentile(tcpTimes.sorted(), 0.9))")
             }
         }
     }
 
-    /// Three chapters and 60 media files, registered by a backend over HTTP.
-    static func seed(_ setup: Setup) async throws {
+    /// Three chapters and `media` media files, registered by a backend over HTTP.
+    static func seed(_ setup: Setup, media: Int) async throws {
         func text(_ value: String) -> String { Data(value.utf8).base64EncodedString() }
         var ops = (1...3).map { #"{"createChapter": {"temp": "\#($0)", "title": "\#(text("Part \($0)"))", "placement": {"atEnd": {}}}}"# }
-        ops += (1...60).map { index in
-            #"{"registerMedia": {"temp": "\#(100 + index)", "name": "\#(text(String(format: "Lecture %02d", index)))", "cdnUrl": "\#(text("https://cdn.example.com/\(index).mp4"))", "durationMs": "600000", "byteSize": "1000000"}}"#
+        ops += (1...media).map { index in
+            #"{"registerMedia": {"temp": "\#(100 + index)", "name": "\#(text(String(format: "Lecture %03d", index)))", "cdnUrl": "\#(text("https://cdn.example.com/\(index).mp4"))", "durationMs": "600000", "byteSize": "1000000"}}"#
         }
         let body = #"{"clientId": "\#(EntityID.fresh())", "batchSeq": "1", "ops": [\#(ops.joined(separator: ","))]}"#
         let answer = try await BackendAPITests.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: setup.editorA, body: body)

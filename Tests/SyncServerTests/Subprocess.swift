@@ -7,8 +7,10 @@ final class Subprocess: @unchecked Sendable {
     let logPath: String
     private var status: Int32?
 
-    /// The built `coursesync` binary, beside the test bundle in the products folder.
+    /// The built `coursesync` binary, beside the test bundle in the products folder (or
+    /// $COURSESYNC_BIN: a release build, to take figures).
     static let coursesync: String = {
+        if let binary = ProcessInfo.processInfo.environment["COURSESYNC_BIN"] { return binary }
         var url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         while !FileManager.default.fileExists(atPath: url.appendingPathComponent("coursesync").path), url.path != "/" {
             url.deleteLastPathComponent()

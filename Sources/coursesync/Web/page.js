@@ -50,6 +50,7 @@ function start(courseUUID, token) {
   const selected = new Set(); // media keys ticked in the library
   const timings = []; // per batch: click → drawn, → ack, → confirmed drawn (ms)
   const events = []; // what the tests read: { event, seq, at }
+  const renderTimes = []; // ms per render, the last 1,000
   let renaming = null;
   let renderQueued = false;
 
@@ -76,10 +77,10 @@ function start(courseUUID, token) {
   function edit(ops, label, event) {
     const batch = model.addBatch(ops, label, event?.timeStamp ?? performance.now());
     timings.push({ seq: batch.seq, weight: batch.weight, clickedAt: batch.clickedAt });
+    send(batch); // first: no answer can be handled before this task has drawn the edit below
     render();
     log("drawn", batch.seq);
     requestAnimationFrame(() => stamp(batch.seq, "drawn"));
-    send(batch);
     save();
   }
 
@@ -106,6 +107,7 @@ function start(courseUUID, token) {
 
   function videoAction(action, chapter, index, event) {
     const video = chapter.videos[index];
+    if (!video) return;
     const videoRef = ref(video.key);
     switch (action) {
       case "up":
@@ -195,9 +197,12 @@ function start(courseUUID, token) {
   }
 
   let drawnBatches = new Set();
+  let lastOutline = null;
 
   function render() {
+    const began = performance.now();
     const outline = model.outline();
+    lastOutline = outline;
     $("#course-title").textContent = outline.title || "Untitled course";
     $("#course-seq").textContent = `seq ${outline.seq}`;
     renderOutline(outline);
@@ -214,65 +219,82 @@ function start(courseUUID, token) {
     drawnBatches = now;
     document.body.dataset.pending = String(model.pending.length);
     document.body.dataset.seq = String(outline.seq);
+    renderTimes.push(performance.now() - began);
+    if (renderTimes.length > 1000) renderTimes.shift();
   }
 
+  // Rows are drawn by key: an element is kept while its row is, updated in place, and moved only
+  // when the order changed, so an edit touches a few nodes, not the whole outline.
   function renderOutline(outline) {
-    const list = document.createElement("ol");
-    list.id = "outline";
-    for (const chapter of outline.chapters) {
-      const item = element("li", { class: "chapter", "data-key": chapter.key, "data-state": chapter.pending ? "pending" : "confirmed" });
+    syncList($("#outline"), outline.chapters, (chapter) => {
+      const item = element("li", { class: "chapter", "data-key": chapter.key });
       const head = element("div", { class: "chapter-head" });
-      head.append(element("span", { class: "title" }, chapter.title), element("span", { class: "count" }, `${chapter.videos.length}`));
-      head.append(button("✎", "rename", "Rename chapter", () => openRename("chapter", chapter.key, chapter.title)));
-      head.append(button("Delete", "delete", "Delete the chapter and its videos", (event) =>
-        confirm(`Delete “${chapter.title}” and its ${chapter.videos.length} videos?`) &&
-        edit([{ deleteChapter: { chapter: ref(chapter.key) } }], `Deleting “${chapter.title}”`, event)));
-      item.append(head);
-      const videos = element("ol", { class: "videos" });
-      chapter.videos.forEach((video, index) => {
-        const row = element("li", { class: "video", "data-key": video.key, "data-media": video.media, "data-state": video.pending ? "pending" : "confirmed" });
-        row.append(element("span", { class: "title" }, video.title));
-        if (video.pending) row.append(element("span", { class: "badge" }, "syncing"));
+      head.append(element("span", { class: "title" }), element("span", { class: "count" }),
+        button("✎", "rename", "Rename chapter"), button("Delete", "delete", "Delete the chapter and its videos"));
+      item.append(head, element("ol", { class: "videos" }));
+      return item;
+    }, (item, chapter) => {
+      setState(item, chapter.pending);
+      setText(item.querySelector(".chapter-head .title"), chapter.title);
+      setText(item.querySelector(".chapter-head .count"), `${chapter.videos.length}`);
+      syncList(item.querySelector(".videos"), chapter.videos, (video) => {
+        const row = element("li", { class: "video", "data-key": video.key, "data-media": video.media });
         const actions = element("span", { class: "actions" });
         for (const [label, action, help] of [["↑", "up", "Move up"], ["↓", "down", "Move down"], ["⇄", "move", "Move to the chapter selected above the library"], ["✎", "rename", "Rename"], ["✕", "unlink", "Unlink"]]) {
-          actions.append(button(label, action, help, (event) => videoAction(action, chapter, index, event)));
+          actions.append(button(label, action, help));
         }
-        row.append(actions);
-        videos.append(row);
+        row.append(element("span", { class: "title" }), element("span", { class: "badge" }, "syncing"), actions);
+        return row;
+      }, (row, video) => {
+        setState(row, video.pending);
+        setText(row.querySelector(".title"), video.title);
       });
-      item.append(videos);
-      list.append(item);
-    }
-    $("#outline").replaceWith(list);
+    });
     const target = $("#target-chapter");
     const chosen = target.value;
-    target.replaceChildren(...outline.chapters.map((chapter) => element("option", { value: chapter.key }, chapter.title)));
+    syncList(target, outline.chapters, (chapter) => element("option", { value: chapter.key, "data-key": chapter.key }),
+      (option, chapter) => setText(option, chapter.title));
     if (outline.chapters.some((chapter) => chapter.key === chosen)) target.value = chosen;
   }
 
   function renderLibrary(outline) {
     const linkedIn = new Map();
     for (const chapter of outline.chapters) for (const video of chapter.videos) linkedIn.set(video.media, (linkedIn.get(video.media) ?? 0) + 1);
-    const list = document.createElement("ul");
-    list.id = "library";
-    for (const media of outline.media) {
-      const item = element("li", { class: "media", "data-key": media.key, "data-state": media.pending ? "pending" : "confirmed" });
-      const box = element("input", { type: "checkbox" });
-      box.checked = selected.has(media.key);
-      box.addEventListener("change", () => {
-        if (box.checked) selected.add(media.key);
-        else selected.delete(media.key);
-        $("#selected-count").textContent = `${selected.size}`;
-      });
+    syncList($("#library"), outline.media, (media) => {
+      const item = element("li", { class: "media", "data-key": media.key });
       const label = element("label", {});
-      label.append(box, element("span", { class: "name" }, media.name));
-      if (linkedIn.get(media.key)) label.append(element("span", { class: "used" }, `in ${linkedIn.get(media.key)}`));
+      label.append(element("input", { type: "checkbox" }), element("span", { class: "name" }), element("span", { class: "used" }));
       item.append(label);
-      list.append(item);
-    }
-    $("#library").replaceWith(list);
+      return item;
+    }, (item, media) => {
+      setState(item, media.pending);
+      setText(item.querySelector(".name"), media.name);
+      setText(item.querySelector(".used"), linkedIn.get(media.key) ? `in ${linkedIn.get(media.key)}` : "");
+      item.querySelector("input").checked = selected.has(media.key);
+    });
     $("#selected-count").textContent = `${selected.size}`;
   }
+
+  // One listener per list (the rows come and go): what was clicked is read from the DOM's keys.
+  $("#outline").addEventListener("click", (event) => {
+    const action = event.target.closest("button")?.classList[0];
+    const chapterKey = event.target.closest(".chapter")?.dataset.key;
+    const chapter = lastOutline?.chapters.find((candidate) => candidate.key === chapterKey);
+    if (!action || !chapter) return;
+    const videoKey = event.target.closest(".video")?.dataset.key;
+    if (videoKey) return videoAction(action, chapter, chapter.videos.findIndex((video) => video.key === videoKey), event);
+    if (action === "rename") openRename("chapter", chapter.key, chapter.title);
+    if (action === "delete" && confirm(`Delete “${chapter.title}” and its ${chapter.videos.length} videos?`)) {
+      edit([{ deleteChapter: { chapter: ref(chapter.key) } }], `Deleting “${chapter.title}”`, event);
+    }
+  });
+  $("#library").addEventListener("change", (event) => {
+    const key = event.target.closest(".media")?.dataset.key;
+    if (!key) return;
+    if (event.target.checked) selected.add(key);
+    else selected.delete(key);
+    $("#selected-count").textContent = `${selected.size}`;
+  });
 
   /** A progress bar for each pending batch over 100 ops. */
   function renderBatches() {
@@ -328,7 +350,7 @@ function start(courseUUID, token) {
   }
 
   // What tests and the curious read from the console.
-  window.coursesync = { model, timings, events, outline: () => model.outline(), connection };
+  window.coursesync = { model, timings, events, renderTimes, outline: () => model.outline(), connection };
   render();
   connection.start();
 }
@@ -342,6 +364,31 @@ function element(tag, attributes, text) {
 
 function button(label, action, help, onClick) {
   const node = element("button", { type: "button", class: action, title: help }, label);
-  node.addEventListener("click", onClick);
+  if (onClick) node.addEventListener("click", onClick);
   return node;
+}
+
+/** Makes `container`'s children one per row, in order, reusing the children with the same key. */
+function syncList(container, rows, create, update) {
+  const existing = new Map();
+  for (const child of container.children) existing.set(child.dataset.key, child);
+  let cursor = container.firstElementChild;
+  for (const row of rows) {
+    let node = existing.get(row.key);
+    if (node) existing.delete(row.key);
+    else node = create(row);
+    update(node, row);
+    if (node === cursor) cursor = cursor.nextElementSibling;
+    else container.insertBefore(node, cursor);
+  }
+  for (const node of existing.values()) node.remove();
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function setState(node, pending) {
+  const state = pending ? "pending" : "confirmed";
+  if (node.dataset.state !== state) node.dataset.state = state;
 }
