@@ -135,8 +135,8 @@ struct Serve: AsyncParsableCommand {
                 throw ValidationError("cannot load the TLS certificate or key: \(error)")
             }
         }
-        let banner: @Sendable (Int, String) -> Void = { [listen, store, configuration] port, storeDescription in
-            let lines = [
+        let banner: @Sendable (Int, String) -> Void = { [listen, store, configuration, web, httpListen] port, storeDescription in
+            var lines = [
                 "CourseSync \(CourseSyncVersion.current) listening on \(listen.host):\(port) (\(configuration.security.isTLS ? "TLS" : "plaintext"))",
                 "  store:   \(storeDescription)",
                 "  secret:  \(secretPath)",
@@ -144,6 +144,9 @@ struct Serve: AsyncParsableCommand {
                 "  token:   coursesync token issue --user you --course COURSE_ID --role editor --secret-file \(secretPath)",
                 "  client:  coursesync client outline --course COURSE_ID --server \(listen.host):\(port) --token TOKEN",
             ]
+            if web, let http = httpListen {
+                lines.append("  page:    \(configuration.security.isTLS ? "https" : "http")://\(http.host):\(http.port)/#course=COURSE_ID&token=TOKEN")
+            }
             FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
         }
         let page = web ? try WebPage.load() : nil

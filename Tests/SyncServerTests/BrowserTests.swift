@@ -254,7 +254,9 @@ import Testing
         var state: PageState?
         try await eventually(what, seconds: seconds) {
             state = try await page.run(readState, as: PageState.self)
-            return condition(state!)
+            if condition(state!) { return true }
+            try await Task.sleep(for: .milliseconds(30)) // the browsers share the cores with the server
+            return false
         }
         return try #require(state)
     }
