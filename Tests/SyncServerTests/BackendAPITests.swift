@@ -95,15 +95,18 @@ import Testing
         try await withHTTPSetup(configure: { $0.limits.session.pushesPerSecond = 1 }) { setup in
             let token = setup.server.token([setup.course: .editor], user: "script")
             let client = EntityID.fresh()
-            var statuses: [Int] = []
-            var limited: Response?
-            for batchSeq in 1...8 {
-                let body = #"{"clientId": "\#(client)", "batchSeq": "\#(batchSeq)", "ops": [{"createChapter": {"temp": "\#(batchSeq)", "title": "\#(Self.base64("C\(batchSeq)"))", "placement": {"atEnd": {}}}}]}"#
-                let response = try await Self.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: token, body: body)
-                statuses.append(response.status)
-                if response.status == 429 { limited = response }
+            // Twenty at once (one after another, a loaded machine can serve them slower than the bucket refills).
+            let responses = try await withThrowingTaskGroup(of: Response.self) { group in
+                for batchSeq in 1...20 {
+                    let body = #"{"clientId": "\#(client)", "batchSeq": "\#(batchSeq)", "ops": [{"createChapter": {"temp": "\#(batchSeq)", "title": "\#(Self.base64("C\(batchSeq)"))", "placement": {"atEnd": {}}}}]}"#
+                    group.addTask { try await Self.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: token, body: body) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
             }
-            #expect(statuses.prefix(2) == [200, 200], "the burst (two seconds' worth) passes: \(statuses)")
+            let statuses = responses.map(\.status)
+            let limited = responses.first { $0.status == 429 }
+            #expect(statuses.count { $0 == 200 } >= 2, "the burst (two seconds' worth) passes: \(statuses)")
+            #expect(Set(statuses).isSubset(of: [200, 429]), "\(statuses)")
             #expect(statuses.contains(429), "\(statuses)")
             guard case .error(let error)? = limited?.message else { Issue.record("no RATE_LIMITED error"); return }
             #expect(error.code == .rateLimited && (error.retryAfterMs ?? 0) > 0)

@@ -64,8 +64,12 @@ import Testing
                 let client = try await SyncClient.open(path: folder.appendingPathComponent("bo.replica").path, courseID: courseID,
                                                        configuration: configuration, logger: TestDatabase.logger)
                 let events = EventLog(client)
-                // The token (whole seconds) expires within a second; the server ends the connection then.
-                try await Task.sleep(for: .milliseconds(2_500))
+                // The token (whole seconds) expires within a second; the server ends the connection then
+                // (waited for, not slept on: on a loaded machine the first handshake alone can take seconds).
+                try? await eventually("the refusal", seconds: 30) {
+                    await events.all().contains { if case .connection(.refused) = $0 { true } else { false } }
+                }
+                try await Task.sleep(for: .milliseconds(500)) // no second refusal follows: the client stopped
                 try await client.close()
                 let all = await events.all()
                 let refusal = all.compactMap { if case .connection(.refused(let code, _)) = $0 { code } else { nil } }

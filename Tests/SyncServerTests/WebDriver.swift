@@ -21,7 +21,9 @@ final class WebDriver: @unchecked Sendable {
             throw Failure(description: "the browser test needs Debian's chromium and chromium-driver (`apt-get install chromium chromium-driver`; .ci/run installs them)")
         }
         port = PostgresCluster.freePort()
-        process = try Subprocess(["--port=\(port)"], executable: driver)
+        // Niced (the browsers inherit it): they share the 2 cores with the rest of the suite, whose
+        // timing-sensitive tests must not starve while a page renders.
+        process = try Subprocess(["-n", "10", driver, "--port=\(port)"], executable: "/usr/bin/nice")
         var lastError: (any Error)?
         do {
             try await eventually("chromedriver to answer") {
