@@ -98,7 +98,7 @@ import Testing
             setup.viewer = try await token("vera", "viewer")
             // Figures are taken over this many batches of 10 at the end (COURSESYNC_BROWSER_ROUNDS; 9 by default).
             let rounds = max(9, Int(ProcessInfo.processInfo.environment["COURSESYNC_BROWSER_ROUNDS"] ?? "") ?? 9)
-            let mediaCount = 30 + 10 * ((rounds + 2) / 3)
+            let mediaCount = max(110, 30 + 10 * ((rounds + 2) / 3))
             try await Self.seed(setup, media: mediaCount)
             let seeded = try await setup.outline()
             let names = (1...mediaCount).map { String(format: "Lecture %03d", $0) }
@@ -178,7 +178,36 @@ import Testing
             #expect(afterA.chapter(chapters[2])?.videos.map(\.media) == Array(mediaIDs[22..<28]))
             server = restarted
 
-            // 5. Figures (reported, not asserted): click → pending drawn, → confirmed drawn, for batches of 10.
+            // 5. Moving, renaming and unlinking, one click each: every page ends in the server's order.
+            let part1 = try #require(afterA.chapter(chapters[0])).videos.map(\.key)
+            try await a.click(#".video[data-key="\#(part1[0])"] .down"#)
+            try await a.click(#".video[data-key="\#(part1[2])"] .rename"#)
+            try await a.execute("document.querySelector('#rename-title').value = '  Welcome, everyone ';")
+            try await a.click("#rename-save")
+            try await a.click(#".video[data-key="\#(part1[9])"] .unlink"#)
+            try await a.execute(#"document.querySelector('#target-chapter').value = "\#(chapters[2])";"#)
+            try await a.click(#".video[data-key="\#(part1[3])"] .move"#) // to the chapter picked above the library
+            afterA = try await Self.settled(a, at: server.seq + 4)
+            afterB = try await Self.settled(b, at: server.seq + 4)
+            server = try await setup.outline()
+            #expect(afterA.order == server.order && afterB.order == server.order)
+            let moved = try #require(afterB.chapter(chapters[0])).videos
+            #expect(moved.map(\.key) == [part1[1], part1[0], part1[2]] + part1[4..<9], "\(moved.map(\.title))")
+            #expect(moved[2].title == "Welcome, everyone")
+            #expect(afterB.chapter(chapters[2])?.videos.last?.key == part1[3])
+
+            // 6. A batch of over 100 ops shows a progress bar (drawn with the click, before any answer).
+            try await a.execute("document.querySelectorAll('.media input').forEach((box, index) => { if (index < 101) box.click(); });")
+            try await a.execute(#"document.querySelector('#target-chapter').value = "\#(chapters[3])";"#)
+            try await a.click("#link-selected")
+            afterA = try await Self.settled(a, at: server.seq + 1)
+            server.seq += 1
+            let big = try #require(afterA.timings.last)
+            #expect(big.weight == 101 && afterA.chapter(chapters[3])?.videos.count == 101)
+            #expect(afterA.events.filter { $0.seq == big.seq }.map(\.event) == ["bar", "drawn", "progress", "progress", "ack", "confirmed"])
+            #expect(try await a.run("return JSON.stringify(document.querySelectorAll('#batches .batch').length)", as: Int.self) == 0, "gone once confirmed")
+
+            // 7. Figures (reported, not asserted): click → pending drawn, → confirmed drawn, for batches of 10.
             for round in 0..<rounds {
                 let block = mediaIDs[(30 + round / 3 * 10)..<(40 + round / 3 * 10)]
                 try await Self.link(a, block, into: chapters[round % 3])
@@ -224,10 +253,10 @@ import Testing
         }
     }
 
-    /// Three chapters and `media` media files, registered by a backend over HTTP.
+    /// Four chapters and `media` media files, registered by a backend over HTTP.
     static func seed(_ setup: Setup, media: Int) async throws {
         func text(_ value: String) -> String { Data(value.utf8).base64EncodedString() }
-        var ops = (1...3).map { #"{"createChapter": {"temp": "\#($0)", "title": "\#(text("Part \($0)"))", "placement": {"atEnd": {}}}}"# }
+        var ops = (1...4).map { #"{"createChapter": {"temp": "\#($0)", "title": "\#(text("Part \($0)"))", "placement": {"atEnd": {}}}}"# }
         ops += (1...media).map { index in
             #"{"registerMedia": {"temp": "\#(100 + index)", "name": "\#(text(String(format: "Lecture %03d", index)))", "cdnUrl": "\#(text("https://cdn.example.com/\(index).mp4"))", "durationMs": "600000", "byteSize": "1000000"}}"#
         }

@@ -5,7 +5,7 @@
 
 import { Connection } from "./connection.js";
 import { CourseModel } from "./model.js";
-import { opToWire, randomID, uuidToID } from "./wire.js";
+import { int, opToWire, randomID, uuidToID } from "./wire.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -179,6 +179,7 @@ function start(courseUUID, token) {
       }
       case "progress":
         model.progress(body);
+        log("progress", int(body.batchSeq));
         break;
     }
     save();
@@ -197,6 +198,7 @@ function start(courseUUID, token) {
   }
 
   let drawnBatches = new Set();
+  const barsDrawn = new Set();
   let lastOutline = null;
 
   function render() {
@@ -299,6 +301,10 @@ function start(courseUUID, token) {
   /** A progress bar for each pending batch over 100 ops. */
   function renderBatches() {
     const bars = model.pending.filter((batch) => batch.weight > 100).map((batch) => {
+      if (!barsDrawn.has(batch.seq)) {
+        barsDrawn.add(batch.seq);
+        log("bar", batch.seq);
+      }
       const status = batch.state === "acked" ? "committed" : batch.queued ? "committing" : batch.state === "sent" ? "sent" : "waiting for the connection";
       const bar = element("div", { class: "batch", "data-seq": String(batch.seq) });
       const progress = element("progress", { max: String(batch.weight) });
