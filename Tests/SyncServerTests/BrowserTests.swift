@@ -56,7 +56,9 @@ import Testing
         var viewer: String
         var server: Subprocess
 
-        var serveArguments: [String] {
+        var serveArguments: [String] { Self.serveArguments(data: data, tcpPort: tcpPort, httpPort: httpPort) }
+
+        static func serveArguments(data: String, tcpPort: Int, httpPort: Int) -> [String] {
             ["serve", "--data-dir", data, "--listen", "127.0.0.1:\(tcpPort)", "--http-listen", "127.0.0.1:\(httpPort)", "--web", "--log-level", "warning"]
         }
 
@@ -85,8 +87,7 @@ import Testing
             let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
             let tcpPort = PostgresCluster.freePort(), httpPort = PostgresCluster.freePort()
             var setup = Setup(data: data, tcpPort: tcpPort, httpPort: httpPort, course: course, editorA: "", editorB: "", viewer: "",
-                              server: try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(tcpPort)",
-                                                      "--http-listen", "127.0.0.1:\(httpPort)", "--web", "--log-level", "warning"]))
+                              server: try Subprocess(Setup.serveArguments(data: data, tcpPort: tcpPort, httpPort: httpPort)))
             defer { setup.server.signal(SIGKILL) }
             #expect(try await waitUntilListening(port: tcpPort), "\(setup.server.output)")
             func token(_ user: String, _ role: String) async throws -> String {

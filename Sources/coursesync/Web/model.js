@@ -9,12 +9,10 @@ function emptyConfirmed() {
 }
 
 export class CourseModel {
-  constructor({ courseID, clientID, saved }) {
-    this.courseID = courseID;
+  constructor({ clientID, saved }) {
     this.clientID = clientID;
     this.confirmed = emptyConfirmed();
     this.snapshotParts = null; // a snapshot being received
-    this.subscribed = false;
     // Batches not yet reflected in the confirmed state, in batch-seq order:
     // { seq, ops, label, weight, created: [temps], state: "new" | "sent" | "acked", ackSeq, done, clickedAt }
     this.pending = saved?.pending ?? [];
@@ -172,12 +170,12 @@ export class CourseModel {
   outline() {
     const chapters = [...this.confirmed.chapters.values()]
       .sort((a, b) => a.position - b.position)
-      .map((row) => ({ key: row.id, id: row.id, title: row.title, pending: false, videos: [] }));
+      .map((row) => ({ key: row.id, title: row.title, pending: false, videos: [] }));
     const byKey = new Map(chapters.map((chapter) => [chapter.key, chapter]));
     for (const video of [...this.confirmed.videos.values()].sort((a, b) => a.position - b.position)) {
-      byKey.get(video.chapter)?.videos.push({ key: video.id, id: video.id, media: video.mediaFile, title: video.title, pending: false });
+      byKey.get(video.chapter)?.videos.push({ key: video.id, media: video.mediaFile, title: video.title, pending: false });
     }
-    const media = [...this.confirmed.media.values()].map((row) => ({ key: row.id, id: row.id, name: row.name, pending: false }))
+    const media = [...this.confirmed.media.values()].map((row) => ({ key: row.id, name: row.name, pending: false }))
       .sort((a, b) => a.name.localeCompare(b.name));
     const view = { title: this.confirmed.title, seq: this.confirmed.seq, chapters, media, aliases: new Map() };
     for (const batch of this.pending) for (const op of batch.ops) applyOptimistically(view, op, this);

@@ -46,11 +46,13 @@ function start(courseUUID, token) {
   const clientID = sessionStorage.getItem("coursesync:client") ?? randomID();
   sessionStorage.setItem("coursesync:client", clientID);
   const storageKey = `coursesync:course:${courseUUID}`;
-  const model = new CourseModel({ courseID, clientID, saved: JSON.parse(sessionStorage.getItem(storageKey) ?? "null") });
+  const model = new CourseModel({ clientID, saved: JSON.parse(sessionStorage.getItem(storageKey) ?? "null") });
   const selected = new Set(); // media keys ticked in the library
-  const timings = []; // per batch: click → drawn, → ack, → confirmed drawn (ms)
-  const events = []; // what the tests read: { event, seq, at }
-  const renderTimes = []; // ms per render, the last 1,000
+  // What the tests and the curious read (each the last 1,000): per batch, click → drawn, → ack,
+  // → confirmed drawn (ms); the batches' events ({ event, seq, at }); ms per render.
+  const timings = [];
+  const events = [];
+  const renderTimes = [];
   let renaming = null;
   let renderQueued = false;
 
@@ -76,7 +78,7 @@ function start(courseUUID, token) {
   /** Draws the edit at once, then sends it (or queues it while offline). */
   function edit(ops, label, event) {
     const batch = model.addBatch(ops, label, event?.timeStamp ?? performance.now());
-    timings.push({ seq: batch.seq, weight: batch.weight, clickedAt: batch.clickedAt });
+    keepLast(timings, { seq: batch.seq, weight: batch.weight, clickedAt: batch.clickedAt });
     send(batch); // first: no answer can be handled before this task has drawn the edit below
     render();
     log("drawn", batch.seq);
@@ -150,15 +152,13 @@ function start(courseUUID, token) {
   // ---- server messages ------------------------------------------------------------------------
 
   function receive(kind, body) {
+    let drawNow = false;
     switch (kind) {
       case "snapshot":
         model.snapshot(body);
         break;
       case "diff":
         if (!model.diff(body)) return connection.drop(`a gap: diff ${body.seq} after ${model.confirmed.seq}`);
-        break;
-      case "subscribed":
-        model.subscribed = true;
         break;
       case "ack": {
         const batch = model.ack(body);
@@ -173,7 +173,7 @@ function start(courseUUID, token) {
         if (dropped.length > 0) {
           log("reject", dropped[0].seq);
           toast(dropped, body);
-          render(); // the rollback and its toast in the same frame
+          drawNow = true; // the rollback and its toast in the same frame
         }
         break;
       }
@@ -183,7 +183,8 @@ function start(courseUUID, token) {
         break;
     }
     save();
-    requestRender();
+    if (drawNow) render();
+    else requestRender();
   }
 
   // ---- drawing --------------------------------------------------------------------------------
@@ -221,8 +222,7 @@ function start(courseUUID, token) {
     drawnBatches = now;
     document.body.dataset.pending = String(model.pending.length);
     document.body.dataset.seq = String(outline.seq);
-    renderTimes.push(performance.now() - began);
-    if (renderTimes.length > 1000) renderTimes.shift();
+    keepLast(renderTimes, performance.now() - began);
   }
 
   // Rows are drawn by key: an element is kept while its row is, updated in place, and moved only
@@ -324,7 +324,6 @@ function start(courseUUID, token) {
       offline: `offline, retrying in ${Math.ceil((detail ?? 0) / 1000)} s`,
       refused: `refused: ${detail}`,
     }[state];
-    if (state !== "online") model.subscribed = false;
   }
 
   function toast(dropped, reject) {
@@ -347,7 +346,7 @@ function start(courseUUID, token) {
   }
 
   function log(event, seq) {
-    events.push({ event, seq, at: performance.now() });
+    keepLast(events, { event, seq, at: performance.now() });
   }
 
   function stamp(seq, what) {
@@ -359,6 +358,12 @@ function start(courseUUID, token) {
   window.coursesync = { model, timings, events, renderTimes, outline: () => model.outline(), connection };
   render();
   connection.start();
+}
+
+/** Appends `value`, keeping the list's last 1,000 entries. */
+function keepLast(list, value) {
+  list.push(value);
+  if (list.length > 1000) list.shift();
 }
 
 function element(tag, attributes, text) {
