@@ -3,10 +3,28 @@ import SyncWire
 
 /// What the server says, and what the engine makes of it.
 extension ClientCore {
+    /// Messages from the server that arrived together (one socket read), received at `now`: one
+    /// step. Consecutive diffs are applied together and the pending batches replayed once after
+    /// them, so a client that falls behind catches up in fewer, larger steps.
+    package mutating func received(_ messages: some Sequence<WireMessage>, now: Moment) {
+        for message in messages {
+            if case .diff(let diff) = message, diff.courseID == courseID {
+                lastNow = max(lastNow, now)
+                heartbeat?.received(now: now)
+                held.append(.diff(diff))
+            } else {
+                received(message, now: now)
+            }
+        }
+        releaseHeld()
+    }
+
     /// A message from the server, received at `now`.
     package mutating func received(_ message: WireMessage, now: Moment) {
         lastNow = max(lastNow, now)
         heartbeat?.received(now: now)
+        // Diffs held back by the batch form of `received` first, as if each had been released on arrival.
+        if !held.isEmpty { releaseHeld() }
         switch message {
         case .welcome(let welcome):
             guard phase == .awaitingWelcome else { return unexpected(message) }
@@ -80,25 +98,34 @@ extension ClientCore {
     /// batch is answered, since it may contain any of them: sent on this connection or, not yet
     /// resent (paced), committed on an earlier one. Nothing held is persisted: the cursor stays,
     /// and a reconnect fetches it again.
+    ///
+    /// Diffs released together are applied one after another and the pending batches replayed
+    /// once after the last (the replays are unwound for the first and stay so until then).
     private mutating func releaseHeld() {
+        var arrived: TouchedIDs?
+        defer { if let arrived { rebase(arrived: arrived) } }
         while let next = held.first {
             switch next {
             case .diff(let diff):
                 if diff.origin.clientID == clientID, let index = index(of: diff.origin.batchSeq), pending[index].ack == nil { return }
                 held.removeFirst()
-                apply(diff)
+                if let changes = apply(diff) { arrived = arrived ?? TouchedIDs(); arrived!.formUnion(changes) }
             case .snapshot(let parts):
                 if pending.contains(where: { $0.ack == nil && $0.batch.batchSeq != openBatch }) { return }
                 held.removeFirst()
-                applySnapshot(parts)
+                applySnapshot(parts)  // rebuilds every row: what the diffs before it touched included
+                arrived = nil
             }
         }
     }
 
-    private mutating func apply(_ diff: Diff) {
-        if diff.seq <= confirmed.seq { return }  // already applied (a resubscribe overlapping the stream)
+    /// Applies `diff` to the confirmed state and the unwound visible state; returns its changes,
+    /// whose rows the caller refreshes after replaying the pending batches (nil if nothing was applied).
+    private mutating func apply(_ diff: Diff) -> ChangeSet? {
+        if diff.seq <= confirmed.seq { return nil }  // already applied (a resubscribe overlapping the stream)
         guard diff.seq == confirmed.seq + 1 else {
-            return actions.append(.reconnect(reason: "gap in the diff stream: at seq \(confirmed.seq), received \(diff.seq)"))
+            actions.append(.reconnect(reason: "gap in the diff stream: at seq \(confirmed.seq), received \(diff.seq)"))
+            return nil
         }
         // Both states take the diff in place (the visible one without its replays, so equal to
         // the confirmed one), instead of the visible state being copied from the confirmed one.
@@ -111,9 +138,7 @@ extension ClientCore {
             actions.append(.emit(.remoteChange(seq: diff.seq, origin: diff.origin.clientID)))
         }
         finalizeCommitted()
-        var arrived = TouchedIDs()
-        arrived.formUnion(diff.changes)
-        rebase(arrived: arrived)
+        return diff.changes
     }
 
     private mutating func applySnapshot(_ parts: [SnapshotPart]) {

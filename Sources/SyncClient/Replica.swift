@@ -359,7 +359,3 @@ package final class Replica: Sendable {
         return migrator
     }
 }
-
-extension EntityID {
-    var data: Data { Data(bytes) }
-}

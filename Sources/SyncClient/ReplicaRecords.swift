@@ -7,7 +7,7 @@ import SyncModel
 
 extension EntityID: DatabaseValueConvertible {
     /// 16 bytes.
-    public var databaseValue: DatabaseValue { Data(bytes).databaseValue }
+    public var databaseValue: DatabaseValue { data.databaseValue }
 
     public static func fromDatabaseValue(_ value: DatabaseValue) -> EntityID? {
         Data.fromDatabaseValue(value).flatMap { EntityID(bytes: $0) }
@@ -23,10 +23,12 @@ extension LocalKey: DatabaseValueConvertible {
 extension RowStatus: DatabaseValueConvertible {}
 
 /// A row of the replica as a GRDB record, with its columns in a fixed order, so that a step's rows
-/// are written through one cached statement per table.
+/// are written through one cached statement per table. (The values are existentials, not
+/// `DatabaseValue`s: GRDB turns those into statement arguments through a key path instantiated
+/// per call, which was most of the cost of writing a row.)
 public protocol ReplicaRecord: FetchableRecord, PersistableRecord {
     static var databaseColumns: [String] { get }
-    var databaseValues: [DatabaseValue] { get }
+    var databaseValues: [(any DatabaseValueConvertible)?] { get }
 }
 
 extension ReplicaRecord {
@@ -46,8 +48,8 @@ extension ChapterRow: FetchableRecord, PersistableRecord, ReplicaRecord {
 
     public static let databaseColumns = ["key", "id", "title", "position", "version", "status"]
 
-    public var databaseValues: [DatabaseValue] {
-        [key.databaseValue, id.databaseValue, title.databaseValue, position.databaseValue, Int64(bitPattern: version).databaseValue, status.databaseValue]
+    public var databaseValues: [(any DatabaseValueConvertible)?] {
+        [key, id, title, position, Int64(bitPattern: version), status]
     }
 }
 
@@ -62,8 +64,8 @@ extension MediaRow: FetchableRecord, PersistableRecord, ReplicaRecord {
 
     public static let databaseColumns = ["key", "id", "name", "cdn_url", "duration_ms", "byte_size", "status"]
 
-    public var databaseValues: [DatabaseValue] {
-        [key.databaseValue, id.databaseValue, name.databaseValue, cdnURL.databaseValue, Int64(bitPattern: durationMs).databaseValue, Int64(bitPattern: byteSize).databaseValue, status.databaseValue]
+    public var databaseValues: [(any DatabaseValueConvertible)?] {
+        [key, id, name, cdnURL, Int64(bitPattern: durationMs), Int64(bitPattern: byteSize), status]
     }
 }
 
@@ -78,8 +80,8 @@ extension VideoRow: FetchableRecord, PersistableRecord, ReplicaRecord {
 
     public static let databaseColumns = ["key", "id", "chapter_key", "media_key", "title", "position", "status"]
 
-    public var databaseValues: [DatabaseValue] {
-        [key.databaseValue, id.databaseValue, chapterKey.databaseValue, mediaKey.databaseValue, title.databaseValue, position.databaseValue, status.databaseValue]
+    public var databaseValues: [(any DatabaseValueConvertible)?] {
+        [key, id, chapterKey, mediaKey, title, position, status]
     }
 }
 
@@ -100,8 +102,8 @@ struct ConfirmedChapter: ReplicaRecord {
 
     static let databaseColumns = ["id", "title", "position", "version"]
 
-    var databaseValues: [DatabaseValue] {
-        [id.databaseValue, title.databaseValue, position.databaseValue, Int64(bitPattern: version).databaseValue]
+    var databaseValues: [(any DatabaseValueConvertible)?] {
+        [id, title, position, Int64(bitPattern: version)]
     }
 
     func chapter(in course: EntityID) -> Chapter { Chapter(id: id, courseID: course, title: title, position: position, version: version) }
@@ -125,8 +127,8 @@ struct ConfirmedMedia: ReplicaRecord {
 
     static let databaseColumns = ["id", "name", "cdn_url", "duration_ms", "byte_size"]
 
-    var databaseValues: [DatabaseValue] {
-        [id.databaseValue, name.databaseValue, cdnURL.databaseValue, Int64(bitPattern: durationMs).databaseValue, Int64(bitPattern: byteSize).databaseValue]
+    var databaseValues: [(any DatabaseValueConvertible)?] {
+        [id, name, cdnURL, Int64(bitPattern: durationMs), Int64(bitPattern: byteSize)]
     }
 
     func file(in course: EntityID) -> MediaFile {
@@ -148,7 +150,7 @@ struct ConfirmedVideo: ReplicaRecord {
 
     static let databaseColumns = ["id", "chapter_id", "media_id", "title", "position"]
 
-    var databaseValues: [DatabaseValue] {
-        [video.id.databaseValue, video.chapterID.databaseValue, video.mediaFileID.databaseValue, video.title.databaseValue, video.position.databaseValue]
+    var databaseValues: [(any DatabaseValueConvertible)?] {
+        [video.id, video.chapterID, video.mediaFileID, video.title, video.position]
     }
 }

@@ -243,16 +243,25 @@ extension SyncClient {
     private func receive(_ frames: [Result<WireMessage, WireError>]) throws {
         defer { carryOut() }
         let now = now()
+        var messages: [WireMessage] = []
+        messages.reserveCapacity(frames.count)
+        // The messages before a malformed frame are taken (as one step); the frame ends the connection.
+        var failure: WireError?
         for frame in frames {
-            let message = try frame.get()
+            guard case .success(let message) = frame else {
+                if case .failure(let error) = frame { failure = error }
+                break
+            }
             switch message {
             case .reject: lastRejectArrival = ContinuousClock.now
             case .diff: lastDiffArrival = ContinuousClock.now
             default: break
             }
             configuration.frameObserver?(.received(message))
-            core.received(message, now: now)
+            messages.append(message)
         }
+        core.received(messages, now: now)
+        if let failure { throw failure }
     }
 
     /// Closes the current connection (or gives up on the one being made) as if the network

@@ -67,9 +67,13 @@ public struct CourseState: Hashable, Sendable {
         precondition(diff.courseID == course.id, "a diff of course \(diff.courseID) applied to course \(course.id)")
         let changes = diff.changes
         var dirtyChapters = Set<EntityID>()
+        // Chapters whose existing videos this diff removed, moved or updated: their order is
+        // rebuilt. A chapter that only gained videos appended at its end keeps its order and
+        // appends them (the common case: one link batch into one chapter).
+        var disturbed = Set<EntityID>()
         var chaptersReordered = false
         for id in changes.deletedVideos {
-            if let video = videos.removeValue(forKey: id) { dirtyChapters.insert(video.chapterID) }
+            if let video = videos.removeValue(forKey: id) { dirtyChapters.insert(video.chapterID); disturbed.insert(video.chapterID) }
         }
         for id in changes.deletedChapters {
             // The server lists a deleted chapter's videos too; removing them here keeps a
@@ -91,6 +95,7 @@ public struct CourseState: Hashable, Sendable {
         var arrivals: [EntityID: [EntityID]] = [:]
         for video in changes.videos {
             let old = videos.updateValue(video, forKey: video.id)
+            if let old { disturbed.insert(old.chapterID) }
             if let old, old.chapterID != video.chapterID { dirtyChapters.insert(old.chapterID) }
             dirtyChapters.insert(video.chapterID)
             if old?.chapterID != video.chapterID { arrivals[video.chapterID, default: []].append(video.id) }
@@ -100,6 +105,10 @@ public struct CourseState: Hashable, Sendable {
             chapterOrder = Self.ordered(Array(chapters.keys)) { chapters[$0]?.position }
         }
         for chapterID in dirtyChapters where chapters[chapterID] != nil {
+            if !disturbed.contains(chapterID), let order = videoOrder[chapterID], let appended = Self.appended(arrivals[chapterID] ?? [], after: order.count, position: { videos[$0]?.position }) {
+                videoOrder[chapterID] = order + appended
+                continue
+            }
             var ids = (videoOrder[chapterID] ?? []).filter { videos[$0]?.chapterID == chapterID }
             ids += arrivals[chapterID] ?? []
             videoOrder[chapterID] = Self.ordered(ids) { videos[$0]?.position }
@@ -164,6 +173,17 @@ public struct CourseState: Hashable, Sendable {
     /// Orders IDs by their position, ties broken by ID so that a broken input still orders
     /// deterministically. Each position is looked up once; when they are exactly 0..<n (always,
     /// in a consistent state) each ID goes straight to its place, without sorting.
+    /// `ids` in order when their positions are exactly `count ..< count + ids.count` (videos
+    /// appended to a list of `count`), nil otherwise.
+    private static func appended(_ ids: [EntityID], after count: Int, position: (EntityID) -> Int?) -> [EntityID]? {
+        var placed = [EntityID?](repeating: nil, count: ids.count)
+        for id in ids {
+            guard let index = position(id).map({ $0 - count }), placed.indices.contains(index), placed[index] == nil else { return nil }
+            placed[index] = id
+        }
+        return placed.map { $0! }
+    }
+
     private static func ordered(_ ids: [EntityID], position: (EntityID) -> Int?) -> [EntityID] {
         let positions = ids.map { position($0) ?? .max }
         var placed = [EntityID?](repeating: nil, count: ids.count)

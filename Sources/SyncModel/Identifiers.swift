@@ -29,20 +29,33 @@ public struct EntityID: Hashable, Comparable, Sendable, CustomStringConvertible 
     }
 
     /// Builds an ID from exactly 16 bytes (the wire form); `nil` for any other length.
+    /// (Inlinable, so that each caller gets it specialized for its collection: every ID of every
+    /// decoded message comes through here.)
+    @inlinable
     public init?<C: Collection>(bytes: C) where C.Element == UInt8 {
         guard bytes.count == 16 else { return nil }
         var high: UInt64 = 0
         var low: UInt64 = 0
-        for (index, byte) in bytes.enumerated() {
-            if index < 8 { high = high << 8 | UInt64(byte) } else { low = low << 8 | UInt64(byte) }
+        var index = bytes.startIndex
+        for _ in 0..<8 {
+            high = high << 8 | UInt64(bytes[index])
+            bytes.formIndex(after: &index)
+        }
+        for _ in 0..<8 {
+            low = low << 8 | UInt64(bytes[index])
+            bytes.formIndex(after: &index)
         }
         self.init(high: high, low: low)
     }
 
     /// The 16 bytes of the UUID, as they travel on the wire.
     public var bytes: [UInt8] {
-        (0..<8).map { UInt8(truncatingIfNeeded: high >> (56 - 8 * $0)) }
-            + (0..<8).map { UInt8(truncatingIfNeeded: low >> (56 - 8 * $0)) }
+        withUnsafeBytes(of: (high.bigEndian, low.bigEndian)) { Array($0) }
+    }
+
+    /// The 16 bytes of the UUID as `Data` (protobuf fields, SQLite blobs).
+    public var data: Data {
+        withUnsafeBytes(of: (high.bigEndian, low.bigEndian)) { Data($0) }
     }
 
     public var uuid: UUID {

@@ -178,7 +178,7 @@ final class BackendAPIHandler: ChannelInboundHandler, @unchecked Sendable {
               let text = envelope.removeValue(forKey: "clientId") as? String, let client = EntityID(text) else {
             throw WireError.missingField("clientId (a UUID)")
         }
-        if envelope["course"] == nil { envelope["course"] = Data(courseID.bytes).base64EncodedString() }
+        if envelope["course"] == nil { envelope["course"] = courseID.data.base64EncodedString() }
         let json = try JSONSerialization.data(withJSONObject: ["push": envelope])
         guard case .push(let push) = try WireMessage(payload: JSONMapping.payload(fromJSON: Array(json)), sentBy: .client) else {
             throw WireError.malformed("not a batch")

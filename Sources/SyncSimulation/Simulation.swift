@@ -155,6 +155,9 @@ public final class Simulation {
     let seed: UInt64
     let options: SimulationOptions
     var random: SplitMix64
+    /// How many frames each client read takes (its own stream, so that the main one, and with it
+    /// every seed's run, is what it was before reads took several frames).
+    private var readSizes: SplitMix64
     var store: SimStore
     var clients: [Client] = []
     var connections: [Int: Connection] = [:]
@@ -188,6 +191,7 @@ public final class Simulation {
         self.options = options
         self.tracing = tracing
         random = SplitMix64(seed: seed)
+        readSizes = SplitMix64(seed: seed ^ 0x0BAD_F00D_5EED_0001)
         var ids = SplitMix64(seed: seed ^ 0xC0FF_EE00_D15E_A5E5)
         courseID = .random(using: &ids)
         store = SimStore(course: Course(id: courseID, title: "Simulated course"), logRetention: options.logRetention, seed: seed ^ 0x5EED)
@@ -516,23 +520,31 @@ public final class Simulation {
         }
     }
 
-    /// The client reads what its connection's outbox holds (all of it, as a reading client keeps up).
+    /// The client reads what its connection's outbox holds (all of it, as a reading client keeps
+    /// up), in reads of one to eight frames, each taken as one engine step as `SyncClient` takes
+    /// the frames of one socket read.
     private func deliverDown(_ id: Int) throws {
         let index = connections[id]!.client
         while true {
-            guard let item = connections[id]?.outbox.next() else { return }
-            let message: WireMessage
-            switch item {
-            case .frame(let bytes): message = try WireMessage(payload: bytes, sentBy: .server)
-            case .close(let error): message = .error(error)
+            let size = Int.random(in: 1...8, using: &readSizes)
+            var messages: [WireMessage] = []
+            var closing = false
+            while messages.count < size, !closing, let item = connections[id]?.outbox.next() {
+                switch item {
+                case .frame(let bytes): messages.append(try WireMessage(payload: bytes, sentBy: .server))
+                case .close(let error):
+                    // The Error is the last frame: the server closes.
+                    messages.append(.error(error))
+                    closing = true
+                }
             }
-            if tracing { log("#\(id) → \(clients[index].name): \(Self.brief(message))") }
-            checkOrder(id, message)
-            clients[index].core.received(message, now: now)
-            if case .close = item {
-                // The Error was the last frame: the server closes.
-                close(id)
+            guard !messages.isEmpty else { return }
+            for message in messages {
+                if tracing { log("#\(id) → \(clients[index].name): \(Self.brief(message))") }
+                checkOrder(id, message)
             }
+            clients[index].core.received(messages, now: now)
+            if closing { close(id) }
             try carryOut(index)
             try checkClient(index)
         }

@@ -84,7 +84,7 @@ extension Convert {
 
     static func wire(_ push: Push) -> Coursesync_V1_Push {
         .with {
-            $0.course = Data(push.courseID.bytes)
+            $0.course = push.courseID.data
             $0.batchSeq = push.batchSeq
             $0.baseSeq = push.baseSeq
             $0.ops = push.ops.map(wire)

@@ -32,7 +32,7 @@ enum Convert {
     static func wire(_ ref: Ref) -> Coursesync_V1_Ref {
         .with {
             switch ref {
-            case .id(let id): $0.id = Data(id.bytes)
+            case .id(let id): $0.id = id.data
             case .temp(let temp): $0.temp = temp.rawValue
             }
         }
@@ -67,7 +67,7 @@ enum Convert {
 
     static func wire(_ course: Course) -> Coursesync_V1_Course {
         .with {
-            $0.id = Data(course.id.bytes)
+            $0.id = course.id.data
             $0.title = course.title
             $0.seq = course.seq
         }
@@ -80,7 +80,7 @@ enum Convert {
 
     static func wire(_ chapter: Chapter) -> Coursesync_V1_Chapter {
         .with {
-            $0.id = Data(chapter.id.bytes)
+            $0.id = chapter.id.data
             $0.title = chapter.title
             $0.position = UInt32(chapter.position)
             $0.version = chapter.version
@@ -94,7 +94,7 @@ enum Convert {
 
     static func wire(_ file: MediaFile) -> Coursesync_V1_MediaFile {
         .with {
-            $0.id = Data(file.id.bytes)
+            $0.id = file.id.data
             $0.name = file.name
             $0.cdnURL = file.cdnURL
             $0.durationMs = file.durationMs
@@ -109,9 +109,9 @@ enum Convert {
 
     static func wire(_ video: Video) -> Coursesync_V1_Video {
         .with {
-            $0.id = Data(video.id.bytes)
-            $0.chapter = Data(video.chapterID.bytes)
-            $0.mediaFile = Data(video.mediaFileID.bytes)
+            $0.id = video.id.data
+            $0.chapter = video.chapterID.data
+            $0.mediaFile = video.mediaFileID.data
             $0.title = video.title
             $0.position = UInt32(video.position)
         }
@@ -171,23 +171,23 @@ enum Convert {
 
     static func wire(_ diff: Diff) -> Coursesync_V1_Diff {
         .with {
-            $0.course = Data(diff.courseID.bytes)
+            $0.course = diff.courseID.data
             $0.seq = diff.seq
             $0.origin = .with {
-                $0.clientID = Data(diff.origin.clientID.id.bytes)
+                $0.clientID = diff.origin.clientID.id.data
                 $0.batchSeq = diff.origin.batchSeq
             }
             $0.chapterVersions = diff.changes.chapterVersions.map { entry in
                 .with {
-                    $0.chapter = Data(entry.chapterID.bytes)
+                    $0.chapter = entry.chapterID.data
                     $0.version = entry.version
                 }
             }
             $0.chapters = diff.changes.chapters.map(wire)
             $0.media = diff.changes.media.map(wire)
             $0.videos = diff.changes.videos.map(wire)
-            $0.deletedChapters = diff.changes.deletedChapters.map { Data($0.bytes) }
-            $0.deletedVideos = diff.changes.deletedVideos.map { Data($0.bytes) }
+            $0.deletedChapters = diff.changes.deletedChapters.map { $0.data }
+            $0.deletedVideos = diff.changes.deletedVideos.map { $0.data }
         }
     }
 
@@ -219,14 +219,14 @@ enum Convert {
 
     static func wire(_ ack: Ack) -> Coursesync_V1_Ack {
         .with {
-            $0.course = Data(ack.courseID.bytes)
+            $0.course = ack.courseID.data
             $0.batchSeq = ack.batchSeq
             $0.seq = ack.seq
             // Sorted so that equal acks encode to equal bytes (a replayed ack is byte-identical).
             $0.idMap = ack.idMap.sorted { $0.key < $1.key }.map { temp, id in
                 .with {
                     $0.temp = temp.rawValue
-                    $0.id = Data(id.bytes)
+                    $0.id = id.data
                 }
             }
             $0.notes = ack.notes.map { note in
@@ -238,7 +238,7 @@ enum Convert {
                     case .merged(_, let temp, let video):
                         $0.merged = .with {
                             $0.temp = temp.rawValue
-                            $0.video = Data(video.bytes)
+                            $0.video = video.data
                         }
                     }
                 }

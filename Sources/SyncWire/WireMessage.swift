@@ -263,7 +263,7 @@ extension WireMessage {
         case .hello(let hello):
             envelope.hello = .with {
                 $0.protocolVersion = hello.protocolVersion
-                $0.clientID = Data(hello.clientID.id.bytes)
+                $0.clientID = hello.clientID.id.data
                 $0.token = hello.token
             }
         case .welcome(let welcome):
@@ -284,14 +284,14 @@ extension WireMessage {
             }
         case .subscribe(let courseID, let sinceSeq):
             envelope.subscribe = .with {
-                $0.course = Data(courseID.bytes)
+                $0.course = courseID.data
                 $0.sinceSeq = sinceSeq
             }
         case .unsubscribe(let courseID):
-            envelope.unsubscribe = .with { $0.course = Data(courseID.bytes) }
+            envelope.unsubscribe = .with { $0.course = courseID.data }
         case .subscribed(let courseID, let seq):
             envelope.subscribed = .with {
-                $0.course = Data(courseID.bytes)
+                $0.course = courseID.data
                 $0.seq = seq
             }
         case .snapshot(let part):
@@ -304,7 +304,7 @@ extension WireMessage {
             envelope.ack = Convert.wire(ack)
         case .reject(let reject):
             envelope.reject = .with {
-                $0.course = Data(reject.courseID.bytes)
+                $0.course = reject.courseID.data
                 $0.batchSeq = reject.batchSeq
                 $0.code = Convert.wire(reject.rejection.code)
                 if let opIndex = reject.rejection.opIndex { $0.opIndex = UInt32(opIndex) }
@@ -312,7 +312,7 @@ extension WireMessage {
             }
         case .progress(let progress):
             envelope.progress = .with {
-                $0.course = Data(progress.courseID.bytes)
+                $0.course = progress.courseID.data
                 $0.batchSeq = progress.batchSeq
                 $0.done = progress.done
                 $0.total = progress.total

@@ -197,6 +197,53 @@ extension ClientCore {
         #expect(core.visible.orderedChapters.map(\.title) == ["Still possible"])
         #expect(core.stats.rejections == 1 && core.stats.droppedEdits == 1)
     }
+
+    /// The frames of one socket read are one step: its diffs are applied one after another and the
+    /// pending batches replayed once after them. The outcome (states, rows, what the replica is
+    /// told, events) is the same as taking them one by one, including when an ack sits between
+    /// the diffs and when a diff conflicts with the pending batch.
+    @Test func diffsReadTogetherEndAsTheyWouldOneByOne() throws {
+        var (server, core, chapter, media) = setUp()
+        // Two pending batches: a link (in flight) and a rename (open).
+        let temp = core.mintTemp()
+        try core.edit(.linkMedia(chapter: .id(chapter), items: [LinkItem(temp: temp, media: .id(media[0]))], placement: .atEnd))
+        core.seal()
+        guard case .send(.push(let push)) = core.takeActions().first else { Issue.record("not sent"); return }
+        try core.edit(.renameChapter(.id(chapter), title: "Mine"))
+        // Another client links the other two files and renames the chapter, one batch each; then
+        // our push is answered (its ack, then its diff), then another remote link.
+        let other = ClientID(EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_0008))
+        var frames: [WireMessage] = []
+        for (seq, op) in [SyncModel.Operation.linkMedia(chapter: .id(chapter), items: [LinkItem(temp: TempID(1)!, media: .id(media[1]))], placement: .atStart),
+                          .renameChapter(.id(chapter), title: "Theirs")].enumerated() {
+            let (_, diff) = server.push(Batch(clientID: other, courseID: courseID, batchSeq: BatchSeq(seq + 1), baseSeq: 1, ops: [op]))
+            frames.append(.diff(try #require(diff)))
+        }
+        let (answer, diff) = server.push(push.batch(from: clientID))
+        frames += [answer, .diff(try #require(diff))]
+        let (_, last) = server.push(Batch(clientID: other, courseID: courseID, batchSeq: 3, baseSeq: 1, ops: [
+            .linkMedia(chapter: .id(chapter), items: [LinkItem(temp: TempID(2)!, media: .id(media[2]))], placement: .atEnd)]))
+        frames.append(.diff(try #require(last)))
+
+        var oneByOne = core
+        for frame in frames { oneByOne.received(frame) }
+        var together = core
+        together.received(frames, now: .zero)
+        #expect(together.confirmed == oneByOne.confirmed && together.confirmed == server.state)
+        #expect(together.visible == oneByOne.visible)
+        #expect(together.visible.chapters[chapter]?.title == "Mine", "the open rename is replayed on top")
+        #expect(together.rows == oneByOne.rows)
+        #expect(together.rows == together.rowBuilder.rows(of: together.visible), "every row the diffs touched was refreshed")
+        #expect(together.pendingBatches == oneByOne.pendingBatches)
+        #expect(together.takeActions() == oneByOne.takeActions())
+        // The replica hears the same: every diff, in order, and the rows as they end.
+        var expected = oneByOne.takeWrite()
+        let written = together.takeWrite()
+        #expect(written.confirmed == expected.confirmed && written.confirmed.count == 4)
+        #expect(written.rows.videos == expected.rows.videos && written.rows.chapters == expected.rows.chapters)
+        expected.rows = written.rows
+        #expect(written == expected)
+    }
 }
 
 /// The engine's timers, in simulated time: what the shell used to decide with fixed settings.
