@@ -377,7 +377,8 @@ private final class Checkpointer: @unchecked Sendable {
         }
         guard start else { return }
         Task.detached { [self] in
-            _ = try? queue.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+            // On the connection's own queue: a cooperative thread is not held through the fsyncs.
+            try? await queue.writeWithoutTransaction { db in _ = try db.checkpoint(.passive) }
             lock.withLock {
                 running = false
                 last = .now

@@ -104,7 +104,7 @@ extension ClientCore {
     private mutating func releaseHeld() {
         var arrived: TouchedIDs?
         defer { if let arrived { rebase(arrived: arrived) } }
-        while let next = held.first {
+        while !stopped, let next = held.first {
             switch next {
             case .diff(let diff):
                 if diff.origin.clientID == clientID, let index = index(of: diff.origin.batchSeq), pending[index].ack == nil { return }
@@ -127,12 +127,21 @@ extension ClientCore {
             actions.append(.reconnect(reason: "gap in the diff stream: at seq \(confirmed.seq), received \(diff.seq)"))
             return nil
         }
+        // Refuse a diff that would break the state rather than store it (the replica logs diffs
+        // as they come; its tables no longer check them).
+        let problems = confirmed.problems(applying: diff)
+        guard problems.isEmpty else {
+            stopped = true
+            actions.append(.stop(.protocolViolation("an inconsistent diff at seq \(diff.seq): \(problems.prefix(3))")))
+            return nil
+        }
         // Both states take the diff in place (the visible one without its replays, so equal to
         // the confirmed one), instead of the visible state being copied from the confirmed one.
         unwind()
         confirmed.apply(diff)
         visible.apply(diff)
         write.confirmed.append(.diff(diff))
+        loggedRows += diff.changes.rowCount
         if diff.origin.clientID != clientID || index(of: diff.origin.batchSeq) == nil {
             stats.remoteDiffs += 1
             actions.append(.emit(.remoteChange(seq: diff.seq, origin: diff.origin.clientID)))
@@ -159,6 +168,7 @@ extension ClientCore {
         for index in pending.indices { pending[index].replay = nil; pending[index].replayedTemps = [] }
         stats.snapshots += 1
         write.confirmed.append(.snapshot(confirmed))
+        loggedRows = 0  // a snapshot is a new base
         finalizeCommitted()
         rebase(arrived: nil)
     }

@@ -140,6 +140,8 @@ package struct ClientCore: Sendable {
     }
     var write = ReplicaWrite()
     var countersMoved = false
+    /// Rows named by the diffs the replica logged since its last base (see ``takeWrite()``).
+    var loggedRows: Int
     var actions: [Action] = []
 
     package let timing: Timing
@@ -188,6 +190,7 @@ package struct ClientCore: Sendable {
         localKeys = contents.localKeys
         nextTemp = contents.nextTemp
         nextBatchSeq = contents.nextBatchSeq
+        loggedRows = contents.loggedRows
         rebase(arrived: nil)
         // The replica's stored rows are rewritten from scratch when it opens.
         write.replaceRows = rows
@@ -196,8 +199,23 @@ package struct ClientCore: Sendable {
 
     // MARK: Steps
 
+    /// The fewest logged rows that make a new base (so that a small course is not rewritten
+    /// every few diffs).
+    static let compactionFloor = 1_000
+
     /// What to write to the replica since the last call, in one transaction.
+    ///
+    /// The replica logs the diffs it applies after a base (the confirmed state at some seq).
+    /// When the logged diffs name more rows than the course holds (and at least
+    /// ``compactionFloor``), this step writes the confirmed state as the new base instead, which
+    /// empties the log: writing a diff costs one row, and opening the file reads at most about
+    /// twice the course.
     package mutating func takeWrite() -> ReplicaWrite {
+        if loggedRows > max(Self.compactionFloor, confirmed.chapters.count + confirmed.media.count + confirmed.videos.count),
+           !write.confirmed.isEmpty {
+            write.confirmed = [.snapshot(confirmed)]
+            loggedRows = 0
+        }
         if countersMoved { write.counters = Counters(nextTemp: nextTemp, nextBatchSeq: nextBatchSeq) }
         defer { write = ReplicaWrite(); countersMoved = false }
         return write

@@ -85,39 +85,30 @@ extension VideoRow: FetchableRecord, PersistableRecord, ReplicaRecord {
     }
 }
 
-/// A chapter of the confirmed state (the course ID is the replica's, not stored per row).
-struct ConfirmedChapter: ReplicaRecord {
-    static let databaseTableName = "chapters"
+/// The confirmed state's rows as files before the `confirmedLog` migration kept them (read once,
+/// by that migration, to make the base).
+struct ConfirmedChapter: FetchableRecord {
     var id: EntityID
     var title: String
     var position: Int
     var version: UInt64
-
-    init(_ chapter: Chapter) { (id, title, position, version) = (chapter.id, chapter.title, chapter.position, chapter.version) }
 
     init(row: Row) throws {
         (id, title, position) = (try row.decode(forColumn: "id"), try row.decode(forColumn: "title"), try row.decode(forColumn: "position"))
         version = UInt64(bitPattern: try row.decode(forColumn: "version"))
     }
 
-    static let databaseColumns = ["id", "title", "position", "version"]
-
-    var databaseValues: [(any DatabaseValueConvertible)?] {
-        [id, title, position, Int64(bitPattern: version)]
-    }
+    static func fetchAll(_ db: Database) throws -> [ConfirmedChapter] { try fetchAll(db, sql: "SELECT id, title, position, version FROM chapters") }
 
     func chapter(in course: EntityID) -> Chapter { Chapter(id: id, courseID: course, title: title, position: position, version: version) }
 }
 
-struct ConfirmedMedia: ReplicaRecord {
-    static let databaseTableName = "media"
+struct ConfirmedMedia: FetchableRecord {
     var id: EntityID
     var name: String
     var cdnURL: String
     var durationMs: UInt64
     var byteSize: UInt64
-
-    init(_ file: MediaFile) { (id, name, cdnURL, durationMs, byteSize) = (file.id, file.name, file.cdnURL, file.durationMs, file.byteSize) }
 
     init(row: Row) throws {
         (id, name, cdnURL) = (try row.decode(forColumn: "id"), try row.decode(forColumn: "name"), try row.decode(forColumn: "cdn_url"))
@@ -125,10 +116,8 @@ struct ConfirmedMedia: ReplicaRecord {
         byteSize = UInt64(bitPattern: try row.decode(forColumn: "byte_size"))
     }
 
-    static let databaseColumns = ["id", "name", "cdn_url", "duration_ms", "byte_size"]
-
-    var databaseValues: [(any DatabaseValueConvertible)?] {
-        [id, name, cdnURL, Int64(bitPattern: durationMs), Int64(bitPattern: byteSize)]
+    static func fetchAll(_ db: Database) throws -> [ConfirmedMedia] {
+        try fetchAll(db, sql: "SELECT id, name, cdn_url, duration_ms, byte_size FROM media")
     }
 
     func file(in course: EntityID) -> MediaFile {
@@ -136,11 +125,8 @@ struct ConfirmedMedia: ReplicaRecord {
     }
 }
 
-struct ConfirmedVideo: ReplicaRecord {
-    static let databaseTableName = "videos"
+struct ConfirmedVideo: FetchableRecord {
     var video: Video
-
-    init(_ video: Video) { self.video = video }
 
     init(row: Row) throws {
         video = Video(id: try row.decode(forColumn: "id"), chapterID: try row.decode(forColumn: "chapter_id"),
@@ -148,9 +134,7 @@ struct ConfirmedVideo: ReplicaRecord {
                       position: try row.decode(forColumn: "position"))
     }
 
-    static let databaseColumns = ["id", "chapter_id", "media_id", "title", "position"]
-
-    var databaseValues: [(any DatabaseValueConvertible)?] {
-        [video.id, video.chapterID, video.mediaFileID, video.title, video.position]
+    static func fetchAll(_ db: Database) throws -> [ConfirmedVideo] {
+        try fetchAll(db, sql: "SELECT id, chapter_id, media_id, title, position FROM videos")
     }
 }

@@ -3,7 +3,9 @@ import SyncModel
 /// Everything one engine step changed that the replica file must keep, written in one transaction.
 package struct ReplicaWrite: Hashable, Sendable {
     package enum ConfirmedChange: Hashable, Sendable {
+        /// Logged after the base.
         case diff(Diff)
+        /// The new base (from the server, or the engine's state when the log has grown); the log empties.
         case snapshot(CourseState)
     }
 
@@ -42,6 +44,8 @@ package struct ReplicaContents: Hashable, Sendable {
     package var localKeys: [EntityID: LocalKey]
     package var nextTemp: UInt64
     package var nextBatchSeq: BatchSeq
+    /// Rows named by the diffs logged after the confirmed state's base.
+    package var loggedRows = 0
 
     /// A new replica of `courseID` that has seen nothing yet.
     package static func empty(clientID: ClientID, courseID: EntityID) -> ReplicaContents {

@@ -61,7 +61,7 @@ extension SyncClient {
     private static func checkpointLoop(_ replica: Replica, _ logger: Logger) async {
         while true {
             do { try await Task.sleep(for: .milliseconds(500)) } catch { return }
-            do { try replica.checkpoint() } catch { logger.debug("checkpoint failed", metadata: ["error": "\(error)"]) }
+            do { try await replica.checkpoint() } catch { logger.debug("checkpoint failed", metadata: ["error": "\(error)"]) }
         }
     }
 

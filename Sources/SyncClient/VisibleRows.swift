@@ -15,10 +15,14 @@ struct RowDelta: Hashable, Sendable {
     var deletedMedia: Set<LocalKey> = []
     var videos: [LocalKey: VideoRow] = [:]
     var deletedVideos: Set<LocalKey> = []
+    /// Videos whose (chapter, media file) pair changed: deleted before the rows are written, so
+    /// that two trading places in one step are not taken for a duplicate. The other upserted
+    /// videos are updated in place or inserted, without a delete first.
+    var movedVideos: Set<LocalKey> = []
 
     var isEmpty: Bool {
         chapters.isEmpty && deletedChapters.isEmpty && media.isEmpty && deletedMedia.isEmpty
-            && videos.isEmpty && deletedVideos.isEmpty
+            && videos.isEmpty && deletedVideos.isEmpty && movedVideos.isEmpty
     }
 
     /// Folds a later delta into this one.
@@ -29,6 +33,7 @@ struct RowDelta: Hashable, Sendable {
         for key in later.deletedMedia { media[key] = nil; deletedMedia.insert(key) }
         for (key, row) in later.videos { videos[key] = row; deletedVideos.remove(key) }
         for key in later.deletedVideos { videos[key] = nil; deletedVideos.insert(key) }
+        movedVideos.formUnion(later.movedVideos)
     }
 }
 
@@ -97,7 +102,10 @@ extension VisibleRows {
         for key in chapters.keys where new.chapters[key] == nil { delta.deletedChapters.insert(key) }
         for (key, row) in new.media where media[key] != row { delta.media[key] = row }
         for key in media.keys where new.media[key] == nil { delta.deletedMedia.insert(key) }
-        for (key, row) in new.videos where videos[key] != row { delta.videos[key] = row }
+        for (key, row) in new.videos where videos[key] != row {
+            delta.videos[key] = row
+            if let old = videos[key], old.moved(to: row) { delta.movedVideos.insert(key) }
+        }
         for key in videos.keys where new.videos[key] == nil { delta.deletedVideos.insert(key) }
         return delta
     }
@@ -108,25 +116,28 @@ extension VisibleRows {
     /// the real ID it became share a local key: the present row wins over the absent one.
     mutating func update(_ touched: TouchedIDs, from state: CourseState, _ builder: RowBuilder) -> RowDelta {
         var delta = RowDelta()
-        Self.refresh(&chapters, touched.chapters, state.chapters, builder.row, builder.key, &delta.chapters, &delta.deletedChapters)
-        Self.refresh(&media, touched.media, state.media, builder.row, builder.key, &delta.media, &delta.deletedMedia)
-        Self.refresh(&videos, touched.videos, state.videos, builder.row, builder.key, &delta.videos, &delta.deletedVideos)
+        var unused = Set<LocalKey>()
+        Self.refresh(&chapters, touched.chapters, state.chapters, builder.row, builder.key, &delta.chapters, &delta.deletedChapters, { _, _ in false }, &unused)
+        Self.refresh(&media, touched.media, state.media, builder.row, builder.key, &delta.media, &delta.deletedMedia, { _, _ in false }, &unused)
+        Self.refresh(&videos, touched.videos, state.videos, builder.row, builder.key, &delta.videos, &delta.deletedVideos, { $0.moved(to: $1) }, &delta.movedVideos)
         return delta
     }
 
     private static func refresh<Entity, Row: Equatable & Keyed>(
         _ rows: inout [LocalKey: Row], _ ids: Set<EntityID>, _ entities: [EntityID: Entity],
         _ makeRow: (Entity) -> Row, _ key: (EntityID) -> LocalKey,
-        _ upserted: inout [LocalKey: Row], _ deleted: inout Set<LocalKey>
+        _ upserted: inout [LocalKey: Row], _ deleted: inout Set<LocalKey>,
+        _ isMove: (Row, Row) -> Bool, _ moved: inout Set<LocalKey>
     ) {
         var present = Set<LocalKey>()
         for id in ids {
             guard let entity = entities[id] else { continue }
             let row = makeRow(entity)
             present.insert(row.key)
-            if rows[row.key] != row {
-                rows[row.key] = row
+            let old = rows.updateValue(row, forKey: row.key)
+            if old != row {
                 upserted[row.key] = row
+                if let old, isMove(old, row) { moved.insert(row.key) }
             }
         }
         for id in ids where entities[id] == nil {
@@ -134,6 +145,11 @@ extension VisibleRows {
             if !present.contains(gone), rows.removeValue(forKey: gone) != nil { deleted.insert(gone) }
         }
     }
+}
+
+extension VideoRow {
+    /// Whether `new` holds another (chapter, media file) pair than this row.
+    func moved(to new: VideoRow) -> Bool { chapterKey != new.chapterKey || mediaKey != new.mediaKey }
 }
 
 /// A visible row, by its local key.

@@ -28,6 +28,11 @@ public struct ChangeSet: Hashable, Sendable {
         chapters.isEmpty && media.isEmpty && videos.isEmpty && deletedChapters.isEmpty
             && deletedVideos.isEmpty && chapterVersions.isEmpty
     }
+
+    /// How many rows the change set names: rows written or deleted, and chapter versions.
+    public var rowCount: Int {
+        chapters.count + media.count + videos.count + deletedChapters.count + deletedVideos.count + chapterVersions.count
+    }
 }
 
 public struct ChapterVersion: Hashable, Sendable {

@@ -116,6 +116,30 @@ public struct CourseState: Hashable, Sendable {
         course.seq = diff.seq
     }
 
+    /// What would be wrong with this state after `diff`, judged from the rows the diff names
+    /// (in time proportional to the diff, not the course): a video in a chapter, or of a media
+    /// file, that would not exist; a version for a chapter that would not exist. Empty when
+    /// nothing is. (A diff that links one media file twice into a chapter passes here: the
+    /// replica's visible rows refuse it, and ``invariantViolations()`` finds it.)
+    public func problems(applying diff: Diff) -> [String] {
+        let changes = diff.changes
+        let deleted = Set(changes.deletedChapters)
+        let created = Set(changes.chapters.map(\.id))
+        let registered = Set(changes.media.map(\.id))
+        func chapterExists(_ id: EntityID) -> Bool { created.contains(id) || (chapters[id] != nil && !deleted.contains(id)) }
+        var problems: [String] = []
+        for video in changes.videos {
+            if !chapterExists(video.chapterID) { problems.append("video \(video.id) is in chapter \(video.chapterID), which does not exist") }
+            if media[video.mediaFileID] == nil && !registered.contains(video.mediaFileID) {
+                problems.append("video \(video.id) shows media file \(video.mediaFileID), which does not exist")
+            }
+        }
+        for entry in changes.chapterVersions where !chapterExists(entry.chapterID) {
+            problems.append("a version for chapter \(entry.chapterID), which does not exist")
+        }
+        return problems
+    }
+
     /// This state with `diff` applied.
     public func applying(_ diff: Diff) -> CourseState {
         var copy = self

@@ -244,6 +244,59 @@ extension ClientCore {
         expected.rows = written.rows
         #expect(written == expected)
     }
+
+    /// A diff that would leave a video in a missing chapter or of a missing media file, or
+    /// version a missing chapter, stops the client: nothing of it reaches the state or the replica.
+    @Test func anInconsistentDiffStopsTheClient() throws {
+        let (server, core, chapter, media) = setUp()
+        let other = EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_00AA)
+        let seq = server.state.seq + 1
+        for changes in [ChangeSet(videos: [Video(id: other, chapterID: other, mediaFileID: media[0], title: "Lost", position: 0)]),
+                        ChangeSet(videos: [Video(id: other, chapterID: chapter, mediaFileID: other, title: "Lost", position: 0)]),
+                        ChangeSet(deletedChapters: [chapter], chapterVersions: [ChapterVersion(chapterID: chapter, version: 9)])] {
+            var stopping = core
+            stopping.received(.diff(Diff(courseID: courseID, seq: seq, origin: BatchOrigin(clientID: clientID, batchSeq: 99), changes: changes)))
+            guard case .stop(.protocolViolation) = stopping.takeActions().last else { Issue.record("\(changes) did not stop the client"); continue }
+            #expect(stopping.confirmed == core.confirmed)
+            #expect(stopping.takeWrite().confirmed.isEmpty)
+        }
+    }
+
+    /// The replica logs diffs after a base; once they name more rows than the course holds (and
+    /// at least the floor), a step writes the confirmed state as the new base instead, and the
+    /// replica reloads to the same state.
+    @Test func theLogIsCompactedIntoANewBaseOnceItOutgrowsTheCourse() throws {
+        var (server, core, chapter, _) = setUp()
+        let replica = try Replica(inMemory: "compaction")
+        try replica.create(.empty(clientID: clientID, courseID: courseID))
+        var base = ReplicaWrite()
+        base.confirmed = [.snapshot(core.confirmed)]
+        try replica.apply(base)
+        let other = ClientID(EntityID(high: 0x4000_0000_0000_4000, low: 0x8000_0000_0000_0009))
+        var bases = 0
+        var rowsSinceBase = 0
+        for index in 1...700 {
+            let (_, arrived) = server.push(Batch(clientID: other, courseID: courseID, batchSeq: BatchSeq(index), baseSeq: 1,
+                                                 ops: [.renameChapter(.id(chapter), title: "Title \(index)")]))
+            let diff = try #require(arrived)
+            core.received(.diff(diff))
+            let write = core.takeWrite()
+            rowsSinceBase += diff.changes.rowCount
+            if case .snapshot(let state) = write.confirmed.first {
+                #expect(write.confirmed.count == 1 && state == core.confirmed)
+                #expect(rowsSinceBase > ClientCore.compactionFloor && rowsSinceBase - diff.changes.rowCount <= ClientCore.compactionFloor)
+                bases += 1
+                rowsSinceBase = 0
+            } else {
+                #expect(write.confirmed == [.diff(diff)])
+            }
+            try replica.apply(write)
+        }
+        #expect(bases == 1, "700 renames name 1,400 rows: one new base past the floor of 1,000")
+        let contents = try #require(try replica.load(courseID: courseID))
+        #expect(contents.confirmed == core.confirmed && contents.confirmed == server.state)
+        #expect(contents.loggedRows == rowsSinceBase && core.loggedRows == rowsSinceBase)
+    }
 }
 
 /// The engine's timers, in simulated time: what the shell used to decide with fixed settings.

@@ -5,7 +5,8 @@ import SyncModel
 import Testing
 
 /// The replica's schema guards its rows: a step that would corrupt it fails, and rolls back,
-/// instead of leaving a replica that silently differs from the server.
+/// instead of leaving a replica that silently differs from the server. Its confirmed state is a
+/// base and a log of diffs, checked when the file opens.
 @Suite struct ReplicaSchemaTests {
     static func id() -> EntityID {
         var generator = SystemRandomNumberGenerator()
@@ -39,52 +40,52 @@ import Testing
         try replica.apply(write)
     }
 
-    @Test func aVideoInAMissingChapterIsRefused() throws {
-        let replica = try replica()
-        let dangling = Video(id: Self.id(), chapterID: Self.id(), mediaFileID: file, title: "Lost", position: 0)
-        #expect(throws: DatabaseError.self) { try applying(replica, ChangeSet(videos: [dangling])) }
-        // Nothing of the step was kept.
-        let contents = try #require(try replica.load(courseID: course))
-        #expect(contents.confirmed.seq == 1 && contents.confirmed.videos.isEmpty)
+    /// How many diffs the log holds.
+    func logged(_ replica: Replica) throws -> Int {
+        try replica.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM confirmed_diffs") ?? 0 }
     }
 
-    @Test func aVideoOfAMissingMediaFileIsRefused() throws {
+    /// The confirmed state is a base and the diffs after it, each one row; a new base empties the log.
+    @Test func theConfirmedStateIsABaseAndTheDiffsAfterIt() throws {
         let replica = try replica()
-        let dangling = Video(id: Self.id(), chapterID: chapter, mediaFileID: Self.id(), title: "Lost", position: 0)
-        #expect(throws: DatabaseError.self) { try applying(replica, ChangeSet(videos: [dangling])) }
-    }
-
-    @Test func oneMediaFileTwiceInAChapterIsRefused() throws {
-        let replica = try replica()
-        let videos = (0..<2).map { Video(id: Self.id(), chapterID: chapter, mediaFileID: file, title: "Twice", position: $0) }
-        #expect(throws: DatabaseError.self) { try applying(replica, ChangeSet(videos: videos)) }
-    }
-
-    @Test func aVersionOfAMissingChapterIsRefused() throws {
-        let replica = try replica()
-        #expect(throws: ReplicaError.self) { try applying(replica, ChangeSet(chapterVersions: [ChapterVersion(chapterID: Self.id(), version: 2)])) }
-        #expect(try replica.load(courseID: course)?.confirmed.seq == 1)
-    }
-
-    /// Two videos trading a media file between chapters in one step is not a duplicate.
-    @Test func videosTradingPlacesInOneStepAreAccepted() throws {
-        let replica = try replica()
-        let other = Self.id()
-        let (first, second) = (Self.id(), Self.id())
-        let otherFile = Self.id()
-        try applying(replica, ChangeSet(
-            chapters: [Chapter(id: other, courseID: course, title: "Two", position: 1, version: 1)],
-            media: [MediaFile(id: otherFile, courseID: course, name: "Other", cdnURL: "https://cdn.example.com/b.mp4", durationMs: 1, byteSize: 1)],
-            videos: [Video(id: first, chapterID: chapter, mediaFileID: file, title: "A", position: 0),
-                     Video(id: second, chapterID: other, mediaFileID: file, title: "B", position: 0)]))
+        let video = Video(id: Self.id(), chapterID: chapter, mediaFileID: file, title: "A", position: 0)
+        try applying(replica, ChangeSet(videos: [video], chapterVersions: [ChapterVersion(chapterID: chapter, version: 2)]))
+        let loaded = try #require(try replica.load(courseID: course)).confirmed
+        #expect(loaded.seq == 2 && loaded.videos[video.id] == video && loaded.chapters[chapter]?.version == 2)
+        #expect(try logged(replica) == 2)
+        #expect(try replica.load(courseID: course)?.loggedRows == 4, "the rows the two logged diffs name")
+        // A new base.
+        let state = CourseState(course: Course(id: course, title: "Renamed", seq: 2), chapters: Array(loaded.chapters.values),
+                                media: Array(loaded.media.values), videos: Array(loaded.videos.values))
         var write = ReplicaWrite()
-        write.confirmed = [.diff(diff(seq: 3, ChangeSet(videos: [
-            Video(id: first, chapterID: other, mediaFileID: file, title: "A", position: 0),
-            Video(id: second, chapterID: chapter, mediaFileID: file, title: "B", position: 0),
-        ])))]
+        write.confirmed = [.snapshot(state)]
         try replica.apply(write)
-        let videos = try #require(try replica.load(courseID: course)).confirmed.videos
-        #expect(videos[first]?.chapterID == other && videos[second]?.chapterID == chapter)
+        #expect(try logged(replica) == 0)
+        #expect(try replica.load(courseID: course)?.confirmed == state)
+        // And diffs after it.
+        write.confirmed = [.diff(diff(seq: 3, ChangeSet(deletedVideos: [video.id], chapterVersions: [ChapterVersion(chapterID: chapter, version: 3)])))]
+        try replica.apply(write)
+        let reloaded = try #require(try replica.load(courseID: course))
+        #expect(reloaded.confirmed.seq == 3 && reloaded.confirmed.videos.isEmpty && reloaded.confirmed.course.title == "Renamed")
+        #expect(try replica.outline().seq == 3)
+    }
+
+    /// A seq logged twice is refused; a log with a gap, or a diff that does not fit the state
+    /// before it, makes the file corrupt rather than a wrong state.
+    @Test func aLogThatDoesNotFollowIsCorrupt() throws {
+        let again = try replica()
+        var write = ReplicaWrite()
+        write.confirmed = [.diff(diff(seq: 1, ChangeSet()))]
+        #expect(throws: DatabaseError.self) { try again.apply(write) }
+
+        let gap = try replica()
+        write.confirmed = [.diff(diff(seq: 3, ChangeSet()))]
+        try gap.apply(write)
+        #expect(throws: ReplicaError.self) { try gap.load(courseID: course) }
+
+        let dangling = try replica()
+        try applying(dangling, ChangeSet(videos: [Video(id: Self.id(), chapterID: Self.id(), mediaFileID: file, title: "Lost", position: 0)]))
+        #expect(throws: ReplicaError.self) { try dangling.load(courseID: course) }
     }
 
     /// The rows the app reads are guarded the same way.
@@ -96,6 +97,30 @@ import Testing
                                           title: "Lost", position: 0, status: .pending)
         #expect(throws: DatabaseError.self) { try replica.apply(write) }
         #expect(try replica.outline().chapters.allSatisfy { $0.videos.isEmpty })
+    }
+
+    /// Two visible videos trading their media files in one step are not a duplicate when the step
+    /// says they moved; without that they are (which is why the engine says so).
+    @Test func visibleVideosTradingPlacesInOneStepAreAccepted() throws {
+        let replica = try replica()
+        let (chapterKey, mediaA, mediaB) = (LocalKey(Self.id()), LocalKey(Self.id()), LocalKey(Self.id()))
+        let (first, second) = (LocalKey(Self.id()), LocalKey(Self.id()))
+        var write = ReplicaWrite()
+        write.rows.chapters[chapterKey] = ChapterRow(key: chapterKey, id: nil, title: "One", position: 0, version: 1, status: .pending)
+        for key in [mediaA, mediaB] {
+            write.rows.media[key] = MediaRow(key: key, id: nil, name: "Clip", cdnURL: "https://cdn.example.com/a.mp4", durationMs: 1, byteSize: 1, status: .pending)
+        }
+        write.rows.videos[first] = VideoRow(key: first, id: nil, chapterKey: chapterKey, mediaKey: mediaA, title: "A", position: 0, status: .pending)
+        write.rows.videos[second] = VideoRow(key: second, id: nil, chapterKey: chapterKey, mediaKey: mediaB, title: "B", position: 1, status: .pending)
+        try replica.apply(write)
+        var swap = ReplicaWrite()
+        swap.rows.videos[first] = VideoRow(key: first, id: nil, chapterKey: chapterKey, mediaKey: mediaB, title: "A", position: 0, status: .pending)
+        swap.rows.videos[second] = VideoRow(key: second, id: nil, chapterKey: chapterKey, mediaKey: mediaA, title: "B", position: 1, status: .pending)
+        #expect(throws: DatabaseError.self) { try replica.apply(swap) }
+        swap.rows.movedVideos = [first, second]
+        try replica.apply(swap)
+        let videos = try replica.videos(inChapter: chapterKey)
+        #expect(videos.map(\.mediaKey) == [mediaB, mediaA])
     }
 
     /// A file made before the migrations had names opens, and gains the guards.
@@ -110,6 +135,34 @@ import Testing
         }
         let replica = try Replica(path: path)
         let applied = try replica.pool.read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY identifier") }
-        #expect(applied == ["createReplica", "guardRows"])
+        #expect(applied == ["confirmedLog", "createReplica", "guardRows"])
+    }
+
+    /// A file from before the log keeps its confirmed rows, as its base.
+    @Test func aFileWithConfirmedRowsKeepsThemAsItsBase() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("coursesync-rows-\(UInt64.random(in: 0 ... .max)).replica").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let client = ClientID(Self.id())
+        let video = Self.id()
+        do {
+            let old = try DatabaseQueue(path: path)
+            try Replica.migrator.migrate(old, upTo: "guardRows")
+            try old.write { db in
+                try db.execute(sql: "INSERT INTO meta (name, value) VALUES ('client_id', ?)", arguments: [client.id.data])
+                try db.execute(sql: "INSERT INTO course (id, title, seq) VALUES (?, 'Old', 7)", arguments: [course.data])
+                try db.execute(sql: "INSERT INTO chapters (id, title, position, version) VALUES (?, 'One', 0, 3)", arguments: [chapter.data])
+                try db.execute(sql: "INSERT INTO media (id, name, cdn_url, duration_ms, byte_size) VALUES (?, 'Clip', 'https://cdn.example.com/a.mp4', 5, 6)",
+                               arguments: [file.data])
+                try db.execute(sql: "INSERT INTO videos (id, chapter_id, media_id, title, position) VALUES (?, ?, ?, 'A', 0)",
+                               arguments: [video.data, chapter.data, file.data])
+            }
+        }
+        let contents = try #require(try Replica(path: path).load(courseID: course))
+        #expect(contents.clientID == client && contents.loggedRows == 0)
+        #expect(contents.confirmed == CourseState(
+            course: Course(id: course, title: "Old", seq: 7),
+            chapters: [Chapter(id: chapter, courseID: course, title: "One", position: 0, version: 3)],
+            media: [MediaFile(id: file, courseID: course, name: "Clip", cdnURL: "https://cdn.example.com/a.mp4", durationMs: 5, byteSize: 6)],
+            videos: [Video(id: video, chapterID: chapter, mediaFileID: file, title: "A", position: 0)]))
     }
 }
