@@ -377,7 +377,7 @@ package final class Replica: Sendable {
             // No index on the media columns: media files are never deleted but with the whole
             // course (a snapshot, after its videos), so the foreign keys need none.
         }
-        // The confirmed state was three tables written row by row with every diff: two thirds of
+        // The confirmed state was three tables written row by row with every diff: about 40% of
         // what a client under load spent writing. Nothing reads those rows but the replica
         // opening, so the state is kept as a base (a snapshot message) and the diffs after it (as
         // they came), one row each; the engine writes a new base when the log outgrows the course.

@@ -28,8 +28,8 @@ import Testing
             let created = try await Subprocess.run(["course", "create", "--postgres", url, "--title", "Intro to Swift", "--log-level", "error"])
             let courseID = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
 
-            let port = PostgresCluster.freePort()
-            let server = try Subprocess(["serve", "--postgres", url, "--secret-file", secretFile, "--listen", "127.0.0.1:\(port)"])
+            let server = try Subprocess(["serve", "--postgres", url, "--secret-file", secretFile, "--listen", "127.0.0.1:0"])
+            let port = try #require(try await listeningPort(of: server), "\(server.output)")
             let issued = try await Subprocess.run(["token", "issue", "--user", "alice", "--course", courseID.description, "--role", "editor", "--secret-file", secretFile])
             #expect(issued.status == 0)
             let token = issued.output.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -71,10 +71,9 @@ import Testing
             #expect(refused.status != 0)
             #expect(refused.output.contains("refusing to listen on 0.0.0.0 without TLS"), "\(refused.output)")
             let certificates = try TestCertificates(folder: folder)
-            let port = PostgresCluster.freePort()
-            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(port)",
+            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:0",
                                          "--tls-cert", certificates.certificate("localhost"), "--tls-key", certificates.key("localhost")])
-            #expect(try await waitUntilListening(port: port), "\(server.output)")
+            let port = try #require(try await listeningPort(of: server), "\(server.output)")
             let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Secure", "--log-level", "error"])
             let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
             let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course.description, "--role", "editor"])
@@ -100,9 +99,9 @@ import Testing
     @Test func serveExportsMetricsAndHealthOverHTTP() async throws {
         try await withReplicaFolder { folder in
             let data = folder.appendingPathComponent("data").path
-            let port = PostgresCluster.freePort(), opsPort = PostgresCluster.freePort()
-            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(port)", "--http-listen", "127.0.0.1:\(opsPort)"])
-            #expect(try await waitUntilListening(port: port), "\(server.output)")
+            let opsPort = PostgresCluster.freePort()
+            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:\(opsPort)"])
+            let port = try #require(try await listeningPort(of: server), "\(server.output)")
             let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Measured", "--log-level", "error"])
             let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
             let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course.description, "--role", "editor"])
@@ -156,9 +155,8 @@ import Testing
     @Test func serveRunsOnTheEmbeddedSQLiteStoreAndTheClientCommandsWork() async throws {
         try await withReplicaFolder { folder in
             let data = folder.appendingPathComponent("data").path
-            let port = PostgresCluster.freePort()
-            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(port)"])
-            #expect(try await waitUntilListening(port: port), "\(server.output)")
+            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:0"])
+            let port = try #require(try await listeningPort(of: server), "\(server.output)")
             // The data directory is private: it holds the store and the token secret.
             #expect(try PrivateFilesTests.mode(data) == 0o700)
             #expect(try PrivateFilesTests.mode(data + "/store.sqlite") == 0o600)
@@ -216,10 +214,9 @@ import Testing
             try provider.jwks.write(toFile: jwks, atomically: true, encoding: .utf8)
             let unreadable = try await Subprocess.run(["serve", "--data-dir", data, "--jwks", jwks + ".missing", "--listen", "127.0.0.1:0"])
             #expect(unreadable.status != 0 && unreadable.output.contains("cannot read the JWKS"), "\(unreadable.output)")
-            let port = PostgresCluster.freePort()
-            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(port)", "--jwks", jwks,
+            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:0", "--jwks", jwks,
                                          "--jwt-issuer", "https://idp.example", "--jwt-audience", "coursesync"])
-            #expect(try await waitUntilListening(port: port), "\(server.output)")
+            let port = try #require(try await listeningPort(of: server), "\(server.output)")
             let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "SSO", "--log-level", "error"])
             let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
             func outline(_ token: String, _ replica: String) async throws -> (status: Int32, output: String) {
@@ -277,12 +274,11 @@ import Testing
     @Test func watchGivesUpOnAServerThatStopsAnswering() async throws {
         try await withReplicaFolder { folder in
             let data = folder.appendingPathComponent("data").path
-            let port = PostgresCluster.freePort()
-            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:\(port)", "--heartbeat-seconds", "1"])
+            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:0", "--heartbeat-seconds", "1"])
             defer { server.signal(SIGCONT); server.signal(SIGKILL) }
             // `serve` first creates the store: a `course create` racing it on a new data directory
             // can fail its migration (a known SQLite-store defect, see the README).
-            #expect(try await waitUntilListening(port: port), "\(server.output)")
+            let port = try #require(try await listeningPort(of: server), "\(server.output)")
             let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Watched", "--log-level", "error"])
             let course = created.output.trimmingCharacters(in: .whitespacesAndNewlines)
             let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course, "--role", "viewer"])
@@ -314,6 +310,20 @@ import Testing
             #expect((kills ?? 0) >= 1, "the server was never killed: \(result.output)")
         }
     }
+}
+
+/// The port a `serve` subprocess started with `--listen 127.0.0.1:0` listens on, from its banner;
+/// nil if it exits or says nothing for a minute. (A port picked free in advance can be taken by
+/// another test's server before `serve` binds it: seen in CI as "Address already in use", with
+/// the wait for a listener answered by the other server.)
+func listeningPort(of server: Subprocess) async throws -> Int? {
+    let banner = try Regex(#"listening on 127\.0\.0\.1:([0-9]+) "#)
+    for _ in 0..<3_000 {
+        if let match = server.output.firstMatch(of: banner), let port = Int(match.output[1].substring ?? "") { return port }
+        if server.hasExited { return nil }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return nil
 }
 
 /// Waits (up to a generous bound) until something accepts connections on `port`.

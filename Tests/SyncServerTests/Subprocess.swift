@@ -55,7 +55,7 @@ final class Subprocess: @unchecked Sendable {
             var raw: Int32 = 0
             let done = waitpid(pid, &raw, WNOHANG)
             if done == pid {
-                let code = raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+                let code = Self.exitCode(raw)
                 status = code
                 return code
             }
@@ -67,12 +67,24 @@ final class Subprocess: @unchecked Sendable {
         }
     }
 
+    /// Whether the process has exited (reaped without blocking; ``wait(timeout:)`` then returns its status).
+    var hasExited: Bool {
+        if status != nil { return true }
+        var raw: Int32 = 0
+        guard waitpid(pid, &raw, WNOHANG) == pid else { return false }
+        status = Self.exitCode(raw)
+        return true
+    }
+
+    /// The exit code of a wait status; 128 + the signal for a process a signal ended.
+    private static func exitCode(_ raw: Int32) -> Int32 { raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f) }
+
     /// Waits for the exit, blocking the thread (for commands that end by themselves, like pg_ctl).
     func waitBlocking() -> Int32 {
         if let status { return status }
         var raw: Int32 = 0
         while waitpid(pid, &raw, 0) == -1, errno == EINTR {}
-        let code = raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+        let code = Self.exitCode(raw)
         status = code
         return code
     }
