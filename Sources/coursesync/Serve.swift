@@ -135,7 +135,7 @@ struct Serve: AsyncParsableCommand {
                 throw ValidationError("cannot load the TLS certificate or key: \(error)")
             }
         }
-        let banner: @Sendable (Int, String) -> Void = { [listen, store, configuration, web, httpListen] port, storeDescription in
+        let banner: @Sendable (Int, String) -> Void = { [listen, store, configuration] port, storeDescription in
             var lines = [
                 "CourseSync \(CourseSyncVersion.current) listening on \(listen.host):\(port) (\(configuration.security.isTLS ? "TLS" : "plaintext"))",
                 "  store:   \(storeDescription)",
@@ -144,9 +144,14 @@ struct Serve: AsyncParsableCommand {
                 "  token:   coursesync token issue --user you --course COURSE_ID --role editor --secret-file \(secretPath)",
                 "  client:  coursesync client outline --course COURSE_ID --server \(listen.host):\(port) --token TOKEN",
             ]
-            if web, let http = httpListen {
-                lines.append("  page:    \(configuration.security.isTLS ? "https" : "http")://\(http.host):\(http.port)/#course=COURSE_ID&token=TOKEN")
-            }
+            FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        }
+        // The HTTP listener's own line, with the port it bound (`:0` picks a free one).
+        let httpBanner: @Sendable (Int) -> Void = { [httpListen, web, security = configuration.security] port in
+            guard let http = httpListen else { return }
+            let scheme = security.isTLS ? "https" : "http"
+            var lines = ["CourseSync HTTP on \(http.host):\(port) (\(scheme): WebSocket /v1/sync, the backend API /v1, /health, /ready, /metrics)"]
+            if web { lines.append("  page:    \(scheme)://\(http.host):\(port)/#course=COURSE_ID&token=TOKEN") }
             FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
         }
         let page = web ? try WebPage.load() : nil
@@ -156,9 +161,9 @@ struct Serve: AsyncParsableCommand {
         let ops: (SyncServer, @escaping @Sendable () async throws -> Void) -> ServiceGroupConfiguration.ServiceConfiguration? = {
             [httpListen, security = configuration.security] server, ready in
             httpListen.map { address in
-                .init(service: HTTPListener(server: server, host: address.host, port: address.port, security: security, logger: logger) { pipeline in
-                    try pipeline.addHandler(OpsHTTPHandler(registry: registry, ready: ready, page: page))
-                })
+                .init(service: HTTPListener(server: server, host: address.host, port: address.port, security: security, logger: logger,
+                                            fallback: { pipeline in try pipeline.addHandler(OpsHTTPHandler(registry: registry, ready: ready, page: page)) },
+                                            announce: httpBanner))
             }
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration]

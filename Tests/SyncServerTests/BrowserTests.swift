@@ -85,11 +85,15 @@ import Testing
             let data = folder.appendingPathComponent("data").path
             let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Intro to Swift", "--log-level", "error"])
             let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
-            let tcpPort = PostgresCluster.freePort(), httpPort = PostgresCluster.freePort()
+            // Ports from the banner (picked free in advance, another test's server could take them
+            // first); the restart below reuses them, as the pages know the HTTP one.
+            let first = try Subprocess(Setup.serveArguments(data: data, tcpPort: 0, httpPort: 0))
+            defer { first.signal(SIGKILL) }
+            let tcpPort = try #require(try await listeningPort(of: first), "\(first.output)")
+            let httpPort = try #require(try await listeningPort(of: first, http: true), "\(first.output)")
             var setup = Setup(data: data, tcpPort: tcpPort, httpPort: httpPort, course: course, editorA: "", editorB: "", viewer: "",
-                              server: try Subprocess(Setup.serveArguments(data: data, tcpPort: tcpPort, httpPort: httpPort)))
+                              server: first)
             defer { setup.server.signal(SIGKILL) }
-            #expect(try await waitUntilListening(port: tcpPort), "\(setup.server.output)")
             func token(_ user: String, _ role: String) async throws -> String {
                 try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", user, "--course", course.description, "--role", role])
                     .output.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -170,7 +174,7 @@ import Testing
             #expect(offline.chapter(chapters[2])?.videos.filter { $0.state == "pending" }.count ?? 0 >= 3, "offline edits drawn as pending")
             if let shots { try await a.screenshot().write(to: URL(fileURLWithPath: "\(shots)/offline.png")) }
             setup.server = try Subprocess(setup.serveArguments)
-            #expect(try await waitUntilListening(port: tcpPort), "\(setup.server.output)")
+            #expect(try await listeningPort(of: setup.server) == tcpPort, "\(setup.server.output)")
             afterA = try await Self.settled(a, at: server.seq + 2, seconds: 60)
             afterB = try await Self.settled(b, at: server.seq + 2, seconds: 60)
             let restarted = try await setup.outline()

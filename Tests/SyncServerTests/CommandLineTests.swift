@@ -99,9 +99,9 @@ import Testing
     @Test func serveExportsMetricsAndHealthOverHTTP() async throws {
         try await withReplicaFolder { folder in
             let data = folder.appendingPathComponent("data").path
-            let opsPort = PostgresCluster.freePort()
-            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:\(opsPort)"])
+            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             let port = try #require(try await listeningPort(of: server), "\(server.output)")
+            let opsPort = try #require(try await listeningPort(of: server, http: true), "\(server.output)")
             let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Measured", "--log-level", "error"])
             let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
             let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course.description, "--role", "editor"])
@@ -312,12 +312,13 @@ import Testing
     }
 }
 
-/// The port a `serve` subprocess started with `--listen 127.0.0.1:0` listens on, from its banner;
-/// nil if it exits or says nothing for a minute. (A port picked free in advance can be taken by
-/// another test's server before `serve` binds it: seen in CI as "Address already in use", with
-/// the wait for a listener answered by the other server.)
-func listeningPort(of server: Subprocess) async throws -> Int? {
-    let banner = try Regex(#"listening on 127\.0\.0\.1:([0-9]+) "#)
+/// The port a `serve` subprocess started with `--listen 127.0.0.1:0` (or, with `http`,
+/// `--http-listen 127.0.0.1:0`) listens on, from its banner; nil if it exits or says nothing for
+/// a minute. (A port picked free in advance can be taken by another test's server before `serve`
+/// binds it: seen in CI as "Address already in use", with the wait for a listener answered by
+/// the other server.)
+func listeningPort(of server: Subprocess, http: Bool = false) async throws -> Int? {
+    let banner = try Regex(http ? #"HTTP on 127\.0\.0\.1:([0-9]+) "# : #"listening on 127\.0\.0\.1:([0-9]+) "#)
     for _ in 0..<3_000 {
         if let match = server.output.firstMatch(of: banner), let port = Int(match.output[1].substring ?? "") { return port }
         if server.hasExited { return nil }
@@ -326,14 +327,3 @@ func listeningPort(of server: Subprocess) async throws -> Int? {
     return nil
 }
 
-/// Waits (up to a generous bound) until something accepts connections on `port`.
-func waitUntilListening(port: Int) async throws -> Bool {
-    for _ in 0..<3_000 {
-        if let probe = try? await TestClient.connect(port: port) {
-            await probe.close()
-            return true
-        }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    return false
-}
