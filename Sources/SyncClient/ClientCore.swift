@@ -200,8 +200,8 @@ package struct ClientCore: Sendable {
     // MARK: Steps
 
     /// The fewest logged rows that make a new base (so that a small course is not rewritten
-    /// every few diffs).
-    static let compactionFloor = 1_000
+    /// every few diffs). The simulator lowers it, so that its small courses get new bases often.
+    package var compactionFloor = 1_000
 
     /// What to write to the replica since the last call, in one transaction.
     ///
@@ -211,7 +211,7 @@ package struct ClientCore: Sendable {
     /// empties the log: writing a diff costs one row, and opening the file reads at most about
     /// twice the course.
     package mutating func takeWrite() -> ReplicaWrite {
-        if loggedRows > max(Self.compactionFloor, confirmed.chapters.count + confirmed.media.count + confirmed.videos.count),
+        if loggedRows > max(compactionFloor, confirmed.chapters.count + confirmed.media.count + confirmed.videos.count),
            !write.confirmed.isEmpty {
             write.confirmed = [.snapshot(confirmed)]
             loggedRows = 0

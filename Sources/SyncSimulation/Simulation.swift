@@ -169,6 +169,10 @@ public final class Simulation {
     /// Per node, the connections that pushed each batch and await its answer, in arrival order:
     /// the hub answers a course's pushes in that order, so a group's batch is the first one's.
     private var pushedOn: [Int: [BatchKey: [Int]]] = [:]
+    /// The clients' replicas write a new base once their logged diffs name more rows than this
+    /// or the course (a few dozen rows here), so that bases, logs and reopening them are all
+    /// exercised (at the real floor of 1,000 these small courses would never get one).
+    private static let compactionFloor = 8
     /// How many diffs one catch-up read returns (small, so catch-ups take several rounds).
     private let catchUpChunk = 8
 
@@ -210,6 +214,7 @@ public final class Simulation {
             let contents = ReplicaContents.empty(clientID: ClientID(.random(using: &ids)), courseID: courseID)
             try replica.create(contents)
             var core = ClientCore(contents, timing: timing(index), seed: ids.next())
+            core.compactionFloor = Self.compactionFloor
             try replica.apply(core.takeWrite())
             let watcher = index >= options.clients
             clients.append(Client(name: watcher ? "w\(index - options.clients)" : "c\(index)", core: core, replica: replica,
@@ -409,6 +414,7 @@ public final class Simulation {
             return violation("\(clients[index].name)'s replica lost its identity")
         }
         var core = ClientCore(contents, timing: timing(index), seed: random.next())
+        core.compactionFloor = Self.compactionFloor
         if core.visible != clients[index].core.visible {
             violation("\(clients[index].name) shows another state after a restart: \(Self.difference(clients[index].core.visible, core.visible))")
         }

@@ -284,7 +284,7 @@ extension ClientCore {
             rowsSinceBase += diff.changes.rowCount
             if case .snapshot(let state) = write.confirmed.first {
                 #expect(write.confirmed.count == 1 && state == core.confirmed)
-                #expect(rowsSinceBase > ClientCore.compactionFloor && rowsSinceBase - diff.changes.rowCount <= ClientCore.compactionFloor)
+                #expect(rowsSinceBase > core.compactionFloor && rowsSinceBase - diff.changes.rowCount <= core.compactionFloor)
                 bases += 1
                 rowsSinceBase = 0
             } else {
