@@ -78,11 +78,11 @@ public struct SQLiteBackend: StoreBackend {
 
     public func insertCourse(_ course: Course) async throws {
         try await pool.write { db in
-            guard try Int.fetchOne(db, sql: "SELECT 1 FROM courses WHERE id = ?", arguments: [course.id.blob]) == nil else {
+            guard try Int.fetchOne(db, sql: "SELECT 1 FROM courses WHERE id = ?", arguments: [course.id.data]) == nil else {
                 throw StoreError.courseExists(course.id)
             }
             try db.execute(sql: "INSERT INTO courses (id, title, seq) VALUES (?, ?, ?)",
-                           arguments: [course.id.blob, course.title, Int64(course.seq)])
+                           arguments: [course.id.data, course.title, Int64(course.seq)])
         }
     }
 
@@ -114,7 +114,7 @@ public struct SQLiteBackend: StoreBackend {
         try await pool.read { db in
             guard let seq = try Self.seq(courseID, db) else { return nil }
             let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT seq, diff FROM change_log WHERE course_id = ? AND seq > ? ORDER BY seq LIMIT ?"),
-                                        arguments: [courseID.blob, Int64(cursor), limit])
+                                        arguments: [courseID.data, Int64(cursor), limit])
             return StoredLog(courseSeq: seq, entries: rows.map { (CourseSeq($0["seq"] as Int64), Array($0["diff"] as Data)) })
         }
     }
@@ -125,13 +125,13 @@ public struct SQLiteBackend: StoreBackend {
             let ackStatement = try db.cachedStatement(sql: "SELECT ack FROM client_batches WHERE client_id = ? AND course_id = ? AND batch_seq = ?")
             let tempStatement = try db.cachedStatement(sql: "SELECT entity_id FROM client_temps WHERE client_id = ? AND course_id = ? AND temp = ?")
             for key in batches {
-                if let bytes = try Data.fetchOne(ackStatement, arguments: [key.client.id.blob, courseID.blob, Int64(bitPattern: key.batchSeq)]) {
+                if let bytes = try Data.fetchOne(ackStatement, arguments: [key.client.id.data, courseID.data, Int64(bitPattern: key.batchSeq)]) {
                     records.acks[key] = Array(bytes)
                 }
             }
             for (client, set) in temps {
                 for temp in set {
-                    if let entity = try Data.fetchOne(tempStatement, arguments: [client.id.blob, courseID.blob, Int64(bitPattern: temp.rawValue)]) {
+                    if let entity = try Data.fetchOne(tempStatement, arguments: [client.id.data, courseID.data, Int64(bitPattern: temp.rawValue)]) {
                         records.temps[client, default: [:]][temp] = try Self.id(entity)
                     }
                 }
@@ -158,42 +158,42 @@ public struct SQLiteBackend: StoreBackend {
     }
 
     private static func write(_ group: GroupWrite, _ db: Database) throws {
-        let courseID = group.courseID.blob
+        let courseID = group.courseID.data
         let net = group.changes
-        for id in net.deletedVideos { try db.execute(sql: "DELETE FROM videos WHERE id = ?", arguments: [id.blob]) }
-        for id in net.deletedChapters { try db.execute(sql: "DELETE FROM chapters WHERE id = ?", arguments: [id.blob]) }
+        for id in net.deletedVideos { try db.execute(sql: "DELETE FROM videos WHERE id = ?", arguments: [id.data]) }
+        for id in net.deletedChapters { try db.execute(sql: "DELETE FROM chapters WHERE id = ?", arguments: [id.data]) }
         // Without deferrable unique constraints: park the renumbered chapters at negative positions
         // first, and re-insert the changed videos (nothing refers to a video row).
         for chapter in net.chapters {
-            try db.execute(sql: "UPDATE chapters SET position = -1 - position WHERE id = ?", arguments: [chapter.id.blob])
+            try db.execute(sql: "UPDATE chapters SET position = -1 - position WHERE id = ?", arguments: [chapter.id.data])
         }
-        for video in net.videos { try db.execute(sql: "DELETE FROM videos WHERE id = ?", arguments: [video.id.blob]) }
+        for video in net.videos { try db.execute(sql: "DELETE FROM videos WHERE id = ?", arguments: [video.id.data]) }
         for chapter in net.chapters {
             try db.execute(sql: """
                 INSERT INTO chapters (id, course_id, title, position, version) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (id) DO UPDATE SET title = excluded.title, position = excluded.position, version = excluded.version
-                """, arguments: [chapter.id.blob, courseID, chapter.title, chapter.position, Int64(chapter.version)])
+                """, arguments: [chapter.id.data, courseID, chapter.title, chapter.position, Int64(chapter.version)])
         }
         for media in net.media {
             try db.execute(sql: """
                 INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size) VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, cdn_url = excluded.cdn_url,
                     duration_ms = excluded.duration_ms, byte_size = excluded.byte_size
-                """, arguments: [media.id.blob, courseID, media.name, media.cdnURL, Int64(media.durationMs), Int64(media.byteSize)])
+                """, arguments: [media.id.data, courseID, media.name, media.cdnURL, Int64(media.durationMs), Int64(media.byteSize)])
         }
         for video in net.videos {
             try db.execute(sql: "INSERT INTO videos (id, chapter_id, media_file_id, title, position) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [video.id.blob, video.chapterID.blob, video.mediaFileID.blob, video.title, video.position])
+                           arguments: [video.id.data, video.chapterID.data, video.mediaFileID.data, video.title, video.position])
         }
         for entry in group.entries {
             try db.execute(sql: "INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [courseID, Int64(entry.seq), entry.origin.clientID.id.blob, Int64(bitPattern: entry.origin.batchSeq), Data(entry.diff)])
+                           arguments: [courseID, Int64(entry.seq), entry.origin.clientID.id.data, Int64(bitPattern: entry.origin.batchSeq), Data(entry.diff)])
             try db.execute(sql: "INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [entry.origin.clientID.id.blob, courseID, Int64(bitPattern: entry.origin.batchSeq), Int64(entry.seq), Data(entry.ack)])
+                           arguments: [entry.origin.clientID.id.data, courseID, Int64(bitPattern: entry.origin.batchSeq), Int64(entry.seq), Data(entry.ack)])
         }
         for mapping in net.tempMappings {
             try db.execute(sql: "INSERT INTO client_temps (client_id, course_id, temp, entity_id) VALUES (?, ?, ?, ?)",
-                           arguments: [mapping.client.id.blob, courseID, Int64(bitPattern: mapping.temp.rawValue), mapping.entity.blob])
+                           arguments: [mapping.client.id.data, courseID, Int64(bitPattern: mapping.temp.rawValue), mapping.entity.data])
         }
         try db.execute(sql: "UPDATE courses SET seq = ? WHERE id = ?", arguments: [Int64(group.newSeq), courseID])
         if group.pruneThrough > 0 {
@@ -245,35 +245,35 @@ public struct SQLiteBackend: StoreBackend {
     public func load(_ dump: StoreDump) async throws {
         try await pool.write { db in
             for course in dump.courses {
-                guard try Int.fetchOne(db, sql: "SELECT 1 FROM courses WHERE id = ?", arguments: [course.id.blob]) == nil else {
+                guard try Int.fetchOne(db, sql: "SELECT 1 FROM courses WHERE id = ?", arguments: [course.id.data]) == nil else {
                     throw StoreError.courseExists(course.id)
                 }
-                try db.execute(sql: "INSERT INTO courses (id, title, seq) VALUES (?, ?, ?)", arguments: [course.id.blob, course.title, Int64(course.seq)])
+                try db.execute(sql: "INSERT INTO courses (id, title, seq) VALUES (?, ?, ?)", arguments: [course.id.data, course.title, Int64(course.seq)])
             }
             for chapter in dump.chapters {
                 try db.execute(sql: "INSERT INTO chapters (id, course_id, title, position, version) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [chapter.id.blob, chapter.courseID.blob, chapter.title, chapter.position, Int64(chapter.version)])
+                               arguments: [chapter.id.data, chapter.courseID.data, chapter.title, chapter.position, Int64(chapter.version)])
             }
             for file in dump.media {
                 try db.execute(sql: "INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size) VALUES (?, ?, ?, ?, ?, ?)",
-                               arguments: [file.id.blob, file.courseID.blob, file.name, file.cdnURL, Int64(file.durationMs), Int64(file.byteSize)])
+                               arguments: [file.id.data, file.courseID.data, file.name, file.cdnURL, Int64(file.durationMs), Int64(file.byteSize)])
             }
             for video in dump.videos {
                 try db.execute(sql: "INSERT INTO videos (id, chapter_id, media_file_id, title, position) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [video.id.blob, video.chapterID.blob, video.mediaFileID.blob, video.title, video.position])
+                               arguments: [video.id.data, video.chapterID.data, video.mediaFileID.data, video.title, video.position])
             }
             for entry in dump.log {
                 try db.execute(sql: "INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [entry.courseID.blob, Int64(entry.seq), entry.origin.clientID.id.blob,
+                               arguments: [entry.courseID.data, Int64(entry.seq), entry.origin.clientID.id.data,
                                            Int64(bitPattern: entry.origin.batchSeq), Data(entry.diff)])
             }
             for record in dump.batches {
                 try db.execute(sql: "INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [record.client.id.blob, record.courseID.blob, Int64(bitPattern: record.batchSeq), Int64(record.seq), Data(record.ack)])
+                               arguments: [record.client.id.data, record.courseID.data, Int64(bitPattern: record.batchSeq), Int64(record.seq), Data(record.ack)])
             }
             for record in dump.temps {
                 try db.execute(sql: "INSERT INTO client_temps (client_id, course_id, temp, entity_id) VALUES (?, ?, ?, ?)",
-                               arguments: [record.client.id.blob, record.courseID.blob, Int64(bitPattern: record.temp.rawValue), record.entity.blob])
+                               arguments: [record.client.id.data, record.courseID.data, Int64(bitPattern: record.temp.rawValue), record.entity.data])
             }
         }
     }
@@ -328,25 +328,25 @@ public struct SQLiteBackend: StoreBackend {
     // MARK: - Reading
 
     private static func seq(_ courseID: EntityID, _ db: Database) throws -> CourseSeq? {
-        try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM courses WHERE id = ?"), arguments: [courseID.blob]).map { CourseSeq($0) }
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM courses WHERE id = ?"), arguments: [courseID.data]).map { CourseSeq($0) }
     }
 
     private static func loadCourse(_ courseID: EntityID, _ db: Database) throws -> CourseState? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT title, seq FROM courses WHERE id = ?", arguments: [courseID.blob]) else {
+        guard let row = try Row.fetchOne(db, sql: "SELECT title, seq FROM courses WHERE id = ?", arguments: [courseID.data]) else {
             return nil
         }
         let course = Course(id: courseID, title: row["title"], seq: CourseSeq(row["seq"] as Int64))
-        let chapters = try Row.fetchAll(db, sql: "SELECT id, title, position, version FROM chapters WHERE course_id = ?", arguments: [courseID.blob]).map { row in
+        let chapters = try Row.fetchAll(db, sql: "SELECT id, title, position, version FROM chapters WHERE course_id = ?", arguments: [courseID.data]).map { row in
             Chapter(id: try id(row["id"]), courseID: courseID, title: row["title"], position: row["position"], version: UInt64(row["version"] as Int64))
         }
-        let media = try Row.fetchAll(db, sql: "SELECT id, name, cdn_url, duration_ms, byte_size FROM media_files WHERE course_id = ?", arguments: [courseID.blob]).map { row in
+        let media = try Row.fetchAll(db, sql: "SELECT id, name, cdn_url, duration_ms, byte_size FROM media_files WHERE course_id = ?", arguments: [courseID.data]).map { row in
             MediaFile(id: try id(row["id"]), courseID: courseID, name: row["name"], cdnURL: row["cdn_url"],
                       durationMs: UInt64(row["duration_ms"] as Int64), byteSize: UInt64(row["byte_size"] as Int64))
         }
         let videos = try Row.fetchAll(db, sql: """
             SELECT v.id, v.chapter_id, v.media_file_id, v.title, v.position FROM videos v JOIN chapters c ON c.id = v.chapter_id
             WHERE c.course_id = ?
-            """, arguments: [courseID.blob]).map { row in
+            """, arguments: [courseID.data]).map { row in
             Video(id: try id(row["id"]), chapterID: try id(row["chapter_id"]), mediaFileID: try id(row["media_file_id"]),
                   title: row["title"], position: row["position"])
         }
@@ -385,9 +385,4 @@ private final class Checkpointer: @unchecked Sendable {
             }
         }
     }
-}
-
-extension EntityID {
-    /// The 16 bytes, as SQLite stores an ID.
-    var blob: Data { Data(bytes) }
 }

@@ -194,9 +194,6 @@ public struct CourseState: Hashable, Sendable {
         return problems
     }
 
-    /// Orders IDs by their position, ties broken by ID so that a broken input still orders
-    /// deterministically. Each position is looked up once; when they are exactly 0..<n (always,
-    /// in a consistent state) each ID goes straight to its place, without sorting.
     /// `ids` in order when their positions are exactly `count ..< count + ids.count` (videos
     /// appended to a list of `count`), nil otherwise.
     private static func appended(_ ids: [EntityID], after count: Int, position: (EntityID) -> Int?) -> [EntityID]? {
@@ -208,6 +205,9 @@ public struct CourseState: Hashable, Sendable {
         return placed.map { $0! }
     }
 
+    /// Orders IDs by their position, ties broken by ID so that a broken input still orders
+    /// deterministically. Each position is looked up once; when they are exactly 0..<n (always,
+    /// in a consistent state) each ID goes straight to its place, without sorting.
     private static func ordered(_ ids: [EntityID], position: (EntityID) -> Int?) -> [EntityID] {
         let positions = ids.map { position($0) ?? .max }
         var placed = [EntityID?](repeating: nil, count: ids.count)
