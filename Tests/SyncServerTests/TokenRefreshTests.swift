@@ -30,10 +30,13 @@ import Testing
                 // 7 s in the suite; COURSESYNC_TOKEN_TEST_SECONDS=120 for the long run.
                 let seconds = ProcessInfo.processInfo.environment["COURSESYNC_TOKEN_TEST_SECONDS"].flatMap(Int64.init) ?? 7
                 let end = clock.now + .seconds(seconds)
+                // On a loaded machine (the whole suite at once) 7 s saw only one expiry: edit on
+                // until the server has ended two connections at expiry (three tokens), within a minute.
+                let limit = clock.now + .seconds(max(seconds, 60))
                 let chapter = try await client.createChapter(title: "Chapter")
                 try await client.settle()
                 var made = 1
-                while clock.now < end {
+                while clock.now < end || (issued.withLockedValue { $0 } < 3 && clock.now < limit) {
                     try await client.renameChapter(chapter, to: "Chapter, edit \(made)")
                     made += 1
                     try await client.settle()
@@ -46,8 +49,7 @@ import Testing
                 try await client.close()
                 let all = await events.all()
                 #expect(!all.contains { if case .connection(.refused) = $0 { true } else { false } })
-                // The server ended at least two connections at their tokens' expiry (three in 7 s
-                // on a quiet machine; a loaded one can take long enough to reconnect to see two).
+                // The server ended at least two connections at their tokens' expiry.
                 #expect(issued.withLockedValue { $0 } >= 3, "\(issued.withLockedValue { $0 }) tokens issued")
             }
         }
