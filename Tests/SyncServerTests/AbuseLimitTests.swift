@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import SQLiteStore
 @testable import SyncClient
 import SyncModel
@@ -143,7 +144,10 @@ import Testing
             let store = try SQLiteStore(path: folder.appendingPathComponent("store.sqlite").path)
             try await store.createCourse(Course(id: course, title: "Rates"))
             try await withServer(store: store, configure: { $0.limits.session.pushesPerSecond = 20 }) { server in
-                let configuration = ClientConfiguration(port: server.port, token: server.token([course: .editor], user: "ada"))
+                var configuration = ClientConfiguration(port: server.port, token: server.token([course: .editor], user: "ada"))
+                // What ended a connection, if one ended: the server's Error frame (none: a read timeout or the client's own decision).
+                let errors = NIOLockedValueBox<[ConnectionError]>([])
+                configuration.frameObserver = { if case .received(.error(let error)) = $0 { errors.withLockedValue { $0.append(error) } } }
                 let client = try await SyncClient.open(path: folder.appendingPathComponent("ada.replica").path, courseID: course,
                                                        configuration: configuration, logger: TestDatabase.logger)
                 let events = EventLog(client)
@@ -157,7 +161,8 @@ import Testing
                 try await client.close()
                 let all = await events.all()
                 #expect(!all.contains { if case .rejected = $0 { true } else { false } })
-                #expect(!all.contains { if case .connection(.offline) = $0 { true } else { false } }, "never cut")
+                #expect(!all.contains { if case .connection(.offline) = $0 { true } else { false } },
+                        "never cut; the server's errors: \(errors.withLockedValue { $0 }); the events: \(all.suffix(40))")
             }
         }
     }
