@@ -9,8 +9,7 @@ extension ClientCore {
     package mutating func received(_ messages: some Sequence<WireMessage>, now: Moment) {
         for message in messages {
             if case .diff(let diff) = message, diff.courseID == courseID {
-                lastNow = max(lastNow, now)
-                heartbeat?.received(now: now)
+                arrived(now: now)
                 held.append(.diff(diff))
             } else {
                 received(message, now: now)
@@ -21,8 +20,7 @@ extension ClientCore {
 
     /// A message from the server, received at `now`.
     package mutating func received(_ message: WireMessage, now: Moment) {
-        lastNow = max(lastNow, now)
-        heartbeat?.received(now: now)
+        arrived(now: now)
         // Diffs held back by the batch form of `received` first, as if each had been released on arrival.
         if !held.isEmpty { releaseHeld() }
         switch message {
@@ -82,6 +80,12 @@ extension ClientCore {
         case .hello, .subscribe, .unsubscribe, .push:
             unexpected(message)
         }
+    }
+
+    /// A message arrived at `now`: the clock and the heartbeat hear of it.
+    private mutating func arrived(now: Moment) {
+        lastNow = max(lastNow, now)
+        heartbeat?.received(now: now)
     }
 
     private mutating func unexpected(_ message: WireMessage) {

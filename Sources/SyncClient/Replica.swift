@@ -230,22 +230,20 @@ package final class Replica: Sendable {
         for key in delta.deletedChapters { try deleteChapter.execute(arguments: [key]) }
         let deleteMedia = try db.cachedStatement(sql: "DELETE FROM visible_media WHERE key = ?")
         for key in delta.deletedMedia { try deleteMedia.execute(arguments: [key]) }
-        try write(Array(delta.chapters.values), upsert: true, db)
-        try write(Array(delta.media.values), upsert: true, db)
-        try write(Array(delta.videos.values), upsert: true, db)
+        try upsert(Array(delta.chapters.values), db)
+        try upsert(Array(delta.media.values), db)
+        try upsert(Array(delta.videos.values), db)
     }
 
-    /// Writes records with one cached statement per table: an insert, or an upsert that updates
-    /// the row in place (never `REPLACE`, which would delete it and whatever depends on it).
-    private static func write<Record: ReplicaRecord>(_ records: [Record], upsert: Bool, _ db: Database) throws {
+    /// Writes records with one cached statement per table: an upsert that inserts a new row or
+    /// updates it in place (never `REPLACE`, which would delete it and whatever depends on it).
+    private static func upsert<Record: ReplicaRecord>(_ records: [Record], _ db: Database) throws {
         guard !records.isEmpty else { return }
         let columns = Record.databaseColumns
-        var sql = "INSERT INTO \(Record.databaseTableName) (\(columns.joined(separator: ", "))) VALUES (\(columns.map { _ in "?" }.joined(separator: ", ")))"
-        if upsert {
-            // The first column is the primary key.
-            let updates = columns.dropFirst().map { "\($0) = excluded.\($0)" }
-            sql += " ON CONFLICT (\(columns[0])) DO UPDATE SET \(updates.joined(separator: ", "))"
-        }
+        // The first column is the primary key.
+        let updates = columns.dropFirst().map { "\($0) = excluded.\($0)" }
+        let sql = "INSERT INTO \(Record.databaseTableName) (\(columns.joined(separator: ", "))) VALUES (\(columns.map { _ in "?" }.joined(separator: ", ")))"
+            + " ON CONFLICT (\(columns[0])) DO UPDATE SET \(updates.joined(separator: ", "))"
         let statement = try db.cachedStatement(sql: sql)
         for record in records {
             statement.setUncheckedArguments(StatementArguments(record.databaseValues))

@@ -144,7 +144,7 @@ struct Serve: AsyncParsableCommand {
                 "  token:   coursesync token issue --user you --course COURSE_ID --role editor --secret-file \(secretPath)",
                 "  client:  coursesync client outline --course COURSE_ID --server \(listen.host):\(port) --token TOKEN",
             ]
-            FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+            say(lines.joined(separator: "\n"))
         }
         // The HTTP listener's own line, with the port it bound (`:0` picks a free one).
         let httpBanner: @Sendable (Int) -> Void = { [httpListen, web, security = configuration.security] port in
@@ -152,7 +152,7 @@ struct Serve: AsyncParsableCommand {
             let scheme = security.isTLS ? "https" : "http"
             var lines = ["CourseSync HTTP on \(http.host):\(port) (\(scheme): WebSocket /v1/sync, the backend API /v1, /health, /ready, /metrics)"]
             if web { lines.append("  page:    \(scheme)://\(http.host):\(port)/#course=COURSE_ID&token=TOKEN") }
-            FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+            say(lines.joined(separator: "\n"))
         }
         let page = web ? try WebPage.load() : nil
         // Metrics go to a Prometheus registry, exported on --http-listen.
