@@ -34,6 +34,15 @@ public struct EntityID: Hashable, Comparable, Sendable, CustomStringConvertible 
     @inlinable
     public init?<C: Collection>(bytes: C) where C.Element == UInt8 {
         guard bytes.count == 16 else { return nil }
+        // Contiguous bytes (`Data`, arrays) load as two words: indexing `Data` byte by byte goes
+        // through its representation's switch for each byte.
+        if let words = bytes.withContiguousStorageIfAvailable({ buffer in
+            let raw = UnsafeRawBufferPointer(buffer)
+            return (raw.loadUnaligned(as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        }) {
+            self.init(high: UInt64(bigEndian: words.0), low: UInt64(bigEndian: words.1))
+            return
+        }
         var high: UInt64 = 0
         var low: UInt64 = 0
         var index = bytes.startIndex
