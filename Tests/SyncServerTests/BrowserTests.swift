@@ -80,13 +80,16 @@ import Testing
         }
     }
 
-    @Test func twoInstructorsAViewerAndARestartedServerInRealChromium() async throws {
+    /// A new course served by `coursesync serve --web` (ports from its banner), two editors' and
+    /// a viewer's tokens, `media` media files and four chapters registered: `body` gets it (and may
+    /// restart the server in it); the server is killed however `body` ends.
+    static func withServedCourse(media: Int, _ body: (inout Setup) async throws -> Void) async throws {
         try await withReplicaFolder { folder in
             let data = folder.appendingPathComponent("data").path
             let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Intro to Swift", "--log-level", "error"])
             let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
             // Ports from the banner (picked free in advance, another test's server could take them
-            // first); the restart below reuses them, as the pages know the HTTP one.
+            // first); a restart reuses them, as the pages know the HTTP one.
             let first = try Subprocess(Setup.serveArguments(data: data, tcpPort: 0, httpPort: 0))
             defer { first.signal(SIGKILL) }
             let tcpPort = try #require(try await listeningPort(of: first), "\(first.output)")
@@ -101,10 +104,17 @@ import Testing
             setup.editorA = try await token("ada", "editor")
             setup.editorB = try await token("grace", "editor")
             setup.viewer = try await token("vera", "viewer")
-            // Figures are taken over this many batches of 10 at the end (COURSESYNC_BROWSER_ROUNDS; 9 by default).
-            let rounds = max(9, Int(ProcessInfo.processInfo.environment["COURSESYNC_BROWSER_ROUNDS"] ?? "") ?? 9)
-            let mediaCount = max(110, 30 + 10 * ((rounds + 2) / 3))
-            try await Self.seed(setup, media: mediaCount)
+            try await Self.seed(setup, media: media)
+            try await body(&setup)
+        }
+    }
+
+    @Test func twoInstructorsAViewerAndARestartedServerInRealChromium() async throws {
+        // Figures are taken over this many batches of 10 at the end (COURSESYNC_BROWSER_ROUNDS; 9 by default).
+        let rounds = max(9, Int(ProcessInfo.processInfo.environment["COURSESYNC_BROWSER_ROUNDS"] ?? "") ?? 9)
+        let mediaCount = max(110, 30 + 10 * ((rounds + 2) / 3))
+        try await Self.withServedCourse(media: mediaCount) { setup in
+            let course = setup.course, tcpPort = setup.tcpPort
             let seeded = try await setup.outline()
             let names = (1...mediaCount).map { String(format: "Lecture %03d", $0) }
             let mediaIDs = try names.map { try #require(seeded.media[$0]) }
@@ -254,6 +264,71 @@ import Testing
             }
             await tcp.close()
             print("TCP client beside them (\(rounds) batches of 10 links, ms): push → Ack p50 \(percentile(tcpTimes.sorted(), 0.5)) p90 \(percentile(tcpTimes.sorted(), 0.9))")
+            }
+        }
+    }
+
+    /// A tab opened from another (Duplicate tab, `window.open`) starts with a copy of its
+    /// sessionStorage, and so with its client identity: it must become a client of its own, or
+    /// both tabs would send different batches under one (client ID, batch seq) and the server
+    /// would answer the second with the first's stored Ack (exactly-once), its edits lost without
+    /// a word. Web Locks decide in the first browser (127.0.0.1 is a secure context); the second
+    /// has them hidden, as on a page served over plain HTTP to another host, and the tabs ask
+    /// each other over a BroadcastChannel instead. A reload keeps the tab's identity.
+    @Test func aTabOpenedFromAnotherIsAClientOfItsOwn() async throws {
+        try await Self.withServedCourse(media: 20) { setup in
+            let seeded = try await setup.outline()
+            let chapters = seeded.order.map { $0[0] }
+            let media = try (1...20).map { try #require(seeded.media[String(format: "Lecture %03d", $0)]) }
+            let clientID = "return JSON.stringify(window.coursesync.model.clientID)"
+            try await WebDriver.withSessions(2) { sessions in
+                for (index, page) in sessions.enumerated() {
+                    let hideLocks = index == 1
+                    let hide = "Object.defineProperty(Navigator.prototype, 'locks', { get: () => undefined });"
+                    if hideLocks { try await page.devTools("Page.addScriptToEvaluateOnNewDocument", ["source": hide]) }
+                    let mine = media[(index * 10) ..< (index * 10 + 10)]
+                    var seq = try await setup.outline().seq
+                    try await page.open(setup.pageURL(setup.editorA))
+                    try await Self.settled(page, at: seq)
+                    try await Self.link(page, mine.prefix(2), into: chapters[index])
+                    seq += 1
+                    try await Self.settled(page, at: seq)
+                    let first = try await page.run(clientID, as: String.self)
+
+                    // The copy: a window opened from this one, then sent to the page.
+                    let before = try await page.windows()
+                    try await page.execute("window.open('about:blank', '_blank');")
+                    let opened = try #require(try await page.windows().first { !before.contains($0) })
+                    try await page.switchTo(window: opened)
+                    if hideLocks { try await page.devTools("Page.addScriptToEvaluateOnNewDocument", ["source": hide]) }
+                    try await page.open(setup.pageURL(setup.editorA))
+                    try await Self.settled(page, at: seq)
+                    #expect(try await page.run("return JSON.stringify(navigator.locks === undefined)", as: Bool.self) == hideLocks)
+                    let second = try await page.run(clientID, as: String.self)
+                    #expect(second != first, "the copied tab speaks as the same client")
+                    try await Self.link(page, mine.dropFirst(2).prefix(2), into: chapters[index])
+                    seq += 1
+                    try await Self.settled(page, at: seq)
+
+                    // The first tab edits on under its own identity (its next batch seq is the one the copy started from).
+                    try await page.switchTo(window: before[0])
+                    try await Self.link(page, mine.dropFirst(4).prefix(2), into: chapters[index])
+                    seq += 1
+                    try await Self.settled(page, at: seq)
+                    let server = try await setup.outline()
+                    #expect(server.seq == seq)
+                    let linked = server.order.first { $0[0] == chapters[index] }?.dropFirst().count
+                    #expect(linked == 6, "every tab's edits committed")
+
+                    // A reload is the same client (its lock, or its answer on the channel, went with the old page).
+                    try await page.execute("location.reload();")
+                    try await Self.waitFor(page, "the reloaded page") { $0.seq == seq && $0.connection == "online" }
+                    #expect(try await page.run(clientID, as: String.self) == first)
+                    try await page.switchTo(window: opened)
+                    #expect(try await page.run(clientID, as: String.self) == second)
+                    try await page.execute("window.close();")
+                    try await page.switchTo(window: before[0])
+                }
             }
         }
     }

@@ -164,6 +164,24 @@ final class WebDriver: @unchecked Sendable {
             try await driver.call("POST", "/session/\(id)/element/\(element)/click", [String: Any]())
         }
 
+        /// The session's windows (tabs), by WebDriver handle.
+        func windows() async throws -> [String] {
+            guard let handles = try await driver.call("GET", "/session/\(id)/window/handles") as? [String] else {
+                throw Failure(description: "no window handles")
+            }
+            return handles
+        }
+
+        /// Makes `handle` the window the session's commands go to.
+        func switchTo(window handle: String) async throws {
+            try await driver.call("POST", "/session/\(id)/window", ["handle": handle])
+        }
+
+        /// Runs a Chrome DevTools Protocol command in the current window (chromedriver's extension).
+        func devTools(_ command: String, _ parameters: [String: Any]) async throws {
+            try await driver.call("POST", "/session/\(id)/goog/cdp/execute", ["cmd": command, "params": parameters])
+        }
+
         /// A PNG of the viewport.
         func screenshot() async throws -> Data {
             let value = try await driver.call("GET", "/session/\(id)/screenshot")

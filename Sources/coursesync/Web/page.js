@@ -27,6 +27,7 @@ const REASONS = {
 const params = new URLSearchParams(location.hash.slice(1));
 const courseUUID = params.get("course");
 const token = params.get("token");
+const IDENTITY = "coursesync:client"; // the tab's client ID in sessionStorage, and the name it is held by
 
 if (!courseUUID || !token) {
   $("#open-form").hidden = false;
@@ -37,14 +38,73 @@ if (!courseUUID || !token) {
     location.reload();
   });
 } else {
-  start(courseUUID, token);
+  claimIdentity().then((clientID) => start(courseUUID, token, clientID));
 }
 
-function start(courseUUID, token) {
+// ---- identity -----------------------------------------------------------------------------------
+//
+// One client identity per tab, kept in sessionStorage with the tab's unanswered batches: a reload
+// is the same client and resends them. But a tab opened from another (Duplicate tab, window.open)
+// starts with a copy of that sessionStorage. Speaking as the same client, the two tabs would send
+// different batches under the same batch seqs, and the server would answer the second with the
+// first's stored Ack (exactly-once), its edits lost. So a tab holds its identity while it lives:
+// a Web Lock where the page is a secure context (HTTPS, localhost), else by answering the other
+// tabs' question on a BroadcastChannel. A tab whose copied identity is held elsewhere makes a new
+// one, without the copied batches (the other tab sends those).
+
+async function claimIdentity() {
+  const copied = sessionStorage.getItem(IDENTITY);
+  if (copied && (await hold(copied))) return copied;
+  if (copied) {
+    for (const key of Object.keys(sessionStorage)) if (key.startsWith("coursesync:")) sessionStorage.removeItem(key);
+  }
+  const fresh = randomID();
+  await hold(fresh);
+  sessionStorage.setItem(IDENTITY, fresh);
+  return fresh;
+}
+
+/** Takes `id` for this tab for as long as it lives; false if another live tab holds it. */
+async function hold(id) {
+  if (!navigator.locks) return holdByAsking(id);
+  // On a reload the old page's lock can outlive it by a moment, so a lock found taken is asked
+  // for again a few times over a second; a live tab keeps it. (Not a request with a timeout: the
+  // browser's lock manager can take longer than that to grant a free lock when it starts.)
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 250));
+    const taken = await new Promise((resolve) => {
+      navigator.locks.request(`${IDENTITY}:${id}`, { ifAvailable: true }, (lock) => {
+        resolve(lock !== null);
+        return lock ? new Promise(() => {}) : undefined; // held until the page goes
+      });
+    });
+    if (taken) return true;
+  }
+  return false;
+}
+
+/** Without Web Locks (not a secure context): asks the other tabs; one that holds `id` answers. */
+function holdByAsking(id) {
+  const channel = new BroadcastChannel(IDENTITY);
+  return new Promise((resolve) => {
+    const unanswered = setTimeout(() => {
+      channel.onmessage = (event) => {
+        if (event.data?.who === id) channel.postMessage({ held: id });
+      };
+      resolve(true);
+    }, 250);
+    channel.onmessage = (event) => {
+      if (event.data?.held !== id) return;
+      clearTimeout(unanswered);
+      channel.close();
+      resolve(false);
+    };
+    channel.postMessage({ who: id });
+  });
+}
+
+function start(courseUUID, token, clientID) {
   const courseID = uuidToID(courseUUID);
-  // One client identity per tab (sessionStorage): two tabs are two clients, a reload is the same one.
-  const clientID = sessionStorage.getItem("coursesync:client") ?? randomID();
-  sessionStorage.setItem("coursesync:client", clientID);
   const storageKey = `coursesync:course:${courseUUID}`;
   const model = new CourseModel({ clientID, saved: JSON.parse(sessionStorage.getItem(storageKey) ?? "null") });
   const selected = new Set(); // media keys ticked in the library
