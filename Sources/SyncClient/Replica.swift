@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import NIOConcurrencyHelpers
 import SyncModel
 import SyncWire
 
@@ -9,11 +10,16 @@ public enum ReplicaError: Error, Hashable, Sendable, CustomStringConvertible {
     case otherCourse(file: String, holds: EntityID, wanted: EntityID)
     /// A stored row could not be decoded (the file was changed by something else).
     case corrupt(String)
+    /// Another ``SyncClient``, in this process or another, has the file open: two would send
+    /// different batches as one client (the same client ID and batch seqs), and the server would
+    /// answer the second's with the first's acks.
+    case inUse(file: String)
 
     public var description: String {
         switch self {
         case .otherCourse(let file, let holds, let wanted): "\(file) is a replica of course \(holds), not \(wanted)"
         case .corrupt(let what): "the replica file is corrupt: \(what)"
+        case .inUse(let file): "\(file) is open in another SyncClient (this process or another); close that one first"
         }
     }
 }
@@ -397,4 +403,38 @@ package final class Replica: Sendable {
         }
         return migrator
     }
+}
+
+/// A ``SyncClient``'s hold on its replica file while it is open: an exclusive `flock` on a
+/// descriptor of its own, so that a second client on the same file, in this process or another,
+/// is refused instead of speaking as the same client. (SQLite's own locks are `fcntl` locks, which
+/// do not meet these; they are per process and would not see a second client in this one.)
+/// Released by ``release()``, or when the claim is freed or the process ends.
+package final class ReplicaClaim: Sendable {
+    private let descriptor: NIOLockedValueBox<Int32>
+
+    /// Claims the file at `path` (which must exist).
+    /// - Throws: ``ReplicaError/inUse(file:)`` if another claim holds it.
+    package init(path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ReplicaError.corrupt("cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let failure = errno
+            close(fd)
+            if failure == EWOULDBLOCK { throw ReplicaError.inUse(file: path) }
+            throw ReplicaError.corrupt("cannot lock \(path): \(String(cString: strerror(failure)))")
+        }
+        descriptor = NIOLockedValueBox(fd)
+    }
+
+    /// Lets another client open the file (idempotent).
+    package func release() {
+        descriptor.withLockedValue { fd in
+            guard fd >= 0 else { return }
+            close(fd) // closing the only descriptor of the claim releases its flock
+            fd = -1
+        }
+    }
+
+    deinit { release() }
 }

@@ -81,6 +81,7 @@ extension SyncClient {
         }
         // Not a loss if it fails: the WAL holds what the checkpoint would have copied.
         do { try replica.checkpoint() } catch { logger.debug("checkpoint failed", metadata: ["error": "\(error)"]) }
+        claim.release()
         eventSink.finish()
         commandSink.finish()
         for waiter in settleWaiters.values { waiter.resume(throwing: stopped ?? failure ?? .closed) }

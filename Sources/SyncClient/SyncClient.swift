@@ -37,6 +37,8 @@ public actor SyncClient {
     public nonisolated let configuration: ClientConfiguration
     /// The replica file.
     package nonisolated let replica: Replica
+    /// This client's hold on the file, released when it closes.
+    nonisolated let claim: ReplicaClaim
     /// Everything the app may want to show; see ``ClientEvent``. Ends when the client stops.
     public nonisolated let events: AsyncStream<ClientEvent>
     let eventSink: AsyncStream<ClientEvent>.Continuation
@@ -81,11 +83,13 @@ public actor SyncClient {
     /// Opens the replica at `path` (creating it for `courseID` if new) without syncing yet: call
     /// ``run()``. Pending edits left by an earlier run are sent once it connects.
     ///
-    /// - Throws: ``ReplicaError`` if the file is another course's or cannot be read, or GRDB's
+    /// - Throws: ``ReplicaError`` if the file is another course's, cannot be read, or is open in
+    ///   another `SyncClient` (until that one's ``close()`` or end of ``run()``), or GRDB's
     ///   `DatabaseError` if it cannot be opened.
     public init(path: String, courseID: EntityID, configuration: ClientConfiguration,
                 logger: Logger = Logger(label: "coursesync.client")) throws {
         let replica = try Replica(path: path)
+        claim = try ReplicaClaim(path: path)
         let contents: ReplicaContents
         if let stored = try replica.load(courseID: courseID) {
             contents = stored

@@ -41,6 +41,42 @@ import Testing
         }
     }
 
+    /// Two clients on one replica file would speak as one client (its ID and batch seqs) with two
+    /// different engines: the second is refused, in this process or from another, until the first
+    /// closes.
+    @Test func aReplicaFileServesOneClientAtATime() async throws {
+        try await withCourseServer { folder, _, course, server in
+            let path = folder.appendingPathComponent("ada.replica").path
+            let configuration = ClientConfiguration(port: server.port, token: server.token([course: .editor]))
+            let first = try await SyncClient.open(path: path, courseID: course, configuration: configuration, logger: TestDatabase.logger)
+            try await first.createChapter(title: "One")
+            try await first.settle()
+            #expect(throws: ReplicaError.inUse(file: path)) {
+                try SyncClient(path: path, courseID: course, configuration: configuration, logger: TestDatabase.logger)
+            }
+            try await first.close()
+            let second = try SyncClient(path: path, courseID: course, configuration: configuration, logger: TestDatabase.logger)
+            #expect(second.clientID == first.clientID)
+            #expect(try await second.outline().chapters.map(\.chapter.title) == ["One"])
+            try await second.close()
+
+            // Another process holding the file (util-linux's flock(1), the same kind of lock; -o: the
+            // lock is flock's own, not inherited by the sleep it runs, so killing flock releases it).
+            let holder = try Subprocess(["-o", "-x", path, "sleep", "60"], executable: "/usr/bin/flock")
+            defer { holder.signal(SIGKILL) }
+            try await eventually("the other process to hold the file") {
+                let probe = try await Subprocess.run(["-n", "-x", path, "true"], executable: "/usr/bin/flock")
+                return probe.status != 0
+            }
+            #expect(throws: ReplicaError.inUse(file: path)) {
+                try SyncClient(path: path, courseID: course, configuration: configuration, logger: TestDatabase.logger)
+            }
+            holder.signal(SIGKILL)
+            _ = try await holder.wait()
+            try await SyncClient(path: path, courseID: course, configuration: configuration, logger: TestDatabase.logger).close()
+        }
+    }
+
     @Test func aGracefulShutdownOfItsServiceGroupStopsIt() async throws {
         try await withCourseServer { folder, store, course, server in
             let client = try SyncClient(path: folder.appendingPathComponent("ada.replica").path, courseID: course,

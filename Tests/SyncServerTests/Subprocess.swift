@@ -90,8 +90,8 @@ final class Subprocess: @unchecked Sendable {
     }
 
     /// Runs to completion and returns the exit status and output.
-    static func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
-        let process = try Subprocess(arguments)
+    static func run(_ arguments: [String], executable: String = Subprocess.coursesync) async throws -> (status: Int32, output: String) {
+        let process = try Subprocess(arguments, executable: executable)
         let status = try await process.wait()
         defer { try? FileManager.default.removeItem(atPath: process.logPath) }
         return (status, process.output)
