@@ -79,6 +79,9 @@ public struct HTTPListener: Service {
         }
         let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
             maxFrameSize: Limits.maxClientFrameBytes,
+            // Protocol errors reach the session as WireErrors (WebSocketPayloadAdapter.errorCaught),
+            // which answers them with the protocol's Error message before closing.
+            enableAutomaticErrorHandling: false,
             shouldUpgrade: { channel, head in
                 guard Self.path(head.uri) == WebSocketProtocol.path,
                       let form = WebSocketProtocol.negotiate(head.headers["Sec-WebSocket-Protocol"]) else {
@@ -92,7 +95,8 @@ public struct HTTPListener: Service {
                     let pipeline = channel.pipeline.syncOperations
                     try pipeline.addHandler(NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16,
                                                                         maxAccumulatedFrameSize: Limits.maxClientFrameBytes))
-                    try pipeline.addHandler(WebSocketPayloadAdapter(form: form, isClient: false, firstMessageLimit: Limits.maxHandshakeFrameBytes))
+                    try pipeline.addHandler(WebSocketPayloadAdapter(form: form, isClient: false, firstMessageLimit: Limits.maxHandshakeFrameBytes,
+                                                                    messageLimit: Limits.maxClientFrameBytes))
                     return .webSocket(try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel))
                 }
             }

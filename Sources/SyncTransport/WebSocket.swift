@@ -41,14 +41,39 @@ public final class WebSocketPayloadAdapter: ChannelDuplexHandler {
     /// The most bytes the first message may carry (a server's handshake limit, as the first
     /// frame's on TCP); past it the read fails with ``WireError/frameTooLarge(length:limit:)``.
     public let firstMessageLimit: Int?
+    /// The most bytes any message may carry, if this side refuses larger ones itself (a server,
+    /// whose upgrader's frame decoder and aggregator enforce it and whose errors this handler
+    /// turns into ``WireError``s: see ``errorCaught(context:error:)``).
+    public let messageLimit: Int?
     private var closeSent = false
     private var messages = 0
     private var refused = false
 
-    public init(form: WebSocketProtocol, isClient: Bool, firstMessageLimit: Int? = nil) {
+    public init(form: WebSocketProtocol, isClient: Bool, firstMessageLimit: Int? = nil, messageLimit: Int? = nil) {
         self.form = form
         self.isClient = isClient
         self.firstMessageLimit = firstMessageLimit
+        self.messageLimit = messageLimit
+    }
+
+    /// A WebSocket protocol error below this handler (a frame or message over the limit, a
+    /// fragmented control frame, …) becomes the ``WireError`` a frame over TCP would have given,
+    /// so the session answers it as the protocol says (`Error{FRAME_TOO_LARGE}` or
+    /// `Error{MALFORMED_FRAME}`, then a close) instead of a bare WebSocket close. The server's
+    /// upgrader runs without NIO's automatic error handling for this.
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.fireErrorCaught(Self.wireError(for: error, messageLimit: messageLimit))
+    }
+
+    static func wireError(for error: any Error, messageLimit: Int?) -> any Error {
+        switch error {
+        case NIOWebSocketError.invalidFrameLength, NIOWebSocketFrameAggregator.Error.accumulatedFrameSizeIsTooLarge:
+            if let messageLimit { return WireError.messageTooLarge(limit: messageLimit) }
+            return WireError.malformed("a WebSocket message over the limit")
+        case let error as NIOWebSocketError: return WireError.malformed("WebSocket: \(error)")
+        case let error as NIOWebSocketFrameAggregator.Error: return WireError.malformed("WebSocket: \(error)")
+        default: return error
+        }
     }
 
     private var maskKey: WebSocketMaskingKey? { isClient ? .random() : nil }

@@ -5,6 +5,9 @@ import SyncModel
 public enum WireError: Error, Hashable, Sendable, CustomStringConvertible {
     /// A frame's length prefix announces more than the receiver accepts.
     case frameTooLarge(length: Int, limit: Int)
+    /// A WebSocket message is larger than the receiver accepts (its frame header announced it, or
+    /// its fragments added up to it); `FRAME_TOO_LARGE`, like a frame's length prefix.
+    case messageTooLarge(limit: Int)
     /// The stream ended inside a frame.
     case truncatedFrame(expected: Int, received: Int)
     /// The payload is not a valid protobuf `Envelope` (garbage bytes, bad UTF-8 in a server string, ...).
@@ -27,7 +30,7 @@ public enum WireError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The protocol error code that tells the peer what went wrong.
     public var code: ErrorCode {
         switch self {
-        case .frameTooLarge: .frameTooLarge
+        case .frameTooLarge, .messageTooLarge: .frameTooLarge
         case .wrongDirection: .unexpectedMessage
         case .truncatedFrame, .malformed, .emptyEnvelope, .missingField, .invalidField, .unknownEnumValue: .malformedFrame
         case .invalidBatch(_, _, let rejection): rejection.code
@@ -37,6 +40,7 @@ public enum WireError: Error, Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .frameTooLarge(let length, let limit): "frame of \(length) bytes exceeds the limit of \(limit) bytes"
+        case .messageTooLarge(let limit): "a WebSocket message exceeds the limit of \(limit) bytes"
         case .truncatedFrame(let expected, let received): "stream ended inside a frame: \(received) of \(expected) bytes"
         case .malformed(let reason): "malformed frame: \(reason)"
         case .emptyEnvelope: "the envelope carries no known message"

@@ -102,6 +102,22 @@ final class TestClient: Sendable {
         }.get()
     }
 
+    /// Writes the header of a masked WebSocket frame (`first`: FIN and opcode; binary by default)
+    /// that announces `length` bytes, and nothing more (straight to the socket, past the frame
+    /// encoder): a peer must judge the frame by its header.
+    func sendWebSocketHeader(_ first: UInt8 = 0x82, length: UInt64) async throws {
+        let channel = channel
+        try await channel.eventLoop.submit {
+            let context = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+            var header = channel.allocator.buffer(capacity: 14)
+            header.writeInteger(first)
+            header.writeInteger(UInt8(0x80 | 127))  // masked, 64-bit length follows
+            header.writeInteger(length)
+            header.writeBytes([1, 2, 3, 4])  // masking key
+            context.writeAndFlush(NIOAny(header), promise: nil)
+        }.get()
+    }
+
     func sendRaw(_ bytes: [UInt8]) async throws {
         try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
     }

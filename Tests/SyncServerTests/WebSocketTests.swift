@@ -90,6 +90,33 @@ import Testing
         }
     }
 
+    /// After the handshake a message may be 8 MiB on every transport; one announced larger is
+    /// refused by its length (TCP's prefix, WebSocket's frame header), before its bytes are
+    /// read, with FRAME_TOO_LARGE like any other frame the server will not take.
+    @Test(arguments: Transport.allCases)
+    func aMessageOverTheFrameLimitIsRefusedByItsLength(_ transport: Transport) async throws {
+        try await withHTTPSetup { setup in
+            let client = try await setup.editor(transport)
+            let length = UInt64(Limits.maxClientFrameBytes + 1)
+            switch transport {
+            case .tcp: try await client.sendRaw(withUnsafeBytes(of: UInt32(length).bigEndian) { Array($0) })
+            case .webSocketBinary, .webSocketJSON: try await client.sendWebSocketHeader(length: length)
+            }
+            #expect(try await client.expectClosed()?.code == .frameTooLarge)
+        }
+    }
+
+    /// A WebSocket protocol error (here a control frame split into fragments, which RFC 6455
+    /// forbids) is a malformed frame: `Error{MALFORMED_FRAME}`, then the close, as for a bad Envelope.
+    @Test(arguments: [Transport.webSocketBinary, .webSocketJSON])
+    func aWebSocketProtocolErrorIsAMalformedFrame(_ transport: Transport) async throws {
+        try await withHTTPSetup { setup in
+            let client = try await setup.editor(transport)
+            try await client.sendWebSocketHeader(0x09, length: 0) // a ping without FIN
+            #expect(try await client.expectClosed()?.code == .malformedFrame)
+        }
+    }
+
     /// An upgrade without one of the protocol's subprotocols, or at another path, is refused.
     @Test func anUpgradeWithoutOurSubprotocolIsRefused() async throws {
         try await withHTTPSetup { setup in
