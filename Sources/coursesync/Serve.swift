@@ -45,6 +45,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Also serve the live course editor page at / on --http-listen (open /#course=ID&token=TOKEN).")
     var web = false
 
+    @Option(help: ArgumentHelp("Serve /metrics, /health and /ready on this address instead (plain HTTP: a private interface), and not /metrics on --http-listen.", valueName: "host:port"))
+    var metricsListen: ListenAddress?
+
     @Option(help: "Seconds a course with no subscriber and nothing to commit stays in memory.")
     var courseIdleSeconds = 60
 
@@ -147,24 +150,33 @@ struct Serve: AsyncParsableCommand {
             say(lines.joined(separator: "\n"))
         }
         // The HTTP listener's own line, with the port it bound (`:0` picks a free one).
-        let httpBanner: @Sendable (Int) -> Void = { [httpListen, web, security = configuration.security] port in
+        let httpBanner: @Sendable (Int) -> Void = { [httpListen, web, metricsListen, security = configuration.security] port in
             guard let http = httpListen else { return }
             let scheme = security.isTLS ? "https" : "http"
-            var lines = ["CourseSync HTTP on \(http.host):\(port) (\(scheme): WebSocket /v1/sync, the backend API /v1, /health, /ready, /metrics)"]
+            var lines = ["CourseSync HTTP on \(http.host):\(port) (\(scheme): WebSocket /v1/sync, the backend API /v1, /health, /ready\(metricsListen == nil ? ", /metrics" : ""))"]
             if web { lines.append("  page:    \(scheme)://\(http.host):\(port)/#course=COURSE_ID&token=TOKEN") }
             say(lines.joined(separator: "\n"))
         }
         let page = web ? try WebPage.load() : nil
-        // Metrics go to a Prometheus registry, exported on --http-listen.
+        // Metrics go to a Prometheus registry, exported on --metrics-listen, else on --http-listen.
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let ops: (SyncServer, @escaping @Sendable () async throws -> Void) -> ServiceGroupConfiguration.ServiceConfiguration? = {
-            [httpListen, security = configuration.security] server, ready in
-            httpListen.map { address in
-                .init(service: HTTPListener(server: server, host: address.host, port: address.port, security: security, logger: logger,
-                                            fallback: { pipeline in try pipeline.addHandler(OpsHTTPHandler(registry: registry, ready: ready, page: page)) },
-                                            announce: httpBanner))
+        let ops: (SyncServer, @escaping @Sendable () async throws -> Void) -> [ServiceGroupConfiguration.ServiceConfiguration] = {
+            [httpListen, metricsListen, security = configuration.security] server, ready in
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+            if let address = httpListen {
+                let metrics = metricsListen == nil
+                services.append(.init(service: HTTPListener(
+                    server: server, host: address.host, port: address.port, security: security, logger: logger,
+                    fallback: { pipeline in try pipeline.addHandler(OpsHTTPHandler(registry: registry, ready: ready, page: page, metrics: metrics)) },
+                    announce: httpBanner)))
             }
+            if let address = metricsListen {
+                services.append(.init(service: OpsListener(
+                    host: address.host, port: address.port, handler: { OpsHTTPHandler(registry: registry, ready: ready) }, logger: logger,
+                    announce: { port in say("CourseSync metrics on \(address.host):\(port) (http: /metrics, /health, /ready)") })))
+            }
+            return services
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration]
         if let postgresConfiguration = try store.postgresConfiguration() {
@@ -183,14 +195,14 @@ struct Serve: AsyncParsableCommand {
             // Shut down in reverse: the listener, then the server (draining), then the pool it needs.
             services = [.init(service: client), .init(service: node, successTerminationBehavior: .gracefullyShutdownGroup),
                         .init(service: CommitListener(store: postgresStore, server: server))]
-            if let ops = ops(server, { try await postgresStore.checkSchema() }) { services.append(ops) }
+            services += ops(server, { try await postgresStore.checkSchema() })
         } else {
             let sqlite = try store.openSQLite(logRetention: logRetention, maxCachedBytes: cacheMib << 20)
             let server = SyncServer(store: sqlite, authority: authority, configuration: configuration, logger: logger)
             let description = "SQLite \(store.sqlitePath) (one node; --postgres URL for several)"
             services = [.init(service: Node(server: server, announce: { banner($0, description) }, prepare: {}),
                               successTerminationBehavior: .gracefullyShutdownGroup)]
-            if let ops = ops(server, { _ = try await sqlite.courseSeq(EntityID(bytes: Array(repeating: 0, count: 16))!) }) { services.append(ops) }
+            services += ops(server, { _ = try await sqlite.courseSeq(EntityID(bytes: Array(repeating: 0, count: 16))!) })
         }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

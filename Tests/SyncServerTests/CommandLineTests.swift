@@ -146,6 +146,51 @@ import Testing
         }
     }
 
+    /// `serve --metrics-listen`: the operator's endpoints on an address of their own, and no
+    /// `/metrics` on the public `--http-listen` (the one browsers reach); with no `--http-listen`
+    /// at all, a TCP-only server still exports its metrics.
+    @Test func serveExportsMetricsOnAnAddressOfTheirOwn() async throws {
+        try await withReplicaFolder { folder in
+            let data = folder.appendingPathComponent("data").path
+            let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+                                         "--web", "--metrics-listen", "127.0.0.1:0"])
+            defer { server.signal(SIGKILL) }
+            let port = try #require(try await listeningPort(of: server), "\(server.output)")
+            let publicPort = try #require(try await listeningPort(of: server, http: true), "\(server.output)")
+            let metricsPort = try #require(try await listeningPort(of: server, metrics: true), "\(server.output)")
+            #expect(Set([port, publicPort, metricsPort]).count == 3)
+            let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Measured", "--log-level", "error"])
+            let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
+            let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course.description, "--role", "viewer"])
+                .output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let client = try await TestClient.connect(port: port, answerPings: true)
+            try await client.hello(token: token)
+            var metrics = ""
+            try? await eventually("the connection counted") {
+                metrics = try await Self.get(metricsPort, "/metrics").body
+                return metrics.contains("coursesync_connections 1.0\n")
+            }
+            #expect(metrics.contains("coursesync_connections 1.0\n"), "\(metrics)")
+            #expect(try await Self.get(metricsPort, "/health").status == 200)
+            #expect(try await Self.get(metricsPort, "/ready").status == 200)
+            #expect(try await Self.get(metricsPort, "/").status == 404, "the page is not on the operator's address")
+            let hidden = try await Self.get(publicPort, "/metrics")
+            #expect(hidden.status == 404 && !hidden.body.contains("coursesync_"), "\(hidden.body)")
+            #expect(try await Self.get(publicPort, "/health").status == 200)
+            #expect(try await Self.get(publicPort, "/").status == 200, "the page stays public")
+            await client.close()
+            server.signal(SIGTERM)
+            #expect(try await server.wait() == 0, "\(server.output)")
+
+            let tcpOnly = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            defer { tcpOnly.signal(SIGKILL) }
+            let onlyMetrics = try #require(try await listeningPort(of: tcpOnly, metrics: true), "\(tcpOnly.output)")
+            #expect(try await Self.get(onlyMetrics, "/metrics").body.contains("coursesync_connections"))
+            tcpOnly.signal(SIGTERM)
+            #expect(try await tcpOnly.wait() == 0, "\(tcpOnly.output)")
+        }
+    }
+
     /// A GET over a plain TCP connection (HTTP/1.1, Connection: close): status and body.
     static func get(_ port: Int, _ path: String) async throws -> (status: Int, body: String) {
         let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!)
@@ -317,8 +362,8 @@ import Testing
 /// a minute. (A port picked free in advance can be taken by another test's server before `serve`
 /// binds it: seen in CI as "Address already in use", with the wait for a listener answered by
 /// the other server.)
-func listeningPort(of server: Subprocess, http: Bool = false) async throws -> Int? {
-    let banner = try Regex(http ? #"HTTP on 127\.0\.0\.1:([0-9]+) "# : #"listening on 127\.0\.0\.1:([0-9]+) "#)
+func listeningPort(of server: Subprocess, http: Bool = false, metrics: Bool = false) async throws -> Int? {
+    let banner = try Regex(metrics ? #"metrics on 127\.0\.0\.1:([0-9]+) "# : http ? #"HTTP on 127\.0\.0\.1:([0-9]+) "# : #"listening on 127\.0\.0\.1:([0-9]+) "#)
     for _ in 0..<3_000 {
         if let match = server.output.firstMatch(of: banner), let port = Int(match.output[1].substring ?? "") { return port }
         if server.hasExited { return nil }
