@@ -74,10 +74,7 @@ import Testing
             let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:0",
                                          "--tls-cert", certificates.certificate("localhost"), "--tls-key", certificates.key("localhost")])
             let port = try #require(try await listeningPort(of: server), "\(server.output)")
-            let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Secure", "--log-level", "error"])
-            let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
-            let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course.description, "--role", "editor"])
-                .output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let (course, token) = try await Self.course("Secure", role: "editor", data: data)
             let common = ["--course", course.description, "--server", "localhost:\(port)", "--token", token, "--log-level", "error", "--timeout", "5"]
             let made = try await Subprocess.run(["client", "create-chapter", "--title", "Over TLS", "--tls-ca", certificates.caFile,
                                                  "--replica", folder.appendingPathComponent("a.replica").path] + common)
@@ -102,10 +99,7 @@ import Testing
             let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             let port = try #require(try await listeningPort(of: server), "\(server.output)")
             let opsPort = try #require(try await listeningPort(of: server, http: true), "\(server.output)")
-            let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Measured", "--log-level", "error"])
-            let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
-            let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course.description, "--role", "editor"])
-                .output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let (course, token) = try await Self.course("Measured", role: "editor", data: data)
             // The workload: two commits, a resend (replayed), a rejection, one subscription.
             let client = try await TestClient.connect(port: port, answerPings: true)
             try await client.hello(token: token)
@@ -159,10 +153,7 @@ import Testing
             let publicPort = try #require(try await listeningPort(of: server, http: true), "\(server.output)")
             let metricsPort = try #require(try await listeningPort(of: server, metrics: true), "\(server.output)")
             #expect(Set([port, publicPort, metricsPort]).count == 3)
-            let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Measured", "--log-level", "error"])
-            let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
-            let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course.description, "--role", "viewer"])
-                .output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let (course, token) = try await Self.course("Measured", role: "viewer", data: data)
             let client = try await TestClient.connect(port: port, answerPings: true)
             try await client.hello(token: token)
             var metrics = ""
@@ -191,6 +182,15 @@ import Testing
         }
     }
 
+    /// A new course in the SQLite store at `data` (`course create`) and ada's token for it (`token issue`).
+    static func course(_ title: String, role: String, data: String) async throws -> (EntityID, String) {
+        let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", title, "--log-level", "error"])
+        let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
+        let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course.description, "--role", role])
+            .output.trimmingCharacters(in: .whitespacesAndNewlines)
+        return (course, token)
+    }
+
     /// A GET over a plain TCP connection (HTTP/1.1, Connection: close): status and body.
     static func get(_ port: Int, _ path: String) async throws -> (status: Int, body: String) {
         let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!)
@@ -205,10 +205,7 @@ import Testing
             // The data directory is private: it holds the store and the token secret.
             #expect(try PrivateFilesTests.mode(data) == 0o700)
             #expect(try PrivateFilesTests.mode(data + "/store.sqlite") == 0o600)
-            let created = try await Subprocess.run(["course", "create", "--data-dir", data, "--title", "Offline first", "--log-level", "error"])
-            let course = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
-            let token = try await Subprocess.run(["token", "issue", "--data-dir", data, "--user", "ada", "--course", course.description, "--role", "editor"])
-                .output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let (course, token) = try await Self.course("Offline first", role: "editor", data: data)
             let common = ["--course", course.description, "--server", "127.0.0.1:\(port)", "--token", token, "--log-level", "error",
                           "--replica", folder.appendingPathComponent("cli.replica").path]
             func client(_ arguments: [String]) async throws -> String {
