@@ -414,15 +414,16 @@ package final class ReplicaClaim: Sendable {
     private let descriptor: NIOLockedValueBox<Int32>
 
     /// Claims the file at `path` (which must exist).
-    /// - Throws: ``ReplicaError/inUse(file:)`` if another claim holds it.
+    /// - Throws: ``ReplicaError/inUse(file:)`` if another claim holds it; a `POSIXError` if the
+    ///   file cannot be opened or locked at all (a file system without `flock`).
     package init(path: String) throws {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ReplicaError.corrupt("cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             let failure = errno
             close(fd)
             if failure == EWOULDBLOCK { throw ReplicaError.inUse(file: path) }
-            throw ReplicaError.corrupt("cannot lock \(path): \(String(cString: strerror(failure)))")
+            throw POSIXError(POSIXErrorCode(rawValue: failure) ?? .EIO)
         }
         descriptor = NIOLockedValueBox(fd)
     }

@@ -84,8 +84,8 @@ public actor SyncClient {
     /// ``run()``. Pending edits left by an earlier run are sent once it connects.
     ///
     /// - Throws: ``ReplicaError`` if the file is another course's, cannot be read, or is open in
-    ///   another `SyncClient` (until that one's ``close()`` or end of ``run()``), or GRDB's
-    ///   `DatabaseError` if it cannot be opened.
+    ///   another `SyncClient` (until that one's ``close()`` or end of ``run()``), GRDB's
+    ///   `DatabaseError` if it cannot be opened, or a `POSIXError` if it cannot be locked.
     public init(path: String, courseID: EntityID, configuration: ClientConfiguration,
                 logger: Logger = Logger(label: "coursesync.client")) throws {
         let replica = try Replica(path: path)
