@@ -294,6 +294,8 @@ import Testing
                     seq += 1
                     try await Self.settled(page, at: seq)
                     let first = try await page.run(clientID, as: String.self)
+                    let firstStarted = try await page.run("return JSON.stringify(window.coursesync.startedAt)", as: Double.self)
+                    print(String(format: "a new tab (%@) started %.0f ms after navigating", hideLocks ? "BroadcastChannel" : "Web Locks", firstStarted))
 
                     // The copy: a window opened from this one, then sent to the page.
                     let before = try await page.windows()
@@ -304,6 +306,9 @@ import Testing
                     try await page.open(setup.pageURL(setup.editorA))
                     try await Self.settled(page, at: seq)
                     #expect(try await page.run("return JSON.stringify(navigator.locks === undefined)", as: Bool.self) == hideLocks)
+                    let started = try await page.run("return JSON.stringify(window.coursesync.startedAt)", as: Double.self)
+                    print(String(format: "a copied tab (%@) started %.0f ms after navigating (its identity taken elsewhere, a new one made)",
+                                 hideLocks ? "BroadcastChannel" : "Web Locks", started))
                     let second = try await page.run(clientID, as: String.self)
                     #expect(second != first, "the copied tab speaks as the same client")
                     try await Self.link(page, mine.dropFirst(2).prefix(2), into: chapters[index])

@@ -28,6 +28,14 @@ const params = new URLSearchParams(location.hash.slice(1));
 const courseUUID = params.get("course");
 const token = params.get("token");
 const IDENTITY = "coursesync:client"; // the tab's client ID in sessionStorage, and the name it is held by
+/** Lets the tab's identity go (the page is going); set once it is held (see `hold`). */
+let releaseIdentity = () => {};
+// A page leaving lets its identity go at once, so that its reload finds it free; a page restored
+// from the back-forward cache has let it go, so it starts again (and claims it anew).
+addEventListener("pagehide", () => releaseIdentity());
+addEventListener("pageshow", (event) => {
+  if (event.persisted) location.reload();
+});
 
 if (!courseUUID || !token) {
   $("#open-form").hidden = false;
@@ -59,23 +67,27 @@ async function claimIdentity() {
     for (const key of Object.keys(sessionStorage)) if (key.startsWith("coursesync:")) sessionStorage.removeItem(key);
   }
   const fresh = randomID();
-  await hold(fresh);
+  await hold(fresh, { fresh: true });
   sessionStorage.setItem(IDENTITY, fresh);
   return fresh;
 }
 
-/** Takes `id` for this tab for as long as it lives; false if another live tab holds it. */
-async function hold(id) {
-  if (!navigator.locks) return holdByAsking(id);
-  // On a reload the old page's lock can outlive it by a moment, so a lock found taken is asked
-  // for again a few times over a second; a live tab keeps it. (Not a request with a timeout: the
-  // browser's lock manager can take longer than that to grant a free lock when it starts.)
+/**
+ * Takes `id` for this tab for as long as it lives; false if another live tab holds it. A `fresh`
+ * ID (just made) is nobody else's: it is taken without waiting for an answer.
+ */
+async function hold(id, { fresh = false } = {}) {
+  if (!navigator.locks) return holdByAsking(id, fresh);
+  // The old page's lock can outlive it by a moment, so a lock found taken is asked for again a
+  // few times over a second; a live tab keeps it. (Not a request with a timeout: the browser's
+  // lock manager can take longer than that to grant a free lock when it starts.)
   for (let attempt = 0; attempt < 5; attempt++) {
     if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 250));
     const taken = await new Promise((resolve) => {
       navigator.locks.request(`${IDENTITY}:${id}`, { ifAvailable: true }, (lock) => {
         resolve(lock !== null);
-        return lock ? new Promise(() => {}) : undefined; // held until the page goes
+        if (!lock) return undefined;
+        return new Promise((release) => (releaseIdentity = release)); // held until the page goes
       });
     });
     if (taken) return true;
@@ -84,13 +96,21 @@ async function hold(id) {
 }
 
 /** Without Web Locks (not a secure context): asks the other tabs; one that holds `id` answers. */
-function holdByAsking(id) {
+function holdByAsking(id, fresh) {
   const channel = new BroadcastChannel(IDENTITY);
+  const answer = () => {
+    channel.onmessage = (event) => {
+      if (event.data?.who === id) channel.postMessage({ held: id });
+    };
+    releaseIdentity = () => channel.close();
+  };
+  if (fresh) {
+    answer();
+    return Promise.resolve(true);
+  }
   return new Promise((resolve) => {
     const unanswered = setTimeout(() => {
-      channel.onmessage = (event) => {
-        if (event.data?.who === id) channel.postMessage({ held: id });
-      };
+      answer();
       resolve(true);
     }, 250);
     channel.onmessage = (event) => {
@@ -415,7 +435,8 @@ function start(courseUUID, token, clientID) {
   }
 
   // What tests and the curious read from the console.
-  window.coursesync = { model, timings, events, renderTimes, outline: () => model.outline(), connection };
+  // startedAt: ms from navigation to the page starting (after its client identity is settled).
+  window.coursesync = { model, timings, events, renderTimes, outline: () => model.outline(), connection, startedAt: performance.now() };
   render();
   connection.start();
 }
