@@ -39,7 +39,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds between heartbeats; a connection silent for three is closed.")
     var heartbeatSeconds = 15
 
-    @Option(help: ArgumentHelp("Serve HTTP on this address (off unless given): the protocol over WebSocket at /v1/sync, and /metrics (Prometheus), /health, /ready. TLS with --tls-cert, like --listen.", valueName: "host:port"))
+    @Option(help: ArgumentHelp("Serve HTTP on this address (off unless given): the protocol over WebSocket at /v1/sync, and /metrics (Prometheus; unless --metrics-listen), /health, /ready. TLS with --tls-cert, like --listen.", valueName: "host:port"))
     var httpListen: ListenAddress?
 
     @Flag(help: "Also serve the live course editor page at / on --http-listen (open /#course=ID&token=TOKEN).")
