@@ -78,13 +78,19 @@ async function claimIdentity() {
  */
 async function hold(id, { fresh = false } = {}) {
   if (!navigator.locks) return holdByAsking(id, fresh);
+  const name = `${IDENTITY}:${id}`;
+  if (fresh) {
+    // Not awaited: the lock manager can take a while, and nobody else can want a new random ID.
+    navigator.locks.request(name, () => new Promise((release) => (releaseIdentity = release)));
+    return true;
+  }
   // The old page's lock can outlive it by a moment, so a lock found taken is asked for again a
   // few times over a second; a live tab keeps it. (Not a request with a timeout: the browser's
   // lock manager can take longer than that to grant a free lock when it starts.)
   for (let attempt = 0; attempt < 5; attempt++) {
     if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 250));
     const taken = await new Promise((resolve) => {
-      navigator.locks.request(`${IDENTITY}:${id}`, { ifAvailable: true }, (lock) => {
+      navigator.locks.request(name, { ifAvailable: true }, (lock) => {
         resolve(lock !== null);
         if (!lock) return undefined;
         return new Promise((release) => (releaseIdentity = release)); // held until the page goes
