@@ -79,9 +79,11 @@ async function claimIdentity() {
 async function hold(id, { fresh = false } = {}) {
   if (!navigator.locks) return holdByAsking(id, fresh);
   const name = `${IDENTITY}:${id}`;
+  // A granted lock is held until the page goes (or `releaseIdentity` lets it go).
+  const keep = () => new Promise((release) => (releaseIdentity = release));
   if (fresh) {
     // Not awaited: the lock manager can take a while, and nobody else can want a new random ID.
-    navigator.locks.request(name, () => new Promise((release) => (releaseIdentity = release)));
+    navigator.locks.request(name, keep);
     return true;
   }
   // The old page's lock can outlive it by a moment, so a lock found taken is asked for again a
@@ -92,8 +94,7 @@ async function hold(id, { fresh = false } = {}) {
     const taken = await new Promise((resolve) => {
       navigator.locks.request(name, { ifAvailable: true }, (lock) => {
         resolve(lock !== null);
-        if (!lock) return undefined;
-        return new Promise((release) => (releaseIdentity = release)); // held until the page goes
+        return lock ? keep() : undefined;
       });
     });
     if (taken) return true;
