@@ -1,3 +1,5 @@
+import Foundation
+
 /// Gives the rows a batch creates their IDs. The server mints real IDs; a client predicting the
 /// outcome of its own pending batches uses provisional ones.
 public protocol IDAllocator {
@@ -14,6 +16,27 @@ public struct RandomIDAllocator<Generator: RandomNumberGenerator>: IDAllocator {
 
     public mutating func allocate(for temp: TempID) -> EntityID {
         .random(using: &generator)
+    }
+}
+
+/// The server's allocator: time-ordered version-7 UUIDs (``EntityID/timeOrdered(unixMilliseconds:using:)``),
+/// all stamped with the moment of the commit that mints them.
+public struct TimeOrderedIDAllocator<Generator: RandomNumberGenerator>: IDAllocator {
+    public var unixMilliseconds: UInt64
+    public var generator: Generator
+
+    public init(unixMilliseconds: UInt64, _ generator: Generator) {
+        self.unixMilliseconds = unixMilliseconds
+        self.generator = generator
+    }
+
+    /// Stamped with the system clock's current time.
+    public init(now date: Date = Date(), _ generator: Generator) {
+        self.init(unixMilliseconds: UInt64(max(0, date.timeIntervalSince1970 * 1000)), generator)
+    }
+
+    public mutating func allocate(for temp: TempID) -> EntityID {
+        .timeOrdered(unixMilliseconds: unixMilliseconds, using: &generator)
     }
 }
 

@@ -2,7 +2,10 @@ import Foundation
 
 /// A server-assigned identifier of a course, chapter, media file or video: a 128-bit UUID.
 ///
-/// The server mints random (version 4) UUIDs. The all-zero upper half is reserved for
+/// The server mints time-ordered (version 7) UUIDs: rows created later get larger IDs, so the
+/// stores' and replicas' primary-key indexes grow at their right edge instead of at random pages
+/// (see ``EntityID/timeOrdered(unixMilliseconds:using:)``). Nothing may rely on the order for
+/// meaning: IDs are opaque. The all-zero upper half is reserved for
 /// *provisional* IDs, which a client uses in its own replica for rows whose real ID it does
 /// not know yet (see ``EntityID/provisional(_:)``); the server never mints one.
 public struct EntityID: Hashable, Comparable, Sendable, CustomStringConvertible {
@@ -88,6 +91,24 @@ public struct EntityID: Hashable, Comparable, Sendable, CustomStringConvertible 
         let low = (generator.next() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000
         return EntityID(high: high, low: low)
     }
+
+    /// A version-7 UUID (RFC 9562): the upper 48 bits are `unixMilliseconds`, then the version,
+    /// then 74 random bits from `generator`. IDs minted in a later millisecond sort after those of
+    /// an earlier one, so a B-tree keyed by them is appended to at its right edge instead of
+    /// having a random leaf page dirtied (and, once it outgrows memory, read) per row.
+    /// Like version 4, it never has a zero upper half (the version bits alone see to that), so
+    /// it cannot be mistaken for a provisional ID.
+    public static func timeOrdered<G: RandomNumberGenerator>(unixMilliseconds: UInt64, using generator: inout G) -> EntityID {
+        let high = (unixMilliseconds & 0xFFFF_FFFF_FFFF) << 16 | 0x7000 | (generator.next() & 0x0FFF)
+        let low = (generator.next() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000
+        return EntityID(high: high, low: low)
+    }
+
+    /// The UUID's version (4 random, 7 time-ordered; 0 for a provisional ID).
+    public var version: Int { Int(high >> 12 & 0xF) }
+
+    /// The milliseconds since the Unix epoch that a version-7 ID carries; `nil` for other versions.
+    public var unixMilliseconds: UInt64? { version == 7 ? high >> 16 : nil }
 
     /// The provisional ID a client's replica uses for the row that `temp` creates until the
     /// server's real ID arrives. Stable for a given temp ID, so replays give the same result.

@@ -12,18 +12,21 @@ struct SimStore {
     private(set) var temps: [ClientID: [TempID: EntityID]] = [:]
     let initial: CourseState
     let logRetention: Int
-    private var allocator: RandomIDAllocator<SplitMix64>
+    private var random: SplitMix64
 
     init(course: Course, logRetention: Int, seed: UInt64) {
         state = CourseState(course: course)
         initial = state
         self.logRetention = logRetention
-        allocator = RandomIDAllocator(SplitMix64(seed: seed))
+        random = SplitMix64(seed: seed)
     }
 
-    /// One group commit, all or nothing per batch.
-    mutating func commit(_ batches: [Batch]) -> GroupCommit {
+    /// One group commit, all or nothing per batch, at the simulated moment `now`: the rows get
+    /// time-ordered IDs as in production, stamped with the simulated clock (from 2026-01-01).
+    mutating func commit(_ batches: [Batch], at now: Moment) -> GroupCommit {
         let keys = batches.map(BatchKey.init)
+        var allocator = TimeOrderedIDAllocator(unixMilliseconds: 1_767_225_600_000 + UInt64(max(0, now.nanoseconds / 1_000_000)), random)
+        defer { random = allocator.generator }
         let group = GroupCommit.resolve(batches, against: state, appliedAcks: acks.filter { keys.contains($0.key) },
                                         knownTemps: temps, allocator: &allocator)
         state = group.state

@@ -208,7 +208,7 @@ public final class Simulation {
         ops += (1...12).map {
             .registerMedia(temp: TempID(UInt64(100 + $0))!, name: "clip \($0)", cdnURL: "https://cdn.example.com/\($0)", durationMs: 1_000, byteSize: 1_000)
         }
-        _ = store.commit([Batch(clientID: ClientID(.random(using: &ids)), courseID: courseID, batchSeq: 1, baseSeq: 0, ops: ops)])
+        _ = store.commit([Batch(clientID: ClientID(.random(using: &ids)), courseID: courseID, batchSeq: 1, baseSeq: 0, ops: ops)], at: now)
         for index in 0..<(options.clients + options.watchers) {
             let replica = try Replica(inMemory: "client\(index)")
             let contents = ReplicaContents.empty(clientID: ClientID(.random(using: &ids)), courseID: courseID)
@@ -646,7 +646,7 @@ public final class Simulation {
         let call = storeCalls.remove(at: index)
         switch call {
         case .commit(let node, let batches):
-            let group = store.commit(batches)
+            let group = store.commit(batches, at: now)
             let problems = store.state.invariantViolations()
             if !problems.isEmpty { violation("the store breaks invariants: \(problems.prefix(3))") }
             result.commits += group.commits.count
@@ -736,7 +736,7 @@ public final class Simulation {
             switch call {
             case .commit(let owner, let batches) where owner == node:
                 if Bool.random(using: &random) {
-                    let group = store.commit(batches)
+                    let group = store.commit(batches, at: now)
                     if !group.commits.isEmpty { notify(store.state.seq) }
                 } else {
                     lost += batches.count

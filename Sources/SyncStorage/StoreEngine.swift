@@ -90,7 +90,7 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
                     }
                 }
             }
-            var allocator = RandomIDAllocator(SystemRandomNumberGenerator())
+            var allocator = TimeOrderedIDAllocator(SystemRandomNumberGenerator())
             let group = GroupCommit.resolve(batches, against: state, appliedAcks: acks, knownTemps: temps, allocator: &allocator)
 
             let unsure = zip(batches, group.outcomes).compactMap { batch, outcome -> Batch? in

@@ -41,4 +41,27 @@ struct IdentifierTests {
             #expect(EntityID(bytes: id.data) == id && EntityID(bytes: id.bytes) == id && EntityID(id.description) == id)
         }
     }
+
+    /// The server's IDs: version 7, the RFC's variant, the milliseconds readable back, a later
+    /// millisecond sorting after an earlier one whatever the random bits, never provisional.
+    @Test func timeOrderedIDsCarryTheirMillisecondAndSortByIt() throws {
+        var generator = SplitMix64(seed: 9)
+        let ms: UInt64 = 1_795_000_000_123  // 2026-11-18
+        let first = EntityID.timeOrdered(unixMilliseconds: ms, using: &generator)
+        #expect(first.version == 7 && first.unixMilliseconds == ms)
+        #expect(first.low >> 62 == 0b10)
+        #expect(try #require(UUID(uuidString: first.description)).uuidString.lowercased() == first.description)
+        var previous = first
+        for step in 1...1_000 {
+            let id = EntityID.timeOrdered(unixMilliseconds: ms + UInt64(step), using: &generator)
+            #expect(previous < id && id.unixMilliseconds == ms + UInt64(step))
+            previous = id
+        }
+        // Within one millisecond, 74 random bits tell the IDs apart.
+        let sameMillisecond = (0..<1_000).map { _ in EntityID.timeOrdered(unixMilliseconds: ms, using: &generator) }
+        #expect(Set(sameMillisecond).count == 1_000 && sameMillisecond.allSatisfy { $0.unixMilliseconds == ms })
+        #expect(!EntityID.timeOrdered(unixMilliseconds: 0, using: &generator).isProvisional)
+        #expect(EntityID.random(using: &generator).version == 4 && EntityID.random(using: &generator).unixMilliseconds == nil)
+        #expect(EntityID.provisional(TempID(5)!).version == 0)
+    }
 }

@@ -90,6 +90,27 @@ import Testing
         }
     }
 
+    /// Rows get time-ordered IDs stamped with their commit's time, so the stores' key indexes
+    /// grow at one edge (what the PostgreSQL commit's throughput gained from them).
+    @Test(arguments: Kind.allCases)
+    func newRowsGetTimeOrderedIDsOfTheirCommitsMoment(_ kind: Kind) async throws {
+        try await Self.withStore(kind) { subject in
+            let store = subject.store
+            let (courseID, chapters, media) = try await Self.makeCourse(store)
+            let before = UInt64(Date().timeIntervalSince1970 * 1000)
+            let outcome = try await store.commit([Self.link(ClientID(.fresh()), courseID, 1, chapter: chapters[0], media: media[0], temp: 1)],
+                                                 courseID: courseID)
+            let after = UInt64(Date().timeIntervalSince1970 * 1000)
+            guard case .committed(let commit) = outcome.first, let id = commit.ack.idMap[TempID(1)!] else {
+                Issue.record("not committed: \(outcome)")
+                return
+            }
+            #expect(id.version == 7)
+            #expect((before ... after).contains(id.unixMilliseconds ?? 0), "\(id) minted outside \(before)...\(after)")
+            #expect((chapters + media).allSatisfy { $0.version == 7 })
+        }
+    }
+
     @Test(arguments: Kind.allCases)
     func aResentBatchReplaysItsAckAndIsNotAppliedAgain(_ kind: Kind) async throws {
         try await Self.withStore(kind) { subject in
