@@ -9,6 +9,7 @@ import SQLiteStore
 import SyncClient
 import SyncModel
 import SyncServer
+import SyncWire
 
 struct ConvergeBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -21,7 +22,9 @@ struct ConvergeBench: AsyncParsableCommand {
         after the previous one's ack). Prints items/s, the time until every replica holds the course's \
         final seq, push → ack p50/p99, and checks every replica against the store row for row. \
         --analyzed first fills the store with 20 earlier courses of the same shape and (on PostgreSQL) \
-        runs ANALYZE, as autovacuum would in production.
+        runs ANALYZE, as autovacuum would in production. --in-memory-clients runs the same editors as \
+        protocol clients that keep the course as a value in memory (no replica, no SyncClient): what the \
+        server, the store and the wire take on their own.
         """
     )
 
@@ -39,6 +42,9 @@ struct ConvergeBench: AsyncParsableCommand {
 
     @Flag(help: "First fill the store with 20 earlier courses and analyze it.")
     var analyzed = false
+
+    @Flag(help: "Editors are protocol clients keeping the course in memory (every diff applied to a value) instead of SyncClients with replica files.")
+    var inMemoryClients = false
 
     @Option(help: "Seconds to wait for a run to finish before failing.")
     var timeout: Double = 300
@@ -84,13 +90,17 @@ struct ConvergeBench: AsyncParsableCommand {
         defer { serving.cancel() }
         let port = try await server.listeningPort()
         say("coursesync bench converge — \(storeName)\(analyzed ? " (analyzed, after 20 earlier courses)" : ""), loopback TCP, " +
-            "\(items) links per editor in batches of 10, two editors per chapter")
+            "\(items) links per editor in batches of 10, two editors per chapter" +
+            (inMemoryClients ? ", in-memory protocol clients" : ", SyncClients with replica files"))
         var failed = false
         for count in editors {
-            let result = try await converge(editors: count, store: store, authority: authority, port: port, folder: folder, logger: logger)
-            say(String(format: "%3d editors: %6d items in %.2f s = %6.0f items/s · every replica at seq %d after %.2f s · push → ack p50 %.2f ms  p99 %.2f ms · %@",
-                       count, result.items, result.editing, Double(result.items) / result.editing, result.finalSeq, result.converged,
-                       result.ms(50), result.ms(99), result.mismatches.isEmpty ? "replicas match the store ✓" : "REPLICAS DIFFER"))
+            let result = inMemoryClients
+                ? try await convergeInMemory(editors: count, store: store, authority: authority, port: port)
+                : try await converge(editors: count, store: store, authority: authority, port: port, folder: folder, logger: logger)
+            let holders = inMemoryClients ? "client" : "replica"
+            say(String(format: "%3d editors: %6d items in %.2f s = %6.0f items/s · every %@ at seq %d after %.2f s · push → ack p50 %.2f ms  p99 %.2f ms · %@",
+                       count, result.items, result.editing, Double(result.items) / result.editing, holders, result.finalSeq, result.converged,
+                       result.ms(50), result.ms(99), result.mismatches.isEmpty ? "\(holders)s match the store ✓" : "\(holders.uppercased())S DIFFER"))
             for mismatch in result.mismatches.prefix(10) { say("  \(mismatch)") }
             failed = failed || !result.mismatches.isEmpty
         }
@@ -177,6 +187,135 @@ struct ConvergeBench: AsyncParsableCommand {
         for index in 0..<count {
             let replica = try Replica(path: folder.appendingPathComponent("\(run)-\(index).replica").path)
             for problem in try replica.differences(from: truth) { result.mismatches.append("editor \(index): \(problem)") }
+        }
+        return result
+    }
+
+    /// What one in-memory editor ends with.
+    struct InMemoryEditor: Sendable {
+        var index: Int
+        var latency: Histogram<UInt64>
+        var state: CourseState
+        var lastAck: ContinuousClock.Instant
+        var converged: ContinuousClock.Instant
+    }
+
+    /// The same run with protocol clients: each editor subscribes from scratch (a snapshot), keeps
+    /// the course as a `CourseState` and applies every `Diff` to it, pushes its links closed loop,
+    /// and is done when its last batch is acked and its state reached the course's final seq. A
+    /// rejection fails the run (every batch of this workload commits, one seq each, so the final
+    /// seq is known in advance). Each editor's state is compared with the store's at the end.
+    private func convergeInMemory(editors count: Int, store: some SyncStore, authority: TokenAuthority, port: Int) async throws -> Result {
+        let fixture = try await Self.makeCourse(store, chapters: count / 2, media: 2 * items)
+        let items = items
+        let initial = try await store.snapshot(courseID: fixture.course).seq
+        let finalSeq = initial + CourseSeq(count * ((items + 9) / 10))
+        let clock = ContinuousClock()
+        let ready = NIOLockedValueBox(0)
+        let start = NIOLockedValueBox<ContinuousClock.Instant?>(nil)
+        let itemsDone = NIOLockedValueBox(0)
+        let runner = Task {
+            try await withThrowingTaskGroup(of: InMemoryEditor.self) { group in
+                for index in 0..<count {
+                    let token = try await authority.issue(TokenClaims(user: "editor\(index)", expires: Date().addingTimeInterval(86_400),
+                                                                      courses: [fixture.course: .editor]))
+                    let chapter = fixture.chapters[index / 2]
+                    let media = Array(fixture.media[(index % 2) * items ..< (index % 2 + 1) * items])
+                    group.addTask {
+                        var generator = SystemRandomNumberGenerator()
+                        return try await ProtocolClient.with(host: "127.0.0.1", port: port, clientID: ClientID(.random(using: &generator)), token: token) { connection in
+                            try await connection.send(.subscribe(courseID: fixture.course, sinceSeq: 0))
+                            var parts: [SnapshotPart] = []
+                            var state: CourseState?
+                            var early: [Diff] = []
+                            subscribing: while true {
+                                switch try await connection.next() {
+                                case .snapshot(let part):
+                                    parts.append(part)
+                                    if part.last {
+                                        state = CourseState(course: part.course, chapters: parts.flatMap(\.chapters),
+                                                            media: parts.flatMap(\.media), videos: parts.flatMap(\.videos))
+                                    }
+                                case .diff(let diff): early.append(diff)
+                                case .subscribed: break subscribing
+                                case .ping(let nonce): try await connection.send(.pong(nonce: nonce))
+                                default: continue
+                                }
+                            }
+                            guard var state else { throw ValidationError("editor \(index) was subscribed without a snapshot") }
+                            for diff in early { state.apply(diff) }
+                            ready.withLockedValue { $0 += 1 }
+                            while start.withLockedValue({ $0 }) == nil { try await Task.sleep(for: .microseconds(200)) }
+
+                            var latency = Histogram<UInt64>(highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
+                            let batches = stride(from: 0, to: media.count, by: 10).map { first in
+                                media[first ..< min(first + 10, media.count)].enumerated().map {
+                                    LinkItem(temp: TempID(UInt64(first + $0.offset + 1))!, media: .id($0.element))
+                                }
+                            }
+                            var answered = 0
+                            var sent = clock.now
+                            var lastAck = sent
+                            func push(_ number: Int) async throws {
+                                sent = clock.now
+                                try await connection.send(.push(Push(courseID: fixture.course, batchSeq: BatchSeq(number + 1), baseSeq: state.seq,
+                                                                     ops: [.linkMedia(chapter: .id(chapter), items: batches[number], placement: .atEnd)])))
+                            }
+                            try await push(0)
+                            while answered < batches.count || state.seq < finalSeq {
+                                switch try await connection.next() {
+                                case .diff(let diff):
+                                    guard diff.seq == state.seq + 1 else { throw ValidationError("editor \(index): diff \(diff.seq) after \(state.seq)") }
+                                    state.apply(diff)
+                                case .ack:
+                                    lastAck = clock.now
+                                    _ = latency.record(UInt64((lastAck - sent).wholeNanoseconds))
+                                    itemsDone.withLockedValue { $0 += batches[answered].count }
+                                    answered += 1
+                                    if answered < batches.count { try await push(answered) }
+                                case .reject(let reject):
+                                    throw ValidationError("editor \(index): batch \(reject.batchSeq) rejected: \(reject.rejection)")
+                                case .ping(let nonce): try await connection.send(.pong(nonce: nonce))
+                                default: continue
+                                }
+                            }
+                            return InMemoryEditor(index: index, latency: latency, state: state, lastAck: lastAck, converged: clock.now)
+                        }
+                    }
+                }
+                var editors: [InMemoryEditor] = []
+                for try await editor in group { editors.append(editor) }
+                return editors
+            }
+        }
+        defer { runner.cancel() }
+        try await withTimeoutThrowing(timeout, "the editors to subscribe") {
+            while ready.withLockedValue({ $0 }) < count { try await Task.sleep(for: .milliseconds(1)) }
+        }
+        let started = clock.now
+        start.withLockedValue { $0 = started }
+        let total = count * items
+        let reporter = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(2))
+                guard !Task.isCancelled else { return }
+                say("  … \(count) editors: \(itemsDone.withLockedValue { $0 })/\(total) items acked")
+            }
+        }
+        defer { reporter.cancel() }
+        try await withTimeoutThrowing(timeout, "the editors to finish") { _ = try await runner.value }
+        let editors = try await runner.value
+        var result = Result()
+        for editor in editors { result.latency.add(editor.latency) }
+        result.items = total
+        result.editing = (editors.map(\.lastAck).max()! - started).seconds
+        result.converged = (editors.map(\.converged).max()! - started).seconds
+        let truth = try await store.snapshot(courseID: fixture.course)
+        result.finalSeq = truth.seq
+        if truth.seq != finalSeq { result.mismatches.append("the store is at seq \(truth.seq), not \(finalSeq)") }
+        if truth.videos.count != total { result.mismatches.append("the store holds \(truth.videos.count) videos, not \(total)") }
+        for editor in editors where editor.state != truth {
+            result.mismatches.append("editor \(editor.index)'s course differs from the store's (seq \(editor.state.seq), \(editor.state.videos.count) videos)")
         }
         return result
     }

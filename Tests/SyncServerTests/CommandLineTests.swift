@@ -300,6 +300,12 @@ import Testing
         #expect(embedded.status == 0, "\(embedded.output)")
         #expect(embedded.output.contains("2 editors:     30 items"), "\(embedded.output)")
         #expect(embedded.output.contains("replicas match the store ✓"), "\(embedded.output)")
+        // The server's share: the same editors as protocol clients keeping the course in memory.
+        let inMemory = try await Subprocess.run(["bench", "converge", "--in-memory-clients", "--editors", "2", "4", "--items", "15"])
+        #expect(inMemory.status == 0, "\(inMemory.output)")
+        #expect(inMemory.output.contains("in-memory protocol clients"), "\(inMemory.output)")
+        #expect(inMemory.output.contains("every client at seq 5 after") && inMemory.output.contains("every client at seq 9 after"), "\(inMemory.output)")
+        #expect(inMemory.output.components(separatedBy: "clients match the store ✓").count - 1 == 2, "\(inMemory.output)")
     }
 
     @Test func theDemoRunsToAVerifiedConvergedEnd() async throws {
