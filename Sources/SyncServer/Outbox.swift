@@ -11,7 +11,7 @@ public typealias Outgoing = OutboxQueue<ByteBuffer>.Item
 /// queue with `SLOW_CONSUMER` (the client resumes from its cursor), so one slow reader cannot stall
 /// a course. Catch-up, which produces many frames for one reader, waits for room instead.
 ///
-/// There is one writer (``next()``). While the socket is not writable it waits in
+/// There is one writer (``next(upTo:)``). While the socket is not writable it waits in
 /// ``waitForWrite(_:)``, which a close also ends, so a queued `Error` overtakes a stalled writer and
 /// is the last frame written, behind only what the socket already holds.
 public final class Outbox: Sendable {
@@ -19,7 +19,7 @@ public final class Outbox: Sendable {
 
     private struct State {
         var queue: OutboxQueue<ByteBuffer>
-        var reader: CheckedContinuation<Outgoing?, Never>?
+        var reader: (continuation: CheckedContinuation<[Outgoing], Never>, limit: Int)?
         var spaceWaiters: [CheckedContinuation<Void, Never>] = []
         var stalled: CheckedContinuation<Void, Never>?
     }
@@ -74,7 +74,7 @@ public final class Outbox: Sendable {
         update { $0.close(error, discardingQueued: force) }
     }
 
-    /// Ends the outbox at once, dropping what is queued: the writer's ``next()`` returns `nil`.
+    /// Ends the outbox at once, dropping what is queued: the writer's ``next(upTo:)`` returns nothing.
     public func finish() {
         update { $0.abandon() }
     }
@@ -83,10 +83,18 @@ public final class Outbox: Sendable {
 
     /// The next item for the writer; `nil` when the outbox is finished.
     public func next() async -> Outgoing? {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Outgoing?, Never>) in
+        await next(upTo: 1).first
+    }
+
+    /// Waits for queued items and takes them all, oldest first, at most `limit`, so that a
+    /// writer puts a backlog (a group commit's diffs, say) on the socket with one flush and one
+    /// hop to its event loop instead of one per frame. Empty when the outbox is finished.
+    public func next(upTo limit: Int) async -> [Outgoing] {
+        precondition(limit > 0)
+        return await withCheckedContinuation { (continuation: CheckedContinuation<[Outgoing], Never>) in
             let wakeups = state.withLockedValue { state in
                 precondition(state.reader == nil, "one writer per outbox")
-                state.reader = continuation
+                state.reader = (continuation, limit)
                 return Self.wakeups(&state)
             }
             wakeups.resume()
@@ -136,7 +144,7 @@ public final class Outbox: Sendable {
 
     /// Whom the queue's state lets go, resumed outside the lock.
     private struct Wakeups {
-        var reader: (CheckedContinuation<Outgoing?, Never>, Outgoing?)?
+        var reader: (CheckedContinuation<[Outgoing], Never>, [Outgoing])?
         var stalled: CheckedContinuation<Void, Never>?
         var space: [CheckedContinuation<Void, Never>] = []
 
@@ -147,16 +155,14 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// Hands the next item to a waiting writer (or `nil` once finished), ends a stalled write wait
+    /// Hands the queued items to a waiting writer (nothing once finished), ends a stalled write wait
     /// on a close, and releases catch-up waiters when there is room.
     private static func wakeups(_ state: inout State) -> Wakeups {
         var wakeups = Wakeups()
         if let waiting = state.reader {
-            if let next = state.queue.next() {
-                wakeups.reader = (waiting, next)
-                state.reader = nil
-            } else if state.queue.isFinished {
-                wakeups.reader = (waiting, nil)
+            let items = state.queue.next(upTo: waiting.limit)
+            if !items.isEmpty || state.queue.isFinished {
+                wakeups.reader = (waiting.continuation, items)
                 state.reader = nil
             }
         }

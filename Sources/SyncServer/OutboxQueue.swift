@@ -93,6 +93,16 @@ public struct OutboxQueue<Frame: Sendable>: Sendable {
         return item
     }
 
+    /// The next items to write, oldest first, at most `limit` (the frames one socket write takes
+    /// together); a close is always the last of them. Empty when nothing is queued.
+    public mutating func next(upTo limit: Int) -> [Item] {
+        var taken: [Item] = []
+        while taken.count < limit, let item = next() {
+            taken.append(item)
+        }
+        return taken
+    }
+
     /// Drops everything: the connection is gone.
     public mutating func abandon() {
         items = []

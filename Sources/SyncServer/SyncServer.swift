@@ -258,23 +258,43 @@ public final class SyncServer: Service, Sendable {
 
     // MARK: - One connection
 
-    /// The writer: drains the outbox to the socket. While the socket is not writable it waits for
-    /// the last write (or a close), so the outbox fills up behind a slow reader and overflows (see
-    /// ``Outbox``). The `Error` that ends an outbox is the last frame written.
+    /// The writer: drains the outbox to the socket, what is queued at once (up to
+    /// ``framesPerWrite``) in one hop to the event loop and one flush. While the socket is not
+    /// writable it waits for the last write (or a close), so the outbox fills up behind a slow
+    /// reader and overflows (see ``Outbox``). The `Error` that ends an outbox is the last frame
+    /// written.
     private static func write(_ outbox: Outbox, to channel: any Channel, closeTimeout: TimeAmount, logger: Logger) async {
-        while let item = await outbox.next() {
-            switch item {
-            case .frame(let payload):
+        while true {
+            let items = await outbox.next(upTo: framesPerWrite)
+            guard !items.isEmpty else { return }
+            var frames: [ByteBuffer] = []
+            frames.reserveCapacity(items.count)
+            var closing: ConnectionError?
+            for item in items {
+                switch item {
+                case .frame(let payload): frames.append(payload)
+                case .close(let error): closing = error
+                }
+            }
+            if !frames.isEmpty {
                 let written = channel.eventLoop.makePromise(of: Void.self)
-                channel.writeAndFlush(payload, promise: written)
+                channel.eventLoop.execute { [frames] in
+                    for frame in frames.dropLast() { channel.write(frame, promise: nil) }
+                    channel.writeAndFlush(frames.last!, promise: written)
+                }
                 if !channel.isWritable { await outbox.waitForWrite(written.futureResult) }
-            case .close(let error):
-                logger.debug("closing connection", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
-                await close(channel, after: error, timeout: closeTimeout)
+            }
+            if let closing {
+                logger.debug("closing connection", metadata: ["code": "\(closing.code)", "reason": "\(closing.message)"])
+                await close(channel, after: closing, timeout: closeTimeout)
                 return
             }
         }
     }
+
+    /// At most this many queued frames go to the socket together: enough for a group commit's
+    /// diffs, few enough that what sits in the channel's buffer beside the bounded outbox stays small.
+    static var framesPerWrite: Int { 64 }
 
     /// Writes `Error` as the last frame, then closes gracefully: FIN after the Error, and what the
     /// peer still sends is read and dropped until it closes its side, so that unread input does not

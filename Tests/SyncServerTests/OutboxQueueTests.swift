@@ -36,6 +36,33 @@ import Testing
         #expect(queue.closeReason?.code == .idleTimeout)
     }
 
+    /// The writer takes what is queued together (one socket write), in order, the close last.
+    @Test func theWriterTakesTheBacklogTogetherUpToItsLimitWithTheCloseLast() async {
+        var queue = OutboxQueue<Int>(capacity: 16)
+        for frame in 1...5 { #expect(queue.enqueue(frame) == .queued) }
+        queue.close(ConnectionError(.shuttingDown, "bye"))
+        func names(_ items: [OutboxQueue<Int>.Item]) -> [String] {
+            items.map { if case .frame(let frame) = $0 { "\(frame)" } else { "close" } }
+        }
+        #expect(names(queue.next(upTo: 3)) == ["1", "2", "3"])
+        #expect(names(queue.next(upTo: 3)) == ["4", "5", "close"])
+        #expect(queue.next(upTo: 3).isEmpty && queue.isFinished)
+
+        // The same through the driver's outbox: a waiting writer gets what arrives, a writer that
+        // comes late gets the whole backlog at once, and nothing once it is finished.
+        let outbox = Outbox(capacity: 16)
+        async let first = outbox.next(upTo: 64)
+        try? await Task.sleep(for: .milliseconds(20))
+        outbox.send(.ping(nonce: 1))
+        #expect(await first.count == 1)
+        for nonce in 2...4 { outbox.send(.ping(nonce: UInt64(nonce))) }
+        outbox.close(ConnectionError(.shuttingDown, "bye"))
+        let backlog = await outbox.next(upTo: 64)
+        #expect(backlog.count == 4)
+        if case .close(let error) = backlog.last { #expect(error.code == .shuttingDown) } else { Issue.record("the close is not last: \(backlog)") }
+        #expect(await outbox.next(upTo: 64).isEmpty)
+    }
+
     @Test func catchUpWaitsForRoomInsteadOfOverflowing() {
         var queue = OutboxQueue<Int>(capacity: 4)
         for frame in 1...4 { #expect(queue.enqueue(frame, waiting: true) == .queued) }
