@@ -105,8 +105,9 @@ public struct CourseState: Hashable, Sendable {
             chapterOrder = Self.ordered(Array(chapters.keys)) { chapters[$0]?.position }
         }
         for chapterID in dirtyChapters where chapters[chapterID] != nil {
-            if !disturbed.contains(chapterID), let order = videoOrder[chapterID], let appended = Self.appended(arrivals[chapterID] ?? [], after: order.count, position: { videos[$0]?.position }) {
-                videoOrder[chapterID] = order + appended
+            if !disturbed.contains(chapterID), let count = videoOrder[chapterID]?.count,
+               let appended = Self.appended(arrivals[chapterID] ?? [], after: count, position: { videos[$0]?.position }) {
+                videoOrder[chapterID]!.append(contentsOf: appended)  // in place: no copy of the chapter's list per diff
                 continue
             }
             var ids = (videoOrder[chapterID] ?? []).filter { videos[$0]?.chapterID == chapterID }

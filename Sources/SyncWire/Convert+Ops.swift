@@ -34,51 +34,51 @@ extension Convert {
         return ""
     }
 
-    static func operation(_ op: Coursesync_V1_Op, _ path: String, badText: inout BadText?) throws(WireError) -> SyncModel.Operation {
-        guard let kind = op.kind else { throw .missingField(path + ".kind") }
+    static func operation(_ op: Coursesync_V1_Op, _ path: @autoclosure () -> String, badText: inout BadText?) throws(WireError) -> SyncModel.Operation {
+        guard let kind = op.kind else { throw .missingField(path() + ".kind") }
         switch kind {
         case .createChapter(let m):
-            let p = path + ".create_chapter"
-            return .createChapter(temp: try temp(m.temp, p + ".temp"),
+            func p() -> String { path() + ".create_chapter" }
+            return .createChapter(temp: try temp(m.temp, p() + ".temp"),
                                   title: text(m.title, .invalidTitle, "the chapter title", &badText),
-                                  placement: try placement(m.placement, present: m.hasPlacement, p + ".placement"))
+                                  placement: try placement(m.placement, present: m.hasPlacement, p() + ".placement"))
         case .renameChapter(let m):
-            return .renameChapter(try ref(m.chapter, present: m.hasChapter, path + ".rename_chapter.chapter"),
+            return .renameChapter(try ref(m.chapter, present: m.hasChapter, path() + ".rename_chapter.chapter"),
                                   title: text(m.title, .invalidTitle, "the chapter title", &badText))
         case .moveChapter(let m):
-            let p = path + ".move_chapter"
-            return .moveChapter(try ref(m.chapter, present: m.hasChapter, p + ".chapter"),
-                                placement: try placement(m.placement, present: m.hasPlacement, p + ".placement"))
+            func p() -> String { path() + ".move_chapter" }
+            return .moveChapter(try ref(m.chapter, present: m.hasChapter, p() + ".chapter"),
+                                placement: try placement(m.placement, present: m.hasPlacement, p() + ".placement"))
         case .deleteChapter(let m):
-            return .deleteChapter(try ref(m.chapter, present: m.hasChapter, path + ".delete_chapter.chapter"))
+            return .deleteChapter(try ref(m.chapter, present: m.hasChapter, path() + ".delete_chapter.chapter"))
         case .registerMedia(let m):
-            return .registerMedia(temp: try temp(m.temp, path + ".register_media.temp"),
+            return .registerMedia(temp: try temp(m.temp, path() + ".register_media.temp"),
                                   name: text(m.name, .invalidTitle, "the media name", &badText),
                                   cdnURL: text(m.cdnURL, .invalidMedia, "the CDN URL", &badText),
                                   durationMs: m.durationMs, byteSize: m.byteSize)
         case .linkMedia(let m):
-            let p = path + ".link_media"
-            let chapter = try ref(m.chapter, present: m.hasChapter, p + ".chapter")
-            let placement = try placement(m.placement, present: m.hasPlacement, p + ".placement")
+            func p() -> String { path() + ".link_media" }
+            let chapter = try ref(m.chapter, present: m.hasChapter, p() + ".chapter")
+            let placement = try placement(m.placement, present: m.hasPlacement, p() + ".placement")
             var items: [LinkItem] = []
             items.reserveCapacity(m.items.count)
             for (itemIndex, item) in m.items.enumerated() {
-                let ip = "\(p).items[\(itemIndex)]"
-                items.append(LinkItem(temp: try temp(item.temp, ip + ".temp"),
-                                      media: try ref(item.media, present: item.hasMedia, ip + ".media"),
+                func ip() -> String { "\(p()).items[\(itemIndex)]" }
+                items.append(LinkItem(temp: try temp(item.temp, ip() + ".temp"),
+                                      media: try ref(item.media, present: item.hasMedia, ip() + ".media"),
                                       title: item.hasTitle ? text(item.title, .invalidTitle, "the video title", &badText) : nil))
             }
             return .linkMedia(chapter: chapter, items: items, placement: placement)
         case .moveVideo(let m):
-            let p = path + ".move_video"
-            return .moveVideo(try ref(m.video, present: m.hasVideo, p + ".video"),
-                              toChapter: try ref(m.toChapter, present: m.hasToChapter, p + ".to_chapter"),
-                              placement: try placement(m.placement, present: m.hasPlacement, p + ".placement"))
+            func p() -> String { path() + ".move_video" }
+            return .moveVideo(try ref(m.video, present: m.hasVideo, p() + ".video"),
+                              toChapter: try ref(m.toChapter, present: m.hasToChapter, p() + ".to_chapter"),
+                              placement: try placement(m.placement, present: m.hasPlacement, p() + ".placement"))
         case .renameVideo(let m):
-            return .renameVideo(try ref(m.video, present: m.hasVideo, path + ".rename_video.video"),
+            return .renameVideo(try ref(m.video, present: m.hasVideo, path() + ".rename_video.video"),
                                 title: text(m.title, .invalidTitle, "the video title", &badText))
         case .unlinkVideo(let m):
-            return .unlinkVideo(try ref(m.video, present: m.hasVideo, path + ".unlink_video.video"))
+            return .unlinkVideo(try ref(m.video, present: m.hasVideo, path() + ".unlink_video.video"))
         }
     }
 

@@ -6,26 +6,26 @@ import SyncModel
 enum Convert {
     // MARK: Scalars
 
-    static func id(_ data: Data, _ path: String) throws(WireError) -> EntityID {
-        guard !data.isEmpty else { throw .missingField(path) }
+    static func id(_ data: Data, _ path: @autoclosure () -> String) throws(WireError) -> EntityID {
+        guard !data.isEmpty else { throw .missingField(path()) }
         guard let id = EntityID(bytes: data) else {
-            throw .invalidField(path, reason: "an ID is 16 bytes, not \(data.count)")
+            throw .invalidField(path(), reason: "an ID is 16 bytes, not \(data.count)")
         }
         return id
     }
 
-    static func temp(_ raw: UInt64, _ path: String) throws(WireError) -> TempID {
-        guard let temp = TempID(raw) else { throw .missingField(path) }
+    static func temp(_ raw: UInt64, _ path: @autoclosure () -> String) throws(WireError) -> TempID {
+        guard let temp = TempID(raw) else { throw .missingField(path()) }
         return temp
     }
 
     static func position(_ raw: UInt32) -> Int { Int(raw) }
 
-    static func ref(_ ref: Coursesync_V1_Ref, present: Bool, _ path: String) throws(WireError) -> Ref {
-        guard present, let kind = ref.kind else { throw .missingField(path) }
+    static func ref(_ ref: Coursesync_V1_Ref, present: Bool, _ path: @autoclosure () -> String) throws(WireError) -> Ref {
+        guard present, let kind = ref.kind else { throw .missingField(path()) }
         switch kind {
-        case .id(let data): return .id(try id(data, path + ".id"))
-        case .temp(let raw): return .temp(try temp(raw, path + ".temp"))
+        case .id(let data): return .id(try id(data, path() + ".id"))
+        case .temp(let raw): return .temp(try temp(raw, path() + ".temp"))
         }
     }
 
@@ -38,13 +38,13 @@ enum Convert {
         }
     }
 
-    static func placement(_ placement: Coursesync_V1_Placement, present: Bool, _ path: String) throws(WireError) -> Placement {
-        guard present, let kind = placement.kind else { throw .missingField(path) }
+    static func placement(_ placement: Coursesync_V1_Placement, present: Bool, _ path: @autoclosure () -> String) throws(WireError) -> Placement {
+        guard present, let kind = placement.kind else { throw .missingField(path()) }
         switch kind {
         case .atEnd: return .atEnd
         case .atStart: return .atStart
-        case .after(let anchor): return .after(try ref(anchor, present: true, path + ".after"))
-        case .before(let anchor): return .before(try ref(anchor, present: true, path + ".before"))
+        case .after(let anchor): return .after(try ref(anchor, present: true, path() + ".after"))
+        case .before(let anchor): return .before(try ref(anchor, present: true, path() + ".before"))
         }
     }
 
@@ -61,8 +61,8 @@ enum Convert {
 
     // MARK: Rows
 
-    static func course(_ m: Coursesync_V1_Course, _ path: String) throws(WireError) -> Course {
-        Course(id: try id(m.id, path + ".id"), title: m.title, seq: m.seq)
+    static func course(_ m: Coursesync_V1_Course, _ path: @autoclosure () -> String) throws(WireError) -> Course {
+        Course(id: try id(m.id, path() + ".id"), title: m.title, seq: m.seq)
     }
 
     static func wire(_ course: Course) -> Coursesync_V1_Course {
@@ -73,8 +73,8 @@ enum Convert {
         }
     }
 
-    static func chapter(_ m: Coursesync_V1_Chapter, course: EntityID, _ path: String) throws(WireError) -> Chapter {
-        Chapter(id: try id(m.id, path + ".id"), courseID: course, title: m.title,
+    static func chapter(_ m: Coursesync_V1_Chapter, course: EntityID, _ path: @autoclosure () -> String) throws(WireError) -> Chapter {
+        Chapter(id: try id(m.id, path() + ".id"), courseID: course, title: m.title,
                 position: position(m.position), version: m.version)
     }
 
@@ -87,8 +87,8 @@ enum Convert {
         }
     }
 
-    static func media(_ m: Coursesync_V1_MediaFile, course: EntityID, _ path: String) throws(WireError) -> MediaFile {
-        MediaFile(id: try id(m.id, path + ".id"), courseID: course, name: m.name, cdnURL: m.cdnURL,
+    static func media(_ m: Coursesync_V1_MediaFile, course: EntityID, _ path: @autoclosure () -> String) throws(WireError) -> MediaFile {
+        MediaFile(id: try id(m.id, path() + ".id"), courseID: course, name: m.name, cdnURL: m.cdnURL,
                   durationMs: m.durationMs, byteSize: m.byteSize)
     }
 
@@ -102,9 +102,9 @@ enum Convert {
         }
     }
 
-    static func video(_ m: Coursesync_V1_Video, _ path: String) throws(WireError) -> Video {
-        Video(id: try id(m.id, path + ".id"), chapterID: try id(m.chapter, path + ".chapter"),
-              mediaFileID: try id(m.mediaFile, path + ".media_file"), title: m.title, position: position(m.position))
+    static func video(_ m: Coursesync_V1_Video, _ path: @autoclosure () -> String) throws(WireError) -> Video {
+        Video(id: try id(m.id, path() + ".id"), chapterID: try id(m.chapter, path() + ".chapter"),
+              mediaFileID: try id(m.mediaFile, path() + ".media_file"), title: m.title, position: position(m.position))
     }
 
     static func wire(_ video: Video) -> Coursesync_V1_Video {
@@ -118,12 +118,14 @@ enum Convert {
     }
 
     /// Maps each element with its index, for paths like `diff.videos[3]`.
+    /// The path is handed over unbuilt: it is only needed for an error, and building a string per
+    /// row (several per video) was most of what decoding a diff cost beyond protobuf's own work.
     static func each<Element, Output>(_ elements: [Element], _ path: String,
-                                      _ transform: (Element, String) throws(WireError) -> Output) throws(WireError) -> [Output] {
+                                      _ transform: (Element, () -> String) throws(WireError) -> Output) throws(WireError) -> [Output] {
         var output: [Output] = []
         output.reserveCapacity(elements.count)
         for (index, element) in elements.enumerated() {
-            output.append(try transform(element, "\(path)[\(index)]"))
+            output.append(try transform(element, { "\(path)[\(index)]" }))
         }
         return output
     }
@@ -135,9 +137,9 @@ enum Convert {
         let course = try course(m.course, "snapshot.course")
         return SnapshotPart(
             course: course,
-            chapters: try each(m.chapters, "snapshot.chapters") { (c, p) throws(WireError) in try chapter(c, course: course.id, p) },
-            media: try each(m.media, "snapshot.media") { (f, p) throws(WireError) in try media(f, course: course.id, p) },
-            videos: try each(m.videos, "snapshot.videos") { (v, p) throws(WireError) in try video(v, p) },
+            chapters: try each(m.chapters, "snapshot.chapters") { (c, p) throws(WireError) in try chapter(c, course: course.id, p()) },
+            media: try each(m.media, "snapshot.media") { (f, p) throws(WireError) in try media(f, course: course.id, p()) },
+            videos: try each(m.videos, "snapshot.videos") { (v, p) throws(WireError) in try video(v, p()) },
             part: m.part, last: m.last)
     }
 
@@ -158,13 +160,13 @@ enum Convert {
         let origin = BatchOrigin(clientID: ClientID(try id(m.origin.clientID, "diff.origin.client_id")),
                                  batchSeq: m.origin.batchSeq)
         let changes = ChangeSet(
-            chapters: try each(m.chapters, "diff.chapters") { (c, p) throws(WireError) in try chapter(c, course: course, p) },
-            media: try each(m.media, "diff.media") { (f, p) throws(WireError) in try media(f, course: course, p) },
-            videos: try each(m.videos, "diff.videos") { (v, p) throws(WireError) in try video(v, p) },
-            deletedChapters: try each(m.deletedChapters, "diff.deleted_chapters") { (d, p) throws(WireError) in try id(d, p) },
-            deletedVideos: try each(m.deletedVideos, "diff.deleted_videos") { (d, p) throws(WireError) in try id(d, p) },
+            chapters: try each(m.chapters, "diff.chapters") { (c, p) throws(WireError) in try chapter(c, course: course, p()) },
+            media: try each(m.media, "diff.media") { (f, p) throws(WireError) in try media(f, course: course, p()) },
+            videos: try each(m.videos, "diff.videos") { (v, p) throws(WireError) in try video(v, p()) },
+            deletedChapters: try each(m.deletedChapters, "diff.deleted_chapters") { (d, p) throws(WireError) in try id(d, p()) },
+            deletedVideos: try each(m.deletedVideos, "diff.deleted_videos") { (d, p) throws(WireError) in try id(d, p()) },
             chapterVersions: try each(m.chapterVersions, "diff.chapter_versions") { (v, p) throws(WireError) in
-                ChapterVersion(chapterID: try id(v.chapter, p + ".chapter"), version: v.version)
+                ChapterVersion(chapterID: try id(v.chapter, p() + ".chapter"), version: v.version)
             })
         return Diff(courseID: course, seq: m.seq, origin: origin, changes: changes)
     }
@@ -196,22 +198,22 @@ enum Convert {
     static func ack(_ m: Coursesync_V1_Ack) throws(WireError) -> Ack {
         var idMap: [TempID: EntityID] = [:]
         for (index, mapping) in m.idMap.enumerated() {
-            let path = "ack.id_map[\(index)]"
-            let temp = try temp(mapping.temp, path + ".temp")
-            guard idMap.updateValue(try id(mapping.id, path + ".id"), forKey: temp) == nil else {
-                throw .invalidField(path, reason: "temp ID \(temp) is mapped twice")
+            let path = { "ack.id_map[\(index)]" }
+            let temp = try temp(mapping.temp, path() + ".temp")
+            guard idMap.updateValue(try id(mapping.id, path() + ".id"), forKey: temp) == nil else {
+                throw .invalidField(path(), reason: "temp ID \(temp) is mapped twice")
             }
         }
         let notes = try each(m.notes, "ack.notes") { (note, path) throws(WireError) -> ResolutionNote in
             let opIndex = Int(note.opIndex)
             switch note.kind {
             case .anchorMissing(let missing)?:
-                return .anchorMissing(opIndex: opIndex, anchor: try ref(missing.anchor, present: missing.hasAnchor, path + ".anchor_missing.anchor"))
+                return .anchorMissing(opIndex: opIndex, anchor: try ref(missing.anchor, present: missing.hasAnchor, path() + ".anchor_missing.anchor"))
             case .merged(let merged)?:
-                return .merged(opIndex: opIndex, temp: try temp(merged.temp, path + ".merged.temp"),
-                               into: try id(merged.video, path + ".merged.video"))
+                return .merged(opIndex: opIndex, temp: try temp(merged.temp, path() + ".merged.temp"),
+                               into: try id(merged.video, path() + ".merged.video"))
             case nil:
-                throw .missingField(path + ".kind")
+                throw .missingField(path() + ".kind")
             }
         }
         return Ack(courseID: try id(m.course, "ack.course"), batchSeq: m.batchSeq, seq: m.seq, idMap: idMap, notes: notes)

@@ -111,6 +111,34 @@ struct ConversionTests {
         }
     }
 
+    /// The rows a server sends name their path too (built only when something is wrong).
+    @Test func rowsInDiffsSnapshotsAndAcksNameTheirPath() {
+        let id = Data(V.video1.bytes)
+        let video = Coursesync_V1_Video.with { $0.id = id; $0.chapter = id; $0.mediaFile = id }
+        let diff = { (edit: (inout Coursesync_V1_Diff) -> Void) in
+            var diff = Coursesync_V1_Diff.with { $0.course = Data(V.course.bytes); $0.seq = 2; $0.origin = .with { $0.clientID = id; $0.batchSeq = 1 } }
+            edit(&diff)
+            return { (envelope: inout Coursesync_V1_Envelope) in envelope.diff = diff }
+        }
+        #expect(throws: WireError.missingField("diff.videos[1].media_file")) {
+            try decode(diff { $0.videos = [video, .with { $0.id = id; $0.chapter = id }] })
+        }
+        #expect(throws: WireError.invalidField("diff.videos[0].chapter", reason: "an ID is 16 bytes, not 3")) {
+            try decode(diff { $0.videos = [.with { $0.id = id; $0.chapter = Data([1, 2, 3]); $0.mediaFile = id }] })
+        }
+        #expect(throws: WireError.missingField("diff.deleted_videos[2]")) { try decode(diff { $0.deletedVideos = [id, id, Data()] }) }
+        #expect(throws: WireError.missingField("diff.chapter_versions[0].chapter")) { try decode(diff { $0.chapterVersions = [.with { $0.version = 3 }] }) }
+        #expect(throws: WireError.missingField("snapshot.media[1].id")) {
+            try decode { $0.snapshot = .with { $0.course = .with { $0.id = Data(V.course.bytes) }; $0.media = [.with { $0.id = id }, .init()] } }
+        }
+        #expect(throws: WireError.missingField("ack.notes[0].merged.video")) {
+            try decode { $0.ack = .with { $0.course = Data(V.course.bytes); $0.notes = [.with { $0.merged = .with { $0.temp = 4 } }] } }
+        }
+        #expect(throws: WireError.missingField("ack.id_map[0].id")) {
+            try decode { $0.ack = .with { $0.course = Data(V.course.bytes); $0.idMap = [.with { $0.temp = 3 }] } }
+        }
+    }
+
     @Test func aDuplicatedTempInAnAckIsRefused() {
         #expect(throws: WireError.invalidField("ack.id_map[1]", reason: "temp ID ~3 is mapped twice")) {
             try decode { envelope in
