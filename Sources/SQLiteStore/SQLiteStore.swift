@@ -157,47 +157,54 @@ public struct SQLiteBackend: StoreBackend {
         return outcome
     }
 
+    /// A statement of the commit path, compiled once per connection (GRDB's statement cache):
+    /// `Database.execute(sql:)` parses its SQL on every call, which was most of the store's
+    /// share of a group commit.
+    private static func execute(_ db: Database, sql: String, arguments: StatementArguments) throws {
+        try db.cachedStatement(sql: sql).execute(arguments: arguments)
+    }
+
     private static func write(_ group: GroupWrite, _ db: Database) throws {
         let courseID = group.courseID.data
         let net = group.changes
-        for id in net.deletedVideos { try db.execute(sql: "DELETE FROM videos WHERE id = ?", arguments: [id.data]) }
-        for id in net.deletedChapters { try db.execute(sql: "DELETE FROM chapters WHERE id = ?", arguments: [id.data]) }
+        for id in net.deletedVideos { try Self.execute(db, sql: "DELETE FROM videos WHERE id = ?", arguments: [id.data]) }
+        for id in net.deletedChapters { try Self.execute(db, sql: "DELETE FROM chapters WHERE id = ?", arguments: [id.data]) }
         // Without deferrable unique constraints: park the renumbered chapters at negative positions
         // first, and re-insert the changed videos (nothing refers to a video row).
         for chapter in net.chapters {
-            try db.execute(sql: "UPDATE chapters SET position = -1 - position WHERE id = ?", arguments: [chapter.id.data])
+            try Self.execute(db, sql: "UPDATE chapters SET position = -1 - position WHERE id = ?", arguments: [chapter.id.data])
         }
-        for video in net.videos { try db.execute(sql: "DELETE FROM videos WHERE id = ?", arguments: [video.id.data]) }
+        for video in net.videos { try Self.execute(db, sql: "DELETE FROM videos WHERE id = ?", arguments: [video.id.data]) }
         for chapter in net.chapters {
-            try db.execute(sql: """
+            try Self.execute(db, sql: """
                 INSERT INTO chapters (id, course_id, title, position, version) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (id) DO UPDATE SET title = excluded.title, position = excluded.position, version = excluded.version
                 """, arguments: [chapter.id.data, courseID, chapter.title, chapter.position, Int64(chapter.version)])
         }
         for media in net.media {
-            try db.execute(sql: """
+            try Self.execute(db, sql: """
                 INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size) VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, cdn_url = excluded.cdn_url,
                     duration_ms = excluded.duration_ms, byte_size = excluded.byte_size
                 """, arguments: [media.id.data, courseID, media.name, media.cdnURL, Int64(media.durationMs), Int64(media.byteSize)])
         }
         for video in net.videos {
-            try db.execute(sql: "INSERT INTO videos (id, chapter_id, media_file_id, title, position) VALUES (?, ?, ?, ?, ?)",
+            try Self.execute(db, sql: "INSERT INTO videos (id, chapter_id, media_file_id, title, position) VALUES (?, ?, ?, ?, ?)",
                            arguments: [video.id.data, video.chapterID.data, video.mediaFileID.data, video.title, video.position])
         }
         for entry in group.entries {
-            try db.execute(sql: "INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff) VALUES (?, ?, ?, ?, ?)",
+            try Self.execute(db, sql: "INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff) VALUES (?, ?, ?, ?, ?)",
                            arguments: [courseID, Int64(entry.seq), entry.origin.clientID.id.data, Int64(bitPattern: entry.origin.batchSeq), Data(entry.diff)])
-            try db.execute(sql: "INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack) VALUES (?, ?, ?, ?, ?)",
+            try Self.execute(db, sql: "INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack) VALUES (?, ?, ?, ?, ?)",
                            arguments: [entry.origin.clientID.id.data, courseID, Int64(bitPattern: entry.origin.batchSeq), Int64(entry.seq), Data(entry.ack)])
         }
         for mapping in net.tempMappings {
-            try db.execute(sql: "INSERT INTO client_temps (client_id, course_id, temp, entity_id) VALUES (?, ?, ?, ?)",
+            try Self.execute(db, sql: "INSERT INTO client_temps (client_id, course_id, temp, entity_id) VALUES (?, ?, ?, ?)",
                            arguments: [mapping.client.id.data, courseID, Int64(bitPattern: mapping.temp.rawValue), mapping.entity.data])
         }
-        try db.execute(sql: "UPDATE courses SET seq = ? WHERE id = ?", arguments: [Int64(group.newSeq), courseID])
+        try Self.execute(db, sql: "UPDATE courses SET seq = ? WHERE id = ?", arguments: [Int64(group.newSeq), courseID])
         if group.pruneThrough > 0 {
-            try db.execute(sql: "DELETE FROM change_log WHERE course_id = ? AND seq <= ?", arguments: [courseID, Int64(group.pruneThrough)])
+            try Self.execute(db, sql: "DELETE FROM change_log WHERE course_id = ? AND seq <= ?", arguments: [courseID, Int64(group.pruneThrough)])
         }
     }
 
