@@ -186,7 +186,8 @@ package final class Replica: Sendable {
             }
         }
         if case .diff(let diff) = write.confirmed.last {
-            try db.execute(sql: "UPDATE course SET seq = ?", arguments: [Int64(bitPattern: diff.seq)])
+            // Cached like every statement of a step: `execute(sql:)` would parse the SQL each time.
+            try db.cachedStatement(sql: "UPDATE course SET seq = ?").execute(arguments: [Int64(bitPattern: diff.seq)])
         }
         let deleteBatch = try db.cachedStatement(sql: "DELETE FROM pending_batches WHERE batch_seq = ?")
         for seq in write.deletedBatches { try deleteBatch.execute(arguments: [Int64(bitPattern: seq)]) }
@@ -199,8 +200,8 @@ package final class Replica: Sendable {
         let storeKey = try db.cachedStatement(sql: "INSERT OR REPLACE INTO local_keys (id, key) VALUES (?, ?)")
         for (id, key) in write.localKeys { try storeKey.execute(arguments: [id.data, key.rawValue.data]) }
         if let counters = write.counters {
-            try db.execute(sql: "INSERT OR REPLACE INTO meta (name, value) VALUES ('next_temp', ?), ('next_batch_seq', ?)",
-                           arguments: [Int64(bitPattern: counters.nextTemp), Int64(bitPattern: counters.nextBatchSeq)])
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (name, value) VALUES ('next_temp', ?), ('next_batch_seq', ?)")
+                .execute(arguments: [Int64(bitPattern: counters.nextTemp), Int64(bitPattern: counters.nextBatchSeq)])
         }
         if let rows = write.replaceRows {
             try db.execute(sql: "DELETE FROM visible_chapters; DELETE FROM visible_media; DELETE FROM visible_videos")
