@@ -140,13 +140,7 @@ struct ConvergeBench: AsyncParsableCommand {
         let latencies = NIOLockedValueBox<[Histogram<UInt64>]>([])
         let itemsDone = NIOLockedValueBox(0)
         let total = count * items
-        let reporter = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(2))
-                guard !Task.isCancelled else { return }
-                say("  … \(count) editors: \(itemsDone.withLockedValue { $0 })/\(total) items acked")
-            }
-        }
+        let reporter = Self.reportProgress(editors: count, of: total, done: itemsDone)
         defer { reporter.cancel() }
         try await withTimeoutThrowing(timeout, "the editors to finish") {
             try await withThrowingTaskGroup(of: Histogram<UInt64>.self) { group in
@@ -295,13 +289,7 @@ struct ConvergeBench: AsyncParsableCommand {
         let started = clock.now
         start.withLockedValue { $0 = started }
         let total = count * items
-        let reporter = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(2))
-                guard !Task.isCancelled else { return }
-                say("  … \(count) editors: \(itemsDone.withLockedValue { $0 })/\(total) items acked")
-            }
-        }
+        let reporter = Self.reportProgress(editors: count, of: total, done: itemsDone)
         defer { reporter.cancel() }
         try await withTimeoutThrowing(timeout, "the editors to finish") { _ = try await runner.value }
         let editors = try await runner.value
@@ -318,6 +306,17 @@ struct ConvergeBench: AsyncParsableCommand {
             result.mismatches.append("editor \(editor.index)'s course differs from the store's (seq \(editor.state.seq), \(editor.state.videos.count) videos)")
         }
         return result
+    }
+
+    /// Says every 2 s how many of `total` items are acked, until cancelled.
+    private static func reportProgress(editors count: Int, of total: Int, done: NIOLockedValueBox<Int>) -> Task<Void, Never> {
+        Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(2))
+                guard !Task.isCancelled else { return }
+                say("  … \(count) editors: \(done.withLockedValue { $0 })/\(total) items acked")
+            }
+        }
     }
 
     /// A course with `chapters` chapters and `media` media files, made by one set-up batch.
