@@ -97,6 +97,7 @@ public struct HTTPListener: Service {
                                                                         maxAccumulatedFrameSize: Limits.maxClientFrameBytes))
                     try pipeline.addHandler(WebSocketPayloadAdapter(form: form, isClient: false, firstMessageLimit: Limits.maxHandshakeFrameBytes,
                                                                     messageLimit: Limits.maxClientFrameBytes))
+                    try pipeline.addHandler(PeerActivity.Handler())
                     return .webSocket(try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel))
                 }
             }

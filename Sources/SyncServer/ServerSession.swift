@@ -100,6 +100,14 @@ public struct ServerSession: Sendable {
         if !paused { heartbeat?.received(now: now) }
     }
 
+    /// A frame from the peer arrived at `moment`, before the driver handed it over (its tasks can be
+    /// held up; ``receive(_:bytes:now:date:)`` follows when they run): the peer is alive, which is
+    /// all the heartbeat asks. The driver reports it before each ``handleTimeout(now:)``.
+    public mutating func peerSent(at moment: Moment) {
+        guard case .ready = state else { return }
+        heartbeat?.received(now: moment)
+    }
+
     /// The driver's timer fired: ping a quiet peer, close a silent one.
     public mutating func handleTimeout(now: Moment) {
         switch state {

@@ -203,6 +203,7 @@ public final class SyncServer: Service, Sendable {
 
     private func configure(_ pipeline: ChannelPipeline.SynchronousOperations) throws {
         try ProtocolPipeline.configureServer(pipeline, security: configuration.security, beforeFraming: LingeringClose())
+        try pipeline.addHandler(PeerActivity.Handler())
     }
 
     func hub(for courseID: EntityID) -> CourseHub {
@@ -330,8 +331,14 @@ public final class SyncServer: Service, Sendable {
     /// fires no later is already armed (a later deadline is found when that one fires: the
     /// heartbeat moves its deadline with every frame, and re-arming per frame would cost more).
     /// An earlier one (the token's expiry, set by the handshake) replaces the armed timer.
-    private func armTimer(_ session: SessionBox, timer: NIOLockedValueBox<ArmedTimer>, clock: MomentClock, eventLoop: any EventLoop,
-                          outbox: Outbox, handle: @escaping @Sendable () -> ConnectionHandle?) {
+    ///
+    /// The timer does not depend on the connection's tasks: the peer's last frame is read from
+    /// `activity` (marked as the event loop decoded it) and Pings go straight to the channel, so a
+    /// server whose tasks are held up neither misses the peer's Pongs nor keeps its own Pings
+    /// queued, and does not close a peer that is answering.
+    private func armTimer(_ session: SessionBox, timer: NIOLockedValueBox<ArmedTimer>, clock: MomentClock, channel: any Channel,
+                          activity: PeerActivity?, outbox: Outbox, handle: @escaping @Sendable () -> ConnectionHandle?) {
+        let eventLoop = channel.eventLoop
         guard let deadline = session.withLockedValue({ $0.nextDeadline }) else { return }
         timer.withLockedValue { armed in
             if let current = armed.deadline, current <= deadline { return }
@@ -340,13 +347,17 @@ public final class SyncServer: Service, Sendable {
             armed.task = eventLoop.scheduleTask(in: .nanoseconds(max((deadline - clock.now()).wholeNanoseconds, 0))) {
                 timer.withLockedValue { $0 = ArmedTimer() }
                 let actions = session.withLockedValue { session in
+                    if let arrived = activity?.lastFrame { session.peerSent(at: clock.moment(arrived)) }
                     session.handleTimeout(now: clock.now())
                     return session.takeActions()
                 }
                 var leave: [EntityID] = []
                 for action in actions {
                     switch action {
-                    case .send(let message): outbox.send(message)
+                    case .send(let message):
+                        // A Ping. Not after a queued Error (the Error is the last frame); ahead of
+                        // queued frames otherwise, which is harmless for a Ping.
+                        if !outbox.isClosing { channel.writeAndFlush(ByteBuffer(bytes: message.payload()), promise: nil) }
                     case .close(let error): outbox.close(error)
                     case .unsubscribe(let courseID): leave.append(courseID)
                     case .ready, .subscribe, .push, .authenticate: break  // only frames cause these
@@ -355,7 +366,7 @@ public final class SyncServer: Service, Sendable {
                 if !leave.isEmpty, let handle = handle() {
                     Task { for courseID in leave { await self.hub(for: courseID).unsubscribe(handle) } }
                 }
-                self.armTimer(session, timer: timer, clock: clock, eventLoop: eventLoop, outbox: outbox, handle: handle)
+                self.armTimer(session, timer: timer, clock: clock, channel: channel, activity: activity, outbox: outbox, handle: handle)
             }
         }
     }
@@ -376,6 +387,7 @@ public final class SyncServer: Service, Sendable {
                               maxPushesPerSecond: UInt32(clamping: configuration.limits.session.pushesPerSecond),
                               maxBytesPerSecond: UInt32(clamping: configuration.limits.session.bytesPerSecond))
         let clock = MomentClock()
+        let activity = await PeerActivity.of(channel.channel)
         let session = SessionBox(ServerSession(welcome: welcome, limits: configuration.limits.session, now: clock.now()))
         let handleBox = NIOLockedValueBox<ConnectionHandle?>(nil)
         let address = channel.channel.remoteAddress?.ipAddress ?? "?"
@@ -403,7 +415,7 @@ public final class SyncServer: Service, Sendable {
                         await Self.write(outbox, to: channel.channel, closeTimeout: closeTimeout, logger: logger)
                     }
                     let timer = NIOLockedValueBox(ArmedTimer())
-                    let arm = { self.armTimer(session, timer: timer, clock: clock, eventLoop: channel.channel.eventLoop, outbox: outbox,
+                    let arm = { self.armTimer(session, timer: timer, clock: clock, channel: channel.channel, activity: activity, outbox: outbox,
                                               handle: { handleBox.withLockedValue { $0 } }) }
                     arm()
                     /// Hands one frame (or why it did not decode) to the session and carries out its decisions.

@@ -61,6 +61,11 @@ public struct MomentClock: Sendable {
     /// The instant `moment` stands for, to sleep until.
     public func instant(_ moment: Moment) -> ContinuousClock.Instant { origin + .nanoseconds(moment.nanoseconds) }
 
+    /// The moment `instant` stands for on this clock.
+    public func moment(_ instant: ContinuousClock.Instant) -> Moment {
+        Moment(nanoseconds: (instant - origin).wholeNanoseconds)
+    }
+
     /// Sleeps until `moment` (throws if cancelled).
     public func sleep(until moment: Moment) async throws {
         try await Task.sleep(until: instant(moment), clock: .continuous)

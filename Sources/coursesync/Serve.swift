@@ -139,7 +139,7 @@ struct Serve: AsyncParsableCommand {
             }
         }
         let banner: @Sendable (Int, String) -> Void = { [listen, store, configuration] port, storeDescription in
-            var lines = [
+            let lines = [
                 "CourseSync \(CourseSyncVersion.current) listening on \(listen.host):\(port) (\(configuration.security.isTLS ? "TLS" : "plaintext"))",
                 "  store:   \(storeDescription)",
                 "  secret:  \(secretPath)",

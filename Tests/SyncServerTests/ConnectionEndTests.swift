@@ -41,6 +41,31 @@ import Testing
         }
     }
 
+    /// Regression (seen once in CI, under the whole suite's load): a server whose tasks were held
+    /// up for longer than the idle timeout closed a peer that had kept answering its Pings. The
+    /// Pongs waited, read but not handed over, behind the stalled connection task while the timer
+    /// (on the event loop) judged the peer silent; and the Pings themselves waited in the outbox
+    /// for the stalled writer. Now the timer counts a frame from when the event loop decoded it
+    /// and writes its Pings straight to the channel.
+    @Test func aPeerThatAnswersIsNotClosedWhileTheServersTasksAreHeldUp() async throws {
+        try await withDatabase { database in
+            let (courseID, _, _) = try await database.makeCourse(chapters: 1)
+            let executor = HoldableExecutor()
+            try await withServer(store: database.store, configure: { $0.heartbeatInterval = .milliseconds(300) }, executor: executor) { server in
+                let watcher = try await TestClient.connect(port: server.port, answerPings: true)
+                try await watcher.hello(token: server.token([courseID: .viewer]))
+                try await watcher.subscribe(courseID)
+                let pingsBefore = watcher.received.filter { if case .ping = $0 { true } else { false } }.count
+                // Held up for more than three intervals: the server's tasks do nothing meanwhile.
+                await executor.hold(for: .seconds(2))
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(!watcher.isClosed, "closed: \(watcher.received.suffix(4).map(TestClient.kind))")
+                let pings = watcher.received.filter { if case .ping = $0 { true } else { false } }.count
+                #expect(pings > pingsBefore, "the server went on pinging its quiet peer")
+            }
+        }
+    }
+
     /// Regression: after `Error{IDLE_TIMEOUT}` the server still sent Pings before closing. The
     /// Error is the last frame (protocol §6).
     @Test func theErrorIsTheLastFrameBeforeAnIdleClose() async throws {

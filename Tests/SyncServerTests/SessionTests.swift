@@ -258,6 +258,29 @@ extension ServerSession {
         #expect(session.nextDeadline == at(61_000), "reading again counts as hearing from the peer")
     }
 
+    /// The driver reports when a frame arrived, before its (held-up) task hands the frame over:
+    /// the peer counts as heard from then. The same peer's frames arriving no later than the
+    /// first timeout but not handed over were judged silent before.
+    @Test func aFrameThatArrivedButWasNotHandedOverYetCountsAsHearingFromThePeer() {
+        var session = ready([course: .viewer])
+        session.handleTimeout(now: at(1_000))
+        guard case .send(.ping) = session.takeActions().first else { Issue.record("no Ping at the first interval"); return }
+        session.peerSent(at: at(1_020))  // its Pong, still waiting for the driver's task
+        session.peerSent(at: at(500))  // an older mark changes nothing
+        func closed(_ actions: [ServerSession.Action]) -> Bool {
+            actions.contains { if case .close(let error) = $0 { error.code == .idleTimeout } else { false } }
+        }
+        session.handleTimeout(now: at(2_000))
+        session.handleTimeout(now: at(3_000))
+        #expect(!closed(session.takeActions()), "not silent for three intervals: it answered at 1.02 s")
+        session.handleTimeout(now: at(4_020))
+        #expect(closed(session.takeActions()), "silent for three intervals after its last frame")
+        // Without the mark the same peer is closed at 3 s.
+        var unmarked = ready([course: .viewer])
+        for time: Int64 in [1_000, 2_000, 3_000] { unmarked.handleTimeout(now: at(time)) }
+        #expect(closed(unmarked.takeActions()))
+    }
+
     @Test func aSilentPeerIsClosedAfterThreeIntervalsAndNothingFollowsTheError() {
         var session = ready([course: .editor])
         _ = session.receive(.success(.subscribe(courseID: course, sinceSeq: 0)), now: now)

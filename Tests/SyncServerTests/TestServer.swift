@@ -39,15 +39,39 @@ struct TestServer: Sendable {
     }
 }
 
-/// Runs `body` against a server on `store`; shuts the server down afterwards.
+/// A task executor with one thread of its own (a serial queue). A server run on it (every task it
+/// starts prefers it, and so do its actors) can be held up — none of its tasks runs — without
+/// holding up the rest of the test process, as a busy pool would in production.
+final class HoldableExecutor: TaskExecutor, @unchecked Sendable {
+    private let queue = DispatchQueue(label: "coursesync.test.holdable")
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+
+    /// Occupies the executor's thread for `duration`; returns when it is free again.
+    func hold(for duration: Duration) async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            queue.async {
+                Thread.sleep(forTimeInterval: Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18)
+                done.resume()
+            }
+        }
+    }
+}
+
+/// Runs `body` against a server on `store`; shuts the server down afterwards. With `executor`, the
+/// server's tasks run there (see ``HoldableExecutor``).
 func withServer<T>(store: any SyncStore, configure: (inout ServerConfiguration) -> Void = { _ in },
+                   executor: (any TaskExecutor)? = nil,
                    _ body: (TestServer) async throws -> T) async throws -> T {
     var configuration = ServerConfiguration(host: "127.0.0.1", port: 0, serverID: "test")
     configure(&configuration)
     // No leeway: tests of expiry use tokens that live a second or two.
     let authority = try await TokenAuthority(secret: TestServer.secret, rules: TokenRules(leeway: 0))
     let server = SyncServer(store: store, authority: authority, configuration: configuration, logger: TestDatabase.logger)
-    let running = Task { try await server.run() }
+    let running = Task(executorPreference: executor) { try await server.run() }
     let port: Int
     do {
         port = try await server.listeningPort()
