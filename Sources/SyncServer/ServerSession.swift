@@ -131,7 +131,10 @@ public struct ServerSession: Sendable {
     }
 
     /// Handles one decoded frame (or the reason it did not decode) of `bytes` bytes. `now` is the
-    /// monotonic clock (heartbeats, rates); `date` the wall clock (token expiry).
+    /// monotonic clock (heartbeats, rates): when the frame *arrived*, which a driver whose tasks
+    /// were held up passes rather than the moment it got round to the frame, so a paced peer's
+    /// backlog is not a burst (an earlier `now` than a previous call's changes no rate); `date` the
+    /// wall clock (token expiry).
     public mutating func receive(_ input: Result<WireMessage, WireError>, bytes: Int = 0, now: Moment, date: Date) {
         heartbeat?.received(now: now)
         if state != .closed, !byteBudget.take(bytes, now: now) {

@@ -418,10 +418,11 @@ public final class SyncServer: Service, Sendable {
                     let arm = { self.armTimer(session, timer: timer, clock: clock, channel: channel.channel, activity: activity, outbox: outbox,
                                               handle: { handleBox.withLockedValue { $0 } }) }
                     arm()
-                    /// Hands one frame (or why it did not decode) to the session and carries out its decisions.
-                    func receive(_ input: Result<WireMessage, WireError>, bytes: Int = 0) async {
+                    /// Hands one frame (or why it did not decode) to the session, as of when it arrived
+                    /// (`arrived`, else now), and carries out its decisions.
+                    func receive(_ input: Result<WireMessage, WireError>, bytes: Int = 0, arrived: ContinuousClock.Instant? = nil) async {
                         await perform(session.withLockedValue { session in
-                            session.receive(input, bytes: bytes, now: clock.now(), date: Date())
+                            session.receive(input, bytes: bytes, now: arrived.map(clock.moment) ?? clock.now(), date: Date())
                             return session.takeActions()
                         })
                     }
@@ -474,8 +475,9 @@ public final class SyncServer: Service, Sendable {
                     }
                     do {
                         for try await payload in inbound {
+                            let arrived = activity?.takeArrival()
                             await receive(Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView, sentBy: .client) },
-                                          bytes: payload.readableBytes)
+                                          bytes: payload.readableBytes, arrived: arrived)
                             if outbox.isClosing { break }
                         }
                     } catch let error as WireError {

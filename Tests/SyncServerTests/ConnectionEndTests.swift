@@ -66,6 +66,34 @@ import Testing
         }
     }
 
+    /// A client that keeps to the stated push rate while the server's tasks are held up is not
+    /// cut for its rate when the server catches up and takes its pushes all at once: the rate is
+    /// the client's sending, measured from when each frame arrived.
+    @Test func aPacedClientIsNotRateLimitedForTheBacklogOfAHeldUpServer() async throws {
+        try await withDatabase { database in
+            let (courseID, chapters, _) = try await database.makeCourse(chapters: 1)
+            let executor = HoldableExecutor()
+            try await withServer(store: database.store, configure: { $0.limits.session.pushesPerSecond = 4 }, executor: executor) { server in
+                let client = try await TestClient.connect(port: server.port, answerPings: true)
+                try await client.hello(token: server.token([courseID: .editor]))
+                async let held: Void = executor.hold(for: .seconds(3))
+                // 12 pushes at 3 per second (the stated rate is 4, bursts of 8), all arriving
+                // while the server is held: taken together afterwards they would be 12 at once.
+                for batchSeq in 1...12 where !client.isClosed {
+                    try? await client.send(.push(Push(courseID: courseID, batchSeq: BatchSeq(batchSeq), baseSeq: 0,
+                                                     ops: [.renameChapter(.id(chapters[0]), title: "Title \(batchSeq)")])))
+                    try await Task.sleep(for: .milliseconds(333))
+                }
+                await held
+                try await client.waitUntil("every push answered") { messages in
+                    messages.filter { if case .ack = $0 { true } else { false } }.count == 12
+                        || messages.contains { if case .error = $0 { true } else { false } }
+                }
+                #expect(!client.isClosed, "closed: \(client.received.suffix(3).map(TestClient.kind))")
+            }
+        }
+    }
+
     /// Regression: after `Error{IDLE_TIMEOUT}` the server still sent Pings before closing. The
     /// Error is the last frame (protocol §6).
     @Test func theErrorIsTheLastFrameBeforeAnIdleClose() async throws {
