@@ -103,9 +103,17 @@ public struct ServerSession: Sendable {
     /// A frame from the peer arrived at `moment`, before the driver handed it over (its tasks can be
     /// held up; ``receive(_:bytes:now:date:)`` follows when they run): the peer is alive, which is
     /// all the heartbeat asks. The driver reports it before each ``handleTimeout(now:)``.
+    ///
+    /// Before `Hello` was handed over: a frame that arrived before the handshake deadline lifts
+    /// it. The peer was on time; handing the frame over is the server's own work, and a frame
+    /// that is not a `Hello` closes the connection when it is. (Once the `Hello` is taken the
+    /// deadline runs again only if it was not lifted: the token check is bounded by it.)
     public mutating func peerSent(at moment: Moment) {
-        guard case .ready = state else { return }
-        heartbeat?.received(now: moment)
+        switch state {
+        case .ready: heartbeat?.received(now: moment)
+        case .awaitingHello: if let helloDeadline, moment < helloDeadline { self.helloDeadline = nil }
+        case .authenticating, .closed: break
+        }
     }
 
     /// The driver's timer fired: ping a quiet peer, close a silent one.

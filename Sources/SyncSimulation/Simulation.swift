@@ -21,11 +21,18 @@ public struct Faults: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public static let notifications = Faults(rawValue: 16)
     /// A node's notification listener loses its connection: it hears nothing until it reconnects.
     public static let listenerDrops = Faults(rawValue: 32)
+    /// A node's tasks are held up for a while (its pool busy) while its event loops go on: the
+    /// peers' frames arrive and wait to be handed over, its writers send nothing, its hub and
+    /// store calls wait; its timers still run and their Pings go straight out. Not in ``all``
+    /// (added later: ``all`` keeps the seeds' runs as they were); `coursesync simulate --faults`
+    /// and the suite's own runs name it.
+    public static let nodeStalls = Faults(rawValue: 64)
     public static let all: Faults = [.drops, .clientRestarts, .serverRestarts, .slowConsumers, .notifications, .listenerDrops]
 
     public static let names: [(String, Faults)] = [("drops", .drops), ("client-restarts", .clientRestarts),
                                                    ("server-restarts", .serverRestarts), ("slow-consumers", .slowConsumers),
-                                                   ("notifications", .notifications), ("listener-drops", .listenerDrops)]
+                                                   ("notifications", .notifications), ("listener-drops", .listenerDrops),
+                                                   ("node-stalls", .nodeStalls)]
 
     public var description: String {
         let named = Self.names.filter { contains($0.1) }.map(\.0)
@@ -124,6 +131,13 @@ public final class Simulation {
         /// Batches pushed on this connection that committed and whose Ack has not arrived: their
         /// Diff must not arrive first.
         var awaitingAck = Set<BatchSeq>()
+        /// The node was held up at some point while this connection lived: the client's leaving it
+        /// for silence is then the node's doing.
+        var serverStalled = false
+        /// Frames that reached a held-up node, with when they arrived, not yet handed to the session.
+        var arrived: [(bytes: [UInt8], at: Moment)] = []
+        /// Pings the session's timer wrote straight to the socket, ahead of the outbox.
+        var pinged: [[UInt8]] = []
     }
 
     struct Node {
@@ -133,6 +147,8 @@ public final class Simulation {
         var listenerBackAt: Moment?
         /// Notifications delivered to this node's listener and not yet handled (any order).
         var notifications: [CourseSeq] = []
+        /// Its tasks are held up until then (``Faults/nodeStalls``).
+        var heldUntil: Moment?
     }
 
     enum StoreCall {
@@ -142,6 +158,12 @@ public final class Simulation {
         case answer(node: Int, [BatchOutcome])
         case load(node: Int, connection: Int, generation: Int, after: CourseSeq)
         case readSeq(node: Int)
+
+        var node: Int {
+            switch self {
+            case .commit(let node, _), .answer(let node, _), .load(let node, _, _, _), .readSeq(let node): node
+            }
+        }
     }
 
     /// A catch-up's frames not yet in the outbox: they go in as it has room.
@@ -281,12 +303,15 @@ public final class Simulation {
         // Sorted: a dictionary's order differs between runs, and the choice must not.
         for id in connections.keys.sorted() {
             let connection = connections[id]!
-            if !connection.up.isEmpty { choices.append((6, { try self.deliverUp(id) })) }
-            if !connection.outbox.isEmpty, !clients[connection.client].paused { choices.append((6, { try self.deliverDown(id) })) }
+            let held = isHeld(connection.node)
+            if !connection.up.isEmpty { choices.append((6, { try held ? self.arrive(id) : self.deliverUp(id) })) }
+            if !connection.pinged.isEmpty || (!held && !connection.outbox.isEmpty), !clients[connection.client].paused {
+                choices.append((6, { try self.deliverDown(id) }))
+            }
         }
-        if !storeCalls.isEmpty { choices.append((3, { self.completeStoreCall() })) }
-        if feeds.contains(where: { self.hasRoom($0.connection) }) { choices.append((3, { self.continueCatchUp() })) }
-        for index in nodes.indices where !nodes[index].notifications.isEmpty {
+        if storeCalls.contains(where: { !self.isHeld($0.node) }) { choices.append((3, { self.completeStoreCall() })) }
+        if feeds.contains(where: { self.hasRoom($0.connection) && !self.isHeld($0.node) }) { choices.append((3, { self.continueCatchUp() })) }
+        for index in nodes.indices where !nodes[index].notifications.isEmpty && !isHeld(index) {
             choices.append((2, { self.deliverNotification(index) }))
         }
         if workload {
@@ -311,6 +336,8 @@ public final class Simulation {
             if let until = clients[index].pausedUntil, now >= until { resume(index) }
         }
         for index in nodes.indices {
+            if let until = nodes[index].heldUntil, now >= until { try release(index) }
+            guard !isHeld(index) else { continue }
             if let back = nodes[index].listenerBackAt, now >= back {
                 nodes[index].listenerBackAt = nil
                 nodes[index].listenerUp = true
@@ -321,8 +348,9 @@ public final class Simulation {
         }
         for id in connections.keys.sorted() {
             guard let deadline = connections[id]?.session.nextDeadline, now >= deadline else { continue }
+            // The timer runs on the node's event loop: also while its tasks are held up.
             connections[id]!.session.handleTimeout(now: now)
-            carryOutSession(id)
+            carryOutSession(id, fromTimer: true)
         }
         for index in clients.indices where !clients[index].paused {
             guard let deadline = clients[index].core.nextDeadline, now >= deadline else { continue }
@@ -351,11 +379,17 @@ public final class Simulation {
             let node = Int.random(in: 0..<nodes.count, using: &random)
             let downFor = Duration.milliseconds(Int64.random(in: 10...2_000, using: &random))
             choices = [(1, { self.dropListener(node, for: downFor) })]
+        } else if faults.contains(.nodeStalls), roll >= 10, roll < 12 {
+            let node = Int.random(in: 0..<nodes.count, using: &random)
+            // Up to beyond the idle timeout (three heartbeat intervals).
+            let heldFor = Duration.milliseconds(Int64.random(in: 200...(options.heartbeat * 4).wholeMilliseconds, using: &random))
+            choices = [(1, { self.hold(node, for: heldFor) })]
         }
     }
 
     private var isQuiescent: Bool {
-        storeCalls.isEmpty && feeds.isEmpty && connections.values.allSatisfy { $0.up.isEmpty && $0.outbox.isEmpty }
+        storeCalls.isEmpty && feeds.isEmpty && nodes.allSatisfy { $0.heldUntil == nil }
+            && connections.values.allSatisfy { $0.up.isEmpty && $0.outbox.isEmpty && $0.arrived.isEmpty && $0.pinged.isEmpty }
             && clients.allSatisfy { $0.core.isSettled && $0.core.phase == .live && $0.core.confirmed.seq == store.state.seq }
     }
 
@@ -370,7 +404,7 @@ public final class Simulation {
         let welcome = Welcome(serverID: "node\(node)", heartbeatIntervalMs: UInt32(options.heartbeat.wholeMilliseconds),
                               maxPushesPerSecond: UInt32(options.pushesPerSecond), maxBytesPerSecond: UInt32(limits.bytesPerSecond))
         connections[id] = Connection(client: index, node: node, session: ServerSession(welcome: welcome, limits: limits, now: now),
-                                     outbox: OutboxQueue(capacity: options.outboxFrames))
+                                     outbox: OutboxQueue(capacity: options.outboxFrames), serverStalled: isHeld(node))
         clients[index].connection = id
         clients[index].core.connecting(now: now)
         let hello = WireMessage.hello(Hello(clientID: clients[index].core.clientID, token: token))
@@ -453,7 +487,9 @@ public final class Simulation {
             case .reconnect(let reason):
                 log("\(clients[index].name) reconnects: \(reason)")
                 if let id = clients[index].connection {
-                    if reason.hasPrefix("idle:") || reason.hasPrefix("no Welcome"), connections[id]?.clientStalled == false {
+                    // Leaving a node whose tasks were held up (it sent nothing, answered nothing) is right.
+                    if reason.hasPrefix("idle:") || reason.hasPrefix("no Welcome"), connections[id]?.clientStalled == false,
+                       connections[id]?.serverStalled == false {
                         violation("\(clients[index].name) gave up on #\(id), which it kept reading: \(reason)")
                     }
                     close(id)
@@ -482,18 +518,55 @@ public final class Simulation {
     // MARK: - Network
 
     private func deliverUp(_ id: Int) throws {
-        let bytes = connections[id]!.up.removeFirst()
+        hand(connections[id]!.up.removeFirst(), arrivedAt: now, to: id)
+    }
+
+    /// Hands a frame to connection `id`'s session as of when it arrived (the driver passes the
+    /// arrival, not the moment its task got round to the frame) and carries out its decisions.
+    private func hand(_ bytes: [UInt8], arrivedAt arrival: Moment, to id: Int) {
         let input = Result { () throws(WireError) in try WireMessage(payload: bytes, sentBy: .client) }
         if tracing, case .success(let message) = input { log("\(clients[connections[id]!.client].name) → #\(id): \(Self.brief(message))") }
-        connections[id]!.session.receive(input, bytes: bytes.count, now: now, date: date)
+        connections[id]!.session.receive(input, bytes: bytes.count, now: arrival, date: date)
         carryOutSession(id)
     }
 
-    /// Carries out what connection `id`'s session decided.
-    private func carryOutSession(_ id: Int) {
+    /// A frame reaches a held-up node: its event loop decodes it and marks the arrival (which the
+    /// heartbeat counts), and it waits for the node's tasks.
+    private func arrive(_ id: Int) throws {
+        let bytes = connections[id]!.up.removeFirst()
+        connections[id]!.arrived.append((bytes, now))
+        connections[id]!.session.peerSent(at: now)
+    }
+
+    private func isHeld(_ node: Int) -> Bool { nodes[node].heldUntil != nil }
+
+    private func hold(_ node: Int, for duration: Duration) {
+        fault("node \(node)'s tasks are held up for \(duration.wholeMilliseconds) ms")
+        nodes[node].heldUntil = max(nodes[node].heldUntil ?? now, now + duration)
+        for id in connections.keys where connections[id]?.node == node { connections[id]!.serverStalled = true }
+    }
+
+    /// The node's tasks run again: they hand over what arrived meanwhile, in order.
+    private func release(_ node: Int) throws {
+        nodes[node].heldUntil = nil
+        lastEventAt = max(lastEventAt, now)
+        log("node \(node)'s tasks run again")
+        for id in connections.keys.sorted() where connections[id]?.node == node {
+            while let frame = connections[id]?.arrived.first {
+                connections[id]!.arrived.removeFirst()
+                hand(frame.bytes, arrivedAt: frame.at, to: id)
+            }
+        }
+    }
+
+    /// Carries out what connection `id`'s session decided. What its timer decided (`fromTimer`),
+    /// the driver does on the event loop: Pings straight to the socket (not after a queued Error).
+    private func carryOutSession(_ id: Int, fromTimer: Bool = false) {
         guard let node = connections[id]?.node else { return }
         for action in connections[id]!.session.takeActions() {
             switch action {
+            case .send(let message) where fromTimer:
+                if connections[id]?.outbox.isClosing == false { connections[id]!.pinged.append(message.payload()) }
             case .send(let message):
                 send(id, message)
             case .close(let error):
@@ -535,7 +608,12 @@ public final class Simulation {
             let size = Int.random(in: 1...8, using: &readSizes)
             var messages: [WireMessage] = []
             var closing = false
-            while messages.count < size, !closing, let item = connections[id]?.outbox.next() {
+            while messages.count < size, let ping = connections[id]?.pinged.first {
+                connections[id]!.pinged.removeFirst()
+                messages.append(try WireMessage(payload: ping, sentBy: .server))
+            }
+            // A held-up node's writer sends nothing.
+            while messages.count < size, !closing, let node = connections[id]?.node, !isHeld(node), let item = connections[id]?.outbox.next() {
                 switch item {
                 case .frame(let bytes): messages.append(try WireMessage(payload: bytes, sentBy: .server))
                 case .close(let error):
@@ -642,7 +720,9 @@ public final class Simulation {
     /// Completes one outstanding store call, any of them: the store serializes commits, and reads
     /// and other nodes' commits overtake each other.
     private func completeStoreCall() {
-        let index = Int.random(in: 0..<storeCalls.count, using: &random)
+        // Not a held-up node's: its task awaiting the call does not run.
+        let eligible = storeCalls.indices.filter { !isHeld(storeCalls[$0].node) }
+        let index = eligible[Int.random(in: 0..<eligible.count, using: &random)]
         let call = storeCalls.remove(at: index)
         switch call {
         case .commit(let node, let batches):
@@ -706,7 +786,7 @@ public final class Simulation {
     }
 
     private func continueCatchUp() {
-        guard let index = feeds.firstIndex(where: { hasRoom($0.connection) }) else { return }
+        guard let index = feeds.firstIndex(where: { hasRoom($0.connection) && !isHeld($0.node) }) else { return }
         var feed = feeds[index]
         guard connections[feed.connection] != nil else {
             feeds.remove(at: index)

@@ -26,7 +26,7 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Watch-only clients per run (they never push).") var watchers = 1
     @Option(help: "Server nodes over the one store.") var nodes = 2
     @Option(help: "Edits per client.") var edits = 40
-    @Option(help: ArgumentHelp("Faults to inject: all, none, or a comma list of drops, client-restarts, server-restarts, slow-consumers, notifications, listener-drops.",
+    @Option(help: ArgumentHelp("Faults to inject: all, none, or a comma list of drops, client-restarts, server-restarts, slow-consumers, notifications, listener-drops, node-stalls (all: every one but node-stalls, which came later; all,node-stalls for every one).",
                                valueName: "list")) var faults = "all"
 
     func validate() throws {
@@ -45,6 +45,10 @@ struct Simulate: AsyncParsableCommand {
         default:
             var set: Faults = []
             for name in faults.split(separator: ",") {
+                if name == "all" {
+                    set.formUnion(.all)
+                    continue
+                }
                 guard let fault = Faults.names.first(where: { $0.0 == name })?.1 else {
                     throw ValidationError("unknown fault \(name); known: all, none, \(Faults.names.map(\.0).joined(separator: ", "))")
                 }

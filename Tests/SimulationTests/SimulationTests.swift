@@ -88,6 +88,28 @@ func onSimulationThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T)
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
     }
 
+    /// Nodes whose tasks are held up (their pool busy) while their event loops run on, with every
+    /// other fault: no peer that kept answering is closed for idleness, no paced client is cut for
+    /// its rate, no `Hello` that arrived in time is refused as late. (Each of the driver's rules —
+    /// arrivals marked as frames are decoded, Pings written by the timer, frames handed over as of
+    /// their arrival, the handshake deadline lifted by an on-time frame — undone fails seeds here.)
+    @Test(arguments: 0..<3)
+    func nodeStallsWithEveryOtherFault(_ slice: Int) async throws {
+        var options = SimulationOptions()
+        options.faults = Faults.all.union(.nodeStalls)
+        let failures = try await onSimulationThread { [options] in
+            var failures: [String] = []
+            for seed in UInt64(40_000 + slice * 25)..<UInt64(40_000 + slice * 25 + 25) {
+                let result = try Simulation(seed: seed, options: options).run()
+                if !result.passed {
+                    failures.append("seed \(seed): \(result.violations.prefix(3)) — replay: coursesync simulate --seed \(seed) --faults all,node-stalls --trace")
+                }
+            }
+            return failures
+        }
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+    }
+
     /// One node and three, with more watchers: the shapes the default run does not take.
     @Test(arguments: [1, 3])
     func otherNodeCounts(_ nodes: Int) async throws {

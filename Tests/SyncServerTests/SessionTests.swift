@@ -281,6 +281,24 @@ extension ServerSession {
         #expect(closed(unmarked.takeActions()))
     }
 
+    /// A `Hello` that arrived before the handshake deadline, but was handed over after it (the
+    /// server's tasks held up), is not refused for lateness; one that arrived after it is.
+    @Test func aHelloThatArrivedInTimeIsNotLateForBeingHandedOverLate() {
+        var onTime = session()
+        onTime.peerSent(at: at(900))
+        #expect(onTime.nextDeadline == nil, "nothing to time out while the frame waits")
+        onTime.handleTimeout(now: at(1_000))
+        #expect(onTime.takeActions().isEmpty)
+        onTime.receive(.success(.hello(Hello(clientID: client, token: "t"))), now: at(900), date: now)
+        #expect(onTime.takeActions() == [.authenticate(token: "t")])
+
+        var late = session()
+        late.peerSent(at: at(1_000))
+        late.handleTimeout(now: at(1_000))
+        guard case .close(let error) = late.takeActions().first else { Issue.record("a Hello arriving at the deadline was taken"); return }
+        #expect(error.code == .idleTimeout)
+    }
+
     @Test func aSilentPeerIsClosedAfterThreeIntervalsAndNothingFollowsTheError() {
         var session = ready([course: .editor])
         _ = session.receive(.success(.subscribe(courseID: course, sinceSeq: 0)), now: now)
