@@ -66,6 +66,25 @@ import Testing
         }
     }
 
+    /// A `Hello` sent in time to a server whose tasks are held up past the handshake deadline is
+    /// welcomed when they run again, not refused as late (found by the simulator's node stalls).
+    @Test func aHelloSentInTimeToAHeldUpServerIsWelcomed() async throws {
+        try await withDatabase { database in
+            let (courseID, _, _) = try await database.makeCourse(chapters: 1)
+            let executor = HoldableExecutor()
+            try await withServer(store: database.store, configure: { $0.limits.session.handshakeTimeout = .milliseconds(300) },
+                                 executor: executor) { server in
+                let client = try await TestClient.connect(port: server.port)
+                try await Task.sleep(for: .milliseconds(50))  // the connection's session is set up, its deadline armed
+                async let held: Void = executor.hold(for: .seconds(1))
+                try await Task.sleep(for: .milliseconds(50))
+                _ = try await client.hello(token: server.token([courseID: .viewer]))
+                await held
+                #expect(!client.isClosed)
+            }
+        }
+    }
+
     /// A client that keeps to the stated push rate while the server's tasks are held up is not
     /// cut for its rate when the server catches up and takes its pushes all at once: the rate is
     /// the client's sending, measured from when each frame arrived.
