@@ -145,10 +145,9 @@ struct ConvergeBench: AsyncParsableCommand {
         try await withTimeoutThrowing(timeout, "the editors to finish") {
             try await withThrowingTaskGroup(of: Histogram<UInt64>.self) { group in
                 for (index, client) in editors.enumerated() {
-                    // Editors 2k and 2k+1 share chapter k; each links its own half of the media files.
                     let chapter = await client.key(for: fixture.chapters[index / 2])
                     var media: [LocalKey] = []
-                    for id in fixture.media[(index % 2) * items ..< (index % 2 + 1) * items] { media.append(await client.key(for: id)) }
+                    for id in Self.media(of: index, in: fixture.media, items: items) { media.append(await client.key(for: id)) }
                     group.addTask {
                         var latency = Histogram<UInt64>(highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
                         for first in stride(from: 0, to: media.count, by: 10) {
@@ -214,7 +213,7 @@ struct ConvergeBench: AsyncParsableCommand {
                     let token = try await authority.issue(TokenClaims(user: "editor\(index)", expires: Date().addingTimeInterval(86_400),
                                                                       courses: [fixture.course: .editor]))
                     let chapter = fixture.chapters[index / 2]
-                    let media = Array(fixture.media[(index % 2) * items ..< (index % 2 + 1) * items])
+                    let batches = Self.linkBatches(Self.media(of: index, in: fixture.media, items: items))
                     group.addTask {
                         var generator = SystemRandomNumberGenerator()
                         return try await ProtocolClient.with(host: "127.0.0.1", port: port, clientID: ClientID(.random(using: &generator)), token: token) { connection in
@@ -242,11 +241,6 @@ struct ConvergeBench: AsyncParsableCommand {
                             while start.withLockedValue({ $0 }) == nil { try await Task.sleep(for: .microseconds(200)) }
 
                             var latency = Histogram<UInt64>(highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
-                            let batches = stride(from: 0, to: media.count, by: 10).map { first in
-                                media[first ..< min(first + 10, media.count)].enumerated().map {
-                                    LinkItem(temp: TempID(UInt64(first + $0.offset + 1))!, media: .id($0.element))
-                                }
-                            }
                             var answered = 0
                             var sent = clock.now
                             var lastAck = sent
@@ -335,6 +329,19 @@ struct ConvergeBench: AsyncParsableCommand {
         return (course, (0..<chapters).map { commit.ack.idMap[TempID(UInt64(1 + $0))!]! }, (0..<media).map { commit.ack.idMap[TempID(UInt64(1000 + $0))!]! })
     }
 
+    /// The media files editor `index` links: editors 2k and 2k+1 share chapter k, each links its
+    /// own half of the course's 2 × `items` files.
+    static func media(of index: Int, in media: [EntityID], items: Int) -> ArraySlice<EntityID> {
+        media[(index % 2) * items ..< (index % 2 + 1) * items]
+    }
+
+    /// Links of `media` in batches of 10, in order, temp IDs counting from 1.
+    static func linkBatches(_ media: ArraySlice<EntityID>) -> [[LinkItem]] {
+        stride(from: 0, to: media.count, by: 10).map { first in
+            media.dropFirst(first).prefix(10).enumerated().map { LinkItem(temp: TempID(UInt64(first + $0.offset + 1))!, media: .id($0.element)) }
+        }
+    }
+
     /// 20 courses as a run with `editors` editors leaves them (the same batches of 10 links, by as
     /// many clients), committed straight to the store in groups.
     static func fillEarlierCourses(_ store: some SyncStore, editors: Int, items: Int) async throws {
@@ -344,11 +351,7 @@ struct ConvergeBench: AsyncParsableCommand {
             var batches: [Batch] = []
             for editor in 0..<editors {
                 let client = ClientID(.random(using: &generator))
-                let media = fixture.media[(editor % 2) * items ..< (editor % 2 + 1) * items]
-                for (round, first) in stride(from: media.startIndex, to: media.endIndex, by: 10).enumerated() {
-                    let links = media[first ..< min(first + 10, media.endIndex)].enumerated().map {
-                        LinkItem(temp: TempID(UInt64(round * 10 + $0.offset + 1))!, media: .id($0.element))
-                    }
+                for (round, links) in linkBatches(media(of: editor, in: fixture.media, items: items)).enumerated() {
                     batches.append(Batch(clientID: client, courseID: fixture.course, batchSeq: BatchSeq(round + 1), baseSeq: 0,
                                          ops: [.linkMedia(chapter: .id(fixture.chapters[editor / 2]), items: links, placement: .atEnd)]))
                 }
