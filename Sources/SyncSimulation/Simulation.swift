@@ -304,7 +304,7 @@ public final class Simulation {
         for id in connections.keys.sorted() {
             let connection = connections[id]!
             let held = isHeld(connection.node)
-            if !connection.up.isEmpty { choices.append((6, { try held ? self.arrive(id) : self.deliverUp(id) })) }
+            if !connection.up.isEmpty { choices.append((6, { if held { self.arrive(id) } else { try self.deliverUp(id) } })) }
             if !connection.pinged.isEmpty || (!held && !connection.outbox.isEmpty), !clients[connection.client].paused {
                 choices.append((6, { try self.deliverDown(id) }))
             }
@@ -336,7 +336,7 @@ public final class Simulation {
             if let until = clients[index].pausedUntil, now >= until { resume(index) }
         }
         for index in nodes.indices {
-            if let until = nodes[index].heldUntil, now >= until { try release(index) }
+            if let until = nodes[index].heldUntil, now >= until { release(index) }
             guard !isHeld(index) else { continue }
             if let back = nodes[index].listenerBackAt, now >= back {
                 nodes[index].listenerBackAt = nil
@@ -532,7 +532,7 @@ public final class Simulation {
 
     /// A frame reaches a held-up node: its event loop decodes it and marks the arrival (which the
     /// heartbeat counts), and it waits for the node's tasks.
-    private func arrive(_ id: Int) throws {
+    private func arrive(_ id: Int) {
         let bytes = connections[id]!.up.removeFirst()
         connections[id]!.arrived.append((bytes, now))
         connections[id]!.session.peerSent(at: now)
@@ -547,7 +547,7 @@ public final class Simulation {
     }
 
     /// The node's tasks run again: they hand over what arrived meanwhile, in order.
-    private func release(_ node: Int) throws {
+    private func release(_ node: Int) {
         nodes[node].heldUntil = nil
         lastEventAt = max(lastEventAt, now)
         log("node \(node)'s tasks run again")
