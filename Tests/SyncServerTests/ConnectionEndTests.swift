@@ -51,7 +51,12 @@ import Testing
         try await withDatabase { database in
             let (courseID, _, _) = try await database.makeCourse(chapters: 1)
             let executor = HoldableExecutor()
-            try await withServer(store: database.store, configure: { $0.heartbeatInterval = .milliseconds(300) }, executor: executor) { server in
+            // A short heartbeat, but the handshake timeout (which defaults to one interval) long
+            // enough for a loaded machine: the test is about the heartbeat.
+            try await withServer(store: database.store, configure: {
+                $0.heartbeatInterval = .milliseconds(300)
+                $0.limits.session.handshakeTimeout = .seconds(10)
+            }, executor: executor) { server in
                 let watcher = try await TestClient.connect(port: server.port, answerPings: true)
                 try await watcher.hello(token: server.token([courseID: .viewer]))
                 try await watcher.subscribe(courseID)
