@@ -11,8 +11,15 @@ import SyncWire
 public typealias PostgresStore = StoreEngine<PostgresBackend>
 
 extension StoreEngine where Backend == PostgresBackend {
-    public convenience init(client: PostgresClient, logger: Logger, logRetention: Int = 100_000, maxCachedBytes: Int = 256 << 20) {
-        self.init(backend: PostgresBackend(client: client, logger: logger), logRetention: logRetention, maxCachedBytes: maxCachedBytes)
+    /// - Parameters:
+    ///   - retryPolicy: how long a call PostgreSQL failed is tried again (``StoreRetryPolicy``).
+    ///   - onFailure: told of each failed call that is tried again; by default it is logged (warning).
+    public convenience init(client: PostgresClient, logger: Logger, logRetention: Int = 100_000, maxCachedBytes: Int = 256 << 20,
+                            retryPolicy: StoreRetryPolicy = .standard, onFailure: (@Sendable (StoreError) -> Void)? = nil) {
+        self.init(backend: PostgresBackend(client: client, logger: logger), logRetention: logRetention, maxCachedBytes: maxCachedBytes,
+                  retryPolicy: retryPolicy, onFailure: onFailure ?? { error in
+                      logger.warning("database call failed; trying again", metadata: ["error": "\(error)"])
+                  })
     }
 
     public var client: PostgresClient { backend.client }
@@ -47,49 +54,71 @@ extension StoreEngine: CommitNotifications where Backend: CommitNotifications {
 public struct PostgresBackend: StoreBackend, CommitNotifications {
     public let client: PostgresClient
     let logger: Logger
+    private let connectionGuard: ConnectionGuard
 
-    public init(client: PostgresClient, logger: Logger) {
+    /// - Parameter callTimeout: the longest one primitive is waited for (``ConnectionGuard``).
+    public init(client: PostgresClient, logger: Logger, callTimeout: Duration = .seconds(15)) {
         self.client = client
         self.logger = logger
+        connectionGuard = ConnectionGuard(timeout: callTimeout)
     }
 
     /// The NOTIFY channel on which every commit announces `<course id> <seq>`.
     public static let notificationChannel = "coursesync_commits"
 
     public func insertCourse(_ course: Course) async throws {
-        let rows = try await client.query("""
-            INSERT INTO courses (id, title, seq) VALUES (\(course.id.uuid), \(course.title), \(Int64(course.seq)))
-            ON CONFLICT (id) DO NOTHING RETURNING id
-            """, logger: logger)
-        guard try await rows.collect().count == 1 else { throw StoreError.courseExists(course.id) }
+        try await database(.create) {
+            let rows = try await client.query("""
+                INSERT INTO courses (id, title, seq) VALUES (\(course.id.uuid), \(course.title), \(Int64(course.seq)))
+                ON CONFLICT (id) DO NOTHING RETURNING id
+                """, logger: logger)
+            guard try await rows.collect().count == 1 else { throw StoreError.courseExists(course.id) }
+        }
     }
 
     public func courseSeq(_ courseID: EntityID) async throws -> CourseSeq? {
-        for try await seq in try await client.execute(CourseSeqStatement(course: courseID.uuid), logger: logger) {
-            return CourseSeq(seq)
+        let logger = logger
+        return try await onConnection(.readSeq) { connection in
+            for try await seq in try await connection.execute(CourseSeqStatement(course: courseID.uuid), logger: logger) {
+                return CourseSeq(seq)
+            }
+            return nil
         }
-        return nil
     }
 
     public func courseSeqs(_ courseIDs: [EntityID]) async throws -> [EntityID: CourseSeq] {
-        var seqs: [EntityID: CourseSeq] = [:]
-        for try await (id, seq) in try await client.execute(CourseSeqsStatement(courses: courseIDs.map(\.uuid)), logger: logger) {
-            seqs[EntityID(id)] = CourseSeq(seq)
+        let logger = logger
+        return try await onConnection(.readSeq) { connection in
+            var seqs: [EntityID: CourseSeq] = [:]
+            for try await (id, seq) in try await connection.execute(CourseSeqsStatement(courses: courseIDs.map(\.uuid)), logger: logger) {
+                seqs[EntityID(id)] = CourseSeq(seq)
+            }
+            return seqs
         }
-        return seqs
     }
 
     public func readLog(_ courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> StoredLog? {
-        var log: StoredLog?
-        let statement = ReadLogStatement(course: courseID.uuid, cursor: Int64(cursor), limit: Int64(limit))
-        for try await (courseSeq, seq, diff) in try await client.execute(statement, logger: logger) {
-            if log == nil { log = StoredLog(courseSeq: CourseSeq(courseSeq), entries: []) }
-            if let seq, let diff { log!.entries.append((CourseSeq(seq), Array(diff.readableBytesView))) }
+        let logger = logger
+        return try await onConnection(.catchUp) { connection in
+            var log: StoredLog?
+            let statement = ReadLogStatement(course: courseID.uuid, cursor: Int64(cursor), limit: Int64(limit))
+            for try await (courseSeq, seq, diff) in try await connection.execute(statement, logger: logger) {
+                if log == nil { log = StoredLog(courseSeq: CourseSeq(courseSeq), entries: []) }
+                if let seq, let diff { log!.entries.append((CourseSeq(seq), Array(diff.readableBytesView))) }
+            }
+            return log
         }
-        return log
     }
 
     public func lookUp(_ batches: [BatchKey], temps: [ClientID: Set<TempID>], courseID: EntityID) async throws -> StoredRecords {
+        let logger = logger
+        return try await onConnection(.lookUp) { connection in
+            try await Self.lookUpRecords(batches, temps: temps, courseID: courseID, on: connection, logger: logger)
+        }
+    }
+
+    private static func lookUpRecords(_ batches: [BatchKey], temps: [ClientID: Set<TempID>], courseID: EntityID,
+                                      on connection: PostgresConnection, logger: Logger) async throws -> StoredRecords {
         var statement = LookUpStatement(course: courseID.uuid, batchClients: batches.map(\.client.id.uuid),
                                         batchSeqs: batches.map { Int64(bitPattern: $0.batchSeq) }, tempClients: [], temps: [])
         for (client, set) in temps {
@@ -99,7 +128,7 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
             }
         }
         var records = StoredRecords()
-        for try await (kind, client, key, ack, entity) in try await client.execute(statement, logger: logger) {
+        for try await (kind, client, key, ack, entity) in try await connection.execute(statement, logger: logger) {
             let clientID = ClientID(EntityID(client))
             if kind == 0, let ack {
                 records.acks[BatchKey(client: clientID, batchSeq: BatchSeq(bitPattern: key))] = Array(ack.readableBytesView)
@@ -112,21 +141,39 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
         return records
     }
 
+    /// Writes the group, and reports `.written` only once PostgreSQL has **committed** it.
+    ///
+    /// postgres-nio ends a statement's rows at its CommandComplete, which the server sends before
+    /// it commits the statement's implicit transaction (at the Sync that follows, answered by
+    /// ReadyForQuery). A backend terminated in between, or a deferred constraint failing at commit,
+    /// rolls back rows that have already arrived; postgres-nio then only closes the connection. So a
+    /// written group is followed by a fence on the same connection: a statement that starts only
+    /// after that ReadyForQuery and fails if the commit did. Any failure is thrown as
+    /// ``StoreError/unavailable(_:detail:)``: the outcome is unknown, and the engine resolves it.
     public func write(_ group: GroupWrite) async throws -> WriteOutcome {
-        do {
-            var written = false
-            for try await _ in try await client.execute(WriteGroup(group), logger: logger) { written = true }
-            if written { return .written }
-        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505"
-            && ["client_batches", "client_temps"].contains(error.serverInfo?[.tableName]) {
-            return .duplicate
+        let logger = logger
+        // nil: a batch record or temp ID is stored already (their primary keys refused the write).
+        let written: Bool? = try await onConnection(.commit) { connection in
+            do {
+                var written = false
+                for try await _ in try await connection.execute(WriteGroup(group), logger: logger) { written = true }
+                if written {
+                    for try await _ in try await connection.execute(CommitFence(), logger: logger) {}
+                }
+                return written
+            } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505"
+                && ["client_batches", "client_temps"].contains(error.serverInfo?[.tableName]) {
+                return nil
+            }
         }
+        guard let written else { return .duplicate }
+        if written { return .written }
         // Nothing written: the course moved on, or is gone.
         return try await courseSeq(group.courseID) == nil ? .unknownCourse : .moved
     }
 
     public func loadCourse(_ courseID: EntityID) async throws -> CourseState? {
-        try await client.withConnection { connection in
+        try await onConnection(.load) { connection in
             // REPEATABLE READ: the four reads see one state.
             try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: self.logger)
             do {
@@ -285,6 +332,49 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
         }
     }
 
+    // MARK: - Failures
+
+    /// `body` on a pooled connection, waited for no longer than the connection lives or the call
+    /// timeout allows (``ConnectionGuard``), with its failures described (``database(_:_:)``).
+    func onConnection<T: Sendable>(_ operation: StoreOperation, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await database(operation) {
+            try await client.withConnection { connection in try await connectionGuard.run(operation, on: connection, body) }
+        }
+    }
+
+    /// `body`, with a failure of PostgreSQL's (or of the connection to it) thrown as
+    /// ``StoreError/unavailable(_:detail:)``, described as an operator needs it.
+    func database<T>(_ operation: StoreOperation, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as StoreError {
+            throw error
+        } catch let error as CancellationError {
+            throw error
+        } catch {
+            throw StoreError.unavailable(operation, detail: Self.describe(error))
+        }
+    }
+
+    /// What went wrong, for a log: postgres-nio's code, the server's SQLSTATE, severity and message
+    /// where it sent them, and the underlying network error. Never the query or its parameters
+    /// (postgres-nio's own description says nothing at all, lest it leak them).
+    public static func describe(_ error: any Error) -> String {
+        if let error = error as? PostgresTransactionError {
+            return [error.beginError, error.closureError, error.commitError, error.rollbackError]
+                .compactMap { $0.map(describe) }.joined(separator: "; ")
+        }
+        guard let error = error as? PSQLError else { return String(describing: error) }
+        var parts = ["\(error.code)"]
+        if let info = error.serverInfo {
+            if let state = info[.sqlState] { parts.append("SQLSTATE \(state)") }
+            if let severity = info[.severity] { parts.append(severity) }
+            if let message = info[.message] { parts.append(message) }
+        }
+        if let underlying = error.underlying { parts.append(String(describing: underlying)) }
+        return parts.joined(separator: ": ")
+    }
+
     // MARK: - Notifications
 
     public func listenForCommits(retryDelay: Duration = .seconds(1),
@@ -307,7 +397,8 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
                 }
             } catch {
                 if Task.isCancelled { return }
-                logger.warning("commit notifications interrupted; listening again", metadata: ["error": "\(error)"])
+                logger.warning("commit notifications interrupted; listening again",
+                               metadata: ["operation": "\(StoreOperation.listen)", "error": "\(Self.describe(error))"])
             }
             try? await Task.sleep(for: retryDelay)
         }

@@ -105,6 +105,16 @@ struct WriteGroup: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(String.self) }
 }
 
+/// Sent after a group's write on the same connection: it runs only once the write's transaction
+/// has committed, and fails if the commit failed (``PostgresBackend/write(_:)``).
+struct CommitFence: PostgresPreparedStatement {
+    typealias Row = Bool
+    static let sql = "SELECT true"
+
+    func makeBindings() throws -> PostgresBindings { PostgresBindings() }
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Bool.self) }
+}
+
 struct CourseSeqStatement: PostgresPreparedStatement {
     typealias Row = Int64
     static let sql = "SELECT seq FROM courses WHERE id = $1"

@@ -9,8 +9,14 @@ public typealias SQLiteStore = StoreEngine<SQLiteBackend>
 
 extension StoreEngine where Backend == SQLiteBackend {
     /// Opens (creating if needed) the store at `path` and migrates its schema.
-    public convenience init(path: String, logRetention: Int = 100_000, maxCachedBytes: Int = 256 << 20) throws {
-        self.init(backend: try SQLiteBackend(path: path), logRetention: logRetention, maxCachedBytes: maxCachedBytes)
+    ///
+    /// - Parameters:
+    ///   - retryPolicy, onFailure: as for ``StoreEngine/init(backend:logRetention:maxCachedCourses:maxCachedBytes:recentCommitsPerCourse:retryPolicy:sleep:onFailure:)``
+    ///     (SQLite fails a call when the file is locked for too long, or on an I/O error or a full disk).
+    public convenience init(path: String, logRetention: Int = 100_000, maxCachedBytes: Int = 256 << 20, retryPolicy: StoreRetryPolicy = .standard,
+                            onFailure: @escaping @Sendable (StoreError) -> Void = { _ in }) throws {
+        self.init(backend: try SQLiteBackend(path: path), logRetention: logRetention, maxCachedBytes: maxCachedBytes,
+                  retryPolicy: retryPolicy, onFailure: onFailure)
     }
 
     public var path: String { backend.path }

@@ -24,6 +24,7 @@ actor CourseHub {
     private let store: any SyncStore
     private let logger: Logger
     private let catchUpChunk: Int
+    private let storeCallTimeout: Duration
     private var core: HubCore<ObjectIdentifier>
     private var handles: [ObjectIdentifier: ConnectionHandle] = [:]
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
@@ -50,10 +51,11 @@ actor CourseHub {
         }
     }
 
-    init(courseID: EntityID, store: any SyncStore, logger: Logger, maxGroupBatches: Int, catchUpChunk: Int) {
+    init(courseID: EntityID, store: any SyncStore, logger: Logger, maxGroupBatches: Int, catchUpChunk: Int, storeCallTimeout: Duration) {
         self.courseID = courseID
         self.store = store
         self.catchUpChunk = catchUpChunk
+        self.storeCallTimeout = storeCallTimeout
         core = HubCore(courseID: courseID, maxGroupBatches: maxGroupBatches, catchUpChunk: catchUpChunk)
         var logger = logger
         logger[metadataKey: "course"] = "\(courseID)"
@@ -116,13 +118,14 @@ actor CourseHub {
         perform()
     }
 
-    private func commitFailed(_ error: any Error) {
+    private func commitFailed(_ error: any Error, batches: Int) {
         var unknownCourse = false
         if case StoreError.unknownCourse = error {
             unknownCourse = true
         } else {
-            ServerMetrics.storeErrors.increment()
-            logger.error("group commit failed", metadata: ["error": "\(error)"])
+            ServerMetrics.storeError(error, .commit)
+            logger.error("group commit failed; closing its writers' connections (they reconnect and resend)",
+                         metadata: ["operation": "\(Self.operation(of: error, else: .commit))", "batches": "\(batches)", "error": "\(error)"])
         }
         core.commitFailed(unknownCourse: unknownCourse)
         perform()
@@ -138,8 +141,9 @@ actor CourseHub {
             if case StoreError.unknownCourse = error {
                 unknownCourse = true
             } else {
-                ServerMetrics.storeErrors.increment()
-                logger.error("catch-up failed", metadata: ["error": "\(error)"])
+                ServerMetrics.storeError(error, .catchUp)
+                logger.error("catch-up failed; closing the subscriber's connection (it reconnects and resumes from its cursor)",
+                             metadata: ["operation": "\(Self.operation(of: error, else: .catchUp))", "error": "\(error)"])
             }
             core.catchUpFailed(key, generation: generation, unknownCourse: unknownCourse)
         }
@@ -161,15 +165,15 @@ actor CourseHub {
             for effect in effects {
                 switch effect {
                 case .commit(let batches):
-                    let store = store, courseID = courseID
+                    let store = store, courseID = courseID, timeout = storeCallTimeout
                     Task {
                         do {
                             let started = ContinuousClock.now
-                            let group = try await store.commitEncoded(batches, courseID: courseID)
+                            let group = try await withDeadline(timeout, .commit) { try await store.commitEncoded(batches, courseID: courseID) }
                             ServerMetrics.commitDuration.recordNanoseconds((ContinuousClock.now - started).wholeNanoseconds)
                             self.committed(group)
                         } catch {
-                            self.commitFailed(error)
+                            self.commitFailed(error, batches: batches.count)
                         }
                     }
                 case .send(let key, let message):
@@ -192,10 +196,12 @@ actor CourseHub {
                         released.append(key)
                         continue
                     }
-                    let store = store, courseID = courseID, limit = catchUpChunk
+                    let store = store, courseID = courseID, limit = catchUpChunk, timeout = storeCallTimeout
                     Task {
                         do {
-                            let read = try await store.catchUpEncoded(courseID: courseID, after: cursor, limit: limit)
+                            let read = try await withDeadline(timeout, .catchUp) {
+                                try await store.catchUpEncoded(courseID: courseID, after: cursor, limit: limit)
+                            }
                             self.keepEncodings(read.encodedDiffs.map { ($0.key, $0.value) })
                             self.caughtUp(key, generation: generation, .success(read.catchUp))
                         } catch {
@@ -254,6 +260,12 @@ actor CourseHub {
             guard let quietSince = state.quietSince else { return false }
             return now - max(quietSince, state.handedOut) >= idle
         }
+    }
+
+    /// The operation a store error names, or `fallback`.
+    static func operation(of error: any Error, else fallback: StoreOperation) -> StoreOperation {
+        if case StoreError.unavailable(let operation, _) = error { return operation }
+        return fallback
     }
 
     private func answered(_ key: ObjectIdentifier, _ batchSeq: BatchSeq) {
@@ -316,5 +328,32 @@ final class InFlightLimit: Sendable {
             return state.waiters.removeFirst()
         }
         waiter?.resume()
+    }
+}
+
+/// `operation`'s result, or ``StoreError/unavailable(_:detail:)`` once `timeout` has passed,
+/// whichever comes first. The operation runs in a task of its own and is cancelled at the
+/// deadline but not waited for: a call stuck where cancellation does not reach (a database
+/// connection that stopped answering) must not hold its caller, and the store engine never lets a
+/// call it did not finish change what it answers later.
+public func withDeadline<T: Sendable>(_ timeout: Duration, _ operation: StoreOperation,
+                               _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    let answer = NIOLockedValueBox<CheckedContinuation<T, any Error>?>(nil)
+    let timer = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    return try await withCheckedThrowingContinuation { continuation in
+        answer.withLockedValue { $0 = continuation }
+        let work = Task {
+            let result: Result<T, any Error>
+            do { result = .success(try await body()) } catch { result = .failure(error) }
+            timer.withLockedValue { $0 }?.cancel()
+            answer.withLockedValue { state in defer { state = nil }; return state }?.resume(with: result)
+        }
+        let deadline = Task {
+            guard (try? await Task.sleep(for: timeout)) != nil else { return }
+            guard let waiting = answer.withLockedValue({ state in defer { state = nil }; return state }) else { return }
+            work.cancel()
+            waiting.resume(throwing: StoreError.unavailable(operation, detail: "no answer within \(timeout)"))
+        }
+        timer.withLockedValue { $0 = deadline }
     }
 }

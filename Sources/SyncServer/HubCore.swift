@@ -187,6 +187,9 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
             broadcast(commit.diff)
         case .replayed(let ack):
             effects.append(.send(pending.origin, .ack(ack)))
+            // Committed by a call whose answer was lost (this node's, or another's after a resend):
+            // the hub never broadcast it, so its live subscribers are caught up from the store.
+            if ack.seq > lastSeq { announcedSeq = max(announcedSeq, ack.seq) }
         case .rejected(let rejection):
             effects.append(.send(pending.origin, .reject(BatchRejection(courseID: courseID, batchSeq: batch.batchSeq, rejection: rejection))))
         }

@@ -21,13 +21,21 @@ enum ServerMetrics {
     static let fanOutLag = Metrics.Timer(label: "coursesync_fan_out_lag_seconds")
     /// Connections cut because they fell 4,096 frames behind.
     static let slowConsumerCuts = Counter(label: "coursesync_slow_consumer_cuts_total")
-    /// Store calls that failed (not counting unknown courses).
-    static let storeErrors = Counter(label: "coursesync_store_errors_total")
+    /// Store calls that failed (not counting unknown courses), by operation: those the server gave
+    /// up on, and (`retried="true"`) those the store engine tried again.
+    static func storeError(_ error: any Error, _ fallback: StoreOperation, retried: Bool = false) {
+        let operation = CourseHub.operation(of: error, else: fallback)
+        Counter(label: "coursesync_store_errors_total", dimensions: [("operation", operation.rawValue), ("retried", retried ? "true" : "false")])
+            .increment()
+    }
 
     /// Creates every metric that exists from the start, so that a scrape shows zeros rather than
     /// nothing before the first event.
     static func register() {
-        _ = (connections, subscriptions, courseHubs, slowConsumerCuts, storeErrors, committed, replayed, catchUpDiffs, catchUpSnapshots)
+        _ = (connections, subscriptions, courseHubs, slowConsumerCuts, committed, replayed, catchUpDiffs, catchUpSnapshots)
+        for operation in [StoreOperation.commit, .catchUp, .readSeq] {
+            _ = Counter(label: "coursesync_store_errors_total", dimensions: [("operation", operation.rawValue), ("retried", "false")])
+        }
     }
 
     /// One per batch answered: `committed`, `replayed`, or `rejected` with the code.

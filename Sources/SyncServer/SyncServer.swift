@@ -35,6 +35,11 @@ public struct ServerConfiguration: Sendable {
     public var hubIdleTimeout: Duration = .seconds(60)
     /// Connections per user and per address, rates, subscriptions and the handshake timeout.
     public var limits = ServerLimits()
+    /// The longest a course hub waits for one store call (a group commit, a catch-up read) before
+    /// it gives up on it as failed: the writers' or the subscriber's connection is closed with
+    /// `INTERNAL_ERROR`, and they reconnect and resend. Longer than the store's own retries
+    /// (``StoreRetryPolicy/standard``, about 9 s), so it ends only a call that hangs.
+    public var storeCallTimeout: Duration = .seconds(30)
 
     public init(host: String = "127.0.0.1", port: Int = 7420, serverID: String = ProcessInfo.processInfo.hostName,
                 heartbeatInterval: TimeAmount = .seconds(15), outboxFrames: Int = 4096, maxInFlightPushes: Int = 64,
@@ -209,7 +214,8 @@ public final class SyncServer: Service, Sendable {
     func hub(for courseID: EntityID) -> CourseHub {
         state.withLockedValue { state in
             let hub = state.hubs[courseID] ?? CourseHub(courseID: courseID, store: store, logger: logger,
-                                                        maxGroupBatches: configuration.maxGroupBatches, catchUpChunk: configuration.catchUpChunk)
+                                                        maxGroupBatches: configuration.maxGroupBatches, catchUpChunk: configuration.catchUpChunk,
+                                                        storeCallTimeout: configuration.storeCallTimeout)
             if state.hubs.updateValue(hub, forKey: courseID) == nil { ServerMetrics.courseHubs.increment() }
             // Handed out just now: not evicted for at least `hubIdleTimeout`, by which time what it
             // was handed out for (a subscription, a push) has made it busy.
@@ -248,12 +254,14 @@ public final class SyncServer: Service, Sendable {
         guard !watched.isEmpty else { return }
         do {
             // Every watched course's seq in one read (one query on PostgreSQL).
-            let seqs = try await store.courseSeqs(watched.map(\.0))
+            let store = store, courses = watched.map(\.0)
+            let seqs = try await withDeadline(configuration.storeCallTimeout, .readSeq) { try await store.courseSeqs(courses) }
             for (courseID, hub) in watched {
                 if let seq = seqs[courseID] { await hub.noteCommitted(upTo: seq) }
             }
         } catch {
-            logger.warning("could not read the courses' seqs", metadata: ["courses": "\(watched.count)", "error": "\(error)"])
+            ServerMetrics.storeError(error, .readSeq)
+            logger.warning("could not read the courses' seqs", metadata: ["courses": "\(watched.count)", "operation": "\(StoreOperation.readSeq)", "error": "\(error)"])
         }
     }
 

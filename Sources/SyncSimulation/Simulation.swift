@@ -27,12 +27,19 @@ public struct Faults: OptionSet, Hashable, Sendable, CustomStringConvertible {
     /// (added later: ``all`` keeps the seeds' runs as they were); `coursesync simulate --faults`
     /// and the suite's own runs name it.
     public static let nodeStalls = Faults(rawValue: 64)
+    /// The store fails calls: one now and then, or every call for a while (the database down).
+    /// A failed commit may have committed (its answer lost) or not; the store tries a failed call
+    /// again a few times (as ``StoreRetryPolicy`` does, resolving a commit's unknown outcome from
+    /// the stored records, so a batch that did commit is answered with its stored ack), then the
+    /// node gives up: the writers or the subscriber are closed with `INTERNAL_ERROR`. Not in
+    /// ``all``, like ``nodeStalls``.
+    public static let storeFailures = Faults(rawValue: 128)
     public static let all: Faults = [.drops, .clientRestarts, .serverRestarts, .slowConsumers, .notifications, .listenerDrops]
 
     public static let names: [(String, Faults)] = [("drops", .drops), ("client-restarts", .clientRestarts),
                                                    ("server-restarts", .serverRestarts), ("slow-consumers", .slowConsumers),
                                                    ("notifications", .notifications), ("listener-drops", .listenerDrops),
-                                                   ("node-stalls", .nodeStalls)]
+                                                   ("node-stalls", .nodeStalls), ("store-failures", .storeFailures)]
 
     public var description: String {
         let named = Self.names.filter { contains($0.1) }.map(\.0)
@@ -152,19 +159,25 @@ public final class Simulation {
     }
 
     enum StoreCall {
-        case commit(node: Int, [Batch])
+        /// `tries`: how often the store failed it so far. `pushers`: the connection each batch
+        /// came on (taken when the call first completes).
+        case commit(node: Int, [Batch], tries: Int = 0, pushers: [Int?]? = nil)
         /// The store committed the group; its answer has not reached the hub yet (the commit is
         /// already visible to reads and announced).
         case answer(node: Int, [BatchOutcome])
-        case load(node: Int, connection: Int, generation: Int, after: CourseSeq)
+        case load(node: Int, connection: Int, generation: Int, after: CourseSeq, tries: Int = 0)
         case readSeq(node: Int)
 
         var node: Int {
             switch self {
-            case .commit(let node, _), .answer(let node, _), .load(let node, _, _, _), .readSeq(let node): node
+            case .commit(let node, _, _, _), .answer(let node, _), .load(let node, _, _, _, _), .readSeq(let node): node
             }
         }
     }
+
+    /// How often the store tries a call before the node gives up on it (the simulated
+    /// ``StoreRetryPolicy``: small, so that giving up happens too).
+    static let storeTries = 3
 
     /// A catch-up's frames not yet in the outbox: they go in as it has room.
     struct CatchUpFeed {
@@ -210,6 +223,8 @@ public final class Simulation {
     private var faultsOn = true
     /// The last commit or fault: liveness is measured from here.
     var lastEventAt = Moment.zero
+    /// The store fails every call until then (``Faults/storeFailures``).
+    private var storeDownUntil: Moment?
 
     public init(seed: UInt64, options: SimulationOptions = SimulationOptions(), tracing: Bool = false) throws {
         precondition(options.nodes >= 1)
@@ -384,6 +399,13 @@ public final class Simulation {
             // Up to beyond the idle timeout (three heartbeat intervals).
             let heldFor = Duration.milliseconds(Int64.random(in: 200...(options.heartbeat * 4).wholeMilliseconds, using: &random))
             choices = [(1, { self.hold(node, for: heldFor) })]
+        } else if faults.contains(.storeFailures), roll >= 12, roll < 13 {
+            let downFor = Duration.milliseconds(Int64.random(in: 50...3_000, using: &random))
+            choices = [(1, {
+                self.fault("the store is down for \(downFor.wholeMilliseconds) ms")
+                self.storeDownUntil = max(self.storeDownUntil ?? self.now, self.now + downFor)
+                self.lastEventAt = max(self.lastEventAt, self.storeDownUntil!)
+            })]
         }
     }
 
@@ -725,32 +747,76 @@ public final class Simulation {
         let index = eligible[Int.random(in: 0..<eligible.count, using: &random)]
         let call = storeCalls.remove(at: index)
         switch call {
-        case .commit(let node, let batches):
-            let group = store.commit(batches, at: now)
-            let problems = store.state.invariantViolations()
-            if !problems.isEmpty { violation("the store breaks invariants: \(problems.prefix(3))") }
-            result.commits += group.commits.count
-            if !group.commits.isEmpty { lastEventAt = max(lastEventAt, now) }
-            log("node \(node) commits \(batches.count) batch(es) → seq \(store.state.seq)")
-            for (batch, outcome) in zip(batches, group.outcomes) {
+        case .commit(let node, let batches, let tries, let known):
+            // The connection each batch came on: the hub answers a course's pushes in arrival order.
+            let pushers = known ?? batches.map { batch -> Int? in
                 let key = BatchKey(client: batch.clientID, batchSeq: batch.batchSeq)
-                guard let id = pushedOn[node]?[key]?.first else { continue }
+                guard let id = pushedOn[node]?[key]?.first else { return nil }
                 pushedOn[node]![key]!.removeFirst()
-                if case .committed = outcome { connections[id]?.awaitingAck.insert(batch.batchSeq) }
+                return id
             }
-            if !group.commits.isEmpty { notify(store.state.seq) }
-            storeCalls.append(.answer(node: node, group.outcomes))
+            let failure = storeFailure()
+            var outcomes: [BatchOutcome] = []
+            if failure != .before {
+                let group = store.commit(batches, at: now)
+                outcomes = group.outcomes
+                let problems = store.state.invariantViolations()
+                if !problems.isEmpty { violation("the store breaks invariants: \(problems.prefix(3))") }
+                result.commits += group.commits.count
+                if !group.commits.isEmpty { lastEventAt = max(lastEventAt, now) }
+                log("node \(node) commits \(batches.count) batch(es) → seq \(store.state.seq)")
+                for (pusher, outcome) in zip(pushers, group.outcomes) {
+                    if case .committed(let commit) = outcome, let pusher { connections[pusher]?.awaitingAck.insert(commit.batchSeq) }
+                }
+                if !group.commits.isEmpty { notify(store.state.seq) }
+            }
+            guard let failure else {
+                storeCalls.append(.answer(node: node, outcomes))
+                return
+            }
+            fault("node \(node)'s group commit fails \(failure == .before ? "before it commits" : "after it committed (the answer is lost)") (try \(tries + 1))")
+            if tries + 1 < Self.storeTries {
+                storeCalls.append(.commit(node: node, batches, tries: tries + 1, pushers: pushers))
+            } else {
+                nodes[node].hub.commitFailed(unknownCourse: false)
+                perform(node)
+            }
         case .answer(let node, let outcomes):
             nodes[node].hub.committed(outcomes)
             perform(node)
-        case .load(let node, let id, let generation, let cursor):
+        case .load(let node, let id, let generation, let cursor, let tries):
+            if storeFailure() != nil {
+                fault("node \(node)'s catch-up read for #\(id) fails (try \(tries + 1))")
+                if tries + 1 < Self.storeTries {
+                    storeCalls.append(.load(node: node, connection: id, generation: generation, after: cursor, tries: tries + 1))
+                } else {
+                    nodes[node].hub.catchUpFailed(id, generation: generation, unknownCourse: false)
+                    perform(node)
+                }
+                return
+            }
             let catchUp: CatchUp = store.diffs(after: cursor).map { .diffs(Array($0.prefix(catchUpChunk))) } ?? .snapshot(store.state)
             nodes[node].hub.caughtUp(id, generation: generation, catchUp)
             perform(node)
+        case .readSeq(let node) where storeFailure() != nil:
+            log("node \(node) cannot read the course's seq (the store failed)")
         case .readSeq(let node):
             nodes[node].hub.noteCommitted(upTo: store.state.seq)
             perform(node)
         }
+    }
+
+    enum StoreFailure { case before, after }
+
+    /// Whether the store call completing now fails, and for a write, whether it committed first.
+    private func storeFailure() -> StoreFailure? {
+        guard options.faults.contains(.storeFailures) else { return nil }
+        if let until = storeDownUntil {
+            if now < until { return .before }
+            storeDownUntil = nil
+        }
+        guard faultsOn, Int.random(in: 0..<100, using: &random) < 3 else { return nil }
+        return Bool.random(using: &random) ? .before : .after
     }
 
     /// The store announces a commit to every node's listener (PostgreSQL's NOTIFY reaches the
@@ -814,14 +880,14 @@ public final class Simulation {
         var kept: [StoreCall] = []
         for call in storeCalls {
             switch call {
-            case .commit(let owner, let batches) where owner == node:
+            case .commit(let owner, let batches, _, _) where owner == node:
                 if Bool.random(using: &random) {
                     let group = store.commit(batches, at: now)
                     if !group.commits.isEmpty { notify(store.state.seq) }
                 } else {
                     lost += batches.count
                 }
-            case .load(let owner, _, _, _) where owner == node, .readSeq(let owner) where owner == node,
+            case .load(let owner, _, _, _, _) where owner == node, .readSeq(let owner) where owner == node,
                  .answer(let owner, _) where owner == node:
                 break
             default:

@@ -19,23 +19,45 @@ import SyncWire
 ///   batch's record and temp IDs are looked up in the store.
 /// A group that writes nothing (replays and rejections only) is answered only after checking the
 /// course's seq, so no answer rests on a stale cache.
+///
+/// **The database may fail any call, also half-way.** A call that fails for want of the database
+/// (``StoreError/unavailable(_:detail:)``) is tried again after a pause, a bounded number of times
+/// (``StoreRetryPolicy``). A write that fails has an **unknown outcome**: the group may have committed
+/// (the answer was lost) or not. The cache only ever holds what a write confirmed, so the engine
+/// forgets the course and, before it answers anything of the group, reads the group's batch
+/// records: a batch found there is answered with its stored ack (it committed), the others are
+/// resolved again against the course as loaded from the store.
 public final class StoreEngine<Backend: StoreBackend>: SyncStore {
     public let backend: Backend
     /// How many change-log entries are kept per course; older cursors get a snapshot.
     public let logRetention: Int
+    public let retryPolicy: RetryPolicy
     private let cache: Locked<CourseCache>
+    private let sleep: @Sendable (Duration) async throws -> Void
+    private let onFailure: @Sendable (StoreError) -> Void
 
     /// How often one group is resolved again (after `moved` or `duplicate`) before giving up.
     static var maxAttempts: Int { 64 }
 
+    /// How long the engine keeps trying a call the database failed.
+    public typealias RetryPolicy = StoreRetryPolicy
+
     /// - Parameters:
     ///   - maxCachedCourses, maxCachedBytes: the course cache's bounds (bytes estimated from row
     ///     counts; the least recently used course goes first).
+    ///   - retryPolicy: how long a call the database failed is tried again.
+    ///   - sleep: the pause between tries (the simulator passes its clock's).
+    ///   - onFailure: told of every failed database call that is tried again (for logs and metrics).
     public init(backend: Backend, logRetention: Int = 100_000, maxCachedCourses: Int = 1_000, maxCachedBytes: Int = 256 << 20,
-                recentCommitsPerCourse: Int = 4_096) {
+                recentCommitsPerCourse: Int = 4_096, retryPolicy: RetryPolicy = .standard,
+                sleep: @escaping @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) },
+                onFailure: @escaping @Sendable (StoreError) -> Void = { _ in }) {
         precondition(logRetention > 0, "the change log must keep at least one entry")
         self.backend = backend
         self.logRetention = logRetention
+        self.retryPolicy = retryPolicy
+        self.sleep = sleep
+        self.onFailure = onFailure
         cache = Locked(CourseCache(maxCourses: maxCachedCourses, maxBytes: maxCachedBytes, recentPerCourse: recentCommitsPerCourse))
     }
 
@@ -47,11 +69,11 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
     }
 
     public func courseSeq(_ courseID: EntityID) async throws -> CourseSeq? {
-        try await backend.courseSeq(courseID)
+        try await retrying(.readSeq) { try await backend.courseSeq(courseID) }
     }
 
     public func courseSeqs(_ courseIDs: [EntityID]) async throws -> [EntityID: CourseSeq] {
-        courseIDs.isEmpty ? [:] : try await backend.courseSeqs(courseIDs)
+        courseIDs.isEmpty ? [:] : try await retrying(.readSeq) { try await backend.courseSeqs(courseIDs) }
     }
 
     public func commitEncoded(_ batches: [Batch], courseID: EntityID) async throws -> CommittedGroup {
@@ -60,6 +82,11 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
         var foundAcks: [BatchKey: Ack] = [:]
         var foundTemps: [ClientID: [TempID: EntityID]] = [:]
         var probed = Set<BatchKey>()
+        // A write of this call failed: it may have committed. Until the group's records are read
+        // again, nothing of the group is answered.
+        var outcomeUnknown = false
+        var failures = 0
+        var rounds = 0
 
         // Reads what the store holds of `unsure`'s batch records and temp IDs.
         func probe(_ unsure: [Batch]) async throws {
@@ -72,74 +99,126 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
             probed.formUnion(keys)
         }
 
-        for _ in 0..<Self.maxAttempts {
-            let state = try await cachedCourse(courseID)
-            // What the batches need of their authors' earlier batches: found in the store during
-            // this call, or else remembered from recent commits (only the keys and temp IDs the
-            // batches mention; copying whole maps cost more than resolving).
-            var acks = foundAcks
-            var temps: [ClientID: [TempID: EntityID]] = [:]
-            cache.withLock { cache in
-                for batch in batches {
-                    let key = BatchKey(batch)
-                    if acks[key] == nil, let ack = cache.recentAck(key, in: courseID) { acks[key] = ack }
-                    for temp in batch.mentionedTemps {
-                        if let id = foundTemps[batch.clientID]?[temp] ?? cache.recentTemp(temp, of: batch.clientID, in: courseID) {
-                            temps[batch.clientID, default: [:]][temp] = id
+        while rounds < Self.maxAttempts {
+            do {
+                if outcomeUnknown {
+                    try await probe(batches)
+                    outcomeUnknown = false
+                }
+                let state = try await cachedCourse(courseID)
+                // What the batches need of their authors' earlier batches: found in the store during
+                // this call, or else remembered from recent commits (only the keys and temp IDs the
+                // batches mention; copying whole maps cost more than resolving).
+                var acks = foundAcks
+                var temps: [ClientID: [TempID: EntityID]] = [:]
+                cache.withLock { cache in
+                    for batch in batches {
+                        let key = BatchKey(batch)
+                        if acks[key] == nil, let ack = cache.recentAck(key, in: courseID) { acks[key] = ack }
+                        for temp in batch.mentionedTemps {
+                            if let id = foundTemps[batch.clientID]?[temp] ?? cache.recentTemp(temp, of: batch.clientID, in: courseID) {
+                                temps[batch.clientID, default: [:]][temp] = id
+                            }
                         }
                     }
                 }
-            }
-            var allocator = TimeOrderedIDAllocator(SystemRandomNumberGenerator())
-            let group = GroupCommit.resolve(batches, against: state, appliedAcks: acks, knownTemps: temps, allocator: &allocator)
+                var allocator = TimeOrderedIDAllocator(SystemRandomNumberGenerator())
+                let group = GroupCommit.resolve(batches, against: state, appliedAcks: acks, knownTemps: temps, allocator: &allocator)
 
-            let unsure = zip(batches, group.outcomes).compactMap { batch, outcome -> Batch? in
-                if case .rejected = outcome, !probed.contains(BatchKey(batch)) { return batch }
-                return nil
-            }
-            if !unsure.isEmpty {
-                try await probe(unsure)
-                continue
-            }
-            if group.commits.isEmpty {
-                guard let seq = try await backend.courseSeq(courseID) else { throw forgetting(courseID) }
-                if seq == state.seq { return CommittedGroup(outcomes: group.outcomes, encodedDiffs: []) }
-                try await catchUpCache(courseID, from: state)
-                continue
-            }
-            let write = makeWrite(group, from: state.seq)
-            switch try await backend.write(write) {
-            case .written:
-                cache.withLock { $0.remember(group) }
-                return CommittedGroup(outcomes: group.outcomes, encodedDiffs: write.entries.map(\.diff))
-            case .moved:
-                try await catchUpCache(courseID, from: state)
-            case .duplicate:
-                let unprobed = batches.filter { !probed.contains(BatchKey($0)) }
-                if unprobed.isEmpty { try await catchUpCache(courseID, from: state) } else { try await probe(unprobed) }
-            case .unknownCourse:
-                throw forgetting(courseID)
+                let unsure = zip(batches, group.outcomes).compactMap { batch, outcome -> Batch? in
+                    if case .rejected = outcome, !probed.contains(BatchKey(batch)) { return batch }
+                    return nil
+                }
+                rounds += 1
+                if !unsure.isEmpty {
+                    try await probe(unsure)
+                    continue
+                }
+                if group.commits.isEmpty {
+                    guard let seq = try await backend.courseSeq(courseID) else { throw forgetting(courseID) }
+                    if seq == state.seq { return CommittedGroup(outcomes: group.outcomes, encodedDiffs: []) }
+                    try await catchUpCache(courseID, from: state)
+                    continue
+                }
+                let write = makeWrite(group, from: state.seq)
+                let written: WriteOutcome
+                do {
+                    written = try await backend.write(write)
+                } catch let error as StoreError where !error.isUnavailable {
+                    throw error
+                } catch {
+                    // Committed or not: the cache must not stand for the database until the
+                    // store says which.
+                    cache.withLock { $0.forget(courseID) }
+                    outcomeUnknown = true
+                    throw error
+                }
+                switch written {
+                case .written:
+                    cache.withLock { $0.remember(group) }
+                    return CommittedGroup(outcomes: group.outcomes, encodedDiffs: write.entries.map(\.diff))
+                case .moved:
+                    try await catchUpCache(courseID, from: state)
+                case .duplicate:
+                    let unprobed = batches.filter { !probed.contains(BatchKey($0)) }
+                    if unprobed.isEmpty { try await catchUpCache(courseID, from: state) } else { try await probe(unprobed) }
+                case .unknownCourse:
+                    throw forgetting(courseID)
+                }
+            } catch {
+                failures += 1
+                try await pauseOrGiveUp(error, failures: failures, operation: .commit)
             }
         }
         throw StoreError.contended(courseID)
     }
 
+    /// After a failed call: rethrows what is not the database's failing, and a failure once the
+    /// retries are spent; otherwise reports it and pauses before the next try.
+    private func pauseOrGiveUp(_ error: any Error, failures: Int, operation: StoreOperation) async throws {
+        if error is CancellationError { throw error }
+        let failure = (error as? StoreError) ?? .unavailable(operation, detail: String(describing: error))
+        guard failure.isUnavailable else { throw failure }
+        guard failures <= retryPolicy.retries else { throw failure }
+        onFailure(failure)
+        try await sleep(retryPolicy.delay(beforeRetry: failures))
+    }
+
+    /// `body`, tried again while the database fails it (``StoreRetryPolicy``).
+    private func retrying<T>(_ operation: StoreOperation, _ body: () async throws -> T) async throws -> T {
+        var failures = 0
+        while true {
+            do {
+                return try await body()
+            } catch {
+                failures += 1
+                try await pauseOrGiveUp(error, failures: failures, operation: operation)
+            }
+        }
+    }
+
     public func catchUpEncoded(courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> EncodedCatchUp {
         precondition(limit > 0)
         func snapshot() async throws -> EncodedCatchUp {
-            EncodedCatchUp(catchUp: .snapshot(try await self.snapshot(courseID: courseID)), encodedDiffs: [:])
+            EncodedCatchUp(catchUp: .snapshot(try await self.loadSnapshot(courseID)), encodedDiffs: [:])
         }
-        if cursor == 0 { return try await snapshot() }
-        guard let log = try await backend.readLog(courseID, after: cursor, limit: limit) else { throw forgetting(courseID) }
-        if cursor > log.courseSeq { return try await snapshot() }
-        if cursor == log.courseSeq { return EncodedCatchUp(catchUp: .diffs([]), encodedDiffs: [:]) }
-        let diffs = try Self.decode(log.entries)
-        // The log was pruned past the cursor.
-        guard diffs.first?.seq == cursor + 1 else { return try await snapshot() }
-        return EncodedCatchUp(catchUp: .diffs(diffs), encodedDiffs: Dictionary(log.entries.map { ($0.seq, $0.diff) }) { first, _ in first })
+        return try await retrying(.catchUp) {
+            if cursor == 0 { return try await snapshot() }
+            guard let log = try await backend.readLog(courseID, after: cursor, limit: limit) else { throw forgetting(courseID) }
+            if cursor > log.courseSeq { return try await snapshot() }
+            if cursor == log.courseSeq { return EncodedCatchUp(catchUp: .diffs([]), encodedDiffs: [:]) }
+            let diffs = try Self.decode(log.entries)
+            // The log was pruned past the cursor.
+            guard diffs.first?.seq == cursor + 1 else { return try await snapshot() }
+            return EncodedCatchUp(catchUp: .diffs(diffs), encodedDiffs: Dictionary(log.entries.map { ($0.seq, $0.diff) }) { first, _ in first })
+        }
     }
 
     public func snapshot(courseID: EntityID) async throws -> CourseState {
+        try await retrying(.load) { try await loadSnapshot(courseID) }
+    }
+
+    private func loadSnapshot(_ courseID: EntityID) async throws -> CourseState {
         guard let seq = try await backend.courseSeq(courseID) else { throw forgetting(courseID) }
         if let cached = cache.withLock({ $0.state(of: courseID) }), cached.seq == seq { return cached }
         guard let state = try await backend.loadCourse(courseID) else { throw forgetting(courseID) }

@@ -31,6 +31,13 @@ public enum StoreError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Other writers kept committing to the course while a group was being resolved, every time:
     /// nothing of the group was written; try again.
     case contended(EntityID)
+    /// The database did not answer `operation` (the connection broke, the server refused, was
+    /// restarting or in recovery). `detail` is what an operator needs: the database's error code
+    /// (SQLSTATE) and message where it sent one, never a query's parameters. From a write, the
+    /// outcome is unknown: the group may have committed. ``StoreEngine`` retries such calls for a
+    /// while (``StoreEngine/RetryPolicy``) and resolves an unknown outcome from the stored batch
+    /// records before it answers; it throws this only once it gives up.
+    case unavailable(StoreOperation, detail: String)
 
     public var description: String {
         switch self {
@@ -39,8 +46,44 @@ public enum StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         case .notMigrated(let detail): "the database schema is not up to date: \(detail); run `coursesync migrate`"
         case .corrupt(let detail): "stored data is inconsistent: \(detail)"
         case .contended(let id): "course \(id) kept changing under this commit; nothing was written"
+        case .unavailable(let operation, let detail): "the database did not answer (\(operation)): \(detail)"
         }
     }
+
+    /// The operation the database did not answer, for ``unavailable(_:detail:)``.
+    public var operation: StoreOperation? {
+        if case .unavailable(let operation, _) = self { return operation }
+        return nil
+    }
+
+    /// Whether the error says the database could not be reached or failed the call, rather than
+    /// something about the data: worth retrying.
+    public var isUnavailable: Bool {
+        if case .unavailable = self { return true }
+        return false
+    }
+}
+
+/// What a store call was doing, for logs and metrics.
+public enum StoreOperation: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    /// Writing a group (``StoreBackend/write(_:)``).
+    case commit
+    /// Reading the change log (a subscriber's catch-up, or the course cache catching up).
+    case catchUp = "catch-up"
+    /// Reading a whole course.
+    case load
+    /// Reading stored batch records and temp IDs.
+    case lookUp = "look-up"
+    /// Reading courses' seqs.
+    case readSeq = "read-seq"
+    /// Creating a course.
+    case create
+    /// Listening for other nodes' commits.
+    case listen
+    /// Copying (dump or load of a whole store).
+    case copy
+
+    public var description: String { rawValue }
 }
 
 /// A group commit's outcomes, with the diffs of its commits as encoded for the change log, so

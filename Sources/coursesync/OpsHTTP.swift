@@ -5,6 +5,7 @@ import NIOHTTP1
 import NIOPosix
 import Prometheus
 import ServiceLifecycle
+import SyncServer
 
 /// The operator's endpoints: `/metrics` (Prometheus text), `/health` (the process is up), `/ready`
 /// (the store is reachable and migrated: 503 otherwise). On `serve --http-listen` (behind
@@ -48,7 +49,9 @@ final class OpsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
             case "/ready":
                 let ready = ready
                 let promise = context.eventLoop.makePromise(of: Bool.self)
-                promise.completeWithTask { (try? await ready()) != nil }
+                // Not ready while the store does not answer within 2 s (a database that is down may
+                // leave a query waiting for a connection far longer).
+                promise.completeWithTask { (try? await withDeadline(.seconds(2), .readSeq) { try await ready() }) != nil }
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 promise.futureResult.whenSuccess { isReady in
                     let (handler, context) = loopBound.value

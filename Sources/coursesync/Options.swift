@@ -32,9 +32,10 @@ struct StoreOptions: ParsableArguments {
     }
 
     /// Opens the SQLite store, creating the data directory if needed.
-    func openSQLite(logRetention: Int = 100_000, maxCachedBytes: Int = 256 << 20) throws -> SQLiteStore {
+    func openSQLite(logRetention: Int = 100_000, maxCachedBytes: Int = 256 << 20,
+                    onFailure: @escaping @Sendable (StoreError) -> Void = { _ in }) throws -> SQLiteStore {
         try createPrivateDirectory(dataDir)
-        return try SQLiteStore(path: sqlitePath, logRetention: logRetention, maxCachedBytes: maxCachedBytes)
+        return try SQLiteStore(path: sqlitePath, logRetention: logRetention, maxCachedBytes: maxCachedBytes, onFailure: onFailure)
     }
 }
 

@@ -19,7 +19,9 @@ struct Stress: AsyncParsableCommand {
         --kill-every, a node (any of them) is killed with SIGKILL at that interval and restarted on the \
         same port. Every client's frames go through an ordering checker (each commit once, in order, \
         no gap; a batch's Ack before its Diff). At the end an independent checker reopens every replica \
-        file and compares it with the store row for row, and prints the verdict.
+        file and compares it with the store row for row, and prints the verdict. With --db-faults (and \
+        --postgres), every database backend but the checker's own is terminated \
+        (pg_terminate_backend, what a failover or an idle-session killer does) at random moments too.
         """
     )
 
@@ -30,6 +32,7 @@ struct Stress: AsyncParsableCommand {
     @Option(help: "Server nodes sharing the store (more than one needs --postgres); clients are spread over them.") var nodes = 1
     @Option(name: .customLong("postgres"), help: ArgumentHelp("Use PostgreSQL (a migrated database) instead of SQLite.", valueName: "url"))
     var postgresURL: String?
+    @Flag(help: "Also terminate the nodes' PostgreSQL backends at random moments, 0.5 to 3 s apart (needs --postgres).") var dbFaults = false
     @Option(help: "Random seed for the clients' choices (default: random).") var seed: UInt64?
     @Option(help: "Seconds to wait for everything to settle after the edits.") var settleTimeout: Double = 120
 
@@ -41,6 +44,7 @@ struct Stress: AsyncParsableCommand {
         if let postgresURL { _ = try PostgresURL.configuration(postgresURL) }
         guard (1...8).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 8") }
         if nodes > 1, postgresURL == nil { throw ValidationError("--nodes \(nodes) needs --postgres URL: the SQLite store serves one node") }
+        if dbFaults, postgresURL == nil { throw ValidationError("--db-faults needs --postgres URL") }
     }
 
     func run() async throws {
@@ -57,8 +61,10 @@ struct Stress: AsyncParsableCommand {
                 try await withPostgres(try PostgresURL.configuration(postgresURL), logger: logger) { client in
                     let store = PostgresStore(client: client, logger: logger)
                     try await store.checkSchema()
+                    var terminate: (@Sendable () async throws -> Int)?
+                    if dbFaults { terminate = { [logger] in try await Stress.terminateBackends(client, logger: logger) } }
                     try await run(store: store, storeArguments: ["--postgres", postgresURL], folder: folder, secretFile: secretFile,
-                                  authority: authority, seed: seed, logger: logger)
+                                  authority: authority, seed: seed, logger: logger, terminateBackends: terminate)
                 }
             } else {
                 let data = folder.appendingPathComponent("data").path
@@ -70,8 +76,20 @@ struct Stress: AsyncParsableCommand {
         }
     }
 
+    /// Terminates every client backend on the database but the caller's; how many.
+    static func terminateBackends(_ client: PostgresClient, logger: Logger) async throws -> Int {
+        let rows = try await client.query("""
+            SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+            """, logger: logger)
+        var terminated = 0
+        for try await ok in rows.decode(Bool.self) where ok { terminated += 1 }
+        return terminated
+    }
+
     private func run(store: some SyncStore, storeArguments: [String], folder: URL, secretFile: String,
-                     authority: TokenAuthority, seed: UInt64, logger: Logger) async throws {
+                     authority: TokenAuthority, seed: UInt64, logger: Logger,
+                     terminateBackends: (@Sendable () async throws -> Int)? = nil) async throws {
         var servers: [ServerProcess] = []
         for node in 0..<nodes {
             let port = try freeLoopbackPort()
@@ -128,6 +146,18 @@ struct Stress: AsyncParsableCommand {
             }
             return kills
         }
+        let terminated = NIOLockedValueBox((faults: 0, backends: 0))
+        let databaseFaults = Task { () -> Void in
+            guard let terminateBackends else { return }
+            var random = SplitMix64(seed: seed ^ 0xDB_FA17)
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(Int64.random(in: 500...3_000, using: &random)))
+                guard !Task.isCancelled else { break }
+                // The checker's own pool loses connections too; it reconnects, as the nodes do.
+                let count = (try? await terminateBackends()) ?? 0
+                terminated.withLockedValue { $0.faults += 1; $0.backends += count }
+            }
+        }
         // A progress line every two seconds: long runs are not silent.
         let reporter = Task { [instructors] in
             while !Task.isCancelled {
@@ -145,6 +175,8 @@ struct Stress: AsyncParsableCommand {
         }
         reporter.cancel()
         killer.cancel()
+        databaseFaults.cancel()
+        await databaseFaults.value
         let kills = await killer.value
         for server in servers { try await server.start() }
         let editing = ContinuousClock.now - start
@@ -182,7 +214,8 @@ struct Stress: AsyncParsableCommand {
         say("""
         edits \(totals.edits) (+\(await progress.refusedLocally) refused locally) in \(String(format: "%.1f", editing.seconds)) s · \
         batches acked \(totals.acks) · rejected \(totals.rejections) (\(totals.droppedEdits) edits rolled back) · \
-        conflicts resolved \(totals.resolutionNotes + totals.rejections) · reconnects \(reconnects) · server kills \(kills) · store seq \(truth.seq)
+        conflicts resolved \(totals.resolutionNotes + totals.rejections) · reconnects \(reconnects) · server kills \(kills) · store seq \(truth.seq)\
+        \(terminateBackends == nil ? "" : terminated.withLockedValue { " · database faults \($0.faults) (\($0.backends) backends terminated)" })
         """)
         if mismatches.isEmpty {
             say("ordering: \(diffsChecked) diffs checked, no gap, repeat or Diff before its Ack ✓")

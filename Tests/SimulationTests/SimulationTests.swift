@@ -110,6 +110,28 @@ func onSimulationThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T)
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
     }
 
+    /// The store failing calls (one now and then, or all of them while it is down; a failed commit
+    /// committed or not), with every other fault and node stalls: every push is answered once,
+    /// every subscriber ends live at the store's seq, every replica equals the store. (A catch-up
+    /// failure that drops the subscription without closing its connection — a subscriber left
+    /// behind for good — fails seeds here.)
+    @Test(arguments: 0..<3)
+    func storeFailuresWithEveryOtherFault(_ slice: Int) async throws {
+        var options = SimulationOptions()
+        options.faults = Faults.all.union([.nodeStalls, .storeFailures])
+        let failures = try await onSimulationThread { [options] in
+            var failures: [String] = []
+            for seed in UInt64(50_000 + slice * 25)..<UInt64(50_000 + slice * 25 + 25) {
+                let result = try Simulation(seed: seed, options: options).run()
+                if !result.passed {
+                    failures.append("seed \(seed): \(result.violations.prefix(3)) — replay: coursesync simulate --seed \(seed) --faults all,node-stalls,store-failures --trace")
+                }
+            }
+            return failures
+        }
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+    }
+
     /// One node and three, with more watchers: the shapes the default run does not take.
     @Test(arguments: [1, 3])
     func otherNodeCounts(_ nodes: Int) async throws {

@@ -342,12 +342,13 @@ import Testing
     }
 
     /// Two server nodes on one PostgreSQL database, clients spread over both, a node killed
-    /// every 1.2 s: the replicas converge and every client saw the ordering rules kept.
-    @Test func aStressRunOnTwoNodesWithKillsConvergesOnPostgreSQL() async throws {
+    /// every 1.2 s and the database's backends terminated at random moments: the replicas
+    /// converge (no Ack lost, nothing pending) and every client saw the ordering rules kept.
+    @Test func aStressRunOnTwoNodesWithKillsAndDatabaseFaultsConvergesOnPostgreSQL() async throws {
         try await withDatabase { database in
             let url = database.url + "?sslmode=disable"
             let result = try await Subprocess.run(["stress", "--postgres", url, "--nodes", "2", "--clients", "16", "--seconds", "4",
-                                                   "--kill-every", "1.2", "--seed", "3"])
+                                                   "--kill-every", "1.2", "--db-faults", "--seed", "3"])
             #expect(result.status == 0, "\(result.output)")
             #expect(result.output.contains("2 PostgreSQL servers"), "\(result.output)")
             #expect(result.output.contains("no gap, repeat or Diff before its Ack ✓"), "\(result.output)")
@@ -356,6 +357,8 @@ import Testing
             #expect(result.output.contains("acked batches"), "\(result.output)")
             let kills = result.output.components(separatedBy: "server kills ").dropFirst().last.flatMap { Int($0.prefix { $0.isNumber }) }
             #expect((kills ?? 0) >= 1, "the server was never killed: \(result.output)")
+            let terminated = result.output.components(separatedBy: "database faults ").dropFirst().last.flatMap { Int($0.prefix { $0.isNumber }) }
+            #expect((terminated ?? 0) >= 1, "no database fault: \(result.output)")
         }
     }
 }

@@ -112,4 +112,33 @@ import Testing
         #expect(!effects.contains { if case .close = $0 { true } else { false } })
         #expect(effects.contains(.release(1)))
     }
+
+    /// A commit whose answer was lost is answered later from its stored record (`replayed`): the
+    /// hub never broadcast it, so its live subscribers are caught up from the store at once, after
+    /// the Ack, rather than at the node's next check of the store.
+    @Test func aReplayedAckPastTheHubsLastSeqCatchesLiveSubscribersUp() {
+        var hub = liveHub(at: 5)
+        let accepted = hub.push(batch(1, by: author), from: 1)
+        #expect(accepted)
+        _ = hub.takeEffects()
+        hub.committed([.replayed(commit(6, by: author, batch: 1).ack)])
+        let effects = hub.takeEffects()
+        #expect(messages(in: effects, to: 1) == ["Ack 1"])
+        #expect(effects.contains(.loadCatchUp(1, generation: 1, after: 5)))
+        #expect(effects.contains(.loadCatchUp(2, generation: 2, after: 5)))
+        let ack = effects.firstIndex(of: .send(1, .ack(commit(6, by: author, batch: 1).ack)))
+        let read = effects.firstIndex(of: .loadCatchUp(1, generation: 1, after: 5))
+        #expect(ack != nil && read != nil && ack! < read!, "the Ack goes before the catch-up")
+    }
+
+    /// A replay of an old batch (its seq long behind) starts no catch-up.
+    @Test func aReplayedAckOfAnOldCommitStartsNoCatchUp() {
+        var hub = liveHub(at: 5)
+        let accepted = hub.push(batch(1, by: author), from: 1)
+        #expect(accepted)
+        _ = hub.takeEffects()
+        hub.committed([.replayed(commit(3, by: author, batch: 1).ack)])
+        let effects = hub.takeEffects()
+        #expect(!effects.contains { if case .loadCatchUp = $0 { true } else { false } })
+    }
 }

@@ -102,8 +102,10 @@ struct PostgresCluster: Sendable {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    func configuration(database: String) -> PostgresClient.Configuration {
-        var configuration = PostgresClient.Configuration(host: "127.0.0.1", port: port, username: "postgres", password: nil,
+    /// A pool's configuration for `database`; with `port`, through something listening there
+    /// (the tests' proxy) instead of the cluster itself.
+    func configuration(database: String, port: Int? = nil) -> PostgresClient.Configuration {
+        var configuration = PostgresClient.Configuration(host: "127.0.0.1", port: port ?? self.port, username: "postgres", password: nil,
                                                          database: database, tls: .disable)
         configuration.options.maximumConnections = 8
         return configuration

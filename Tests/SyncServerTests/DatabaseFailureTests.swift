@@ -1,0 +1,285 @@
+import Foundation
+import NIOCore
+import PostgresNIO
+import PostgresStore
+import SyncModel
+import SyncServer
+import SyncWire
+import Testing
+
+/// What the server promises when the database fails a call, also half-way: nothing acknowledged
+/// is lost, nothing waits forever, and a failed call leaves no cache ahead of the database.
+@Suite struct DatabaseFailureTests {
+    static func link(_ client: ClientID, _ courseID: EntityID, _ batchSeq: BatchSeq, chapter: EntityID, media: EntityID, temp: UInt64 = 1) -> Batch {
+        Batch(clientID: client, courseID: courseID, batchSeq: batchSeq, baseSeq: 0,
+              ops: [.linkMedia(chapter: .id(chapter), items: [LinkItem(temp: TempID(temp)!, media: .id(media))], placement: .atEnd)])
+    }
+
+    /// A deferred constraint trigger on `courses` that fails every transaction that bumps a seq,
+    /// **at commit**: after the group's statement has sent its rows and CommandComplete, exactly
+    /// where a backend terminated by a failover or an idle-session killer rolls back.
+    static func failCommits(_ database: TestDatabase) async throws {
+        try await database.client.query("""
+            CREATE FUNCTION coursesync_test_fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION 'refused at commit by the test' USING ERRCODE = '40001'; END $$
+            """, logger: TestDatabase.logger)
+        try await database.client.query("""
+            CREATE CONSTRAINT TRIGGER coursesync_test_fail_at_commit AFTER UPDATE ON courses
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION coursesync_test_fail_at_commit()
+            """, logger: TestDatabase.logger)
+    }
+
+    static func allowCommits(_ database: TestDatabase) async throws {
+        try await database.client.query("DROP TRIGGER coursesync_test_fail_at_commit ON courses", logger: TestDatabase.logger)
+    }
+
+    static let quickRetries = StoreRetryPolicy(retries: 2, firstDelay: .milliseconds(10), maxDelay: .milliseconds(20))
+
+    @Test func aGroupWhoseCommitFailsAfterItsRowsArrivedIsNotCommittedAndLeavesNoCacheAhead() async throws {
+        try await withDatabase { database in
+            let (courseID, chapters, media) = try await database.makeCourse(chapters: 1, media: 2)
+            let store = PostgresStore(client: database.client, logger: TestDatabase.logger, retryPolicy: Self.quickRetries, onFailure: { _ in })
+            try await Self.failCommits(database)
+            let alice = ClientID(.fresh())
+            let first = Self.link(alice, courseID, 1, chapter: chapters[0], media: media[0])
+            await #expect(throws: StoreError.self) { try await store.commit([first], courseID: courseID) }
+            #expect(try await store.courseSeq(courseID) == 1, "nothing of the group was committed")
+
+            try await Self.allowCommits(database)
+            // The resend commits once, resolved against the database (a cache that kept the
+            // failed group would have written seq 3 positions onto seq 2).
+            guard case .committed(let commit) = try await store.commit([first], courseID: courseID).first else {
+                Issue.record("the resend did not commit")
+                return
+            }
+            #expect(commit.seq == 2)
+            let second = Self.link(alice, courseID, 2, chapter: chapters[0], media: media[1], temp: 2)
+            guard case .committed(let next) = try await store.commit([second], courseID: courseID).first else {
+                Issue.record("the next batch did not commit")
+                return
+            }
+            #expect(next.seq == 3)
+            let stored = try await PostgresStore(client: database.client, logger: TestDatabase.logger).snapshot(courseID: courseID)
+            #expect(stored.invariantViolations().isEmpty)
+            #expect(stored.videos(in: chapters[0]).map(\.mediaFileID) == [media[0], media[1]])
+        }
+    }
+
+    @Test func aWriterWhoseCommitFailedAtCommitGetsNoAckAndItsResendCommitsOnce() async throws {
+        try await withDatabase { database in
+            let (courseID, chapters, media) = try await database.makeCourse(chapters: 1, media: 1)
+            let store = PostgresStore(client: database.client, logger: TestDatabase.logger, retryPolicy: Self.quickRetries, onFailure: { _ in })
+            try await withServer(store: store) { server in
+                let watcher = try await server.editor(of: courseID)
+                #expect(try await watcher.subscribe(courseID, since: 1) == 1)
+                try await Self.failCommits(database)
+                let writer = try await server.editor(of: courseID)
+                let push = Push(courseID: courseID, batchSeq: 1, baseSeq: 1,
+                                ops: [.linkMedia(chapter: .id(chapters[0]), items: [LinkItem(temp: TempID(1)!, media: .id(media[0]))], placement: .atEnd)])
+                try await writer.send(.push(push))
+                let error = try await writer.expectClosed()
+                #expect(error?.code == .internalError)
+                #expect(!writer.received.contains { if case .ack = $0 { true } else { false } }, "no Ack for a group that did not commit")
+
+                try await Self.allowCommits(database)
+                let again = try await TestClient.connect(port: server.port, clientID: writer.clientID)
+                try await again.hello(token: server.token([courseID: .editor]))
+                try await again.send(.push(push))
+                guard case .success(let ack) = try await again.answer(courseID, batchSeq: 1) else {
+                    Issue.record("the resend was refused")
+                    return
+                }
+                #expect(ack.seq == 2)
+                let diff = try await watcher.expect("the diff") { if case .diff(let diff) = $0 { diff } else { nil } }
+                #expect(diff.seq == 2)
+                #expect(watcher.diffs.map(\.seq) == [2], "the subscriber saw only what committed")
+                #expect(try await store.courseSeq(courseID) == 2)
+            }
+        }
+    }
+
+    /// The database stops answering (every byte to it held, as a stalled network or a hung backend
+    /// does): the push is answered within the hub's deadline, and the node serves again once the
+    /// database is back.
+    @Test func aNodeWhoseDatabaseStopsAnsweringClosesItsWritersAndServesAgainAfterwards() async throws {
+        try await withDatabase { database in
+            let (courseID, chapters, media) = try await database.makeCourse(chapters: 1, media: 2)
+            let cluster = try PostgresCluster.require()
+            let proxy = try await TestProxy(targetPort: cluster.port)
+            let client = PostgresClient(configuration: cluster.configuration(database: database.name, port: proxy.port), backgroundLogger: TestDatabase.logger)
+            let running = Task { await client.run() }
+            defer { running.cancel() }
+            let store = PostgresStore(client: client, logger: TestDatabase.logger,
+                                      retryPolicy: StoreRetryPolicy(retries: 5, firstDelay: .milliseconds(100), maxDelay: .milliseconds(500)),
+                                      onFailure: { _ in })
+            try await withServer(store: store, configure: { $0.storeCallTimeout = .seconds(3) }) { server in
+                let watcher = try await server.editor(of: courseID)
+                #expect(try await watcher.subscribe(courseID, since: 1) == 1)
+                proxy.set(.holdUpstream)
+                let writer = try await server.editor(of: courseID)
+                try await writer.send(.push(Push(courseID: courseID, batchSeq: 1, baseSeq: 1, ops: [
+                    .linkMedia(chapter: .id(chapters[0]), items: [LinkItem(temp: TempID(1)!, media: .id(media[0]))], placement: .atEnd),
+                ])))
+                let error = try await writer.expectClosed()
+                #expect(error?.code == .internalError, "answered at the deadline, not left waiting")
+
+                // The database comes back on new connections (the stalled ones are cut). A client
+                // does what the spec says of INTERNAL_ERROR: reconnects and resends, until answered.
+                proxy.cutAll()
+                proxy.set(.pass)
+                let resender = ClientID(.fresh())
+                var answer: Result<Ack, Rejection>?
+                for _ in 0..<10 where answer == nil {
+                    let next = try await server.editor(of: courseID, clientID: resender)
+                    answer = try? await next.push(courseID, batchSeq: 1, baseSeq: 1, [
+                        .linkMedia(chapter: .id(chapters[0]), items: [LinkItem(temp: TempID(1)!, media: .id(media[1]))], placement: .atEnd),
+                    ])
+                    await next.close()
+                }
+                guard case .success(let ack) = answer else {
+                    Issue.record("the node did not commit after the database came back: \(String(describing: answer))")
+                    return
+                }
+                let diff = try await watcher.expect("the diff") { if case .diff(let diff) = $0, diff.seq == ack.seq { diff } else { nil } }
+                #expect(diff.seq == 2)
+            }
+            await proxy.close()
+        }
+    }
+}
+
+/// A backend that fails chosen calls of another, before or after doing their work.
+final class FailingBackend<Base: StoreBackend>: StoreBackend, @unchecked Sendable {
+    enum Fault: Sendable {
+        /// The call fails without touching the database.
+        case before
+        /// The call does its work (a write commits), then its answer is lost.
+        case after
+    }
+
+    let base: Base
+    private let lock = NSLock()
+    private var writeFaults: [Fault] = []
+    private var readFaults = 0
+
+    init(_ base: Base) { self.base = base }
+
+    /// The next writes fail, one fault each, in order.
+    func failWrites(_ faults: [Fault]) { lock.withLock { writeFaults += faults } }
+
+    /// The next `count` reads (loads, log reads and look-ups) fail.
+    func failReads(_ count: Int) { lock.withLock { readFaults += count } }
+
+    private func read<T>(_ operation: StoreOperation, _ body: () async throws -> T) async throws -> T {
+        let fail: Bool = lock.withLock {
+            guard readFaults > 0 else { return false }
+            readFaults -= 1
+            return true
+        }
+        if fail { throw StoreError.unavailable(operation, detail: "the test failed the read") }
+        return try await body()
+    }
+
+    func insertCourse(_ course: Course) async throws { try await base.insertCourse(course) }
+    func courseSeq(_ courseID: EntityID) async throws -> CourseSeq? { try await read(.readSeq) { try await base.courseSeq(courseID) } }
+    func courseSeqs(_ courseIDs: [EntityID]) async throws -> [EntityID: CourseSeq] { try await read(.readSeq) { try await base.courseSeqs(courseIDs) } }
+    func loadCourse(_ courseID: EntityID) async throws -> CourseState? { try await read(.load) { try await base.loadCourse(courseID) } }
+    func readLog(_ courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> StoredLog? {
+        try await read(.catchUp) { try await base.readLog(courseID, after: cursor, limit: limit) }
+    }
+    func lookUp(_ batches: [BatchKey], temps: [ClientID: Set<TempID>], courseID: EntityID) async throws -> StoredRecords {
+        try await read(.lookUp) { try await base.lookUp(batches, temps: temps, courseID: courseID) }
+    }
+
+    func write(_ group: GroupWrite) async throws -> WriteOutcome {
+        let fault: Fault? = lock.withLock { writeFaults.isEmpty ? nil : writeFaults.removeFirst() }
+        switch fault {
+        case .before?: throw StoreError.unavailable(.commit, detail: "the test failed the write before it ran")
+        case .after?:
+            _ = try await base.write(group)
+            throw StoreError.unavailable(.commit, detail: "the test lost the write's answer")
+        case nil: return try await base.write(group)
+        }
+    }
+
+    func dump() async throws -> StoreDump { try await base.dump() }
+    func load(_ dump: StoreDump) async throws { try await base.load(dump) }
+}
+
+/// The store engine's rules for failed calls, on a backend that fails on cue.
+@Suite struct StoreEngineFailureTests {
+    static func engine(_ backend: FailingBackend<MemoryBackend>, retries: Int = 3) -> StoreEngine<FailingBackend<MemoryBackend>> {
+        StoreEngine(backend: backend, retryPolicy: StoreRetryPolicy(retries: retries, firstDelay: .zero, maxDelay: .zero), sleep: { _ in })
+    }
+
+    @Test func aWriteWhoseAnswerWasLostIsAnsweredWithItsStoredAckAndNotWrittenTwice() async throws {
+        let backend = FailingBackend(MemoryBackend())
+        let store = Self.engine(backend)
+        let (courseID, chapters, media) = try await StoreConformanceTests.makeCourse(store)
+        let alice = ClientID(.fresh())
+        backend.failWrites([.after])
+        let outcomes = try await store.commit([DatabaseFailureTests.link(alice, courseID, 1, chapter: chapters[0], media: media[0])], courseID: courseID)
+        guard case .replayed(let ack) = outcomes.first else {
+            Issue.record("expected the stored ack, got \(outcomes)")
+            return
+        }
+        #expect(ack.seq == 2)
+        #expect(try await store.courseSeq(courseID) == 2, "committed once")
+        let stored = try await backend.base.lookUp([BatchKey(client: alice, batchSeq: 1)], temps: [:], courseID: courseID)
+        #expect(try stored.acks[BatchKey(client: alice, batchSeq: 1)].map(StoreEngine<MemoryBackend>.decodeAck) == ack)
+    }
+
+    @Test func aWriteThatFailedBeforeItRanIsTriedAgainAndCommitsOnce() async throws {
+        let backend = FailingBackend(MemoryBackend())
+        let store = Self.engine(backend)
+        let (courseID, chapters, media) = try await StoreConformanceTests.makeCourse(store)
+        let alice = ClientID(.fresh())
+        backend.failWrites([.before, .before])
+        let outcomes = try await store.commit([DatabaseFailureTests.link(alice, courseID, 1, chapter: chapters[0], media: media[0])], courseID: courseID)
+        guard case .committed(let commit) = outcomes.first else {
+            Issue.record("expected a commit, got \(outcomes)")
+            return
+        }
+        #expect(commit.seq == 2)
+    }
+
+    @Test func theEngineGivesUpAfterItsRetriesAndTheCourseIsResolvedFromTheStoreAfterwards() async throws {
+        let backend = FailingBackend(MemoryBackend())
+        let store = Self.engine(backend, retries: 2)
+        let (courseID, chapters, media) = try await StoreConformanceTests.makeCourse(store)
+        let alice = ClientID(.fresh())
+        let batch = DatabaseFailureTests.link(alice, courseID, 1, chapter: chapters[0], media: media[0])
+        // The first write commits and loses its answer; every read after it fails until the engine gives up.
+        backend.failWrites([.after])
+        backend.failReads(2)
+        await #expect(throws: StoreError.unavailable(.lookUp, detail: "the test failed the read")) {
+            try await store.commit([batch], courseID: courseID)
+        }
+        // The resend (on any node) is answered from the stored record, not committed again.
+        guard case .replayed(let ack) = try await store.commit([batch], courseID: courseID).first else {
+            Issue.record("the resend was not answered from the record")
+            return
+        }
+        #expect(ack.seq == 2)
+        #expect(try await store.courseSeq(courseID) == 2)
+    }
+
+    @Test func aCatchUpReadThatFailsIsTriedAgain() async throws {
+        let backend = FailingBackend(MemoryBackend())
+        let store = Self.engine(backend)
+        let (courseID, _, _) = try await StoreConformanceTests.makeCourse(store)
+        backend.failReads(2)
+        guard case .diffs(let diffs) = try await store.catchUp(courseID: courseID, after: 1, limit: 10) else {
+            Issue.record("expected diffs")
+            return
+        }
+        #expect(diffs.isEmpty)
+    }
+
+    @Test func retryPausesDoubleUpToTheirCap() {
+        let policy = StoreRetryPolicy.standard
+        #expect((1...10).map { policy.delay(beforeRetry: $0) } == [.milliseconds(50), .milliseconds(100), .milliseconds(200), .milliseconds(400),
+                                                                     .milliseconds(800), .milliseconds(1_600), .seconds(2), .seconds(2), .seconds(2), .seconds(2)])
+        #expect(policy.totalDelay == .milliseconds(9_150))
+    }
+}
