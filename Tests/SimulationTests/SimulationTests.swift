@@ -95,14 +95,19 @@ func onSimulationThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T)
     /// their arrival, the handshake deadline lifted by an on-time frame — undone fails seeds here.)
     @Test(arguments: 0..<3)
     func nodeStallsWithEveryOtherFault(_ slice: Int) async throws {
+        try await runSeeds(40_000 + slice * 25, count: 25, faults: Faults.all.union(.nodeStalls))
+    }
+
+    /// Runs `count` seeds from `first` with `faults`; a failure names each failing seed's replay.
+    func runSeeds(_ first: Int, count: Int, faults: Faults) async throws {
         var options = SimulationOptions()
-        options.faults = Faults.all.union(.nodeStalls)
+        options.faults = faults
         let failures = try await onSimulationThread { [options] in
             var failures: [String] = []
-            for seed in UInt64(40_000 + slice * 25)..<UInt64(40_000 + slice * 25 + 25) {
+            for seed in UInt64(first)..<UInt64(first + count) {
                 let result = try Simulation(seed: seed, options: options).run()
                 if !result.passed {
-                    failures.append("seed \(seed): \(result.violations.prefix(3)) — replay: coursesync simulate --seed \(seed) --faults all,node-stalls --trace")
+                    failures.append("seed \(seed): \(result.violations.prefix(3)) — replay: coursesync simulate --seed \(seed) --faults \(faults) --trace")
                 }
             }
             return failures
@@ -117,19 +122,7 @@ func onSimulationThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T)
     /// behind for good — fails seeds here.)
     @Test(arguments: 0..<3)
     func storeFailuresWithEveryOtherFault(_ slice: Int) async throws {
-        var options = SimulationOptions()
-        options.faults = Faults.all.union([.nodeStalls, .storeFailures])
-        let failures = try await onSimulationThread { [options] in
-            var failures: [String] = []
-            for seed in UInt64(50_000 + slice * 25)..<UInt64(50_000 + slice * 25 + 25) {
-                let result = try Simulation(seed: seed, options: options).run()
-                if !result.passed {
-                    failures.append("seed \(seed): \(result.violations.prefix(3)) — replay: coursesync simulate --seed \(seed) --faults all,node-stalls,store-failures --trace")
-                }
-            }
-            return failures
-        }
-        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+        try await runSeeds(50_000 + slice * 25, count: 25, faults: Faults.all.union([.nodeStalls, .storeFailures]))
     }
 
     /// One node and three, with more watchers: the shapes the default run does not take.

@@ -113,16 +113,22 @@ import Testing
         #expect(effects.contains(.release(1)))
     }
 
-    /// A commit whose answer was lost is answered later from its stored record (`replayed`): the
-    /// hub never broadcast it, so its live subscribers are caught up from the store at once, after
-    /// the Ack, rather than at the node's next check of the store.
-    @Test func aReplayedAckPastTheHubsLastSeqCatchesLiveSubscribersUp() {
+    /// The effects of answering a pushed batch with its stored ack for `seq` (a replay), on a hub
+    /// whose subscribers are live at 5.
+    func effectsOfReplay(committedAs seq: CourseSeq) -> [HubCore<Int>.Effect] {
         var hub = liveHub(at: 5)
         let accepted = hub.push(batch(1, by: author), from: 1)
         #expect(accepted)
         _ = hub.takeEffects()
-        hub.committed([.replayed(commit(6, by: author, batch: 1).ack)])
-        let effects = hub.takeEffects()
+        hub.committed([.replayed(commit(seq, by: author, batch: 1).ack)])
+        return hub.takeEffects()
+    }
+
+    /// A commit whose answer was lost is answered later from its stored record (`replayed`): the
+    /// hub never broadcast it, so its live subscribers are caught up from the store at once, after
+    /// the Ack, rather than at the node's next check of the store.
+    @Test func aReplayedAckPastTheHubsLastSeqCatchesLiveSubscribersUp() {
+        let effects = effectsOfReplay(committedAs: 6)
         #expect(messages(in: effects, to: 1) == ["Ack 1"])
         #expect(effects.contains(.loadCatchUp(1, generation: 1, after: 5)))
         #expect(effects.contains(.loadCatchUp(2, generation: 2, after: 5)))
@@ -133,12 +139,6 @@ import Testing
 
     /// A replay of an old batch (its seq long behind) starts no catch-up.
     @Test func aReplayedAckOfAnOldCommitStartsNoCatchUp() {
-        var hub = liveHub(at: 5)
-        let accepted = hub.push(batch(1, by: author), from: 1)
-        #expect(accepted)
-        _ = hub.takeEffects()
-        hub.committed([.replayed(commit(3, by: author, batch: 1).ack)])
-        let effects = hub.takeEffects()
-        #expect(!effects.contains { if case .loadCatchUp = $0 { true } else { false } })
+        #expect(!effectsOfReplay(committedAs: 3).contains { if case .loadCatchUp = $0 { true } else { false } })
     }
 }
