@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import PostgresNIO
 import PostgresStore
+import SyncClient
 import SyncModel
 import SyncServer
 import SyncWire
@@ -144,6 +145,62 @@ import Testing
                 #expect(diff.seq == 2)
             }
             await proxy.close()
+        }
+    }
+}
+
+/// PostgreSQL crashing and recovering under real clients, on a cluster of its own.
+@Suite struct DatabaseRestartTests {
+    /// `pg_ctl restart -m immediate` (every backend killed, the WAL replayed) while three
+    /// `SyncClient`s edit and listen: every client ends with its replica equal to the database row
+    /// for row and nothing pending — no acknowledged edit lost, every push answered (after the
+    /// clients' resends), every subscriber at the last seq — and the node commits afterwards.
+    @Test func aDatabaseRestartedMidRunLosesNoAckAndLeavesNoSubscriberBehind() async throws {
+        let cluster = try PostgresCluster.start()
+        defer { cluster.stop() }
+        try await withDatabase(on: cluster) { database in
+            let (courseID, _, _) = try await database.makeCourse(chapters: 0, media: 0)
+            try await withServer(store: database.store) { server in
+                try await withReplicaFolder { folder in
+                    var clients: [SyncClient] = []
+                    var chapters: [LocalKey] = []
+                    for name in ["ada", "grace", "edsger"] {
+                        let client = try await server.client(of: courseID, in: folder, name: name)
+                        clients.append(client)
+                        chapters.append(try await client.createChapter(title: "\(name) 0"))
+                    }
+                    let restarted = Task.detached { () throws -> Void in
+                        try await Task.sleep(for: .milliseconds(300))
+                        try cluster.restartImmediately()
+                    }
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        for (index, client) in clients.enumerated() {
+                            let chapter = chapters[index]
+                            group.addTask {
+                                for edit in 1...40 {
+                                    try await client.renameChapter(chapter, to: "edit \(edit)")
+                                    try await Task.sleep(for: .milliseconds(15))
+                                }
+                            }
+                        }
+                        try await group.waitForAll()
+                    }
+                    try await restarted.value
+                    for client in clients {
+                        try await eventually("the client settles after the restart", seconds: 60) {
+                            await client.pendingBatches.isEmpty
+                        }
+                    }
+                    let seq = try #require(try await database.store.courseSeq(courseID))
+                    for client in clients {
+                        try await eventually("the client reaches the last seq", seconds: 60) { await client.cursor == seq }
+                        try await expectConverged(client, database)
+                        try await client.close()
+                    }
+                    let titles = try await database.store.snapshot(courseID: courseID).orderedChapters.map(\.title)
+                    #expect(titles == ["edit 40", "edit 40", "edit 40"])
+                }
+            }
         }
     }
 }

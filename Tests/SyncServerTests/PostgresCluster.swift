@@ -12,9 +12,16 @@ import SyncServer
 struct PostgresCluster: Sendable {
     let port: Int
     let directory: String
+    let bin: String
+    let asRoot: Bool
 
     /// Started on first use; every test of the run shares it (each with its own database).
-    static let shared: Result<PostgresCluster, ClusterError> = Result { () throws(ClusterError) in try start() }
+    static let shared: Result<PostgresCluster, ClusterError> = Result { () throws(ClusterError) in
+        let cluster = try start()
+        stopCommand = (cluster.bin, cluster.directory, cluster.asRoot)
+        atexit { PostgresCluster.stopAtExit() }
+        return cluster
+    }
 
     struct ClusterError: Error, CustomStringConvertible {
         var description: String
@@ -22,7 +29,9 @@ struct PostgresCluster: Sendable {
 
     static func require() throws -> PostgresCluster { try shared.get() }
 
-    private static func start() throws(ClusterError) -> PostgresCluster {
+    /// A cluster of its own (for a test that restarts it: `shared` serves every other test at
+    /// once); ``stop()`` it when done.
+    static func start() throws(ClusterError) -> PostgresCluster {
         guard let bin = binDirectory() else {
             throw ClusterError(description: "PostgreSQL server binaries (initdb, pg_ctl) were not found in /usr/lib/postgresql/*/bin or PATH: install the Debian package `postgresql` (apt-get install -y postgresql)")
         }
@@ -41,9 +50,20 @@ struct PostgresCluster: Sendable {
         try run("\(bin)/pg_ctl", ["-D", "\(directory)/data", "-l", "\(directory)/server.log", "-w", "-t", "60", "start",
                                   "-o", "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=on"],
                 asPostgres: asRoot)
-        stopCommand = (bin, directory, asRoot)
-        atexit { PostgresCluster.stopAtExit() }
-        return PostgresCluster(port: port, directory: directory)
+        return PostgresCluster(port: port, directory: directory, bin: bin, asRoot: asRoot)
+    }
+
+    /// A crash and recovery: `pg_ctl restart -m immediate` (every backend killed, no checkpoint;
+    /// the server replays its WAL on start).
+    func restartImmediately() throws(ClusterError) {
+        try Self.run("\(bin)/pg_ctl", ["-D", "\(directory)/data", "-l", "\(directory)/server.log", "-w", "-t", "60", "-m", "immediate", "restart",
+                                       "-o", "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=on"],
+                     asPostgres: asRoot)
+    }
+
+    func stop() {
+        try? Self.run("\(bin)/pg_ctl", ["-D", "\(directory)/data", "-m", "immediate", "-w", "stop"], asPostgres: asRoot)
+        try? FileManager.default.removeItem(atPath: directory)
     }
 
     nonisolated(unsafe) private static var stopCommand: (bin: String, directory: String, asRoot: Bool)?
@@ -118,6 +138,7 @@ struct PostgresCluster: Sendable {
 final class TestDatabase: Sendable {
     let name: String
     let url: String
+    let cluster: PostgresCluster
     let client: PostgresClient
     let store: PostgresStore
     private let runner: Task<Void, Never>
@@ -129,6 +150,7 @@ final class TestDatabase: Sendable {
     }()
 
     private init(name: String, cluster: PostgresCluster, logRetention: Int) {
+        self.cluster = cluster
         self.name = name
         url = cluster.url(database: name)
         client = PostgresClient(configuration: cluster.configuration(database: name), backgroundLogger: Self.logger)
@@ -138,8 +160,8 @@ final class TestDatabase: Sendable {
     }
 
     /// A fresh database, migrated unless told otherwise.
-    static func make(migrated: Bool = true, logRetention: Int = 100_000) async throws -> TestDatabase {
-        let cluster = try PostgresCluster.require()
+    static func make(migrated: Bool = true, logRetention: Int = 100_000, on cluster: PostgresCluster? = nil) async throws -> TestDatabase {
+        let cluster = try cluster ?? PostgresCluster.require()
         let name = "t_\(UInt64.random(in: 0 ... .max))"
         let admin = PostgresClient(configuration: cluster.configuration(database: "postgres"), backgroundLogger: logger)
         let adminRunner = Task { await admin.run() }
@@ -178,8 +200,9 @@ final class TestDatabase: Sendable {
 }
 
 /// Runs `body` with a fresh database, closing its pool afterwards.
-func withDatabase<T>(migrated: Bool = true, logRetention: Int = 100_000, _ body: (TestDatabase) async throws -> T) async throws -> T {
-    let database = try await TestDatabase.make(migrated: migrated, logRetention: logRetention)
+func withDatabase<T>(migrated: Bool = true, logRetention: Int = 100_000, on cluster: PostgresCluster? = nil,
+                     _ body: (TestDatabase) async throws -> T) async throws -> T {
+    let database = try await TestDatabase.make(migrated: migrated, logRetention: logRetention, on: cluster)
     do {
         let result = try await body(database)
         await database.close()
