@@ -1,7 +1,7 @@
 import Foundation
 import NIOCore
 import PostgresNIO
-import PostgresStore
+@testable import PostgresStore
 import SyncClient
 import SyncModel
 import SyncServer
@@ -199,6 +199,28 @@ import Testing
                     }
                     let titles = try await database.store.snapshot(courseID: courseID).orderedChapters.map(\.title)
                     #expect(titles == ["edit 40", "edit 40", "edit 40"])
+                }
+            }
+        }
+    }
+}
+
+/// The hazard ``ConnectionGuard`` exists for, pinned: postgres-nio leaves a query written to a
+/// connection that has closed unanswered for good (its promise is dropped with the write). A
+/// catch-up or commit that met it waited forever, holding its pool slot. If postgres-nio fixes
+/// this, the first expectation fails and the guard's reason should be rewritten.
+@Suite struct ConnectionGuardTests {
+    @Test func aQueryOnAClosedConnectionIsNeverAnsweredByPostgresNIOButIsByTheGuard() async throws {
+        try await withDatabase { database in
+            let logger = TestDatabase.logger
+            try await database.client.withConnection { connection in
+                try await connection.close()
+                await #expect(throws: StoreError.unavailable(.readSeq, detail: "no answer within 1.0 seconds")) {
+                    try await withDeadline(.seconds(1), .readSeq) { _ = try await connection.query("SELECT 1", logger: logger) }
+                }
+                let guarded = ConnectionGuard(timeout: .seconds(10))
+                await #expect(throws: StoreError.unavailable(.readSeq, detail: "the database connection closed")) {
+                    try await guarded.run(.readSeq, on: connection) { connection in _ = try await connection.query("SELECT 1", logger: logger) }
                 }
             }
         }
