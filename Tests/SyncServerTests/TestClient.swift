@@ -141,8 +141,11 @@ final class TestClient: Sendable {
     /// Removes and returns the first not-yet-consumed message `extract` accepts, waiting for it.
     func expect<T>(_ what: String = "\(T.self)", _ extract: @escaping @Sendable (WireMessage) -> T?) async throws -> T {
         let start = ContinuousClock.now
+        var next = 0
         while true {
-            if let value = recorder.consumeFirst(extract) { return value }
+            let (value, scanned) = recorder.consumeFirst(from: next, extract)
+            if let value { return value }
+            next = scanned
             if recorder.closed { throw Timeout(description: "connection closed while waiting for \(what); received \(received.map(Self.kind))") }
             if ContinuousClock.now - start > Self.deadline { throw Timeout(description: "no \(what) within \(Self.deadline); received \(received.map(Self.kind))") }
             try await Task.sleep(for: .milliseconds(2))
@@ -251,15 +254,21 @@ private final class Recorder: ChannelInboundHandler, Sendable {
     var closed: Bool { state.withLockedValue { $0.closed } }
     var failures: [WireError] { state.withLockedValue { $0.failures } }
 
-    func consumeFirst<T>(_ extract: (WireMessage) -> T?) -> T? {
+    /// The first message not yet consumed, from index `start` on, that `extract` accepts (then
+    /// consumed), and the index to look from next time. A caller that polls passes that index
+    /// back: what `extract` refused once it refuses again, so each poll looks only at what arrived
+    /// since (rescanning everything every poll made a long test quadratic and pinned its threads).
+    func consumeFirst<T>(from start: Int = 0, _ extract: (WireMessage) -> T?) -> (value: T?, next: Int) {
         state.withLockedValue { state in
-            for (index, message) in state.all.enumerated() where !state.consumed.contains(index) {
-                if let value = extract(message) {
+            var index = start
+            while index < state.all.count {
+                if !state.consumed.contains(index), let value = extract(state.all[index]) {
                     state.consumed.insert(index)
-                    return value
+                    return (value, index + 1)
                 }
+                index += 1
             }
-            return nil
+            return (nil, index)
         }
     }
 
