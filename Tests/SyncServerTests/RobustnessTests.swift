@@ -104,7 +104,14 @@ import Testing
     @Test func aSubscriberThatStopsReadingIsDisconnectedWithoutStallingOthers() async throws {
         try await withDatabase { database in
             let (courseID, chapters, _) = try await database.makeCourse(chapters: 1)
-            try await withServer(store: database.store, configure: { $0.outboxFrames = 8 }) { server in
+            // A long heartbeat: on a loaded machine the pushes that fill the outbox can take longer
+            // than three 15 s intervals, and the stuck peer (which reads nothing, so answers no Ping)
+            // was then closed for idleness before it could overflow (seen in CI: 20,000 pushes, no cut).
+            try await withServer(store: database.store, configure: {
+                $0.outboxFrames = 8
+                $0.heartbeatInterval = .seconds(600)
+                $0.closeTimeout = .seconds(2)
+            }) { server in
                 let stuck = try await TestClient.connect(port: server.port, receiveBuffer: 4096)
                 try await stuck.hello(token: server.token([courseID: .viewer]))
                 try await stuck.subscribe(courseID)
