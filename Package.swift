@@ -123,7 +123,7 @@ let package = Package(
         // The deterministic simulator: the engines under a seeded scheduler, network and faults.
         .target(
             name: "SyncSimulation",
-            dependencies: ["SyncModel", "SyncWire", "SyncServer", "SyncClient"]
+            dependencies: ["SyncModel", "SyncWire", "SyncStorage", "SyncServer", "SyncClient"]
         ),
         .executableTarget(
             name: "coursesync",
@@ -179,6 +179,8 @@ let package = Package(
                 "PostgresStore",
                 "SQLiteStore",
                 "SyncClient",
+                // The in-memory backend (the simulator's database) joins the conformance suite.
+                "SyncSimulation",
                 // The end-to-end test runs the built binary.
                 "coursesync",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -4,7 +4,7 @@ import SyncServer
 
 extension Simulation {
     func checkFinalState() throws {
-        let truth = store.state
+        let truth = database.state
         for client in clients {
             if client.core.visible != truth { violation("\(client.name)'s visible state differs from the server's") }
             if client.core.confirmed != truth { violation("\(client.name)'s confirmed state differs from the server's") }
@@ -17,7 +17,7 @@ extension Simulation {
             // that seq, so the state (the log replayed, checked below) holds it unless a later
             // commit overrode it.
             for (batchSeq, seq) in client.ackedSeqs {
-                let origin = seq >= 1 && Int(seq) <= store.history.count ? store.history[Int(seq) - 1].origin : nil
+                let origin = seq >= 1 && Int(seq) <= database.history.count ? database.history[Int(seq) - 1].origin : nil
                 if origin != BatchOrigin(clientID: client.core.clientID, batchSeq: batchSeq) {
                     violation("\(client.name)'s batch \(batchSeq) was acked as seq \(seq), which is another commit")
                 }
@@ -30,13 +30,24 @@ extension Simulation {
             }
         }
         var origins = Set<BatchKey>()
-        var replayed = store.initial
-        for diff in store.history {
+        var replayed = database.initial
+        for diff in database.history {
             if !origins.insert(BatchKey(client: diff.origin.clientID, batchSeq: diff.origin.batchSeq)).inserted {
                 violation("batch \(diff.origin.batchSeq) of \(diff.origin.clientID) was committed twice")
             }
             replayed.apply(diff)
         }
         if replayed != truth { violation("the change log replayed from zero does not rebuild the store") }
+        switch database.storedCourse(courseID) {
+        case .success(let stored?) where stored != truth:
+            violation("the database's rows differ from the change log replayed: \(Self.difference(stored, truth))")
+        case .success(nil): violation("the database lost the course")
+        case .failure(let error): violation("the database's rows could not be read: \(error)")
+        case .success: break
+        }
+        // Every push a hub took was answered on its connection, or the connection closed.
+        for (id, connection) in connections.sorted(by: { $0.key < $1.key }) where !connection.unanswered.isEmpty {
+            violation("#\(id) of \(clients[connection.client].name) has unanswered pushes: batches \(connection.unanswered.keys.sorted())")
+        }
     }
 }

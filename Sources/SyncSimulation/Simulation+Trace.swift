@@ -21,7 +21,7 @@ extension Simulation {
 
     func describeState() -> String {
         let parts = clients.map { "\($0.name): \($0.core.phase) seq \($0.core.confirmed.seq) pending \($0.core.pendingBatches.count)\($0.connection.map { " on #\($0)" } ?? "")" }
-        return "store seq \(store.state.seq), store calls \(storeCalls.count), catch-ups waiting \(feeds.count); " + parts.joined(separator: "; ")
+        return "store seq \(database.state.seq), store calls \(database.calls.count), pauses \(database.sleepers.count), catch-ups waiting \(feeds.count); " + parts.joined(separator: "; ")
     }
 
     func finish() -> SimulationResult { result }

@@ -27,12 +27,12 @@ public struct Faults: OptionSet, Hashable, Sendable, CustomStringConvertible {
     /// (added later: ``all`` keeps the seeds' runs as they were); `coursesync simulate --faults`
     /// and the suite's own runs name it.
     public static let nodeStalls = Faults(rawValue: 64)
-    /// The store fails calls: one now and then, or every call for a while (the database down).
-    /// A failed commit may have committed (its answer lost) or not; the store tries a failed call
-    /// again a few times (as ``StoreRetryPolicy`` does, resolving a commit's unknown outcome from
-    /// the stored records, so a batch that did commit is answered with its stored ack), then the
-    /// node gives up: the writers or the subscriber are closed with `INTERNAL_ERROR`. Not in
-    /// ``all``, like ``nodeStalls``.
+    /// The database fails calls: one now and then, or every call for a while (the database down),
+    /// before a call runs or after (a write that committed, a read that returned rows, whose answer
+    /// is lost), and some calls are slow. Each node's ``StoreEngine`` tries a failed call again a
+    /// few times (its ``StoreRetryPolicy`` on the simulated clock, resolving a commit's unknown
+    /// outcome from the stored records), then gives up: the hub closes the writers' or the
+    /// subscriber's connection with `INTERNAL_ERROR`. Not in ``all``, like ``nodeStalls``.
     public static let storeFailures = Faults(rawValue: 128)
     public static let all: Faults = [.drops, .clientRestarts, .serverRestarts, .slowConsumers, .notifications, .listenerDrops]
 
@@ -99,8 +99,9 @@ public struct SimulationResult: Sendable {
 /// The whole system under a seeded scheduler and a simulated clock: several server nodes over one
 /// store, each running the server's decisions (``ServerSession`` per connection with its heartbeat
 /// timers, ``OutboxQueue`` per connection, ``HubCore`` for queueing, group commits, answers,
-/// fan-out and catch-up, ``CommitWatch`` for checking the store; ``GroupCommit`` over ``SimStore``
-/// for resolution), commit notifications between nodes that may be delayed, reordered, duplicated
+/// fan-out and catch-up, ``CommitWatch`` for checking the store, ``StoreEngine`` with its own
+/// course cache over the shared ``SimDatabase``, whose calls complete in any order and may fail),
+/// commit notifications between nodes that may be delayed, reordered, duplicated
 /// and lost, N client engines (``ClientCore`` with a real ``Replica`` in memory, its own timers:
 /// coalescing, heartbeats, backoff), and a network of FIFO connections whose frames (encoded and
 /// decoded like on the wire) are delivered in a random interleaving. Same seed, same run.
@@ -145,10 +146,18 @@ public final class Simulation {
         var arrived: [(bytes: [UInt8], at: Moment)] = []
         /// Pings the session's timer wrote straight to the socket, ahead of the outbox.
         var pinged: [[UInt8]] = []
+        /// Pushes the hub took and has not answered yet, by batch.
+        var unanswered: [BatchSeq: Int] = [:]
     }
 
     struct Node {
         var hub: HubCore<Int>
+        /// The node's store engine (its own course cache) over the shared database.
+        let engine: StoreEngine<SimNodeBackend>
+        /// Which incarnation of the node: an engine call of an earlier one is not answered.
+        let epoch: Int
+        /// The connection each batch of the group being committed came on.
+        var committing: [BatchKey: Int] = [:]
         var watch: CommitWatch
         var listenerUp = true
         var listenerBackAt: Moment?
@@ -158,26 +167,8 @@ public final class Simulation {
         var heldUntil: Moment?
     }
 
-    enum StoreCall {
-        /// `tries`: how often the store failed it so far. `pushers`: the connection each batch
-        /// came on (taken when the call first completes).
-        case commit(node: Int, [Batch], tries: Int = 0, pushers: [Int?]? = nil)
-        /// The store committed the group; its answer has not reached the hub yet (the commit is
-        /// already visible to reads and announced).
-        case answer(node: Int, [BatchOutcome])
-        case load(node: Int, connection: Int, generation: Int, after: CourseSeq, tries: Int = 0)
-        case readSeq(node: Int)
-
-        var node: Int {
-            switch self {
-            case .commit(let node, _, _, _), .answer(let node, _), .load(let node, _, _, _, _), .readSeq(let node): node
-            }
-        }
-    }
-
-    /// How often the store tries a call before the node gives up on it (the simulated
-    /// ``StoreRetryPolicy``: small, so that giving up happens too).
-    static let storeTries = 3
+    /// The engines' retry policy on the simulated clock: small, so that giving up happens too.
+    static let retryPolicy = StoreRetryPolicy(retries: 2, firstDelay: .milliseconds(50), maxDelay: .milliseconds(400))
 
     /// A catch-up's frames not yet in the outbox: they go in as it has room.
     struct CatchUpFeed {
@@ -193,13 +184,11 @@ public final class Simulation {
     /// How many frames each client read takes (its own stream, so that the main one, and with it
     /// every seed's run, is what it was before reads took several frames).
     private var readSizes: SplitMix64
-    var store: SimStore
+    let database: SimDatabase
     var clients: [Client] = []
     var connections: [Int: Connection] = [:]
     private var nextConnection = 1
     var nodes: [Node] = []
-    /// Store calls the hubs started, completed at later steps in any order.
-    var storeCalls: [StoreCall] = []
     var feeds: [CatchUpFeed] = []
     /// Per node, the connections that pushed each batch and await its answer, in arrival order:
     /// the hub answers a course's pushes in that order, so a group's batch is the first one's.
@@ -216,7 +205,9 @@ public final class Simulation {
     private let token: String
     let courseID: EntityID
     private let date = Date(timeIntervalSince1970: 1_800_000_000)
-    var now = Moment.zero
+    var now = Moment.zero {
+        didSet { database.now = now }
+    }
     var step = 0
     var result: SimulationResult
     let tracing: Bool
@@ -235,17 +226,19 @@ public final class Simulation {
         readSizes = SplitMix64(seed: seed ^ 0x0BAD_F00D_5EED_0001)
         var ids = SplitMix64(seed: seed ^ 0xC0FF_EE00_D15E_A5E5)
         courseID = .random(using: &ids)
-        store = SimStore(course: Course(id: courseID, title: "Simulated course"), logRetention: options.logRetention, seed: seed ^ 0x5EED)
+        let course = Course(id: courseID, title: "Simulated course")
+        database = SimDatabase(course: course, seed: seed ^ 0x5EED)
+        database.slowCalls = options.faults.contains(.storeFailures)
         token = String(decoding: try JSONEncoder().encode(TokenClaims(user: "sim", expires: date.addingTimeInterval(86_400),
                                                                        courses: [courseID: .editor])), as: UTF8.self)
         result = SimulationResult(seed: seed, violations: [], trace: [])
-        nodes = (0..<options.nodes).map { _ in newNode() }
+        nodes = (0..<options.nodes).map { newNode($0, epoch: 0) }
         // A course with a few chapters and a media library, committed before the clients start.
         var ops: [SyncModel.Operation] = (1...3).map { .createChapter(temp: TempID(UInt64($0))!, title: "Chapter \($0)", placement: .atEnd) }
         ops += (1...12).map {
             .registerMedia(temp: TempID(UInt64(100 + $0))!, name: "clip \($0)", cdnURL: "https://cdn.example.com/\($0)", durationMs: 1_000, byteSize: 1_000)
         }
-        _ = store.commit([Batch(clientID: ClientID(.random(using: &ids)), courseID: courseID, batchSeq: 1, baseSeq: 0, ops: ops)], at: now)
+        try setUp(course, Batch(clientID: ClientID(.random(using: &ids)), courseID: courseID, batchSeq: 1, baseSeq: 0, ops: ops))
         for index in 0..<(options.clients + options.watchers) {
             let replica = try Replica(inMemory: "client\(index)")
             let contents = ReplicaContents.empty(clientID: ClientID(.random(using: &ids)), courseID: courseID)
@@ -271,9 +264,36 @@ public final class Simulation {
         return timing
     }
 
-    private func newNode() -> Node {
-        Node(hub: HubCore(courseID: courseID, maxGroupBatches: 8, catchUpChunk: catchUpChunk),
-             watch: CommitWatch(checkInterval: options.checkInterval, now: now))
+    private func newNode(_ index: Int, epoch: Int) -> Node {
+        let database = database
+        let engine = StoreEngine(backend: SimNodeBackend(database: database, node: index), logRetention: options.logRetention,
+                                 retryPolicy: Self.retryPolicy, sleep: { try await database.sleep(index, for: $0) },
+                                 mintIDs: { database.mintIDs() })
+        return Node(hub: HubCore(courseID: courseID, maxGroupBatches: 8, catchUpChunk: catchUpChunk), engine: engine, epoch: epoch,
+                    watch: CommitWatch(checkInterval: options.checkInterval, now: now))
+    }
+
+    /// Creates the course and commits its first batch, through an engine, before the run.
+    private func setUp(_ course: Course, _ batch: Batch) throws {
+        let engine = StoreEngine(backend: SimNodeBackend(database: database, node: -1), logRetention: options.logRetention,
+                                 mintIDs: { [database] in database.mintIDs() })
+        database.immediate = true
+        let database = database
+        Task(executorPreference: database.executor) {
+            do {
+                try await engine.createCourse(course)
+                database.finished.append((-1, 0, .committed(try await engine.commitEncoded([batch], courseID: course.id).outcomes)))
+            } catch {
+                database.finished.append((-1, 0, .commitFailed(error)))
+            }
+        }
+        database.executor.drain()
+        database.immediate = false
+        database.written = []
+        let outcome = database.finished.popLast()
+        guard case .committed(let outcomes)? = outcome?.result, case .committed? = outcomes.first else {
+            throw StoreError.corrupt("the simulated set-up did not commit: \(String(describing: outcome?.result))")
+        }
     }
 
     /// Runs the workload with faults, then lets the system quiesce and checks every invariant.
@@ -294,7 +314,7 @@ public final class Simulation {
                 try tick(workload: false)
                 if !result.violations.isEmpty { return finish() }
                 if now - lastEventAt > options.livenessBound {
-                    violation("not every client was live at seq \(store.state.seq) within \(options.livenessBound) of the last commit or fault: \(describeState())")
+                    violation("not every client was live at seq \(database.state.seq) within \(options.livenessBound) of the last commit or fault: \(describeState())")
                     return finish()
                 }
             }
@@ -324,7 +344,8 @@ public final class Simulation {
                 choices.append((6, { try self.deliverDown(id) }))
             }
         }
-        if storeCalls.contains(where: { !self.isHeld($0.node) }) { choices.append((3, { self.completeStoreCall() })) }
+        if database.calls.contains(where: { !self.isHeld($0.node) && $0.readyAt <= self.now }) { choices.append((3, { self.completeStoreCall() })) }
+        if database.finished.contains(where: { !self.isHeld($0.node) }) { choices.append((3, { self.deliverFinished() })) }
         if feeds.contains(where: { self.hasRoom($0.connection) && !self.isHeld($0.node) }) { choices.append((3, { self.continueCatchUp() })) }
         for index in nodes.indices where !nodes[index].notifications.isEmpty && !isHeld(index) {
             choices.append((2, { self.deliverNotification(index) }))
@@ -357,10 +378,17 @@ public final class Simulation {
                 nodes[index].listenerBackAt = nil
                 nodes[index].listenerUp = true
                 log("node \(index)'s listener reconnects")
-                if nodes[index].watch.listenerConnected(now: now) { storeCalls.append(.readSeq(node: index)) }
+                if nodes[index].watch.listenerConnected(now: now) { readSeq(index) }
             }
-            if nodes[index].watch.handleTimeout(now: now) { storeCalls.append(.readSeq(node: index)) }
+            if nodes[index].watch.handleTimeout(now: now) { readSeq(index) }
         }
+        // The engines' pauses between retries.
+        let due = database.sleepers.filter { $0.until <= now && !isHeld($0.node) }
+        if !due.isEmpty {
+            database.sleepers.removeAll { $0.until <= now && !isHeld($0.node) }
+            for sleeper in due { sleeper.continuation.resume() }
+        }
+        settle()
         for id in connections.keys.sorted() {
             guard let deadline = connections[id]?.session.nextDeadline, now >= deadline else { continue }
             // The timer runs on the node's event loop: also while its tasks are held up.
@@ -410,9 +438,9 @@ public final class Simulation {
     }
 
     private var isQuiescent: Bool {
-        storeCalls.isEmpty && feeds.isEmpty && nodes.allSatisfy { $0.heldUntil == nil }
+        database.calls.isEmpty && database.sleepers.isEmpty && database.finished.isEmpty && feeds.isEmpty && nodes.allSatisfy { $0.heldUntil == nil }
             && connections.values.allSatisfy { $0.up.isEmpty && $0.outbox.isEmpty && $0.arrived.isEmpty && $0.pinged.isEmpty }
-            && clients.allSatisfy { $0.core.isSettled && $0.core.phase == .live && $0.core.confirmed.seq == store.state.seq }
+            && clients.allSatisfy { $0.core.isSettled && $0.core.phase == .live && $0.core.confirmed.seq == database.state.seq }
     }
 
     // MARK: - Clients
@@ -531,7 +559,7 @@ public final class Simulation {
         if !problems.isEmpty { violation("\(clients[index].name)'s visible state breaks invariants: \(problems.prefix(3))") }
         // A batch whose commit is in the confirmed state must not also be replayed as pending:
         // the visible state would hold its effect twice.
-        let confirmedHere = Set(store.history.prefix(Int(core.confirmed.seq)).filter { $0.origin.clientID == core.clientID }.map(\.origin.batchSeq))
+        let confirmedHere = Set(database.history.prefix(Int(core.confirmed.seq)).filter { $0.origin.clientID == core.clientID }.map(\.origin.batchSeq))
         for batch in core.pendingBatches where confirmedHere.contains(batch.batchSeq) {
             violation("\(clients[index].name)'s batch \(batch.batchSeq) is both confirmed and pending: applied twice in what it shows")
         }
@@ -614,6 +642,7 @@ public final class Simulation {
                 nodes[node].hub.unsubscribe(id)
             case .push(let batch):
                 if nodes[node].hub.push(batch, from: id) {
+                    connections[id]!.unanswered[batch.batchSeq, default: 0] += 1
                     pushedOn[node, default: [:]][BatchKey(client: batch.clientID, batchSeq: batch.batchSeq), default: []].append(id)
                     perform(node)
                 }
@@ -717,8 +746,9 @@ public final class Simulation {
             for effect in effects {
                 switch effect {
                 case .commit(let batches):
-                    storeCalls.append(.commit(node: node, batches))
+                    commit(batches, on: node)
                 case .send(let id, let message):
+                    answered(id, message)
                     send(id, message)
                 case .broadcast(let diff, let ids):
                     for id in ids { send(id, .diff(diff)) }
@@ -726,7 +756,7 @@ public final class Simulation {
                     if connections[id] == nil || connections[id]!.outbox.isClosing {
                         nodes[node].hub.unsubscribe(id)
                     } else {
-                        storeCalls.append(.load(node: node, connection: id, generation: generation, after: cursor))
+                        catchUp(id, generation: generation, after: cursor, on: node)
                     }
                 case .sendCatchUp(let id, let generation, let messages):
                     feeds.append(CatchUpFeed(node: node, connection: id, generation: generation, messages: messages))
@@ -739,84 +769,166 @@ public final class Simulation {
         }
     }
 
-    /// Completes one outstanding store call, any of them: the store serializes commits, and reads
-    /// and other nodes' commits overtake each other.
-    private func completeStoreCall() {
-        // Not a held-up node's: its task awaiting the call does not run.
-        let eligible = storeCalls.indices.filter { !isHeld(storeCalls[$0].node) }
-        let index = eligible[Int.random(in: 0..<eligible.count, using: &random)]
-        let call = storeCalls.remove(at: index)
-        switch call {
-        case .commit(let node, let batches, let tries, let known):
-            // The connection each batch came on: the hub answers a course's pushes in arrival order.
-            let pushers = known ?? batches.map { batch -> Int? in
-                let key = BatchKey(client: batch.clientID, batchSeq: batch.batchSeq)
-                guard let id = pushedOn[node]?[key]?.first else { return nil }
-                pushedOn[node]![key]!.removeFirst()
-                return id
+    // MARK: - The store
+
+    /// Starts node `node`'s engine on `batches` (a task on the simulator's executor).
+    private func commit(_ batches: [Batch], on node: Int) {
+        // The connection each batch came on: the hub answers a course's pushes in arrival order.
+        for batch in batches {
+            let key = BatchKey(batch)
+            guard let id = pushedOn[node]?[key]?.first else { continue }
+            pushedOn[node]![key]!.removeFirst()
+            // A batch twice in a group (pushed again on a new connection): the first one commits.
+            if nodes[node].committing[key] == nil { nodes[node].committing[key] = id }
+        }
+        let engine = nodes[node].engine, epoch = nodes[node].epoch, database = database, courseID = courseID
+        Task(executorPreference: database.executor) {
+            do {
+                let group = try await engine.commitEncoded(batches, courseID: courseID)
+                database.finished.append((node, epoch, .committed(group.outcomes)))
+            } catch {
+                database.finished.append((node, epoch, .commitFailed(error)))
             }
-            let failure = storeFailure()
-            var outcomes: [BatchOutcome] = []
-            if failure != .before {
-                let group = store.commit(batches, at: now)
-                outcomes = group.outcomes
-                let problems = store.state.invariantViolations()
-                if !problems.isEmpty { violation("the store breaks invariants: \(problems.prefix(3))") }
-                result.commits += group.commits.count
-                if !group.commits.isEmpty { lastEventAt = max(lastEventAt, now) }
-                log("node \(node) commits \(batches.count) batch(es) → seq \(store.state.seq)")
-                for (pusher, outcome) in zip(pushers, group.outcomes) {
-                    if case .committed(let commit) = outcome, let pusher { connections[pusher]?.awaitingAck.insert(commit.batchSeq) }
-                }
-                if !group.commits.isEmpty { notify(store.state.seq) }
-            }
-            guard let failure else {
-                storeCalls.append(.answer(node: node, outcomes))
-                return
-            }
-            fault("node \(node)'s group commit fails \(failure == .before ? "before it commits" : "after it committed (the answer is lost)") (try \(tries + 1))")
-            if tries + 1 < Self.storeTries {
-                storeCalls.append(.commit(node: node, batches, tries: tries + 1, pushers: pushers))
-            } else {
-                nodes[node].hub.commitFailed(unknownCourse: false)
-                perform(node)
-            }
-        case .answer(let node, let outcomes):
-            nodes[node].hub.committed(outcomes)
-            perform(node)
-        case .load(let node, let id, let generation, let cursor, let tries):
-            if storeFailure() != nil {
-                fault("node \(node)'s catch-up read for #\(id) fails (try \(tries + 1))")
-                if tries + 1 < Self.storeTries {
-                    storeCalls.append(.load(node: node, connection: id, generation: generation, after: cursor, tries: tries + 1))
-                } else {
-                    nodes[node].hub.catchUpFailed(id, generation: generation, unknownCourse: false)
-                    perform(node)
-                }
-                return
-            }
-            let catchUp: CatchUp = store.diffs(after: cursor).map { .diffs(Array($0.prefix(catchUpChunk))) } ?? .snapshot(store.state)
-            nodes[node].hub.caughtUp(id, generation: generation, catchUp)
-            perform(node)
-        case .readSeq(let node) where storeFailure() != nil:
-            log("node \(node) cannot read the course's seq (the store failed)")
-        case .readSeq(let node):
-            nodes[node].hub.noteCommitted(upTo: store.state.seq)
-            perform(node)
         }
     }
 
-    enum StoreFailure { case before, after }
+    private func catchUp(_ id: Int, generation: Int, after cursor: CourseSeq, on node: Int) {
+        let engine = nodes[node].engine, epoch = nodes[node].epoch, database = database, courseID = courseID, limit = catchUpChunk
+        Task(executorPreference: database.executor) {
+            do {
+                let read = try await engine.catchUpEncoded(courseID: courseID, after: cursor, limit: limit)
+                database.finished.append((node, epoch, .caughtUp(connection: id, generation: generation, read.catchUp)))
+            } catch {
+                database.finished.append((node, epoch, .catchUpFailed(connection: id, generation: generation, error)))
+            }
+        }
+    }
 
-    /// Whether the store call completing now fails, and for a write, whether it committed first.
-    private func storeFailure() -> StoreFailure? {
-        guard options.faults.contains(.storeFailures) else { return nil }
+    /// Node `node` checks the course's seq (its ``CommitWatch``).
+    private func readSeq(_ node: Int) {
+        let engine = nodes[node].engine, epoch = nodes[node].epoch, database = database, courseID = courseID
+        Task(executorPreference: database.executor) {
+            do {
+                database.finished.append((node, epoch, .seq(try await engine.courseSeq(courseID))))
+            } catch {
+                database.finished.append((node, epoch, .seqFailed(error)))
+            }
+        }
+    }
+
+    /// Completes one outstanding database call, any node's, deciding whether it fails: the
+    /// database serializes writes, and reads and other nodes' writes overtake each other.
+    private func completeStoreCall() {
+        // Not a held-up node's: its task awaiting the call does not run.
+        let eligible = database.calls.indices.filter { !isHeld(database.calls[$0].node) && database.calls[$0].readyAt <= now }
+        let call = database.calls.remove(at: eligible[Int.random(in: 0..<eligible.count, using: &random)])
+        let fate = storeFate()
+        switch fate {
+        case .failBefore:
+            if storeDownUntil == nil { fault("node \(call.node)'s \(call.operation) call fails before it runs") }
+        case .failAfter:
+            fault("node \(call.node)'s \(call.operation) call fails after it ran\(call.operation == .commit ? " (the write committed; its answer is lost)" : "")")
+        case .run, .abandoned:
+            break
+        }
+        call.continuation.resume(returning: fate)
+        settle()
+    }
+
+    /// Whether the call completing now fails, and when: a database call fails before it runs
+    /// while the database is down, and one call in 33 fails either way while faults are on.
+    private func storeFate() -> SimDatabase.Fate {
+        guard options.faults.contains(.storeFailures) else { return .run }
         if let until = storeDownUntil {
-            if now < until { return .before }
+            if now < until { return .failBefore }
             storeDownUntil = nil
         }
-        guard faultsOn, Int.random(in: 0..<100, using: &random) < 3 else { return nil }
-        return Bool.random(using: &random) ? .before : .after
+        guard faultsOn, Int.random(in: 0..<100, using: &random) < 3 else { return .run }
+        return Bool.random(using: &random) ? .failBefore : .failAfter
+    }
+
+    /// Runs the tasks a completed call or pause woke until each waits again, then takes note of
+    /// what they wrote: a commit is announced to every node's listener, and its author's
+    /// connection must see its Ack before its Diff. No node's cache may be ahead of the database
+    /// or differ from the course the change log builds at its seq.
+    private func settle() {
+        database.executor.drain()
+        for (node, diffs) in database.written {
+            guard let last = diffs.last else { continue }
+            result.commits += diffs.count
+            lastEventAt = max(lastEventAt, now)
+            log("node \(node) commits \(diffs.count) batch(es) → seq \(last.seq)")
+            for diff in diffs {
+                if let pusher = nodes[node].committing[BatchKey(client: diff.origin.clientID, batchSeq: diff.origin.batchSeq)] {
+                    connections[pusher]?.awaitingAck.insert(diff.origin.batchSeq)
+                }
+            }
+            notify(last.seq)
+        }
+        database.written = []
+        for index in nodes.indices {
+            guard let cached = nodes[index].engine.cachedState(of: courseID) else { continue }
+            if Int(cached.seq) >= database.states.count {
+                violation("node \(index) caches the course at seq \(cached.seq), ahead of the database at \(database.state.seq)")
+            } else if cached != database.states[Int(cached.seq)] {
+                violation("node \(index)'s cached course at seq \(cached.seq) differs from the database's: \(Self.difference(cached, database.states[Int(cached.seq)]))")
+            }
+        }
+    }
+
+    /// Hands one finished engine call to its node's hub (a node that restarted since hears
+    /// nothing of it).
+    private func deliverFinished() {
+        let eligible = database.finished.indices.filter { !isHeld(database.finished[$0].node) }
+        let item = database.finished.remove(at: eligible[Int.random(in: 0..<eligible.count, using: &random)])
+        let node = item.node
+        guard nodes[node].epoch == item.epoch else { return }
+        switch item.result {
+        case .committed(let outcomes):
+            nodes[node].committing = [:]
+            nodes[node].hub.committed(outcomes)
+        case .commitFailed(let error):
+            nodes[node].committing = [:]
+            log("node \(node)'s group commit failed: \(error)")
+            nodes[node].hub.commitFailed(unknownCourse: false)
+        case .caughtUp(let id, let generation, let catchUp):
+            nodes[node].hub.caughtUp(id, generation: generation, catchUp)
+        case .catchUpFailed(let id, let generation, let error):
+            log("node \(node)'s catch-up read for #\(id) failed: \(error)")
+            nodes[node].hub.catchUpFailed(id, generation: generation, unknownCourse: false)
+        case .seq(let seq):
+            if let seq { nodes[node].hub.noteCommitted(upTo: seq) }
+        case .seqFailed(let error):
+            log("node \(node) cannot read the course's seq: \(error)")
+        }
+        perform(node)
+    }
+
+    /// A hub's Ack or Reject: every push it took is answered once (a push whose connection the hub
+    /// closes is not answered: its client resends it).
+    private func answered(_ id: Int, _ message: WireMessage) {
+        let batchSeq: BatchSeq
+        switch message {
+        case .ack(let ack):
+            batchSeq = ack.batchSeq
+            if let index = connections[id]?.client {
+                let key = BatchKey(client: clients[index].core.clientID, batchSeq: ack.batchSeq)
+                if database.acks[key]?.seq != ack.seq {
+                    violation("node \(connections[id]!.node) acks batch \(ack.batchSeq) of \(clients[index].name) as seq \(ack.seq), which the database does not hold")
+                }
+            }
+        case .reject(let reject):
+            batchSeq = reject.batchSeq
+        default:
+            return
+        }
+        guard connections[id] != nil else { return }
+        if connections[id]!.unanswered[batchSeq, default: 0] == 0 {
+            violation("node \(connections[id]!.node) answers batch \(batchSeq) on #\(id) again, or unasked")
+        } else {
+            connections[id]!.unanswered[batchSeq]! -= 1
+            if connections[id]!.unanswered[batchSeq] == 0 { connections[id]!.unanswered[batchSeq] = nil }
+        }
     }
 
     /// The store announces a commit to every node's listener (PostgreSQL's NOTIFY reaches the
@@ -874,30 +986,14 @@ public final class Simulation {
     }
 
     private func restartNode(_ node: Int) {
-        // A group the store was committing may or may not have made it: decide at random, and
+        // A group the database was writing may or may not have made it: decided at random, and
         // either way nobody hears of it.
-        var lost = 0
-        var kept: [StoreCall] = []
-        for call in storeCalls {
-            switch call {
-            case .commit(let owner, let batches, _, _) where owner == node:
-                if Bool.random(using: &random) {
-                    let group = store.commit(batches, at: now)
-                    if !group.commits.isEmpty { notify(store.state.seq) }
-                } else {
-                    lost += batches.count
-                }
-            case .load(let owner, _, _, _, _) where owner == node, .readSeq(let owner) where owner == node,
-                 .answer(let owner, _) where owner == node:
-                break
-            default:
-                kept.append(call)
-            }
-        }
-        storeCalls = kept
-        fault("restart node \(node) (\(lost) batches in flight lost)")
+        let writing = database.calls.filter { $0.node == node && $0.operation == .commit }.count
+        database.abandon(node: node)
+        settle()
+        fault("restart node \(node) (\(writing) write(s) in flight)")
         feeds.removeAll { $0.node == node }
-        nodes[node] = newNode()
+        nodes[node] = newNode(node, epoch: nodes[node].epoch + 1)
         pushedOn[node] = nil
         for id in connections.keys.sorted() where connections[id]!.node == node { close(id) }
         lastEventAt = max(lastEventAt, now)

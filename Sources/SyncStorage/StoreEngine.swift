@@ -35,6 +35,7 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
     private let cache: Locked<CourseCache>
     private let sleep: @Sendable (Duration) async throws -> Void
     private let onFailure: @Sendable (StoreError) -> Void
+    private let mintIDs: @Sendable () -> any IDAllocator
 
     /// How often one group is resolved again (after `moved` or `duplicate`) before giving up.
     static var maxAttempts: Int { 64 }
@@ -48,21 +49,29 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
     ///   - retryPolicy: how long a call the database failed is tried again.
     ///   - sleep: the pause between tries (the simulator passes its clock's).
     ///   - onFailure: told of every failed database call that is tried again (for logs and metrics).
+    ///   - mintIDs: the allocator of one resolution's new rows: time-ordered IDs stamped with the
+    ///     system clock by default (the simulator passes its clock and a seeded generator).
     public init(backend: Backend, logRetention: Int = 100_000, maxCachedCourses: Int = 1_000, maxCachedBytes: Int = 256 << 20,
                 recentCommitsPerCourse: Int = 4_096, retryPolicy: RetryPolicy = .standard,
                 sleep: @escaping @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) },
-                onFailure: @escaping @Sendable (StoreError) -> Void = { _ in }) {
+                onFailure: @escaping @Sendable (StoreError) -> Void = { _ in },
+                mintIDs: @escaping @Sendable () -> any IDAllocator = { TimeOrderedIDAllocator(SystemRandomNumberGenerator()) }) {
         precondition(logRetention > 0, "the change log must keep at least one entry")
         self.backend = backend
         self.logRetention = logRetention
         self.retryPolicy = retryPolicy
         self.sleep = sleep
         self.onFailure = onFailure
+        self.mintIDs = mintIDs
         cache = Locked(CourseCache(maxCourses: maxCachedCourses, maxBytes: maxCachedBytes, recentPerCourse: recentCommitsPerCourse))
     }
 
     /// Courses whose state is cached, and their estimated bytes (for metrics and tests).
     public var cachedCourses: (count: Int, bytes: Int) { cache.withLock { ($0.count, $0.bytes) } }
+
+    /// The course as cached, if it is (for the simulator's check that no cache is ahead of the
+    /// store or differs from it).
+    public func cachedState(of courseID: EntityID) -> CourseState? { cache.withLock { $0.state(of: courseID) } }
 
     public func createCourse(_ course: Course) async throws {
         try await backend.insertCourse(course)
@@ -122,7 +131,7 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
                         }
                     }
                 }
-                var allocator = TimeOrderedIDAllocator(SystemRandomNumberGenerator())
+                var allocator = mintIDs()
                 let group = GroupCommit.resolve(batches, against: state, appliedAcks: acks, knownTemps: temps, allocator: &allocator)
 
                 let unsure = zip(batches, group.outcomes).compactMap { batch, outcome -> Batch? in

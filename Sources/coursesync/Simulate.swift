@@ -6,12 +6,13 @@ struct Simulate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the deterministic simulation over many seeds; print failing seeds with a trace.",
         discussion: """
-        Each seed runs several server nodes over one store (sessions with their heartbeats, outboxes, \
-        course hubs, commit notifications between nodes that may be delayed, reordered, duplicated or \
+        Each seed runs several server nodes over one in-memory database (sessions with their heartbeats, \
+        outboxes, course hubs, store engines with their own caches, commit notifications between nodes that may be delayed, reordered, duplicated or \
         lost), client engines with in-memory replicas and their own timers, and a simulated network, \
         under a seeded scheduler and a simulated clock. It injects faults, checks the protocol's \
         ordering rules on every connection as it goes (each commit once, in order, no gap; an Ack before \
-        its author's Diff) and that no connection of a client that reads is closed for idleness or \
+        its author's Diff; no Ack unless the database holds the commit; no node's cache ahead of the \
+        database or differing from it) and that no connection of a client that reads is closed for idleness or \
         slowness, then stops the faults and checks liveness (every client live at the last seq within \
         a bounded simulated time, with no further commit), that every replica equals the store row for \
         row, nothing is pending, every batch ended exactly once, no batch was applied twice and the \

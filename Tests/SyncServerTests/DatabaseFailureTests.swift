@@ -5,6 +5,7 @@ import PostgresNIO
 import SyncClient
 import SyncModel
 import SyncServer
+import SyncSimulation
 import SyncWire
 import Testing
 

@@ -3,6 +3,7 @@ import PostgresStore
 import SQLiteStore
 import SyncModel
 import SyncServer
+import SyncSimulation
 import SyncWire
 import Testing
 

@@ -2,10 +2,13 @@ import Foundation
 import SyncModel
 import SyncStorage
 
-/// A third ``StoreBackend``, in memory, for the tests: what adding a backend takes (the
-/// primitives, and a line in the conformance suite's list), and a way to count the primitive calls
-/// the engine makes. Several engines may share one (as nodes share a database).
-final class MemoryBackend: StoreBackend, @unchecked Sendable {
+/// A third ``StoreBackend``, in memory: the simulator's database (every node's ``StoreEngine``
+/// writes through it, and ``SimDatabase`` fails its calls), and in the tests what adding a backend
+/// takes (the primitives, and a line in the conformance suite's list) and a way to count the
+/// primitive calls the engine makes. Several engines may share one (as nodes share a database).
+/// It keeps the same unique keys as the SQL schema (batch records, temp IDs), so a write the engine
+/// resolved from a stale cache is refused as the databases refuse it.
+public final class MemoryBackend: StoreBackend, @unchecked Sendable {
     private struct Course {
         var course: SyncModel.Course
         var chapters: [EntityID: Chapter] = [:]
@@ -21,7 +24,9 @@ final class MemoryBackend: StoreBackend, @unchecked Sendable {
     private var counts: [String: Int] = [:]
 
     /// How often each primitive was called.
-    var calls: [String: Int] { lock.withLock { counts } }
+    public var calls: [String: Int] { lock.withLock { counts } }
+
+    public init() {}
 
     private func locked<T>(_ call: String, _ body: () throws -> T) rethrows -> T {
         lock.lock()
@@ -30,28 +35,28 @@ final class MemoryBackend: StoreBackend, @unchecked Sendable {
         return try body()
     }
 
-    func insertCourse(_ course: SyncModel.Course) async throws {
+    public func insertCourse(_ course: SyncModel.Course) async throws {
         try locked("insertCourse") {
             guard courses[course.id] == nil else { throw StoreError.courseExists(course.id) }
             courses[course.id] = Course(course: course)
         }
     }
 
-    func courseSeq(_ courseID: EntityID) async throws -> CourseSeq? {
+    public func courseSeq(_ courseID: EntityID) async throws -> CourseSeq? {
         locked("courseSeq") { courses[courseID]?.course.seq }
     }
 
-    func courseSeqs(_ courseIDs: [EntityID]) async throws -> [EntityID: CourseSeq] {
+    public func courseSeqs(_ courseIDs: [EntityID]) async throws -> [EntityID: CourseSeq] {
         locked("courseSeqs") { courseIDs.reduce(into: [:]) { seqs, id in seqs[id] = courses[id]?.course.seq } }
     }
 
-    func loadCourse(_ courseID: EntityID) async throws -> CourseState? {
+    public func loadCourse(_ courseID: EntityID) async throws -> CourseState? {
         locked("loadCourse") {
             courses[courseID].map { CourseState(course: $0.course, chapters: Array($0.chapters.values), media: Array($0.media.values), videos: Array($0.videos.values)) }
         }
     }
 
-    func readLog(_ courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> StoredLog? {
+    public func readLog(_ courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> StoredLog? {
         locked("readLog") {
             courses[courseID].map { course in
                 StoredLog(courseSeq: course.course.seq, entries: course.log.filter { $0.seq > cursor }.prefix(limit).map { ($0.seq, $0.diff) })
@@ -59,7 +64,7 @@ final class MemoryBackend: StoreBackend, @unchecked Sendable {
         }
     }
 
-    func lookUp(_ batches: [BatchKey], temps: [ClientID: Set<TempID>], courseID: EntityID) async throws -> StoredRecords {
+    public func lookUp(_ batches: [BatchKey], temps: [ClientID: Set<TempID>], courseID: EntityID) async throws -> StoredRecords {
         locked("lookUp") {
             var records = StoredRecords()
             guard let course = courses[courseID] else { return records }
@@ -71,7 +76,7 @@ final class MemoryBackend: StoreBackend, @unchecked Sendable {
         }
     }
 
-    func write(_ group: GroupWrite) async throws -> WriteOutcome {
+    public func write(_ group: GroupWrite) async throws -> WriteOutcome {
         locked("write") {
             guard var course = courses[group.courseID] else { return .unknownCourse }
             guard course.course.seq == group.expectedSeq else { return .moved }
@@ -101,7 +106,7 @@ final class MemoryBackend: StoreBackend, @unchecked Sendable {
         }
     }
 
-    func dump() async throws -> StoreDump {
+    public func dump() async throws -> StoreDump {
         locked("dump") {
             var dump = StoreDump()
             for (id, course) in courses {
@@ -119,7 +124,7 @@ final class MemoryBackend: StoreBackend, @unchecked Sendable {
         }
     }
 
-    func load(_ dump: StoreDump) async throws {
+    public func load(_ dump: StoreDump) async throws {
         try locked("load") {
             for course in dump.courses where courses[course.id] != nil { throw StoreError.courseExists(course.id) }
             var loaded: [EntityID: Course] = [:]
