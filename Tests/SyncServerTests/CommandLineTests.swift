@@ -140,6 +140,60 @@ import Testing
         }
     }
 
+    /// `serve --postgres` whose database becomes unreachable (new connections refused, the open
+    /// ones cut): `/ready` says so within its 2 s deadline; a push is answered `INTERNAL_ERROR`
+    /// (postgres-nio's request for a connection waits until the hub's 30 s deadline), and the
+    /// commit given up is counted; once the database is back the node is ready again and a resend
+    /// commits.
+    @Test func aNodeWhoseDatabaseIsUnreachableIsNotReadyCountsItsStoreErrorsAndRecovers() async throws {
+        try await withDatabase { database in
+            let (course, chapters, _) = try await database.makeCourse(chapters: 1)
+            let cluster = try PostgresCluster.require()
+            let proxy = try await TestProxy(targetPort: cluster.port)
+            try await withReplicaFolder { folder in
+                let secretFile = folder.appendingPathComponent("secret").path
+                #expect(FileManager.default.createFile(atPath: secretFile, contents: Data(TokenSecret.generate().utf8), attributes: [.posixPermissions: 0o600]))
+                let token = try await TokenAuthority(secret: try TokenSecret.load(path: secretFile))
+                    .issue(TokenClaims(user: "ada", expires: Date().addingTimeInterval(600), courses: [course: .editor]))
+                let url = "postgres://postgres@127.0.0.1:\(proxy.port)/\(database.name)?sslmode=disable"
+                let server = try Subprocess(["serve", "--postgres", url, "--secret-file", secretFile, "--listen", "127.0.0.1:0",
+                                             "--http-listen", "127.0.0.1:0", "--log-level", "error"])
+                let port = try #require(try await listeningPort(of: server), "\(server.output)")
+                let opsPort = try #require(try await listeningPort(of: server, http: true), "\(server.output)")
+                #expect(try await Self.get(opsPort, "/ready").status == 200)
+
+                proxy.set(.refuse)
+                proxy.cutAll()
+                try await eventually("/ready says the store is unreachable") { try await Self.get(opsPort, "/ready").status == 503 }
+                let rename = [SyncModel.Operation.renameChapter(.id(chapters[0]), title: "While down")]
+                let writer = try await TestClient.connect(port: port, answerPings: true)
+                try await writer.hello(token: token)
+                try await writer.send(.push(Push(courseID: course, batchSeq: 1, baseSeq: 1, ops: rename)))
+                #expect(try await writer.expectClosed()?.code == .internalError, "answered once the retries are spent")
+                let metrics = try await Self.get(opsPort, "/metrics").body
+                #expect(Self.counter(metrics, #"coursesync_store_errors_total{operation="commit",retried="false"}"#) == 1, "\(metrics)")
+
+                proxy.set(.pass)
+                try await eventually("/ready again") { try await Self.get(opsPort, "/ready").status == 200 }
+                let resender = try await TestClient.connect(port: port, clientID: writer.clientID, answerPings: true)
+                try await resender.hello(token: token)
+                let ack = try await resender.push(course, batchSeq: 1, baseSeq: 1, rename).get()
+                #expect(ack.seq == 2)
+                #expect(try await database.store.snapshot(courseID: course).chapters[chapters[0]]?.title == "While down")
+                await writer.close()
+                await resender.close()
+                server.signal(SIGTERM)
+                #expect(try await server.wait() == 0, "\(server.output)")
+            }
+            await proxy.close()
+        }
+    }
+
+    /// The value of a counter line of a Prometheus scrape (0 if absent).
+    static func counter(_ metrics: String, _ series: String) -> Int {
+        metrics.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+    }
+
     /// `serve --metrics-listen`: the operator's endpoints on an address of their own, and no
     /// `/metrics` on the public `--http-listen` (the one browsers reach); with no `--http-listen`
     /// at all, a TCP-only server still exports its metrics.
