@@ -148,6 +148,42 @@ import Testing
             await proxy.close()
         }
     }
+
+    /// The database's answer to a subscriber's catch-up read is lost and then its connection
+    /// breaks (the read in flight): the engine reads again on a fresh connection, and the
+    /// subscriber gets every diff and `Subscribed`, not silence.
+    @Test func aCatchUpReadCutInFlightIsReadAgainAndTheSubscriberGoesLive() async throws {
+        try await withDatabase { database in
+            let (courseID, chapters, _) = try await database.makeCourse(chapters: 1)
+            let author = ClientID(.fresh())
+            for batchSeq in 1...40 as ClosedRange<BatchSeq> {
+                _ = try await database.store.commit([Batch(clientID: author, courseID: courseID, batchSeq: batchSeq, baseSeq: 1,
+                                                           ops: [.renameChapter(.id(chapters[0]), title: "Take \(batchSeq)")])], courseID: courseID)
+            }
+            let cluster = try PostgresCluster.require()
+            let proxy = try await TestProxy(targetPort: cluster.port)
+            let client = PostgresClient(configuration: cluster.configuration(database: database.name, port: proxy.port), backgroundLogger: TestDatabase.logger)
+            let running = Task { await client.run() }
+            defer { running.cancel() }
+            let store = PostgresStore(client: client, logger: TestDatabase.logger,
+                                      retryPolicy: StoreRetryPolicy(retries: 5, firstDelay: .milliseconds(100), maxDelay: .milliseconds(500)))
+            try await withServer(store: store) { server in
+                let subscriber = try await server.editor(of: courseID)
+                // A connection in the pool, idle: the read goes out on it rather than waiting for one.
+                #expect(try await store.courseSeq(courseID) == 41)
+                proxy.set(.dropDownstream)
+                try await subscriber.send(.subscribe(courseID: courseID, sinceSeq: 1))
+                try await Task.sleep(for: .milliseconds(300))
+                proxy.set(.pass)
+                proxy.cutAll()
+                let seq = try await subscriber.expect("Subscribed") { if case .subscribed(_, let seq) = $0 { seq } else { nil } }
+                #expect(seq == 41)
+                let diffs = subscriber.received.compactMap { if case .diff(let diff) = $0 { diff.seq } else { nil } }
+                #expect(diffs == Array(2...41), "every diff once, in order")
+            }
+            await proxy.close()
+        }
+    }
 }
 
 /// PostgreSQL crashing and recovering under real clients, on a cluster of its own.
