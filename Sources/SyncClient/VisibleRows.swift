@@ -31,7 +31,12 @@ struct RowDelta: Hashable, Sendable {
         for key in later.deletedChapters { chapters[key] = nil; deletedChapters.insert(key) }
         for (key, row) in later.media { media[key] = row; deletedMedia.remove(key) }
         for key in later.deletedMedia { media[key] = nil; deletedMedia.insert(key) }
-        for (key, row) in later.videos { videos[key] = row; deletedVideos.remove(key) }
+        for (key, row) in later.videos {
+            // Deleted by an earlier step and back in a later one (a rollback restores it): the file
+            // still holds the row as it was before both, whatever its pair, so it goes first.
+            if deletedVideos.remove(key) != nil { movedVideos.insert(key) }
+            videos[key] = row
+        }
         for key in later.deletedVideos { videos[key] = nil; deletedVideos.insert(key) }
         movedVideos.formUnion(later.movedVideos)
     }

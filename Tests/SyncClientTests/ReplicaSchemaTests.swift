@@ -45,6 +45,47 @@ import Testing
         try replica.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM confirmed_diffs") ?? 0 }
     }
 
+    /// One write can carry several engine steps (a read of several frames): a video one step
+    /// deleted and a later one restored (a rollback) elsewhere, while a new video takes its old
+    /// (chapter, media file) pair. The restored video's row is deleted before any row is written,
+    /// whatever order the rows go in; it used to be updated in place, and a new row written
+    /// before it broke the unique pair (seen in a simulated seed whose outcome depended on the
+    /// process's hashing). Twelve such pairs: the old code fails unless all twelve happen to go in
+    /// the safe order.
+    @Test func aVideoDeletedAndRestoredInOneWriteLeavesItsPairToANewOne() throws {
+        let replica = try replica()
+        func key() -> LocalKey { LocalKey(Self.id()) }
+        let (x, y) = (key(), key())
+        let files = (0..<12).map { _ in key() }
+        var setUp = ReplicaWrite()
+        for (index, chapter) in [x, y].enumerated() {
+            setUp.rows.chapters[chapter] = ChapterRow(key: chapter, id: nil, title: "C\(index)", position: index, version: 1, status: .pending)
+        }
+        for file in files {
+            setUp.rows.media[file] = MediaRow(key: file, id: nil, name: "M", cdnURL: "https://cdn.example.com/m", durationMs: 1, byteSize: 1, status: .pending)
+        }
+        let restored = files.enumerated().map { VideoRow(key: key(), id: nil, chapterKey: x, mediaKey: $0.element, title: "A", position: $0.offset, status: .pending) }
+        for video in restored { setUp.rows.videos[video.key] = video }
+        try replica.apply(setUp)
+
+        var write = ReplicaWrite()
+        var deleted = RowDelta()
+        deleted.deletedVideos = Set(restored.map(\.key))
+        var back = RowDelta()
+        for (index, video) in restored.enumerated() {
+            var elsewhere = video
+            elsewhere.chapterKey = y
+            back.videos[video.key] = elsewhere
+            let newcomer = VideoRow(key: key(), id: nil, chapterKey: x, mediaKey: video.mediaKey, title: "B", position: index, status: .pending)
+            back.videos[newcomer.key] = newcomer
+        }
+        write.rows = deleted
+        write.rows.merge(back)
+        try replica.apply(write)
+        let pairs = try replica.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM visible_videos WHERE chapter_key = ?", arguments: [y]) }
+        #expect(pairs == 12)
+    }
+
     /// The confirmed state is a base and the diffs after it, each one row; a new base empties the log.
     @Test func theConfirmedStateIsABaseAndTheDiffsAfterIt() throws {
         let replica = try replica()
