@@ -36,7 +36,8 @@ func onSimulationThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T)
     /// catch-up can bring the diff of a client's own batch before the resend brings its ack; the
     /// client applied it at once and showed the batch's effect twice, or lost the temp IDs later
     /// batches needed. Now such a diff, and what follows it, waits for the ack. (Found with one
-    /// node; these seeds fail under today's default options when the fix is undone.)
+    /// node, by an earlier version of the simulator: its runs have changed since — the store's
+    /// calls now take steps of their own — so these seeds are samples; ClientCoreTests pins the fix.)
     @Test(arguments: [13, 22, 25, 31] as [UInt64])
     func regressionSeed(_ seed: UInt64) async throws {
         try await expectPasses(seed)
@@ -44,7 +45,8 @@ func onSimulationThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T)
 
     /// Two nodes: an author's catch-up read, done after the store committed its batch but before
     /// its hub heard back, sent the batch's Diff before its Ack. Now the read stops before it.
-    @Test(arguments: [1, 2, 3, 4] as [UInt64])
+    /// These seeds fail when the hub's hold (`isUnanswered`, `mayHoldUnanswered`) is undone.
+    @Test(arguments: [1, 5, 6, 8] as [UInt64])
     func regressionSeedOfTheDiffBeforeItsAck(_ seed: UInt64) async throws {
         try await expectPasses(seed)
     }
@@ -52,6 +54,8 @@ func onSimulationThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T)
     /// Two nodes: one subscriber's catch-up read found another node's commits before their
     /// notifications came; the hub took them as known and ignored the notifications, so the
     /// other live subscribers stayed behind for good. Now every live subscriber behind is caught up.
+    /// (Found before the nodes checked the store periodically, which now also rescues them within
+    /// the liveness bound; the seeds are samples, and HubCoreTests pins the fix.)
     @Test(arguments: [49, 58, 85, 90] as [UInt64])
     func regressionSeedOfTheSubscriberLeftBehind(_ seed: UInt64) async throws {
         try await expectPasses(seed)
@@ -59,15 +63,17 @@ func onSimulationThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T)
 
     /// Lost notifications: without the nodes' periodic check of the store, a subscriber whose
     /// node missed the last commits' notifications never caught up (liveness). These seeds fail
-    /// when the check is switched off.
-    @Test(arguments: [30, 48, 101, 163] as [UInt64])
+    /// when the check is switched off (`checkInterval` beyond the run).
+    @Test(arguments: [7, 9, 32, 62] as [UInt64])
     func regressionSeedOfTheLostNotification(_ seed: UInt64) async throws {
         try await expectPasses(seed)
     }
 
     /// Seeds that failed before the hub fix: after a server restart the new hub had seen no
     /// commits, took the end of one catch-up read as the end of the log, and made a subscriber
-    /// more than a read behind live too early; it missed the last commits for good.
+    /// more than a read behind live too early; it missed the last commits for good. (Found by an
+    /// earlier version of the simulator, whose runs differ now; the seeds are samples, and
+    /// `HubCoreTests.aFullCatchUpReadIsFollowedByAnotherBeforeGoingLive` pins the fix.)
     @Test(arguments: [4907, 6006, 6631, 8495] as [UInt64])
     func regressionSeedOfTheEarlyLiveSubscriber(_ seed: UInt64) async throws {
         try await expectPasses(seed)

@@ -77,6 +77,24 @@ import Testing
         #expect(messages(in: effects, to: 1) == ["Ack 1", "Diff 7"])
     }
 
+    /// Regression (a node restart: a subscriber more than one read behind went live too early and
+    /// missed the last commits for good). A new hub has heard of no commit; a full catch-up read
+    /// (as many diffs as a read returns) reached past what it knew, and it took that read's end as
+    /// the log's. Now a full read is always followed by another.
+    @Test func aFullCatchUpReadIsFollowedByAnotherBeforeGoingLive() {
+        var hub = HubCore<Int>(courseID: course, maxGroupBatches: 8, catchUpChunk: 2)
+        hub.subscribe(1, sinceSeq: 1)
+        #expect(hub.takeEffects() == [.loadCatchUp(1, generation: 1, after: 1)])
+        hub.caughtUp(1, generation: 1, .diffs([diff(2, by: other, batch: 1), diff(3, by: other, batch: 2)]))
+        _ = hub.takeEffects()
+        hub.catchUpSent(1, generation: 1)
+        #expect(hub.takeEffects() == [.loadCatchUp(1, generation: 1, after: 3)], "read on, not Subscribed at 3")
+        hub.caughtUp(1, generation: 1, .diffs([diff(4, by: other, batch: 3)]))
+        _ = hub.takeEffects()
+        hub.catchUpSent(1, generation: 1)
+        #expect(hub.takeEffects() == [.send(1, .subscribed(courseID: course, seq: 4))])
+    }
+
     /// Regression (two nodes: a subscriber stayed three commits behind, live, for good). One
     /// subscriber's catch-up read saw commits of another node before their notifications
     /// arrived; the hub took that seq as known, so the notifications, when they came, were
