@@ -1,6 +1,17 @@
+import Logging
 import Metrics
 import SyncModel
 import SyncStorage
+
+/// What a node reports of a database call its store engine tries again (the engine's
+/// `onFailure`): a warning with the operation, SQLSTATE and message (never the parameters), and
+/// `coursesync_store_errors_total{retried="true"}`.
+public func reportingStoreRetries(to logger: Logger) -> @Sendable (StoreError) -> Void {
+    { error in
+        logger.warning("database call failed; trying again", metadata: ["operation": "\(error.operation?.rawValue ?? "?")", "error": "\(error)"])
+        ServerMetrics.storeError(error, .commit, retried: true)
+    }
+}
 
 /// What the server reports through swift-metrics (the process chooses the backend: `serve`
 /// exports Prometheus text on `--http-listen`). Names and labels are listed in the README.

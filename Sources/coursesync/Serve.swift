@@ -182,7 +182,7 @@ struct Serve: AsyncParsableCommand {
         if let postgresConfiguration = try store.postgresConfiguration() {
             let client = PostgresClient(configuration: postgresConfiguration, backgroundLogger: logger)
             let postgresStore = PostgresStore(client: client, logger: logger, logRetention: logRetention, maxCachedBytes: cacheMib << 20,
-                                              onFailure: Self.retrying(logger))
+                                              onFailure: reportingStoreRetries(to: logger))
             let server = SyncServer(store: postgresStore, authority: authority, configuration: configuration, logger: logger)
             let description = "PostgreSQL \(postgresConfiguration.host ?? "(socket)"):\(postgresConfiguration.port ?? 5432)/\(postgresConfiguration.database ?? "")"
             let node = Node(server: server, announce: { banner($0, description) }, prepare: { [migrate] in
@@ -198,7 +198,7 @@ struct Serve: AsyncParsableCommand {
                         .init(service: CommitListener(store: postgresStore, server: server))]
             services += ops(server, { try await postgresStore.checkSchema() })
         } else {
-            let sqlite = try store.openSQLite(logRetention: logRetention, maxCachedBytes: cacheMib << 20, onFailure: Self.retrying(logger))
+            let sqlite = try store.openSQLite(logRetention: logRetention, maxCachedBytes: cacheMib << 20, onFailure: reportingStoreRetries(to: logger))
             let server = SyncServer(store: sqlite, authority: authority, configuration: configuration, logger: logger)
             let description = "SQLite \(store.sqlitePath) (one node; --postgres URL for several)"
             services = [.init(service: Node(server: server, announce: { banner($0, description) }, prepare: {}),
@@ -207,18 +207,6 @@ struct Serve: AsyncParsableCommand {
         }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
-    }
-}
-
-extension Serve {
-    /// What the store engine reports of a database call it tries again: a warning with the
-    /// operation, SQLSTATE and message, and `coursesync_store_errors_total{retried="true"}`.
-    static func retrying(_ logger: Logger) -> @Sendable (StoreError) -> Void {
-        { error in
-            logger.warning("database call failed; trying again", metadata: ["operation": "\(error.operation?.rawValue ?? "?")", "error": "\(error)"])
-            Counter(label: "coursesync_store_errors_total", dimensions: [("operation", error.operation?.rawValue ?? "other"), ("retried", "true")])
-                .increment()
-        }
     }
 }
 

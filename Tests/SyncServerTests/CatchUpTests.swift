@@ -108,12 +108,8 @@ import Testing
     @Test func aSubscriberMoreThanOneReadBehindIsCaughtUpToTheEndBeforeGoingLive() async throws {
         try await withDatabase { database in
             let (courseID, chapters, _) = try await database.makeCourse(chapters: 1)
-            let author = ClientID(.fresh())
             // Committed behind the server's back: its hub has seen none of it.
-            for batchSeq in 1...10 as ClosedRange<BatchSeq> {
-                _ = try await database.store.commit([Batch(clientID: author, courseID: courseID, batchSeq: batchSeq, baseSeq: 0,
-                                                           ops: [.renameChapter(.id(chapters[0]), title: "Title \(batchSeq)")])], courseID: courseID)
-            }
+            try await database.renameRepeatedly(chapters[0], of: courseID, times: 10)
             let seq = try await database.store.snapshot(courseID: courseID).seq
             try await withServer(store: database.store, configure: { $0.catchUpChunk = 4 }) { server in
                 let client = try await server.editor(of: courseID)

@@ -20,6 +20,18 @@ import Testing
     /// A deferred constraint trigger on `courses` that fails every transaction that bumps a seq,
     /// **at commit**: after the group's statement has sent its rows and CommandComplete, exactly
     /// where a backend terminated by a failover or an idle-session killer rolls back.
+    /// A store on `database` reached through a ``TestProxy`` (to break its connections), retrying
+    /// for about 2 s; cancel the pool's task when done.
+    static func proxiedStore(_ database: TestDatabase) async throws -> (TestProxy, PostgresStore, Task<Void, Never>) {
+        let cluster = try PostgresCluster.require()
+        let proxy = try await TestProxy(targetPort: cluster.port)
+        let client = PostgresClient(configuration: cluster.configuration(database: database.name, port: proxy.port), backgroundLogger: TestDatabase.logger)
+        let pool = Task { await client.run() }
+        let store = PostgresStore(client: client, logger: TestDatabase.logger,
+                                  retryPolicy: StoreRetryPolicy(retries: 5, firstDelay: .milliseconds(100), maxDelay: .milliseconds(500)))
+        return (proxy, store, pool)
+    }
+
     static func failCommits(_ database: TestDatabase) async throws {
         try await database.client.query("""
             CREATE FUNCTION coursesync_test_fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS
@@ -106,14 +118,8 @@ import Testing
     @Test func aNodeWhoseDatabaseStopsAnsweringClosesItsWritersAndServesAgainAfterwards() async throws {
         try await withDatabase { database in
             let (courseID, chapters, media) = try await database.makeCourse(chapters: 1, media: 2)
-            let cluster = try PostgresCluster.require()
-            let proxy = try await TestProxy(targetPort: cluster.port)
-            let client = PostgresClient(configuration: cluster.configuration(database: database.name, port: proxy.port), backgroundLogger: TestDatabase.logger)
-            let running = Task { await client.run() }
-            defer { running.cancel() }
-            let store = PostgresStore(client: client, logger: TestDatabase.logger,
-                                      retryPolicy: StoreRetryPolicy(retries: 5, firstDelay: .milliseconds(100), maxDelay: .milliseconds(500)),
-                                      onFailure: { _ in })
+            let (proxy, store, pool) = try await Self.proxiedStore(database)
+            defer { pool.cancel() }
             try await withServer(store: store, configure: { $0.storeCallTimeout = .seconds(3) }) { server in
                 let watcher = try await server.editor(of: courseID)
                 #expect(try await watcher.subscribe(courseID, since: 1) == 1)
@@ -155,18 +161,9 @@ import Testing
     @Test func aCatchUpReadCutInFlightIsReadAgainAndTheSubscriberGoesLive() async throws {
         try await withDatabase { database in
             let (courseID, chapters, _) = try await database.makeCourse(chapters: 1)
-            let author = ClientID(.fresh())
-            for batchSeq in 1...40 as ClosedRange<BatchSeq> {
-                _ = try await database.store.commit([Batch(clientID: author, courseID: courseID, batchSeq: batchSeq, baseSeq: 1,
-                                                           ops: [.renameChapter(.id(chapters[0]), title: "Take \(batchSeq)")])], courseID: courseID)
-            }
-            let cluster = try PostgresCluster.require()
-            let proxy = try await TestProxy(targetPort: cluster.port)
-            let client = PostgresClient(configuration: cluster.configuration(database: database.name, port: proxy.port), backgroundLogger: TestDatabase.logger)
-            let running = Task { await client.run() }
-            defer { running.cancel() }
-            let store = PostgresStore(client: client, logger: TestDatabase.logger,
-                                      retryPolicy: StoreRetryPolicy(retries: 5, firstDelay: .milliseconds(100), maxDelay: .milliseconds(500)))
+            try await database.renameRepeatedly(chapters[0], of: courseID, times: 40)
+            let (proxy, store, pool) = try await Self.proxiedStore(database)
+            defer { pool.cancel() }
             try await withServer(store: store) { server in
                 let subscriber = try await server.editor(of: courseID)
                 // A connection in the pool, idle: the read goes out on it rather than waiting for one.

@@ -177,6 +177,15 @@ final class TestDatabase: Sendable {
         await runner.value
     }
 
+    /// Commits `times` renames of `chapter` ("Title 1", "Title 2", …), one batch each, by one client.
+    func renameRepeatedly(_ chapter: EntityID, of courseID: EntityID, times: Int) async throws {
+        let author = ClientID(.fresh())
+        for batchSeq in 1...BatchSeq(times) {
+            _ = try await store.commit([Batch(clientID: author, courseID: courseID, batchSeq: batchSeq, baseSeq: 0,
+                                              ops: [.renameChapter(.id(chapter), title: "Title \(batchSeq)")])], courseID: courseID)
+        }
+    }
+
     /// A new course with `media` files registered by a set-up client; returns the course and the media IDs.
     func makeCourse(title: String = "Swift on the Server", chapters: Int = 1, media: Int = 0) async throws -> (course: EntityID, chapters: [EntityID], media: [EntityID]) {
         let courseID = EntityID.fresh()
