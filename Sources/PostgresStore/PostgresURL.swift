@@ -19,10 +19,13 @@ public enum PostgresURL {
         guard !database.isEmpty else { throw Invalid(description: "the URL names no database: \(text)") }
         let user = components.user ?? ProcessInfo.processInfo.environment["USER"] ?? "postgres"
         let tls: PostgresClient.Configuration.TLS
+        var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+        // As PostgreSQL itself requires by default (`ssl_min_protocol_version`).
+        tlsConfiguration.minimumTLSVersion = .tlsv12
         switch components.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "prefer" {
         case "disable": tls = .disable
-        case "prefer", "allow": tls = .prefer(.makeClientConfiguration())
-        case "require", "verify-ca", "verify-full": tls = .require(.makeClientConfiguration())
+        case "prefer", "allow": tls = .prefer(tlsConfiguration)
+        case "require", "verify-ca", "verify-full": tls = .require(tlsConfiguration)
         case let mode: throw Invalid(description: "unsupported sslmode \(mode): use disable, prefer or require")
         }
         var configuration = PostgresClient.Configuration(host: host, port: components.port ?? 5432, username: user,

@@ -9,11 +9,16 @@ public enum TransportSecurity: Sendable {
     case plaintext
     case tls(NIOSSLContext)
 
+    /// The oldest TLS version either end accepts (the spec's §1): 1.0 and 1.1 are refused at the
+    /// handshake; 1.3 is negotiated wherever both ends have it.
+    public static let minimumTLSVersion = TLSVersion.tlsv12
+
     /// A client's TLS: the system's trust store, or the PEM certificate authorities in `caFile`
     /// (and nothing else). The server's certificate must name the host connected to. For a server
     /// that asks for mutual TLS, the client's own certificate chain and key (PEM).
     public static func client(caFile: String?, certificateFile: String? = nil, keyFile: String? = nil) throws -> TransportSecurity {
         var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = minimumTLSVersion
         if let caFile {
             configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
         }
@@ -38,6 +43,7 @@ public enum TransportSecurity: Sendable {
         } else {
             configuration = .makeServerConfiguration(certificateChain: chain, privateKey: key)
         }
+        configuration.minimumTLSVersion = minimumTLSVersion
         return .tls(try NIOSSLContext(configuration: configuration))
     }
 

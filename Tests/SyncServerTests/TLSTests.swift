@@ -1,6 +1,9 @@
 import Crypto
 import Foundation
+import NIOCore
+import NIOPosix
 import NIOSSL
+import NIOTLS
 import SQLiteStore
 @testable import SyncClient
 import SyncModel
@@ -166,6 +169,60 @@ struct TestCertificates {
         }
     }
 
+    /// TLS 1.2 or later (spec §1) on both listeners: a client offering only TLS 1.0 or 1.1 is
+    /// refused at the handshake, on the protocol's TCP port and on the HTTP/WebSocket port; 1.2
+    /// and 1.3 complete.
+    @Test func everyListenerRefusesTLSOlderThan12() async throws {
+        try await Self.withTLSServer { server, _, _, certificates, _ in
+            let (ports, sink) = AsyncStream.makeStream(of: Int.self)
+            let listener = HTTPListener(server: server.server, host: "127.0.0.1", port: 0, security: try certificates.server("localhost"),
+                                        logger: TestDatabase.logger, announce: { sink.yield($0) })
+            let running = Task { try await listener.run() }
+            defer { running.cancel() }
+            var iterator = ports.makeAsyncIterator()
+            let httpPort = try #require(await iterator.next())
+            for port in [server.port, httpPort] {
+                for version in [TLSVersion.tlsv1, .tlsv11] {
+                    let outcome = await Self.handshake(port: port, caFile: certificates.caFile, offering: version)
+                    #expect(outcome == nil, "port \(port) accepted \(version)")
+                }
+                #expect(await Self.handshake(port: port, caFile: certificates.caFile, offering: .tlsv12) == .tlsv12)
+                #expect(await Self.handshake(port: port, caFile: certificates.caFile, offering: .tlsv13) == .tlsv13)
+            }
+        }
+    }
+
+    /// And the client library refuses a server that offers only TLS 1.1.
+    @Test func theClientRefusesAServerOlderThanTLS12() async throws {
+        try await withReplicaFolder { folder in
+            let certificates = try TestCertificates(folder: folder)
+            var configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(certificates.certificate("localhost")).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: certificates.key("localhost"), format: .pem)))
+            configuration.minimumTLSVersion = .tlsv1
+            configuration.maximumTLSVersion = .tlsv11
+            let context = try NIOSSLContext(configuration: configuration)
+            let old = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .childChannelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context)) } }
+                .bind(host: "127.0.0.1", port: 0).get()
+            let client = TLSProbe()
+            let outcome = await client.handshake(port: old.localAddress!.port!, security: try .client(caFile: certificates.caFile))
+            #expect(outcome == nil, "the client library completed a TLS \(String(describing: outcome)) handshake")
+            try await old.close()
+        }
+    }
+
+    /// The version a handshake with `port` negotiates when the client offers only `version`, or
+    /// nil if the server refuses it.
+    static func handshake(port: Int, caFile: String, offering version: TLSVersion) async -> TLSVersion? {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.trustRoots = .certificates((try? NIOSSLCertificate.fromPEMFile(caFile)) ?? [])
+        configuration.minimumTLSVersion = version
+        configuration.maximumTLSVersion = version
+        guard let context = try? NIOSSLContext(configuration: configuration) else { return nil }
+        return await TLSProbe().handshake(port: port, security: .tls(context))
+    }
+
     /// And the server's plaintext port refuses a TLS client (its ClientHello is not a frame).
     @Test func aTLSClientOnAPlaintextPortFailsClearly() async throws {
         try await withReplicaFolder { folder in
@@ -182,6 +239,50 @@ struct TestCertificates {
                 #expect(await client.phase != .live)
                 try await client.close()
             }
+        }
+    }
+}
+
+/// Opens a TLS connection and reports the version its handshake negotiated (nil if it failed).
+struct TLSProbe {
+    func handshake(port: Int, security: TransportSecurity) async -> TLSVersion? {
+        guard case .tls(let context) = security else { return nil }
+        do {
+            let done = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Bool.self)
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: "localhost"))
+                        try channel.pipeline.syncOperations.addHandler(Outcome(done: done))
+                    }
+                }
+                .connect(host: "127.0.0.1", port: port).get()
+            defer { channel.close(promise: nil) }
+            guard try await done.futureResult.get() else { return nil }
+            return try await channel.nioSSL_tlsVersion().get()
+        } catch {
+            return nil
+        }
+    }
+
+    /// Completes `done` with whether the handshake completed (false on an error or a close first).
+    private final class Outcome: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        let done: EventLoopPromise<Bool>
+        init(done: EventLoopPromise<Bool>) { self.done = done }
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if case .handshakeCompleted? = event as? TLSUserEvent { done.succeed(true) }
+            context.fireUserInboundEventTriggered(event)
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            done.succeed(false)
+            context.close(promise: nil)
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            done.succeed(false)
         }
     }
 }
