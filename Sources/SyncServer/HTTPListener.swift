@@ -93,10 +93,13 @@ public struct HTTPListener: Service {
                 channel.eventLoop.makeCompletedFuture {
                     let form = WebSocketProtocol.negotiate(head.headers["Sec-WebSocket-Protocol"]) ?? .binary
                     let pipeline = channel.pipeline.syncOperations
+                    // Sizes are judged by the frame headers, before NIO's decoder waits for the bytes.
+                    let decoder = try pipeline.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+                    try pipeline.addHandler(WebSocketSizeGuard(firstMessageLimit: Limits.maxHandshakeFrameBytes, messageLimit: Limits.maxClientFrameBytes),
+                                            position: .before(decoder))
                     try pipeline.addHandler(NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16,
                                                                         maxAccumulatedFrameSize: Limits.maxClientFrameBytes))
-                    try pipeline.addHandler(WebSocketPayloadAdapter(form: form, isClient: false, firstMessageLimit: Limits.maxHandshakeFrameBytes,
-                                                                    messageLimit: Limits.maxClientFrameBytes))
+                    try pipeline.addHandler(WebSocketPayloadAdapter(form: form, isClient: false, messageLimit: Limits.maxClientFrameBytes))
                     try pipeline.addHandler(PeerActivity.Handler())
                     return .webSocket(try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel))
                 }

@@ -38,21 +38,15 @@ public final class WebSocketPayloadAdapter: ChannelDuplexHandler {
     public let form: WebSocketProtocol
     /// Clients mask what they send (RFC 6455 §5.3); servers do not.
     public let isClient: Bool
-    /// The most bytes the first message may carry (a server's handshake limit, as the first
-    /// frame's on TCP); past it the read fails with ``WireError/frameTooLarge(length:limit:)``.
-    public let firstMessageLimit: Int?
     /// The most bytes any message may carry, if this side refuses larger ones itself (a server,
     /// whose upgrader's frame decoder and aggregator enforce it and whose errors this handler
     /// turns into ``WireError``s: see ``errorCaught(context:error:)``).
     public let messageLimit: Int?
     private var closeSent = false
-    private var messages = 0
-    private var refused = false
 
-    public init(form: WebSocketProtocol, isClient: Bool, firstMessageLimit: Int? = nil, messageLimit: Int? = nil) {
+    public init(form: WebSocketProtocol, isClient: Bool, messageLimit: Int? = nil) {
         self.form = form
         self.isClient = isClient
-        self.firstMessageLimit = firstMessageLimit
         self.messageLimit = messageLimit
     }
 
@@ -82,12 +76,6 @@ public final class WebSocketPayloadAdapter: ChannelDuplexHandler {
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
         case .binary, .text:
-            guard !refused else { return }
-            messages += 1
-            if messages == 1, let limit = firstMessageLimit, frame.length > limit {
-                refused = true
-                return context.fireErrorCaught(WireError.frameTooLarge(length: frame.length, limit: limit))
-            }
             var data = frame.unmaskedData
             let bytes = data.readBytes(length: data.readableBytes) ?? []
             let payload: [UInt8]
@@ -143,5 +131,88 @@ public final class WebSocketPayloadAdapter: ChannelDuplexHandler {
         var code = context.channel.allocator.buffer(capacity: 2)
         code.write(webSocketErrorCode: .normalClosure)
         context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: maskKey, data: code)), promise: promise)
+    }
+}
+
+/// Judges a peer's WebSocket messages by their frame headers, before their bytes are read (spec
+/// §1.1), as TCP's length prefix is judged: the first message may carry `firstMessageLimit` bytes
+/// (the handshake's), every later one `messageLimit`, counting all the frames of a fragmented
+/// message. A header that takes its message past the limit fails the read at once with
+/// ``WireError/frameTooLarge(length:limit:)`` (the session answers `Error{FRAME_TOO_LARGE}` and
+/// closes); nothing after it is passed on. Sits in front of NIO's frame decoder, which would wait
+/// for a whole frame (up to its own, larger, limit) before anyone could look at it; the bytes pass
+/// through unchanged.
+public final class WebSocketSizeGuard: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+
+    public let firstMessageLimit: Int
+    public let messageLimit: Int
+    /// The header being read (2 to 14 bytes; it may span reads).
+    private var header: [UInt8] = []
+    /// Payload bytes of the current frame still to pass.
+    private var payloadLeft: UInt64 = 0
+    /// Bytes announced so far by the current data message's frames.
+    private var messageBytes: UInt64 = 0
+    private var messagesDone = 0
+    private var refused = false
+
+    public init(firstMessageLimit: Int, messageLimit: Int) {
+        self.firstMessageLimit = firstMessageLimit
+        self.messageLimit = messageLimit
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !refused else { return }
+        let buffer = unwrapInboundIn(data)
+        let bytes = buffer.readableBytesView
+        var index = bytes.startIndex
+        var headerStart = index
+        while index < bytes.endIndex {
+            if payloadLeft > 0 {
+                let step = Int(min(payloadLeft, UInt64(bytes.endIndex - index)))
+                index += step
+                payloadLeft -= UInt64(step)
+                continue
+            }
+            if header.isEmpty { headerStart = index }
+            header.append(bytes[index])
+            index += 1
+            guard let (fin, opcode, length) = Self.parse(header) else { continue }
+            header.removeAll(keepingCapacity: true)
+            payloadLeft = length
+            // Data frames (continuation, text, binary) make up messages; control frames are the decoder's.
+            guard opcode <= 0x2 else { continue }
+            let limit = messagesDone == 0 ? firstMessageLimit : messageLimit
+            let (total, overflow) = messageBytes.addingReportingOverflow(length)
+            if overflow || total > UInt64(limit) {
+                refused = true
+                // What came before the header goes on (whole frames, answered before the error).
+                let before = headerStart - bytes.startIndex
+                if before > 0, let slice = buffer.getSlice(at: buffer.readerIndex, length: before) {
+                    context.fireChannelRead(wrapInboundOut(slice))
+                }
+                return context.fireErrorCaught(WireError.frameTooLarge(length: Int(clamping: total), limit: limit))
+            }
+            messageBytes = total
+            if fin {
+                messagesDone += 1
+                messageBytes = 0
+            }
+        }
+        context.fireChannelRead(data)
+    }
+
+    /// FIN, the opcode and the payload length of a complete frame header (RFC 6455 §5.2), or nil
+    /// while `header` is shorter than the header it begins.
+    static func parse(_ header: [UInt8]) -> (fin: Bool, opcode: UInt8, length: UInt64)? {
+        guard header.count >= 2 else { return nil }
+        let short = header[1] & 0x7F
+        let extended = short == 126 ? 2 : short == 127 ? 8 : 0
+        let masked = header[1] & 0x80 != 0
+        guard header.count == 2 + extended + (masked ? 4 : 0) else { return nil }
+        var length = UInt64(short)
+        if extended > 0 { length = header[2..<(2 + extended)].reduce(0) { $0 << 8 | UInt64($1) } }
+        return (header[0] & 0x80 != 0, header[0] & 0x0F, length)
     }
 }

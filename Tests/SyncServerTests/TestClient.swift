@@ -103,17 +103,18 @@ final class TestClient: Sendable {
     }
 
     /// Writes the header of a masked WebSocket frame (`first`: FIN and opcode; binary by default)
-    /// that announces `length` bytes, and nothing more (straight to the socket, past the frame
-    /// encoder): a peer must judge the frame by its header.
-    func sendWebSocketHeader(_ first: UInt8 = 0x82, length: UInt64) async throws {
+    /// that announces `length` bytes, and `payload` of them (zeros) or none (straight to the
+    /// socket, past the frame encoder): a peer must judge the frame by its header.
+    func sendWebSocketHeader(_ first: UInt8 = 0x82, length: UInt64, payload: Int = 0) async throws {
         let channel = channel
         try await channel.eventLoop.submit {
             let context = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
-            var header = channel.allocator.buffer(capacity: 14)
+            var header = channel.allocator.buffer(capacity: 14 + payload)
             header.writeInteger(first)
             header.writeInteger(UInt8(0x80 | 127))  // masked, 64-bit length follows
             header.writeInteger(length)
             header.writeBytes([1, 2, 3, 4])  // masking key
+            header.writeRepeatingByte(0, count: payload)
             context.writeAndFlush(NIOAny(header), promise: nil)
         }.get()
     }

@@ -106,6 +106,32 @@ import Testing
         }
     }
 
+    /// Before `Hello`, a WebSocket message is held to the handshake's 64 KiB by its frame header:
+    /// a header announcing 64 KiB + 1 with its bytes held back is refused at once (it used to wait
+    /// for the bytes until the handshake deadline, letting a peer that never said `Hello` make the
+    /// server buffer up to 8 MiB).
+    @Test(arguments: [Transport.webSocketBinary, .webSocketJSON])
+    func aFirstMessageAnnouncedOverTheHandshakeLimitIsRefusedByItsHeader(_ transport: Transport) async throws {
+        try await withHTTPSetup { setup in
+            let client = try await setup.connect(transport)
+            try await client.sendWebSocketHeader(transport == .webSocketJSON ? 0x81 : 0x82, length: UInt64(Limits.maxHandshakeFrameBytes + 1))
+            #expect(try await client.expectClosed()?.code == .frameTooLarge)
+        }
+    }
+
+    /// After `Welcome`, the frames of a fragmented message add up: a 5 MiB fragment, then a
+    /// header announcing 5 MiB more, is refused at that header (8 MiB is the limit).
+    @Test(arguments: [Transport.webSocketBinary, .webSocketJSON])
+    func aFragmentedMessageIsRefusedWhenItsHeadersAddUpPastTheLimit(_ transport: Transport) async throws {
+        try await withHTTPSetup { setup in
+            let client = try await setup.editor(transport)
+            let fragment = 5 << 20
+            try await client.sendWebSocketHeader(transport == .webSocketJSON ? 0x01 : 0x02, length: UInt64(fragment), payload: fragment)
+            try await client.sendWebSocketHeader(0x80, length: UInt64(fragment))
+            #expect(try await client.expectClosed()?.code == .frameTooLarge)
+        }
+    }
+
     /// A WebSocket protocol error (here a control frame split into fragments, which RFC 6455
     /// forbids) is a malformed frame: `Error{MALFORMED_FRAME}`, then the close, as for a bad Envelope.
     @Test(arguments: [Transport.webSocketBinary, .webSocketJSON])
