@@ -44,11 +44,15 @@ public struct SessionLimits: Hashable, Sendable {
     /// `--handshake-timeout-seconds`: how long a new connection has to complete its handshake
     /// (`Hello` and the token check); `nil`: one heartbeat interval.
     public var handshakeTimeout: Duration?
+    /// The handshake timeout `coursesync serve` sets unless told otherwise (the spec's §9).
+    public static let defaultHandshakeTimeout: Duration = .seconds(10)
 
     public init() {}
 
-    var pushBurst: Int { pushesPerSecond.multipliedReportingOverflow(by: 2).overflow ? .max : pushesPerSecond * 2 }
-    var byteBurst: Int {
+    /// The pushes a connection may send at once (two seconds' worth).
+    public var pushBurst: Int { pushesPerSecond.multipliedReportingOverflow(by: 2).overflow ? .max : pushesPerSecond * 2 }
+    /// The bytes a connection may send at once (two seconds' worth, and at least one largest frame).
+    public var byteBurst: Int {
         max(bytesPerSecond.multipliedReportingOverflow(by: 2).overflow ? .max : bytesPerSecond * 2, Limits.maxClientFrameBytes)
     }
 }

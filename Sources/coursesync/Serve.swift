@@ -82,7 +82,7 @@ struct Serve: AsyncParsableCommand {
     var maxSubscriptions = SessionLimits().maxSubscriptions
 
     @Option(help: "Seconds a new connection has to send Hello and complete its handshake.")
-    var handshakeTimeoutSeconds = 10
+    var handshakeTimeoutSeconds = Int(SessionLimits.defaultHandshakeTimeout.components.seconds)
 
     func validate() throws {
         guard logRetention > 0 else { throw ValidationError("--log-retention must be positive") }

@@ -42,6 +42,21 @@ import Testing
         await #expect(throws: TokenError.secretTooShort(5)) { try await TokenAuthority(secret: Array("short".utf8)) }
     }
 
+    /// The HS256 key is the secret file's text without the white space around it (spec §4): a
+    /// file ending in a newline, as editors and `echo` write it, signs like one without, and a
+    /// client that signs with the file's raw bytes, newline included, is refused.
+    @Test func theSecretFileIsTakenWithoutItsTrailingNewline() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("secret-\(UInt64.random(in: 0 ... .max))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = folder.appendingPathComponent("secret").path
+        let text = "  " + String(decoding: TestServer.secret, as: UTF8.self) + "\n"
+        #expect(FileManager.default.createFile(atPath: file, contents: Data(text.utf8)))
+        let authority = try await TokenAuthority(secret: try TokenSecret.load(path: file))
+        #expect(await code(authority, TestServer.jwt(claims(), secret: TestServer.secret)) == nil)
+        #expect(await code(authority, TestServer.jwt(claims(), secret: Array(text.utf8))) == .unauthenticated)
+    }
+
     /// The identity provider's keys, each under its own `kid`, as a JWKS; tokens from each verify,
     /// a token naming no key or an unknown one is refused, and a key cannot stand in for another.
     @Test func tokensFromAnIdentityProvidersJWKSAreAcceptedWithTheirKid() async throws {
