@@ -13,11 +13,18 @@ extension SyncServer {
     /// What the server answers a batch sent over HTTP: its `Ack`, or its `Reject`, or why it
     /// was not taken at all (an `Error`: a bad token, an unknown course, a server shutting down).
     public func submit(_ push: Push, clientID: ClientID, token: String) async -> Result<WireMessage, ConnectionError> {
-        let principal: Principal
+        await submitting(push, clientID: clientID, token: token).result
+    }
+
+    /// ``submit(_:clientID:token:)``, and the token's user if it verified (for the access log).
+    func submitting(_ push: Push, clientID: ClientID, token: String) async -> (result: Result<WireMessage, ConnectionError>, user: String?) {
         switch await authority.verify(token, now: Date()) {
-        case .success(let verified): principal = verified
-        case .failure(let error): return .failure(error)
+        case .success(let principal): (await submit(push, clientID: clientID, as: principal), principal.user)
+        case .failure(let error): (.failure(error), nil)
         }
+    }
+
+    private func submit(_ push: Push, clientID: ClientID, as principal: Principal) async -> Result<WireMessage, ConnectionError> {
         if let wait = takeHTTPPush(by: principal.user) {
             return .failure(ConnectionError(.rateLimited, "more than \(configuration.limits.session.pushesPerSecond) batches a second from \(principal.user); send it again in \(wait) ms",
                                             retryAfterMs: wait))
@@ -71,17 +78,24 @@ extension SyncServer {
 
     /// The course as committed, at its seq, for a token with any role in it.
     public func outline(of courseID: EntityID, token: String) async -> Result<CourseState, ConnectionError> {
+        await outlining(courseID, token: token).result
+    }
+
+    /// ``outline(of:token:)``, and the token's user if it verified (for the access log).
+    func outlining(_ courseID: EntityID, token: String) async -> (result: Result<CourseState, ConnectionError>, user: String?) {
+        let principal: Principal
         switch await authority.verify(token, now: Date()) {
-        case .failure(let error): return .failure(error)
-        case .success(let principal) where principal.role(in: courseID) == nil:
-            return .failure(ConnectionError(.forbidden, "the token gives no access to course \(courseID)"))
-        case .success:
-            do {
-                guard try await store.courseSeq(courseID) != nil else { return .failure(ConnectionError(.unknownCourse, "no course \(courseID)")) }
-                return .success(try await store.snapshot(courseID: courseID))
-            } catch {
-                return .failure(ConnectionError(.internalError, "the store could not be read"))
-            }
+        case .failure(let error): return (.failure(error), nil)
+        case .success(let verified): principal = verified
+        }
+        guard principal.role(in: courseID) != nil else {
+            return (.failure(ConnectionError(.forbidden, "the token gives no access to course \(courseID)")), principal.user)
+        }
+        do {
+            guard try await store.courseSeq(courseID) != nil else { return (.failure(ConnectionError(.unknownCourse, "no course \(courseID)")), principal.user) }
+            return (.success(try await store.snapshot(courseID: courseID)), principal.user)
+        } catch {
+            return (.failure(ConnectionError(.internalError, "the store could not be read")), principal.user)
         }
     }
 }
@@ -119,33 +133,35 @@ final class BackendAPIHandler: ChannelInboundHandler, @unchecked Sendable {
             guard let (head, body) = request else { return }
             request = nil
             let server = server
-            let promise = context.eventLoop.makePromise(of: (HTTPResponseStatus, WireMessage).self)
+            let promise = context.eventLoop.makePromise(of: (HTTPResponseStatus, WireMessage, user: String?).self)
             promise.completeWithTask { await Self.answer(head, body, server) }
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            promise.futureResult.whenSuccess { status, message in
+            promise.futureResult.whenSuccess { status, message, user in
                 let (handler, context) = loopBound.value
+                if let user { context.triggerUserOutboundEvent(HTTPAccessLog.User(name: user), promise: nil) }
                 handler.respond(context, status, message)
             }
         }
     }
 
-    static func answer(_ head: HTTPRequestHead, _ body: ByteBuffer, _ server: SyncServer) async -> (HTTPResponseStatus, WireMessage) {
+    static func answer(_ head: HTTPRequestHead, _ body: ByteBuffer, _ server: SyncServer) async -> (HTTPResponseStatus, WireMessage, user: String?) {
         let parts = HTTPListener.path(head.uri).split(separator: "/")  // v1, courses, {id}[, batches]
         guard parts.count >= 3, let courseID = EntityID(String(parts[2])) else {
-            return (.notFound, .error(ConnectionError(.unknownCourse, "not a course: \(head.uri)")))
+            return (.notFound, .error(ConnectionError(.unknownCourse, "not a course: \(head.uri)")), nil)
         }
         guard let authorization = head.headers.first(name: "Authorization"), authorization.lowercased().hasPrefix("bearer ") else {
-            return (.unauthorized, .error(ConnectionError(.unauthenticated, "an Authorization: Bearer <token> header is required")))
+            return (.unauthorized, .error(ConnectionError(.unauthenticated, "an Authorization: Bearer <token> header is required")), nil)
         }
         let token = String(authorization.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
         switch (head.method, parts.count == 4 ? parts[3] : nil) {
         case (.GET, nil):
-            switch await server.outline(of: courseID, token: token) {
+            let (result, user) = await server.outlining(courseID, token: token)
+            switch result {
             case .success(let state):
                 return (.ok, .snapshot(SnapshotPart(course: state.course, chapters: state.orderedChapters, media: Array(state.media.values),
-                                                    videos: state.chapterOrder.flatMap { state.videos(in: $0) }, part: 0, last: true)))
+                                                    videos: state.chapterOrder.flatMap { state.videos(in: $0) }, part: 0, last: true)), user)
             case .failure(let error):
-                return (status(of: error), .error(error))
+                return (status(of: error), .error(error), user)
             }
         case (.POST, "batches"):
             let push: Push, clientID: ClientID
@@ -153,21 +169,22 @@ final class BackendAPIHandler: ChannelInboundHandler, @unchecked Sendable {
                 (push, clientID) = try Self.push(from: body, courseID: courseID)
             } catch let error as WireError {
                 if case .invalidBatch(let course, let batchSeq, let rejection) = error {
-                    return (.unprocessableEntity, .reject(BatchRejection(courseID: course, batchSeq: batchSeq, rejection: rejection)))
+                    return (.unprocessableEntity, .reject(BatchRejection(courseID: course, batchSeq: batchSeq, rejection: rejection)), nil)
                 }
-                return (.badRequest, .error(ConnectionError(error.code, "\(error)")))
+                return (.badRequest, .error(ConnectionError(error.code, "\(error)")), nil)
             } catch {
-                return (.badRequest, .error(ConnectionError(.malformedFrame, "\(error)")))
+                return (.badRequest, .error(ConnectionError(.malformedFrame, "\(error)")), nil)
             }
-            switch await server.submit(push, clientID: clientID, token: token) {
+            let (result, user) = await server.submitting(push, clientID: clientID, token: token)
+            switch result {
             case .success(let message):
-                if case .reject(let reject) = message { return (reject.rejection.code == .forbidden ? .forbidden : .unprocessableEntity, message) }
-                return (.ok, message)
+                if case .reject(let reject) = message { return (reject.rejection.code == .forbidden ? .forbidden : .unprocessableEntity, message, user) }
+                return (.ok, message, user)
             case .failure(let error):
-                return (status(of: error), .error(error))
+                return (status(of: error), .error(error), user)
             }
         default:
-            return (.methodNotAllowed, .error(ConnectionError(.unexpectedMessage, "\(head.method) \(head.uri): only GET /v1/courses/{id} and POST /v1/courses/{id}/batches")))
+            return (.methodNotAllowed, .error(ConnectionError(.unexpectedMessage, "\(head.method) \(head.uri): only GET /v1/courses/{id} and POST /v1/courses/{id}/batches")), nil)
         }
     }
 

@@ -38,7 +38,7 @@ public struct HTTPListener: Service {
     }
 
     enum Upgrade: Sendable {
-        case webSocket(NIOAsyncChannel<ByteBuffer, Never>)
+        case webSocket(NIOAsyncChannel<ByteBuffer, Never>, WebSocketProtocol)
         case http
     }
 
@@ -50,7 +50,7 @@ public struct HTTPListener: Service {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Self.configure(channel, server: server, security: security, fallback: fallback)
+                    try Self.configure(channel, server: server, security: security, fallback: fallback, logger: logger)
                 }
             }
         announce(listener.channel.localAddress?.port ?? port)
@@ -61,8 +61,8 @@ public struct HTTPListener: Service {
                 try await listener.executeThenClose { inbound in
                     for try await upgrade in inbound {
                         group.addTask {
-                            guard case .webSocket(let connection)? = try? await upgrade.get() else { return }
-                            await server.serve(connection)
+                            guard case .webSocket(let connection, let form)? = try? await upgrade.get() else { return }
+                            await server.serve(connection, transport: form == .json ? "websocket-json" : "websocket")
                         }
                     }
                 }
@@ -72,7 +72,8 @@ public struct HTTPListener: Service {
         }
     }
 
-    private static func configure(_ channel: any Channel, server: SyncServer, security: TransportSecurity, fallback: Fallback?) throws -> EventLoopFuture<Upgrade> {
+    private static func configure(_ channel: any Channel, server: SyncServer, security: TransportSecurity, fallback: Fallback?,
+                                  logger: Logger) throws -> EventLoopFuture<Upgrade> {
         let pipeline = channel.pipeline.syncOperations
         if case .tls(let context) = security {
             try pipeline.addHandler(NIOSSLServerHandler(context: context))
@@ -101,7 +102,7 @@ public struct HTTPListener: Service {
                                                                         maxAccumulatedFrameSize: Limits.maxClientFrameBytes))
                     try pipeline.addHandler(WebSocketPayloadAdapter(form: form, isClient: false, messageLimit: Limits.maxClientFrameBytes))
                     try pipeline.addHandler(PeerActivity.Handler())
-                    return .webSocket(try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel))
+                    return .webSocket(try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel), form)
                 }
             }
         )
@@ -109,6 +110,7 @@ public struct HTTPListener: Service {
             upgraders: [upgrader],
             notUpgradingCompletionHandler: { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(HTTPAccessLog(logger: logger))
                     try channel.pipeline.syncOperations.addHandler(BackendAPIHandler(server: server))
                     if let fallback { try fallback(channel.pipeline.syncOperations) } else { try channel.pipeline.syncOperations.addHandler(NotFound()) }
                     return .http

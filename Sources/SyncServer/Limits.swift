@@ -56,3 +56,24 @@ public struct SessionLimits: Hashable, Sendable {
         max(bytesPerSecond.multipliedReportingOverflow(by: 2).overflow ? .max : bytesPerSecond * 2, Limits.maxClientFrameBytes)
     }
 }
+
+/// Which limit refused a connection (the `limit` label of `coursesync_refusals_total`, and the
+/// access log's `refused` field).
+public enum Refusal: String, Hashable, Sendable, CaseIterable {
+    /// `--max-connections-per-address`, before `Hello`.
+    case connectionsPerAddress = "connections-per-address"
+    /// `--max-connections-per-user`, after the token check.
+    case connectionsPerUser = "connections-per-user"
+    /// The pause after a rate cut: the user's new connections are refused until it ends.
+    case rateCutPause = "rate-cut-pause"
+    /// `--max-pushes-per-second`.
+    case pushesPerSecond = "pushes-per-second"
+    /// `--max-bytes-per-second`.
+    case bytesPerSecond = "bytes-per-second"
+    /// `--max-subscriptions`.
+    case subscriptions
+    /// A frame or WebSocket message over its size limit.
+    case frameBytes = "frame-bytes"
+    /// `--handshake-timeout-seconds`: no completed handshake in time.
+    case handshakeTimeout = "handshake-timeout"
+}

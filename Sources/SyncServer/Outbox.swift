@@ -81,6 +81,9 @@ public final class Outbox: Sendable {
 
     public var isClosing: Bool { state.withLockedValue { $0.queue.isClosing } }
 
+    /// The `Error` the connection was closed with, if the server closed it.
+    public var closeReason: ConnectionError? { state.withLockedValue { $0.queue.closeReason } }
+
     /// The next item for the writer; `nil` when the outbox is finished.
     public func next() async -> Outgoing? {
         await next(upTo: 1).first

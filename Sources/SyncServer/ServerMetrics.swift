@@ -42,7 +42,13 @@ enum ServerMetrics {
 
     /// Creates every metric that exists from the start, so that a scrape shows zeros rather than
     /// nothing before the first event.
+    /// Connections refused or cut for a limit, by limit.
+    static func refused(_ refusal: Refusal) {
+        Counter(label: "coursesync_refusals_total", dimensions: [("limit", refusal.rawValue)]).increment()
+    }
+
     static func register() {
+        for refusal in Refusal.allCases { _ = Counter(label: "coursesync_refusals_total", dimensions: [("limit", refusal.rawValue)]) }
         _ = (connections, subscriptions, courseHubs, slowConsumerCuts, committed, replayed, catchUpDiffs, catchUpSnapshots)
         for operation in [StoreOperation.commit, .catchUp, .readSeq] {
             _ = Counter(label: "coursesync_store_errors_total", dimensions: [("operation", operation.rawValue), ("retried", "false")])

@@ -37,6 +37,8 @@ public struct ServerSession: Sendable {
     public private(set) var state: State = .awaitingHello
     /// The courses this connection is subscribed to.
     public private(set) var subscriptions: Set<EntityID> = []
+    /// The limit the session closed the connection for, if it did (for the access log and metrics).
+    public private(set) var refusal: Refusal?
     let welcome: Welcome
     /// Before `Hello`: the moment the connection is closed if none came.
     private var helloDeadline: Moment?
@@ -123,7 +125,7 @@ public struct ServerSession: Sendable {
             return
         case .awaitingHello, .authenticating:
             if let helloDeadline, now >= helloDeadline {
-                close(ConnectionError(.idleTimeout, "no completed handshake within \(handshakeTimeout.wholeMilliseconds) ms of connecting"))
+                refuse(.handshakeTimeout, ConnectionError(.idleTimeout, "no completed handshake within \(handshakeTimeout.wholeMilliseconds) ms of connecting"))
             }
         case .ready(_, let principal):
             if let tokenDeadline, now >= tokenDeadline {
@@ -146,7 +148,7 @@ public struct ServerSession: Sendable {
     public mutating func receive(_ input: Result<WireMessage, WireError>, bytes: Int = 0, now: Moment, date: Date) {
         heartbeat?.received(now: now)
         if state != .closed, !byteBudget.take(bytes, now: now) {
-            return close(rateLimited("more than \(limits.bytesPerSecond) bytes per second", byteBudget, now: now))
+            return refuse(.bytesPerSecond, rateLimited("more than \(limits.bytesPerSecond) bytes per second", byteBudget, now: now))
         }
         switch (state, input) {
         case (.closed, _):
@@ -155,6 +157,7 @@ public struct ServerSession: Sendable {
             // Bad text inside an op: the batch is rejected, the connection stays up.
             actions.append(.send(.reject(BatchRejection(courseID: courseID, batchSeq: batchSeq, rejection: rejection))))
         case (_, .failure(let error)):
+            if error.code == .frameTooLarge { refusal = .frameBytes }
             close(ConnectionError(error.code, error.description))
         case (.awaitingHello, .success(.hello(let hello))):
             handshake(hello, now: now, date: date)
@@ -179,6 +182,11 @@ public struct ServerSession: Sendable {
     private mutating func close(_ error: ConnectionError) {
         actions.append(.close(error))
         closed()
+    }
+
+    private mutating func refuse(_ limit: Refusal, _ error: ConnectionError) {
+        refusal = limit
+        close(error)
     }
 
     private mutating func handshake(_ hello: Hello, now: Moment, date: Date) {
@@ -218,7 +226,7 @@ public struct ServerSession: Sendable {
                 return close(ConnectionError(.forbidden, "the token gives no access to course \(courseID)"))
             }
             guard subscriptions.contains(courseID) || subscriptions.count < limits.maxSubscriptions else {
-                return close(ConnectionError(.limitExceeded, "a connection may be subscribed to at most \(limits.maxSubscriptions) courses"))
+                return refuse(.subscriptions, ConnectionError(.limitExceeded, "a connection may be subscribed to at most \(limits.maxSubscriptions) courses"))
             }
             subscriptions.insert(courseID)
             actions.append(.subscribe(courseID: courseID, sinceSeq: sinceSeq))
@@ -228,7 +236,7 @@ public struct ServerSession: Sendable {
         case .push(let push):
             if let expired = expiry(principal, date: date) { return close(expired) }
             if !pushBudget.take(1, now: now) {
-                return close(rateLimited("more than \(limits.pushesPerSecond) pushes per second", pushBudget, now: now))
+                return refuse(.pushesPerSecond, rateLimited("more than \(limits.pushesPerSecond) pushes per second", pushBudget, now: now))
             }
             guard principal.role(in: push.courseID) == .editor else {
                 let reason = principal.role(in: push.courseID) == .viewer

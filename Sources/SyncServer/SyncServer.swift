@@ -180,7 +180,7 @@ public final class SyncServer: Service, Sendable {
             try await withThrowingDiscardingTaskGroup { group in
                 try await listener.executeThenClose { inbound in
                     for try await connection in inbound {
-                        group.addTask { await self.serve(connection) }
+                        group.addTask { await self.serve(connection, transport: "tcp") }
                     }
                 }
             }
@@ -272,7 +272,8 @@ public final class SyncServer: Service, Sendable {
     /// writable it waits for the last write (or a close), so the outbox fills up behind a slow
     /// reader and overflows (see ``Outbox``). The `Error` that ends an outbox is the last frame
     /// written.
-    private static func write(_ outbox: Outbox, to channel: any Channel, closeTimeout: TimeAmount, logger: Logger) async {
+    private static func write(_ outbox: Outbox, to channel: any Channel, closeTimeout: TimeAmount, logger: Logger,
+                              record: NIOLockedValueBox<ConnectionRecord>) async {
         while true {
             let items = await outbox.next(upTo: framesPerWrite)
             guard !items.isEmpty else { return }
@@ -286,6 +287,10 @@ public final class SyncServer: Service, Sendable {
                 }
             }
             if !frames.isEmpty {
+                record.withLockedValue { record in
+                    record.framesOut += frames.count
+                    record.bytesOut += frames.reduce(0) { $0 + $1.readableBytes }
+                }
                 let written = channel.eventLoop.makePromise(of: Void.self)
                 channel.eventLoop.execute { [frames] in
                     for frame in frames.dropLast() { channel.write(frame, promise: nil) }
@@ -379,9 +384,13 @@ public final class SyncServer: Service, Sendable {
         }
     }
 
-    /// One connection of frame payloads, from any transport (TCP, or WebSocket through ``HTTPListener``).
-    func serve(_ channel: NIOAsyncChannel<ByteBuffer, Never>) async {
+    /// One connection of frame payloads, from any transport (TCP, or WebSocket through
+    /// ``HTTPListener``), named `transport` in the access log.
+    func serve(_ channel: NIOAsyncChannel<ByteBuffer, Never>, transport: String) async {
         let remote = channel.channel.remoteAddress.map { "\($0)" } ?? "?"
+        let record = NIOLockedValueBox(ConnectionRecord(transport: transport, remote: remote))
+        let tls = await ConnectionRecord.tlsVersion(of: channel.channel)
+        record.withLockedValue { $0.tls = tls }
         var logger = logger
         logger[metadataKey: "peer"] = "\(remote)"
         let outbox = Outbox(capacity: configuration.outboxFrames) {
@@ -399,7 +408,6 @@ public final class SyncServer: Service, Sendable {
         let session = SessionBox(ServerSession(welcome: welcome, limits: configuration.limits.session, now: clock.now()))
         let handleBox = NIOLockedValueBox<ConnectionHandle?>(nil)
         let address = channel.channel.remoteAddress?.ipAddress ?? "?"
-        let user = NIOLockedValueBox<String?>(nil)
         let (shuttingDown, addressCount) = state.withLockedValue { state in
             state.perAddress[address, default: 0] += 1
             return (state.shuttingDown, state.perAddress[address]!)
@@ -407,12 +415,13 @@ public final class SyncServer: Service, Sendable {
         defer {
             state.withLockedValue { state in
                 Self.release(address, from: &state.perAddress)
-                if let user = user.withLockedValue({ $0 }) { Self.release(user, from: &state.perUser) }
+                if let user = record.withLockedValue({ $0.user }) { Self.release(user, from: &state.perUser) }
             }
         }
         if shuttingDown {
             outbox.close(ConnectionError(.shuttingDown, "the server is shutting down"))
         } else if addressCount > configuration.limits.connectionsPerAddress {
+            record.withLockedValue { $0.refusal = .connectionsPerAddress }
             outbox.close(ConnectionError(.limitExceeded, "more than \(configuration.limits.connectionsPerAddress) connections from \(address)",
                                          retryAfterMs: Self.countLimitRetryMs))
         }
@@ -420,7 +429,7 @@ public final class SyncServer: Service, Sendable {
             try await channel.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
                     group.addTask { [logger, closeTimeout = configuration.effectiveCloseTimeout] in
-                        await Self.write(outbox, to: channel.channel, closeTimeout: closeTimeout, logger: logger)
+                        await Self.write(outbox, to: channel.channel, closeTimeout: closeTimeout, logger: logger, record: record)
                     }
                     let timer = NIOLockedValueBox(ArmedTimer())
                     let arm = { self.armTimer(session, timer: timer, clock: clock, channel: channel.channel, activity: activity, outbox: outbox,
@@ -448,7 +457,7 @@ public final class SyncServer: Service, Sendable {
                                 arm()
                             case .authenticate(let token):
                                 // No frame is read until the outcome is in (the session needs it first).
-                                let outcome = admit(await authority.verify(token, now: Date()), counted: user)
+                                let outcome = admit(await authority.verify(token, now: Date()), record: record)
                                 await perform(session.withLockedValue { session in
                                     session.authenticated(outcome, now: clock.now(), date: Date())
                                     return session.takeActions()
@@ -456,11 +465,12 @@ public final class SyncServer: Service, Sendable {
                             case .send(let message):
                                 outbox.send(message)
                             case .close(let error):
-                                if error.code == .rateLimited, let user = user.withLockedValue({ $0 }), let ms = error.retryAfterMs {
+                                if error.code == .rateLimited, let user = record.withLockedValue({ $0.user }), let ms = error.retryAfterMs {
                                     penalize(user, for: .milliseconds(Int64(ms)))
                                 }
                                 outbox.close(error)
                             case .subscribe(let courseID, let sinceSeq):
+                                record.withLockedValue { _ = $0.courses.insert(courseID) }
                                 guard let handle else { break }
                                 let hub = hub(for: courseID)
                                 group.addTask { await hub.subscribe(handle, sinceSeq: sinceSeq) }
@@ -468,6 +478,10 @@ public final class SyncServer: Service, Sendable {
                                 guard let handle else { break }
                                 await hub(for: courseID).unsubscribe(handle)
                             case .push(let batch):
+                                record.withLockedValue { record in
+                                    record.pushes += 1
+                                    record.courses.insert(batch.courseID)
+                                }
                                 guard let handle else { break }
                                 if !handle.inFlight.tryAcquire() {
                                     // Back-pressure: stop reading until an answer frees a slot.
@@ -483,6 +497,10 @@ public final class SyncServer: Service, Sendable {
                     }
                     do {
                         for try await payload in inbound {
+                            record.withLockedValue { record in
+                                record.framesIn += 1
+                                record.bytesIn += payload.readableBytes
+                            }
                             let arrived = activity?.takeArrival()
                             await receive(Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView, sentBy: .client) },
                                           bytes: payload.readableBytes, arrived: arrived)
@@ -500,11 +518,18 @@ public final class SyncServer: Service, Sendable {
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
         }
-        let actions = session.withLockedValue { session in
+        let (actions, refusal) = session.withLockedValue { session in
             session.closed()
-            return session.takeActions()
+            return (session.takeActions(), session.refusal)
         }
+        let closedWith = outbox.closeReason
         outbox.finish()
+        let ended = record.withLockedValue { record in
+            if let refusal { record.refusal = refusal }
+            return record
+        }
+        if let refused = ended.refusal { ServerMetrics.refused(refused) }
+        ended.log(to: self.logger, closedWith: closedWith)
         if let handle = handleBox.withLockedValue({ $0 }) {
             state.withLockedValue { $0.connections[ObjectIdentifier(handle)] = nil }
             for case .unsubscribe(let courseID) in actions { await hub(for: courseID).unsubscribe(handle) }
@@ -523,14 +548,16 @@ extension SyncServer {
     }
 
     /// A verified principal is admitted unless its user was cut for its rate a moment ago or holds
-    /// as many connections as allowed; an admitted one is counted (in `counted`, for the close).
-    func admit(_ outcome: Result<Principal, ConnectionError>, counted: NIOLockedValueBox<String?>) -> Result<Principal, ConnectionError> {
+    /// as many connections as allowed; an admitted one is counted (its user in `record`, for the
+    /// close), a refused one's limit noted there.
+    func admit(_ outcome: Result<Principal, ConnectionError>, record: NIOLockedValueBox<ConnectionRecord>) -> Result<Principal, ConnectionError> {
         guard case .success(let principal) = outcome else { return outcome }
         let limit = configuration.limits.connectionsPerUser
         return state.withLockedValue { state in
             let now = NIODeadline.now()
             if let until = state.penalties[principal.user] {
                 if until > now {
+                    record.withLockedValue { $0.refusal = .rateCutPause }
                     let ms = UInt32(clamping: max((until - now).nanoseconds / 1_000_000, 1))
                     return .failure(ConnectionError(.rateLimited, "\(principal.user) was cut for its rate; reconnect in \(ms) ms",
                                                     retryAfterMs: ms))
@@ -538,11 +565,12 @@ extension SyncServer {
                 state.penalties[principal.user] = nil
             }
             guard state.perUser[principal.user, default: 0] < limit else {
+                record.withLockedValue { $0.refusal = .connectionsPerUser }
                 return .failure(ConnectionError(.limitExceeded, "\(principal.user) already has \(limit) connections to this node",
                                                 retryAfterMs: Self.countLimitRetryMs))
             }
             state.perUser[principal.user, default: 0] += 1
-            counted.withLockedValue { $0 = principal.user }
+            record.withLockedValue { $0.user = principal.user }
             return outcome
         }
     }

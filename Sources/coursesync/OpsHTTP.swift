@@ -101,6 +101,7 @@ struct OpsListener: Service {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(HTTPAccessLog(logger: logger))
                     try channel.pipeline.syncOperations.addHandler(handler())
                 }
             }

@@ -62,6 +62,7 @@ import Testing
         let error = closeCode(actions)
         #expect(error?.code == .rateLimited && error?.retryAfterMs == 1_000, "\(actions)")
         #expect(!actions.contains { if case .push = $0 { true } else { false } }, "the cut push is not committed")
+        #expect(session.refusal == .pushesPerSecond)
     }
 
     @Test func bytesPastTheRateAreCut() {
@@ -72,6 +73,7 @@ import Testing
         #expect(closeCode(session.takeActions()) == nil, "at the burst")
         session.receive(.success(.ping(nonce: 2)), bytes: 10, now: at(0), date: date)
         #expect(closeCode(session.takeActions())?.code == .rateLimited, "one past it")
+        #expect(session.refusal == .bytesPerSecond)
     }
 
     @Test func subscriptionsPastTheLimitClose() {
@@ -90,6 +92,7 @@ import Testing
         #expect(closeCode(session.takeActions()) == nil, "an unsubscribe makes room")
         session.receive(.success(.subscribe(courseID: courses[1], sinceSeq: 0)), now: at(0), date: date)
         #expect(closeCode(session.takeActions())?.code == .limitExceeded, "one past")
+        #expect(session.refusal == .subscriptions)
     }
 
     @Test func theHandshakeTimeoutIsItsOwn() {
@@ -99,8 +102,10 @@ import Testing
         #expect(session.nextDeadline == at(250))
         session.handleTimeout(now: at(249))
         #expect(session.takeActions().isEmpty)
+        #expect(session.refusal == nil)
         session.handleTimeout(now: at(250))
         #expect(closeCode(session.takeActions())?.code == .idleTimeout)
+        #expect(session.refusal == .handshakeTimeout)
     }
 
     /// Connections per user: at the limit all are welcomed, one past is refused with

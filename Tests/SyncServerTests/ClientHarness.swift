@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import SQLiteStore
 @testable import SyncClient
 import SyncModel
@@ -143,12 +144,12 @@ func withClientWorld(chapters: Int, media: Int, _ body: (ClientWorld) async thro
 
 /// A SQLite store with one course, served on loopback, in a scratch folder: what most tests of
 /// the client library start from.
-func withCourseServer<T>(_ title: String = "Course", configure: (inout ServerConfiguration) -> Void = { _ in },
+func withCourseServer<T>(_ title: String = "Course", configure: (inout ServerConfiguration) -> Void = { _ in }, logger: Logger = TestDatabase.logger,
                          _ body: (_ folder: URL, _ store: SQLiteStore, _ course: EntityID, _ server: TestServer) async throws -> T) async throws -> T {
     try await withReplicaFolder { folder in
         let store = try SQLiteStore(path: folder.appendingPathComponent("store.sqlite").path)
         let course = EntityID.fresh()
         try await store.createCourse(Course(id: course, title: title))
-        return try await withServer(store: store, configure: configure) { server in try await body(folder, store, course, server) }
+        return try await withServer(store: store, configure: configure, logger: logger) { server in try await body(folder, store, course, server) }
     }
 }

@@ -119,7 +119,8 @@ import Testing
                             "coursesync_batches_total{outcome=\"rejected\",code=\"targetDeleted\"} 1",
                             "coursesync_connections 1.0", "coursesync_subscriptions 1.0", "coursesync_course_hubs 1.0",
                             "coursesync_catch_ups_total{kind=\"snapshot\"} 1", "coursesync_slow_consumer_cuts_total 0",
-                            "coursesync_commit_seconds_count 4", "coursesync_push_answer_seconds_count 4"]
+                            "coursesync_commit_seconds_count 4", "coursesync_push_answer_seconds_count 4",
+                            "coursesync_refusals_total{limit=\"frame-bytes\"} 0"]
             // The readiness probes' connections may still be closing on a loaded machine: wait for them.
             var metrics = ""
             try? await eventually("the expected metrics") {

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Logging
 import NIOCore
 import SyncModel
 import SyncServer
@@ -64,13 +65,13 @@ final class HoldableExecutor: TaskExecutor, @unchecked Sendable {
 /// Runs `body` against a server on `store`; shuts the server down afterwards. With `executor`, the
 /// server's tasks run there (see ``HoldableExecutor``).
 func withServer<T>(store: any SyncStore, configure: (inout ServerConfiguration) -> Void = { _ in },
-                   executor: (any TaskExecutor)? = nil,
+                   executor: (any TaskExecutor)? = nil, logger: Logger = TestDatabase.logger,
                    _ body: (TestServer) async throws -> T) async throws -> T {
     var configuration = ServerConfiguration(host: "127.0.0.1", port: 0, serverID: "test")
     configure(&configuration)
     // No leeway: tests of expiry use tokens that live a second or two.
     let authority = try await TokenAuthority(secret: TestServer.secret, rules: TokenRules(leeway: 0))
-    let server = SyncServer(store: store, authority: authority, configuration: configuration, logger: TestDatabase.logger)
+    let server = SyncServer(store: store, authority: authority, configuration: configuration, logger: logger)
     let running = Task(executorPreference: executor) { try await server.run() }
     let port: Int
     do {

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import SQLiteStore
 import SyncModel
@@ -180,10 +181,11 @@ struct HTTPSetup {
     }
 }
 
-func withHTTPSetup(configure: (inout ServerConfiguration) -> Void = { _ in }, _ body: (HTTPSetup) async throws -> Void) async throws {
-    try await withCourseServer("WebSocket", configure: configure) { _, store, course, server in
+func withHTTPSetup(configure: (inout ServerConfiguration) -> Void = { _ in }, logger: Logger = TestDatabase.logger,
+                   _ body: (HTTPSetup) async throws -> Void) async throws {
+    try await withCourseServer("WebSocket", configure: configure, logger: logger) { _, store, course, server in
         let (ports, sink) = AsyncStream.makeStream(of: Int.self)
-        let listener = HTTPListener(server: server.server, host: "127.0.0.1", port: 0, logger: TestDatabase.logger,
+        let listener = HTTPListener(server: server.server, host: "127.0.0.1", port: 0, logger: logger,
                                      announce: { sink.yield($0) })
         let running = Task { try await listener.run() }
         defer { running.cancel() }
