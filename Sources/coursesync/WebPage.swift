@@ -39,10 +39,13 @@ struct WebPage: Sendable {
         return WebPage(files: files)
     }
 
-    /// Headers for the page: nothing but this origin may run scripts or be connected to, and the
-    /// page may not be framed (clickjacking).
+    /// Headers for the page: nothing but this origin may run scripts or be connected to, no
+    /// `<base>` may redirect its relative URLs and no form may post anywhere, and the page may not
+    /// be framed (clickjacking; `X-Frame-Options` for browsers without `frame-ancestors`).
     static let securityHeaders = [
-        ("Content-Security-Policy", "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
+        ("Content-Security-Policy",
+         "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+        ("X-Frame-Options", "DENY"),
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
         ("Cache-Control", "no-cache"),

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import SyncModel
 import Testing
 
@@ -335,6 +338,59 @@ import Testing
                     try await page.switchTo(window: before[0])
                 }
             }
+        }
+    }
+
+    /// The token leaves the address at once: the page keeps it in the tab's `sessionStorage`
+    /// and replaces the URL (and with it the history entry) with one that names only the course;
+    /// a reload still opens the course. The page's policy refuses a `<base>` and a form's post,
+    /// and it is served with `X-Frame-Options: DENY` for browsers that ignore `frame-ancestors`.
+    @Test func thePageForgetsItsTokenInTheAddressAndRefusesBaseAndFormTargets() async throws {
+        try await Self.withServedCourse(media: 2) { setup in
+            let seq = try await setup.outline().seq
+            try await WebDriver.withSessions(1) { sessions in
+                let page = sessions[0]
+                try await page.open(setup.pageURL(setup.editorA))
+                try await Self.settled(page, at: seq)
+                let address = try await page.run("return JSON.stringify(location.href)", as: String.self)
+                #expect(!address.contains(setup.editorA) && !address.contains("token"), "\(address)")
+                #expect(address.hasSuffix("#course=\(setup.course)"), "\(address)")
+                let kept = try await page.run("return JSON.stringify(sessionStorage.getItem('coursesync:token:\(setup.course)'))", as: String?.self)
+                #expect(kept == setup.editorA)
+                // The history entry is the replaced one: back, then forward, lands on the address without the token.
+                try await page.execute("history.back();")
+                try await eventually("back") { try await page.run("return JSON.stringify(location.href)", as: String.self) != address }
+                try await page.execute("history.forward();")
+                try await Self.waitFor(page, "forward to the page") { $0.connection == "online" }
+                let returned = try await page.run("return JSON.stringify(location.href)", as: String.self)
+                #expect(!returned.contains("token"), "\(returned)")
+                // A reload opens the course with the kept token.
+                try await page.execute("location.reload();")
+                try await Self.settled(page, at: seq)
+
+                // The policy at work: a <base> is ignored and a form's post is blocked, each reported.
+                try await page.execute("""
+                    window.violations = [];
+                    document.addEventListener('securitypolicyviolation', (event) => window.violations.push(event.effectiveDirective));
+                    const base = document.createElement('base');
+                    base.href = 'https://elsewhere.example/';
+                    document.head.append(base);
+                    const form = document.createElement('form');
+                    form.method = 'post';
+                    form.action = '/collect';
+                    document.body.append(form);
+                    form.submit();
+                    """)
+                try await eventually("both violations reported") {
+                    let seen = try await page.run("return JSON.stringify(window.violations)", as: [String].self)
+                    return seen.contains("base-uri") && seen.contains("form-action")
+                }
+                #expect(try await page.run("return JSON.stringify(document.baseURI)", as: String.self).hasPrefix("http://127.0.0.1:\(setup.httpPort)/"))
+            }
+            let (_, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(setup.httpPort)/")!)
+            let headers = try #require(response as? HTTPURLResponse)
+            #expect(headers.value(forHTTPHeaderField: "X-Frame-Options") == "DENY")
+            #expect(headers.value(forHTTPHeaderField: "Content-Security-Policy")?.contains("base-uri 'none'; form-action 'none'") == true)
         }
     }
 

@@ -1,7 +1,9 @@
 // The live course editor: wires the connection and the model to the DOM. The page is opened as
 //   /#course=<course UUID>&token=<JWT>
-// (a fragment, so the token never reaches a server log). Every edit is drawn before it is sent;
-// see RULES.md for what is drawn when.
+// (a fragment, so the token never reaches a server log). The page moves the token at once to the
+// tab's sessionStorage and replaces the address with one that names only the course, so the token
+// stays out of the history, screenshots and links pasted to a colleague; a reload finds it there.
+// Every edit is drawn before it is sent; see RULES.md for what is drawn when.
 
 import { Connection } from "./connection.js";
 import { CourseModel } from "./model.js";
@@ -26,7 +28,7 @@ const REASONS = {
 
 const params = new URLSearchParams(location.hash.slice(1));
 const courseUUID = params.get("course");
-const token = params.get("token");
+const token = takeToken(courseUUID, params.get("token"));
 const IDENTITY = "coursesync:client"; // the tab's client ID in sessionStorage, and the name it is held by
 /** Lets the tab's identity go (the page is going); set once it is held (see `hold`). */
 let releaseIdentity = () => {};
@@ -47,6 +49,23 @@ if (!courseUUID || !token) {
   });
 } else {
   claimIdentity().then((clientID) => start(courseUUID, token, clientID));
+}
+
+// ---- the token -----------------------------------------------------------------------------------
+
+/**
+ * The course's token: the one in the address, kept in the tab's sessionStorage (per course) and
+ * removed from the address (replaced, not pushed: no history entry holds it); else the one kept.
+ */
+function takeToken(course, fromAddress) {
+  if (!course) return null;
+  const key = `coursesync:token:${course}`;
+  if (fromAddress) {
+    sessionStorage.setItem(key, fromAddress);
+    history.replaceState(history.state, "", `${location.pathname}${location.search}#${new URLSearchParams({ course })}`);
+    return fromAddress;
+  }
+  return sessionStorage.getItem(key);
 }
 
 // ---- identity -----------------------------------------------------------------------------------
