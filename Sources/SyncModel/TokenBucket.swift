@@ -26,6 +26,11 @@ public struct TokenBucket: Hashable, Sendable {
         return true
     }
 
+    /// Spends `amount` whatever the bucket holds (a debt the refill pays back first).
+    public mutating func overdraw(_ amount: Int) {
+        level -= Double(amount)
+    }
+
     /// How long after `now` until the bucket holds `units` (zero if it does).
     public mutating func wait(until units: Double, now: Moment) -> Duration {
         refill(now)

@@ -31,7 +31,13 @@ public struct ServerLimits: Hashable, Sendable {
 /// The limits one connection's ``ServerSession`` enforces.
 public struct SessionLimits: Hashable, Sendable {
     /// `--max-pushes-per-second`: `Push` frames per second, with a burst of two seconds' worth.
+    /// Past it the connection is read more slowly (TCP back-pressure), and cut only after
+    /// ``sustainedOverRate`` of it.
     public var pushesPerSecond: Int = 500
+    /// How long a connection may stay over its push rate, throttled, before it is cut with
+    /// `RATE_LIMITED`: a client that keeps to its rate is never throttled that long, even when the
+    /// machine bunches its frames.
+    public var sustainedOverRate: Duration = .seconds(30)
     /// `--max-bytes-per-second`: frame bytes received per second, with a burst of two seconds'
     /// worth (and at least one largest frame).
     public var bytesPerSecond: Int = 8 << 20

@@ -32,6 +32,10 @@ public struct ServerSession: Sendable {
         case unsubscribe(courseID: EntityID)
         /// Hand the batch to its course for commit; the answer goes back on this connection.
         case push(Batch)
+        /// The peer pushes faster than its rate: read nothing more until this moment (TCP
+        /// back-pressure slows it; its frames wait in the network), then go on. Reading resumes
+        /// with ``readingPaused(_:now:)`` as for in-flight back-pressure.
+        case throttle(until: Moment)
     }
 
     public private(set) var state: State = .awaitingHello
@@ -55,6 +59,12 @@ public struct ServerSession: Sendable {
     private let limits: SessionLimits
     /// Push frames and frame bytes per second (``SessionLimits``).
     private var pushBudget: TokenBucket
+    /// Reading is throttled until then (the push rate): frames handed over before it count as
+    /// arriving at it, since they waited for the server, not the peer.
+    private var throttledUntil: Moment?
+    /// Since when every push found the bucket empty: a peer over its rate for
+    /// ``SessionLimits/sustainedOverRate`` is cut.
+    private var overRateSince: Moment?
     private var byteBudget: TokenBucket
     private var actions: [Action] = []
 
@@ -235,8 +245,23 @@ public struct ServerSession: Sendable {
             actions.append(.unsubscribe(courseID: courseID))
         case .push(let push):
             if let expired = expiry(principal, date: date) { return close(expired) }
-            if !pushBudget.take(1, now: now) {
-                return refuse(.pushesPerSecond, rateLimited("more than \(limits.pushesPerSecond) pushes per second", pushBudget, now: now))
+            // Frames read after a throttle waited for the server: they count from its end.
+            let at = max(now, throttledUntil ?? now)
+            if pushBudget.take(1, now: at) {
+                overRateSince = nil
+            } else {
+                let since = overRateSince ?? at
+                if at - since >= limits.sustainedOverRate {
+                    return refuse(.pushesPerSecond, rateLimited("more than \(limits.pushesPerSecond) pushes per second for \(limits.sustainedOverRate.wholeMilliseconds / 1000) s",
+                                                                pushBudget, now: at))
+                }
+                overRateSince = since
+                // Over the rate: taken, and nothing more is read until the bucket holds this push.
+                let until = at + pushBudget.wait(until: 1, now: at)
+                _ = pushBudget.take(0, now: until)
+                pushBudget.overdraw(1)
+                throttledUntil = until
+                actions.append(.throttle(until: until))
             }
             guard principal.role(in: push.courseID) == .editor else {
                 let reason = principal.role(in: push.courseID) == .viewer

@@ -373,7 +373,7 @@ public final class SyncServer: Service, Sendable {
                         if !outbox.isClosing { channel.writeAndFlush(ByteBuffer(bytes: message.payload()), promise: nil) }
                     case .close(let error): outbox.close(error)
                     case .unsubscribe(let courseID): leave.append(courseID)
-                    case .ready, .subscribe, .push, .authenticate: break  // only frames cause these
+                    case .ready, .subscribe, .push, .authenticate, .throttle: break  // only frames cause these
                     }
                 }
                 if !leave.isEmpty, let handle = handle() {
@@ -477,6 +477,12 @@ public final class SyncServer: Service, Sendable {
                             case .unsubscribe(let courseID):
                                 guard let handle else { break }
                                 await hub(for: courseID).unsubscribe(handle)
+                            case .throttle(let until):
+                                // Over the push rate: no frame is read until then (back-pressure).
+                                session.withLockedValue { $0.readingPaused(true, now: clock.now()) }
+                                let wait = until - clock.now()
+                                if wait > .zero { try? await Task.sleep(for: wait) }
+                                session.withLockedValue { $0.readingPaused(false, now: clock.now()) }
                             case .push(let batch):
                                 record.withLockedValue { record in
                                     record.pushes += 1

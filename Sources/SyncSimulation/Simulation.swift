@@ -148,6 +148,8 @@ public final class Simulation {
         var pinged: [[UInt8]] = []
         /// Pushes the hub took and has not answered yet, by batch.
         var unanswered: [BatchSeq: Int] = [:]
+        /// The session throttled reading (over the push rate) until then.
+        var throttledUntil: Moment?
     }
 
     struct Node {
@@ -339,7 +341,8 @@ public final class Simulation {
         for id in connections.keys.sorted() {
             let connection = connections[id]!
             let held = isHeld(connection.node)
-            if !connection.up.isEmpty { choices.append((6, { if held { self.arrive(id) } else { try self.deliverUp(id) } })) }
+            let throttled = connection.throttledUntil.map { now < $0 } ?? false
+            if !connection.up.isEmpty, held || !throttled { choices.append((6, { if held { self.arrive(id) } else { try self.deliverUp(id) } })) }
             if !connection.pinged.isEmpty || (!held && !connection.outbox.isEmpty), !clients[connection.client].paused {
                 choices.append((6, { try self.deliverDown(id) }))
             }
@@ -389,6 +392,11 @@ public final class Simulation {
             for sleeper in due { sleeper.continuation.resume() }
         }
         settle()
+        for id in connections.keys.sorted() {
+            guard let until = connections[id]?.throttledUntil, now >= until else { continue }
+            connections[id]!.throttledUntil = nil
+            connections[id]!.session.readingPaused(false, now: now)
+        }
         for id in connections.keys.sorted() {
             guard let deadline = connections[id]?.session.nextDeadline, now >= deadline else { continue }
             // The timer runs on the node's event loop: also while its tasks are held up.
@@ -635,6 +643,10 @@ public final class Simulation {
                 carryOutSession(id)
             case .ready:
                 break
+            case .throttle(let until):
+                log("node \(node) throttles #\(id) until \(until) (over the push rate)")
+                connections[id]!.throttledUntil = until
+                connections[id]!.session.readingPaused(true, now: now)
             case .subscribe(_, let since):
                 nodes[node].hub.subscribe(id, sinceSeq: since)
                 perform(node)

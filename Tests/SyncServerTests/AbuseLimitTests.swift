@@ -46,23 +46,48 @@ import Testing
         actions.lazy.compactMap { if case .close(let error) = $0 { error } else { nil } }.first
     }
 
-    @Test func pushesPastTheRateAreCutWithARetryAfter() {
+    /// Past the burst a push is taken and the connection is throttled (nothing more read until
+    /// the bucket holds the push again: TCP back-pressure, not a cut), frames handed over during a
+    /// throttle counting from its end; a peer that keeps over its rate for the sustained period is
+    /// cut with a retry-after, and one that falls back under it is throttled no more.
+    @Test func pushesPastTheRateAreThrottledAndCutOnlyWhenTheyStayOverIt() {
         var limits = SessionLimits()
         limits.pushesPerSecond = 5
         limits.rateCutPause = .zero  // the bucket's own wait: half its burst back
+        limits.sustainedOverRate = .seconds(3)
+        func push(_ batchSeq: Int) -> WireMessage { .push(Push(courseID: course, batchSeq: BatchSeq(batchSeq), baseSeq: 0, ops: [.unlinkVideo(.id(.fresh()))])) }
+        func throttle(_ actions: [ServerSession.Action]) -> Moment? {
+            actions.lazy.compactMap { if case .throttle(let until) = $0 { until } else { nil } }.first
+        }
         var session = readySession(limits)
         for batchSeq in 1...10 {  // the burst: two seconds' worth
-            session.receive(.success(.push(Push(courseID: course, batchSeq: BatchSeq(batchSeq), baseSeq: 0,
-                                                ops: [.unlinkVideo(.id(.fresh()))]))), now: at(0), date: date)
-            #expect(closeCode(session.takeActions()) == nil, "push \(batchSeq) is within the burst")
+            session.receive(.success(push(batchSeq)), now: at(0), date: date)
+            let actions = session.takeActions()
+            #expect(closeCode(actions) == nil && throttle(actions) == nil, "push \(batchSeq) is within the burst")
         }
-        session.receive(.success(.push(Push(courseID: course, batchSeq: 11, baseSeq: 0, ops: [.unlinkVideo(.id(.fresh()))]))),
-                        now: at(0), date: date)
-        let actions = session.takeActions()
-        let error = closeCode(actions)
+        session.receive(.success(push(11)), now: at(0), date: date)
+        var actions = session.takeActions()
+        #expect(actions.contains { if case .push = $0 { true } else { false } }, "taken")
+        #expect(throttle(actions) == at(200) && closeCode(actions) == nil, "\(actions)")
+        session.receive(.success(push(12)), now: at(0), date: date)
+        #expect(throttle(session.takeActions()) == at(400), "handed over after the throttle: counted from its end")
+        // A client back under its rate is not throttled, and its over-rate period ends.
+        session.receive(.success(push(13)), now: at(1_500), date: date)
+        #expect(session.takeActions().count == 1, "taken at once")
+        // One that keeps over it: throttled push after push, then cut once it has been over for 3 s.
+        var cut: ConnectionError?
+        var batchSeq = 14
+        while cut == nil, batchSeq < 100 {
+            session.receive(.success(push(batchSeq)), now: at(1_500), date: date)
+            actions = session.takeActions()
+            cut = closeCode(actions)
+            batchSeq += 1
+        }
+        let error = cut
         #expect(error?.code == .rateLimited && error?.retryAfterMs == 1_000, "\(actions)")
         #expect(!actions.contains { if case .push = $0 { true } else { false } }, "the cut push is not committed")
         #expect(session.refusal == .pushesPerSecond)
+        #expect(batchSeq - 14 == 5 + 15 + 1, "the burst regained, then 3 s at 5 a second, then the cut")
     }
 
     @Test func bytesPastTheRateAreCut() {
@@ -172,13 +197,42 @@ import Testing
         }
     }
 
+    /// Pushes bunched past the burst (as a loaded machine or network delivers a paced client's
+    /// frames) are read more slowly, not cut: every one is answered, none with an Error, and the
+    /// last no sooner than the rate allows.
+    @Test func aBurstPastTheRateIsThrottledNotCut() async throws {
+        try await withReplicaFolder { folder in
+            let store = try SQLiteStore(path: folder.appendingPathComponent("store.sqlite").path)
+            try await store.createCourse(Course(id: course, title: "Rates"))
+            try await withServer(store: store, configure: { $0.limits.session.pushesPerSecond = 20 }) { server in
+                let client = try await TestClient.connect(port: server.port, answerPings: true)
+                _ = try await client.hello(token: server.token([course: .editor], user: "ada"))
+                let started = ContinuousClock.now
+                // 60 pushes in one write: the burst (40) and one second's worth more.
+                try await client.sendRaw((1...60).flatMap { batchSeq in
+                    WireMessage.push(Push(courseID: course, batchSeq: BatchSeq(batchSeq), baseSeq: 0,
+                                          ops: [.createChapter(temp: TempID(UInt64(batchSeq))!, title: "Burst", placement: .atEnd)])).frame()
+                })
+                let last = try await client.answer(course, batchSeq: 60)
+                #expect(try last.get().seq == 60)
+                #expect(ContinuousClock.now - started >= .milliseconds(900), "the 20 past the burst waited for the rate")
+                #expect(!client.received.contains { if case .error = $0 { true } else { false } })
+                #expect(try await store.courseSeq(course) == 60)
+            }
+        }
+    }
+
     /// Cut for its rate, a user is refused for the retry-after even on a new connection (else a
     /// reconnect would buy a fresh allowance); other users are not.
     @Test func aUserCutForItsRateIsRefusedUntilTheRetryAfter() async throws {
         try await withReplicaFolder { folder in
             let store = try SQLiteStore(path: folder.appendingPathComponent("store.sqlite").path)
             try await store.createCourse(Course(id: course, title: "Rates"))
-            try await withServer(store: store, configure: { $0.limits.session.pushesPerSecond = 2; $0.limits.session.rateCutPause = .seconds(60) }) { server in
+            try await withServer(store: store, configure: {
+                $0.limits.session.pushesPerSecond = 2
+                $0.limits.session.rateCutPause = .seconds(60)
+                $0.limits.session.sustainedOverRate = .milliseconds(500)
+            }) { server in
                 let flood = try await TestClient.connect(port: server.port)
                 _ = try await flood.hello(token: server.token([course: .editor], user: "mallory"))
                 // 40 pushes in one write, so that they arrive together however loaded the machine is.
