@@ -12,7 +12,7 @@ struct ConnectionRecord: Sendable {
     let transport: String
     let remote: String
     let started = ContinuousClock.now
-    /// `TLSv1.3`, `TLSv1.2`, or `none`.
+    /// `TLSv1.3`, `TLSv1.2`, `none`, or `TLS` for a connection that never completed its handshake.
     var tls = "none"
     /// The token's subject, once admitted.
     var user: String?
@@ -46,9 +46,11 @@ struct ConnectionRecord: Sendable {
         logger.info("connection", metadata: metadata)
     }
 
-    /// The TLS version the channel's handshake negotiated (`none` without TLS).
-    static func tlsVersion(of channel: any Channel) async -> String {
-        guard let version = try? await channel.nioSSL_tlsVersion().get() else { return "none" }
+    /// `none` without TLS; with it, the version the handshake negotiated once it is done (asked
+    /// before, the TLS library answers its default), `TLS` until then.
+    static func tlsVersion(of channel: any Channel, handshakeDone: Bool) async -> String {
+        guard (try? await channel.pipeline.handler(type: NIOSSLServerHandler.self).get()) != nil else { return "none" }
+        guard handshakeDone, let version = try? await channel.nioSSL_tlsVersion().get() else { return "TLS" }
         switch version {
         case .tlsv13: return "TLSv1.3"
         case .tlsv12: return "TLSv1.2"

@@ -389,7 +389,7 @@ public final class SyncServer: Service, Sendable {
     func serve(_ channel: NIOAsyncChannel<ByteBuffer, Never>, transport: String) async {
         let remote = channel.channel.remoteAddress.map { "\($0)" } ?? "?"
         let record = NIOLockedValueBox(ConnectionRecord(transport: transport, remote: remote))
-        let tls = await ConnectionRecord.tlsVersion(of: channel.channel)
+        let tls = await ConnectionRecord.tlsVersion(of: channel.channel, handshakeDone: false)
         record.withLockedValue { $0.tls = tls }
         var logger = logger
         logger[metadataKey: "peer"] = "\(remote)"
@@ -453,6 +453,9 @@ public final class SyncServer: Service, Sendable {
                                 handleBox.withLockedValue { $0 = connection }
                                 state.withLockedValue { $0.connections[ObjectIdentifier(connection)] = connection }
                                 logger[metadataKey: "client"] = "\(clientID)"
+                                // A Hello came through: the TLS handshake (if any) is done.
+                                let tls = await ConnectionRecord.tlsVersion(of: channel.channel, handshakeDone: true)
+                                record.withLockedValue { $0.tls = tls }
                                 // The handshake set the token's expiry, maybe before the armed timer.
                                 arm()
                             case .authenticate(let token):

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -81,7 +82,7 @@ struct TestCertificates {
 @Suite struct TLSTests {
     /// A course on an embedded store, a server with TLS (`certificateHost`'s certificate), and the
     /// test's certificates.
-    static func withTLSServer(certificateHost: String = "localhost", mutual: Bool = false,
+    static func withTLSServer(certificateHost: String = "localhost", mutual: Bool = false, logger: Logger = TestDatabase.logger,
                               _ body: (TestServer, SQLiteStore, EntityID, TestCertificates, URL) async throws -> Void) async throws {
         try await withReplicaFolder { folder in
             let certificates = try TestCertificates(folder: folder)
@@ -92,7 +93,7 @@ struct TestCertificates {
                 ? try TransportSecurity.server(certificateFile: certificates.certificate(certificateHost), keyFile: certificates.key(certificateHost),
                                                clientCAFile: certificates.caFile)
                 : try certificates.server(certificateHost)
-            try await withServer(store: store, configure: { $0.security = security }) { server in
+            try await withServer(store: store, configure: { $0.security = security }, logger: logger) { server in
                 try await body(server, store, courseID, certificates, folder)
             }
         }
@@ -166,6 +167,18 @@ struct TestCertificates {
             _ = try? await client.expectClosed()
             #expect(!client.received.contains { if case .welcome = $0 { true } else { false } })
             #expect(try await store.courseSeq(courseID) == 0)
+        }
+    }
+
+    /// The access log names the TLS version the handshake negotiated.
+    @Test func theAccessLogNamesTheNegotiatedTLSVersion() async throws {
+        let capture = LogCapture()
+        try await Self.withTLSServer(logger: capture.logger) { server, _, courseID, certificates, _ in
+            let client = try await TestClient.connect(port: server.port, security: try .client(caFile: certificates.caFile), host: "localhost")
+            try await client.hello(token: server.token([courseID: .editor]))
+            await client.close()
+            try await eventually("the connection's line") { capture.all.contains { $0.message == "connection" } }
+            #expect(capture.all.first { $0.message == "connection" }?.metadata["tls"] == "TLSv1.3")
         }
     }
 
