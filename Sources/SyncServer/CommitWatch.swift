@@ -6,24 +6,24 @@ import SyncModel
 /// So a node reads every active course's seq from the store when its listener (re)connects, and
 /// every ``checkInterval`` anyway, which bounds how stale a subscriber can stay if a notification
 /// is lost some other way. The real ``SyncServer`` and the simulator follow this one policy.
-public struct CommitWatch: Hashable, Sendable {
-    public let checkInterval: Duration
-    public private(set) var nextCheck: Moment
+package struct CommitWatch: Hashable, Sendable {
+    package let checkInterval: Duration
+    package private(set) var nextCheck: Moment
 
-    public init(checkInterval: Duration, now: Moment) {
+    package init(checkInterval: Duration, now: Moment) {
         precondition(checkInterval > .zero)
         self.checkInterval = checkInterval
         nextCheck = now + checkInterval
     }
 
     /// The listener (re)connected: notifications sent while it was away are lost, check now.
-    public mutating func listenerConnected(now: Moment) -> Bool {
+    package mutating func listenerConnected(now: Moment) -> Bool {
         nextCheck = now + checkInterval
         return true
     }
 
     /// Whether a check is due at `now` (then the next is scheduled).
-    public mutating func handleTimeout(now: Moment) -> Bool {
+    package mutating func handleTimeout(now: Moment) -> Bool {
         guard now >= nextCheck else { return false }
         nextCheck = now + checkInterval
         return true

@@ -2,15 +2,16 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import SyncModel
+import SyncStorage
 import SyncWire
 
 /// A connection as the course hubs see it: where its frames go, and its budget of unanswered pushes.
-public final class ConnectionHandle: Sendable {
-    public let clientID: ClientID
-    public let outbox: Outbox
+package final class ConnectionHandle: Sendable {
+    package let clientID: ClientID
+    package let outbox: Outbox
     let inFlight: InFlightLimit
 
-    public init(clientID: ClientID, outbox: Outbox, maxInFlight: Int) {
+    package init(clientID: ClientID, outbox: Outbox, maxInFlight: Int) {
         self.clientID = clientID
         self.outbox = outbox
         inFlight = InFlightLimit(maxInFlight)

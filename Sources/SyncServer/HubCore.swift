@@ -1,4 +1,5 @@
 import SyncModel
+import SyncStorage
 import SyncWire
 
 /// A course hub's decisions, without I/O: batches queued and committed in groups, answers to
@@ -13,10 +14,10 @@ import SyncWire
 /// every subscriber gets every commit once, in seq order, with no gap (a subscriber that would see
 /// a gap, because another node committed, is caught up from the store), and whenever the hub learns
 /// of a later commit, from any source, every live subscriber behind it is caught up.
-public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
+package struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
     /// What the driver must do. Effects that start work (`commit`, `loadCatchUp`, `sendCatchUp`)
     /// are answered later with the matching input.
-    public enum Effect: Hashable, Sendable {
+    package enum Effect: Hashable, Sendable {
         /// Commit the group in one store transaction; answer with ``committed(_:)`` or ``commitFailed(unknownCourse:)``.
         case commit([Batch])
         /// Queue a frame (never waits; a full outbox cuts the connection as a slow consumer).
@@ -59,10 +60,10 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
         let origin: Connection
     }
 
-    public let courseID: EntityID
+    package let courseID: EntityID
     let maxGroupBatches: Int
     /// The most diffs one catch-up read returns (the driver's store read limit).
-    public let catchUpChunk: Int
+    package let catchUpChunk: Int
     /// The highest seq this hub has seen committed.
     private(set) var lastSeq: CourseSeq = 0
     private(set) var subscriptions: [Connection: Subscription] = [:]
@@ -77,27 +78,27 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
     private var announcedSeq: CourseSeq = 0
     private var effects: [Effect] = []
 
-    public init(courseID: EntityID, maxGroupBatches: Int, catchUpChunk: Int) {
+    package init(courseID: EntityID, maxGroupBatches: Int, catchUpChunk: Int) {
         precondition(maxGroupBatches > 0 && catchUpChunk > 0)
         self.courseID = courseID
         self.maxGroupBatches = maxGroupBatches
         self.catchUpChunk = catchUpChunk
     }
 
-    public var subscriberCount: Int { subscriptions.count }
+    package var subscriberCount: Int { subscriptions.count }
 
     /// No subscriber (live or catching up), nothing queued, nothing being committed: the hub
     /// holds nothing anyone waits for, and may be dropped.
-    public var isQuiet: Bool { subscriptions.isEmpty && queue.isEmpty && committing == nil }
+    package var isQuiet: Bool { subscriptions.isEmpty && queue.isEmpty && committing == nil }
 
     /// What to do since the last call, in order.
-    public mutating func takeEffects() -> [Effect] {
+    package mutating func takeEffects() -> [Effect] {
         defer { effects = [] }
         return effects
     }
 
     /// Whether the hub still needs `connection` (a subscription, or a batch not yet answered).
-    public func references(_ connection: Connection) -> Bool {
+    package func references(_ connection: Connection) -> Bool {
         subscriptions[connection] != nil || queue.contains { $0.origin == connection }
             || (committing?.contains { $0.origin == connection } ?? false)
     }
@@ -106,7 +107,7 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
 
     /// Queues `batch`; `false` if the hub no longer accepts batches (draining): the batch is not
     /// answered, and its author resends it after reconnecting.
-    public mutating func push(_ batch: Batch, from origin: Connection) -> Bool {
+    package mutating func push(_ batch: Batch, from origin: Connection) -> Bool {
         guard accepting else { return false }
         queue.append(Pending(batch: batch, origin: origin))
         let weight = batch.ops.reduce(0) { $0 + $1.weight }
@@ -126,7 +127,7 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
     }
 
     /// The group committed: one outcome per batch, in order.
-    public mutating func committed(_ outcomes: [BatchOutcome]) {
+    package mutating func committed(_ outcomes: [BatchOutcome]) {
         guard let group = committing else { return }
         precondition(outcomes.count == group.count, "one outcome per batch")
         committing = nil
@@ -141,7 +142,7 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
     /// batch is rejected with `UNKNOWN_COURSE` (every `Push` gets an `Ack` or a `Reject`); for any
     /// other failure each author's connection is closed with `INTERNAL_ERROR`, and the clients
     /// resend after reconnecting, which exactly-once makes safe.
-    public mutating func commitFailed(unknownCourse: Bool) {
+    package mutating func commitFailed(unknownCourse: Bool) {
         guard let group = committing else { return }
         committing = nil
         for pending in group {
@@ -196,7 +197,7 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
     }
 
     /// Stops accepting batches; `.idle` comes once every queued batch is answered (at once if none is).
-    public mutating func drain() {
+    package mutating func drain() {
         accepting = false
         draining = true
         if committing == nil && queue.isEmpty { effects.append(.idle) }
@@ -206,18 +207,18 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
 
     /// Catches `connection` up from `sinceSeq` (diffs, or a snapshot), then `Subscribed`, then live.
     /// Subscribing again restarts the catch-up from the new cursor.
-    public mutating func subscribe(_ connection: Connection, sinceSeq: CourseSeq) {
+    package mutating func subscribe(_ connection: Connection, sinceSeq: CourseSeq) {
         nextGeneration += 1
         subscriptions[connection] = Subscription(cursor: sinceSeq, generation: nextGeneration)
         effects.append(.loadCatchUp(connection, generation: nextGeneration, after: sinceSeq))
     }
 
-    public mutating func unsubscribe(_ connection: Connection) {
+    package mutating func unsubscribe(_ connection: Connection) {
         subscriptions[connection] = nil
     }
 
     /// The connection's outbox was full: it is cut as a slow consumer and stops receiving.
-    public mutating func sendFailed(_ connection: Connection) {
+    package mutating func sendFailed(_ connection: Connection) {
         subscriptions[connection] = nil
     }
 
@@ -245,7 +246,7 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
     /// A commit became known by other means than this hub's own group (another node's
     /// notification, a periodic check of the store, a subscriber's catch-up read): catch every live
     /// subscriber up to it.
-    public mutating func noteCommitted(upTo seq: CourseSeq) {
+    package mutating func noteCommitted(upTo seq: CourseSeq) {
         guard seq > lastSeq else { return }
         if committing != nil {
             // Its own commit's announcement may overtake the group's answer: look once answered.
@@ -267,7 +268,7 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
     }
 
     /// The store answered a ``Effect/loadCatchUp(_:generation:after:)``.
-    public mutating func caughtUp(_ connection: Connection, generation: Int, _ result: CatchUp) {
+    package mutating func caughtUp(_ connection: Connection, generation: Int, _ result: CatchUp) {
         // The subscription may have been dropped or restarted while the store was read.
         guard var current = subscriptions[connection], current.generation == generation else { return }
         var messages: [WireMessage] = []
@@ -309,7 +310,7 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
         state.seq > lastSeq && (committing?.contains { $0.origin == connection } ?? false)
     }
 
-    public mutating func catchUpFailed(_ connection: Connection, generation: Int, unknownCourse: Bool) {
+    package mutating func catchUpFailed(_ connection: Connection, generation: Int, unknownCourse: Bool) {
         guard subscriptions[connection]?.generation == generation else { return }
         subscriptions[connection] = nil
         effects.append(.close(connection, unknownCourse ? ConnectionError(.unknownCourse, "course \(courseID) does not exist")
@@ -317,7 +318,7 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
     }
 
     /// The catch-up frames are queued and there is room for more: go live, or read on.
-    public mutating func catchUpSent(_ connection: Connection, generation: Int) {
+    package mutating func catchUpSent(_ connection: Connection, generation: Int) {
         guard var current = subscriptions[connection], current.generation == generation else { return }
         if current.heldForGroup {
             // The rest waits for this connection's Ack (``groupEnded()``).
@@ -340,7 +341,7 @@ public struct HubCore<Connection: Hashable & Comparable & Sendable>: Sendable {
     }
 
     /// Splits a snapshot into parts of about ``Limits/snapshotPartBytes``, each repeating the course row.
-    public static func snapshotParts(of state: CourseState) -> [SnapshotPart] {
+    package static func snapshotParts(of state: CourseState) -> [SnapshotPart] {
         let budget = Limits.snapshotPartBytes
         var parts: [SnapshotPart] = []
         var part = SnapshotPart(course: state.course, chapters: [], media: [], videos: [], part: 0, last: false)

@@ -4,7 +4,7 @@ import SyncModel
 import SyncWire
 
 /// What a connection's writer sends next.
-public typealias Outgoing = OutboxQueue<ByteBuffer>.Item
+package typealias Outgoing = OutboxQueue<ByteBuffer>.Item
 
 /// A connection's bounded queue of outgoing frames: ``OutboxQueue``'s policy behind a lock, with
 /// the waits the NIO driver needs. Fan-out never waits on it: a frame that does not fit ends the
@@ -14,8 +14,8 @@ public typealias Outgoing = OutboxQueue<ByteBuffer>.Item
 /// There is one writer (``next(upTo:)``). While the socket is not writable it waits in
 /// ``waitForWrite(_:)``, which a close also ends, so a queued `Error` overtakes a stalled writer and
 /// is the last frame written, behind only what the socket already holds.
-public final class Outbox: Sendable {
-    public let capacity: Int
+package final class Outbox: Sendable {
+    package let capacity: Int
 
     private struct State {
         var queue: OutboxQueue<ByteBuffer>
@@ -28,7 +28,7 @@ public final class Outbox: Sendable {
     private let onOverflow: @Sendable () -> Void
 
     /// - Parameter onOverflow: called once, when a frame does not fit (for counting).
-    public init(capacity: Int, onOverflow: @escaping @Sendable () -> Void = {}) {
+    package init(capacity: Int, onOverflow: @escaping @Sendable () -> Void = {}) {
         self.capacity = capacity
         state = NIOLockedValueBox(State(queue: OutboxQueue(capacity: capacity)))
         self.onOverflow = onOverflow
@@ -37,13 +37,13 @@ public final class Outbox: Sendable {
     /// Queues a frame. Returns `false` if the outbox overflowed (the connection is then closed
     /// with `SLOW_CONSUMER`) or is already closing.
     @discardableResult
-    public func send(_ message: WireMessage) -> Bool {
+    package func send(_ message: WireMessage) -> Bool {
         send(encoded: ByteBuffer(bytes: message.payload()))
     }
 
     /// Queues an already encoded frame; see ``send(_:)``.
     @discardableResult
-    public func send(encoded payload: ByteBuffer) -> Bool {
+    package func send(encoded payload: ByteBuffer) -> Bool {
         let outcome = update { $0.enqueue(payload) }
         if outcome == .overflowed { onOverflow() }
         return outcome == .queued
@@ -52,13 +52,13 @@ public final class Outbox: Sendable {
     /// Queues a frame, first waiting while the outbox is full (for catch-up, which may send many
     /// frames to one reader). Returns `false` if the outbox is closing.
     @discardableResult
-    public func sendWaiting(_ message: WireMessage) async -> Bool {
+    package func sendWaiting(_ message: WireMessage) async -> Bool {
         await sendWaiting(encoded: ByteBuffer(bytes: message.payload()))
     }
 
     /// Queues an already encoded frame; see ``sendWaiting(_:)``.
     @discardableResult
-    public func sendWaiting(encoded payload: ByteBuffer) async -> Bool {
+    package func sendWaiting(encoded payload: ByteBuffer) async -> Bool {
         while true {
             switch update({ $0.enqueue(payload, waiting: true) }) {
             case .queued: return true
@@ -70,29 +70,29 @@ public final class Outbox: Sendable {
 
     /// Queues `Error{code}` and the close after what is already queued (or, with `force`, instead
     /// of it). Later frames are dropped; only the first close counts.
-    public func close(_ error: ConnectionError, force: Bool = false) {
+    package func close(_ error: ConnectionError, force: Bool = false) {
         update { $0.close(error, discardingQueued: force) }
     }
 
     /// Ends the outbox at once, dropping what is queued: the writer's ``next(upTo:)`` returns nothing.
-    public func finish() {
+    package func finish() {
         update { $0.abandon() }
     }
 
-    public var isClosing: Bool { state.withLockedValue { $0.queue.isClosing } }
+    package var isClosing: Bool { state.withLockedValue { $0.queue.isClosing } }
 
     /// The `Error` the connection was closed with, if the server closed it.
-    public var closeReason: ConnectionError? { state.withLockedValue { $0.queue.closeReason } }
+    package var closeReason: ConnectionError? { state.withLockedValue { $0.queue.closeReason } }
 
     /// The next item for the writer; `nil` when the outbox is finished.
-    public func next() async -> Outgoing? {
+    package func next() async -> Outgoing? {
         await next(upTo: 1).first
     }
 
     /// Waits for queued items and takes them all, oldest first, at most `limit`, so that a
     /// writer puts a backlog (a group commit's diffs, say) on the socket with one flush and one
     /// hop to its event loop instead of one per frame. Empty when the outbox is finished.
-    public func next(upTo limit: Int) async -> [Outgoing] {
+    package func next(upTo limit: Int) async -> [Outgoing] {
         precondition(limit > 0)
         return await withCheckedContinuation { (continuation: CheckedContinuation<[Outgoing], Never>) in
             let wakeups = state.withLockedValue { state in
@@ -106,7 +106,7 @@ public final class Outbox: Sendable {
 
     /// Waits until `write` completes or a close is queued, whichever is first: the writer's pause
     /// while the socket is not writable.
-    public func waitForWrite(_ write: EventLoopFuture<Void>) async {
+    package func waitForWrite(_ write: EventLoopFuture<Void>) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let waiting = state.withLockedValue { state in
                 guard !state.queue.isClosing else { return false }
@@ -124,7 +124,7 @@ public final class Outbox: Sendable {
     }
 
     /// Returns once the queue has room for catch-up (at most half full), or is closing.
-    public func waitForSpace() async {
+    package func waitForSpace() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let ready = state.withLockedValue { state in
                 if state.queue.hasRoom { return true }

@@ -10,14 +10,14 @@ import SyncWire
 ///   ends with `Error{SLOW_CONSUMER}`. Catch-up frames wait for room instead (``hasRoom``).
 /// - A fatal `Error` is the **last** frame: after ``close(_:discardingQueued:)`` (or an overflow)
 ///   nothing more is accepted, and ``next()`` ends after the error.
-public struct OutboxQueue<Frame: Sendable>: Sendable {
-    public enum Item: Sendable {
+package struct OutboxQueue<Frame: Sendable>: Sendable {
+    package enum Item: Sendable {
         case frame(Frame)
         /// Send `Error{code}`, then close the connection.
         case close(ConnectionError)
     }
 
-    public enum Enqueued: Hashable, Sendable {
+    package enum Enqueued: Hashable, Sendable {
         case queued
         /// The queue was full: it now ends with `SLOW_CONSUMER` (the caller forgets the subscriber).
         case overflowed
@@ -27,35 +27,35 @@ public struct OutboxQueue<Frame: Sendable>: Sendable {
         case full
     }
 
-    public let capacity: Int
+    package let capacity: Int
     private var items: [Item] = []
     private var head = 0
     /// A close is queued: nothing more is accepted.
-    public private(set) var isClosing = false
+    package private(set) var isClosing = false
     /// The close was taken by ``next()``: the queue is done.
-    public private(set) var isFinished = false
+    package private(set) var isFinished = false
     /// Why it closed (nil until then).
-    public private(set) var closeReason: ConnectionError?
+    package private(set) var closeReason: ConnectionError?
 
-    public init(capacity: Int) {
+    package init(capacity: Int) {
         precondition(capacity > 1)
         self.capacity = capacity
     }
 
     /// Frames waiting (not counting a queued close).
-    public var count: Int {
+    package var count: Int {
         let queued = items.count - head
         return isClosing && !isFinished && queued > 0 ? queued - 1 : queued
     }
 
-    public var isEmpty: Bool { items.count == head }
+    package var isEmpty: Bool { items.count == head }
 
     /// Room for catch-up: at most half full (or closing, which waiters must notice).
-    public var hasRoom: Bool { isClosing || count <= capacity / 2 }
+    package var hasRoom: Bool { isClosing || count <= capacity / 2 }
 
     /// Queues a frame. `waiting: false` (fan-out, answers, pings): a full queue overflows.
     /// `waiting: true` (catch-up): a full queue answers ``Enqueued/full`` and nothing changes.
-    public mutating func enqueue(_ frame: Frame, waiting: Bool = false) -> Enqueued {
+    package mutating func enqueue(_ frame: Frame, waiting: Bool = false) -> Enqueued {
         guard !isClosing else { return .refused }
         if count >= capacity {
             if waiting { return .full }
@@ -69,7 +69,7 @@ public struct OutboxQueue<Frame: Sendable>: Sendable {
 
     /// Ends the queue with `Error{error.code}` after what is queued, or instead of it. Later frames
     /// are refused; a second close is ignored (the first error stays the last frame).
-    public mutating func close(_ error: ConnectionError, discardingQueued: Bool = false) {
+    package mutating func close(_ error: ConnectionError, discardingQueued: Bool = false) {
         guard !isClosing else { return }
         isClosing = true
         closeReason = error
@@ -81,7 +81,7 @@ public struct OutboxQueue<Frame: Sendable>: Sendable {
     }
 
     /// The next item to write, if any. After the close item, always `nil`.
-    public mutating func next() -> Item? {
+    package mutating func next() -> Item? {
         guard head < items.count else { return nil }
         let item = items[head]
         head += 1
@@ -95,7 +95,7 @@ public struct OutboxQueue<Frame: Sendable>: Sendable {
 
     /// The next items to write, oldest first, at most `limit` (the frames one socket write takes
     /// together); a close is always the last of them. Empty when nothing is queued.
-    public mutating func next(upTo limit: Int) -> [Item] {
+    package mutating func next(upTo limit: Int) -> [Item] {
         var taken: [Item] = []
         while taken.count < limit, let item = next() {
             taken.append(item)
@@ -104,7 +104,7 @@ public struct OutboxQueue<Frame: Sendable>: Sendable {
     }
 
     /// Drops everything: the connection is gone.
-    public mutating func abandon() {
+    package mutating func abandon() {
         items = []
         head = 0
         isClosing = true

@@ -6,7 +6,7 @@ import NIOCore
 /// the task got round to it, so a server whose own tasks are held up (every thread of Swift's
 /// pool busy) neither closes a peer that kept answering its Pings (the timer also reads the last
 /// arrival) nor counts a paced peer's backlog as a burst against its rates.
-public final class PeerActivity: Sendable {
+package final class PeerActivity: Sendable {
     private struct Arrivals {
         var last: ContinuousClock.Instant?
         /// Frames decoded and not yet taken, oldest first (from `head`).
@@ -16,10 +16,10 @@ public final class PeerActivity: Sendable {
 
     private let arrivals = NIOLockedValueBox(Arrivals())
 
-    public init() {}
+    package init() {}
 
     /// The moment the last frame arrived, if any did.
-    public var lastFrame: ContinuousClock.Instant? { arrivals.withLockedValue { $0.last } }
+    package var lastFrame: ContinuousClock.Instant? { arrivals.withLockedValue { $0.last } }
 
     func frameArrived() {
         let now = ContinuousClock.now
@@ -47,14 +47,14 @@ public final class PeerActivity: Sendable {
 
     /// The pipeline handler that marks arrivals; it goes last, after the framing, so it sees
     /// whole frames (TCP) or messages (WebSocket), one per frame the connection's task takes.
-    public final class Handler: ChannelInboundHandler {
-        public typealias InboundIn = ByteBuffer
-        public typealias InboundOut = ByteBuffer
-        public let activity = PeerActivity()
+    package final class Handler: ChannelInboundHandler {
+        package typealias InboundIn = ByteBuffer
+        package typealias InboundOut = ByteBuffer
+        package let activity = PeerActivity()
 
-        public init() {}
+        package init() {}
 
-        public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             activity.frameArrived()
             context.fireChannelRead(data)
         }

@@ -7,8 +7,8 @@ import SyncWire
 /// directions of `protocol/README.md`, keeps the connection's subscriptions, and owns its timers:
 /// the handshake deadline and the heartbeat rule (``Heartbeat``). The driver (``SyncServer``, or
 /// the simulator) carries out the actions and calls ``handleTimeout(now:)`` at ``nextDeadline``.
-public struct ServerSession: Sendable {
-    public enum State: Hashable, Sendable {
+package struct ServerSession: Sendable {
+    package enum State: Hashable, Sendable {
         case awaitingHello
         /// `Hello` came; the driver is checking its token (``Action/authenticate(token:)``).
         case authenticating(Hello)
@@ -17,7 +17,7 @@ public struct ServerSession: Sendable {
     }
 
     /// What the driver must do, in order.
-    public enum Action: Hashable, Sendable {
+    package enum Action: Hashable, Sendable {
         /// Queue a frame in the connection's outbox.
         case send(WireMessage)
         /// Queue `Error{code}` as the last frame, then close the connection.
@@ -38,11 +38,11 @@ public struct ServerSession: Sendable {
         case throttle(until: Moment)
     }
 
-    public private(set) var state: State = .awaitingHello
+    package private(set) var state: State = .awaitingHello
     /// The courses this connection is subscribed to.
-    public private(set) var subscriptions: Set<EntityID> = []
+    package private(set) var subscriptions: Set<EntityID> = []
     /// The limit the session closed the connection for, if it did (for the access log and metrics).
-    public private(set) var refusal: Refusal?
+    package private(set) var refusal: Refusal?
     let welcome: Welcome
     /// Before `Hello`: the moment the connection is closed if none came.
     private var helloDeadline: Moment?
@@ -74,7 +74,7 @@ public struct ServerSession: Sendable {
     ///   - now: when the connection was accepted. A peer that does not complete its handshake within
     ///     the handshake timeout (default: one heartbeat interval) is closed with `IDLE_TIMEOUT`
     ///     (and is not pinged: it has not spoken the protocol yet).
-    public init(welcome: Welcome, limits: SessionLimits = SessionLimits(), now: Moment) {
+    package init(welcome: Welcome, limits: SessionLimits = SessionLimits(), now: Moment) {
         self.welcome = welcome
         self.limits = limits
         heartbeatInterval = .milliseconds(Int64(max(welcome.heartbeatIntervalMs, 1)))
@@ -84,19 +84,19 @@ public struct ServerSession: Sendable {
         byteBudget = TokenBucket(rate: max(limits.bytesPerSecond, 1), burst: max(limits.byteBurst, 1), now: now)
     }
 
-    public var clientID: ClientID? {
+    package var clientID: ClientID? {
         if case .ready(let clientID, _) = state { return clientID }
         return nil
     }
 
     /// What to do since the last call, in order.
-    public mutating func takeActions() -> [Action] {
+    package mutating func takeActions() -> [Action] {
         defer { actions = [] }
         return actions
     }
 
     /// When ``handleTimeout(now:)`` next has something to do (`nil` once closed).
-    public var nextDeadline: Moment? {
+    package var nextDeadline: Moment? {
         switch state {
         case .closed: nil
         case .awaitingHello, .authenticating: helloDeadline
@@ -107,7 +107,7 @@ public struct ServerSession: Sendable {
     /// The driver stops reading from the peer (its pushes wait for earlier ones to be answered)
     /// or starts again. While it does not read, the peer's silence proves nothing, so the
     /// heartbeat waits; reading again counts as hearing from the peer.
-    public mutating func readingPaused(_ paused: Bool, now: Moment) {
+    package mutating func readingPaused(_ paused: Bool, now: Moment) {
         readingPaused = paused
         if !paused { heartbeat?.received(now: now) }
     }
@@ -120,7 +120,7 @@ public struct ServerSession: Sendable {
     /// it. The peer was on time; handing the frame over is the server's own work, and a frame
     /// that is not a `Hello` closes the connection when it is. (Once the `Hello` is taken the
     /// deadline runs again only if it was not lifted: the token check is bounded by it.)
-    public mutating func peerSent(at moment: Moment) {
+    package mutating func peerSent(at moment: Moment) {
         switch state {
         case .ready: heartbeat?.received(now: moment)
         case .awaitingHello: if let helloDeadline, moment < helloDeadline { self.helloDeadline = nil }
@@ -129,7 +129,7 @@ public struct ServerSession: Sendable {
     }
 
     /// The driver's timer fired: ping a quiet peer, close a silent one.
-    public mutating func handleTimeout(now: Moment) {
+    package mutating func handleTimeout(now: Moment) {
         switch state {
         case .closed:
             return
@@ -155,7 +155,7 @@ public struct ServerSession: Sendable {
     /// were held up passes rather than the moment it got round to the frame, so a paced peer's
     /// backlog is not a burst (an earlier `now` than a previous call's changes no rate); `date` the
     /// wall clock (token expiry).
-    public mutating func receive(_ input: Result<WireMessage, WireError>, bytes: Int = 0, now: Moment, date: Date) {
+    package mutating func receive(_ input: Result<WireMessage, WireError>, bytes: Int = 0, now: Moment, date: Date) {
         heartbeat?.received(now: now)
         if state != .closed, !byteBudget.take(bytes, now: now) {
             return refuse(.bytesPerSecond, rateLimited("more than \(limits.bytesPerSecond) bytes per second", byteBudget, now: now))
@@ -183,7 +183,7 @@ public struct ServerSession: Sendable {
 
     /// The connection is gone (closed by either side): the session ends, and the driver is told
     /// to unsubscribe from every course it was subscribed to.
-    public mutating func closed() {
+    package mutating func closed() {
         state = .closed
         for courseID in subscriptions.sorted() { actions.append(.unsubscribe(courseID: courseID)) }
         subscriptions = []
@@ -212,7 +212,7 @@ public struct ServerSession: Sendable {
     /// The outcome of checking the token of ``Action/authenticate(token:)``: a principal (whose
     /// claims still have to hold at `date`) or why the token was refused. Ignored unless the session
     /// is waiting for it (it may have closed meanwhile, at its handshake deadline).
-    public mutating func authenticated(_ outcome: Result<Principal, ConnectionError>, now: Moment, date: Date) {
+    package mutating func authenticated(_ outcome: Result<Principal, ConnectionError>, now: Moment, date: Date) {
         guard case .authenticating(let hello) = state else { return }
         switch outcome.flatMap({ principal in expiry(principal, date: date).map { .failure($0) } ?? .success(principal) }) {
         case .failure(let error):

@@ -5,7 +5,7 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import SyncModel
-@_exported import SyncStorage
+import SyncStorage
 import SyncTransport
 import SyncWire
 

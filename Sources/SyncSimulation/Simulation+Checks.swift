@@ -1,6 +1,7 @@
 import SyncClient
 import SyncModel
 import SyncServer
+import SyncStorage
 
 extension Simulation {
     func checkFinalState() throws {

@@ -2,6 +2,7 @@ import Foundation
 import SyncClient
 import SyncModel
 import SyncServer
+import SyncStorage
 import SyncWire
 
 /// Which faults a run injects.

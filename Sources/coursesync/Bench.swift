@@ -6,6 +6,7 @@ import PostgresNIO
 import PostgresStore
 import SyncModel
 import SyncServer
+import SyncStorage
 import SyncWire
 
 struct Bench: AsyncParsableCommand {

@@ -9,6 +9,7 @@ import SQLiteStore
 import SyncClient
 import SyncModel
 import SyncServer
+import SyncStorage
 import SyncWire
 
 struct ConvergeBench: AsyncParsableCommand {

@@ -6,6 +6,7 @@ import PostgresStore
 import SQLiteStore
 import SyncModel
 import SyncServer
+import SyncStorage
 
 /// Where the store is: PostgreSQL when `--postgres` is given, else the embedded SQLite store in the data directory.
 struct StoreOptions: ParsableArguments {

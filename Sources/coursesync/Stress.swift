@@ -8,6 +8,7 @@ import SQLiteStore
 import SyncClient
 import SyncModel
 import SyncServer
+import SyncStorage
 
 struct Stress: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -4,6 +4,7 @@ import SQLiteStore
 @testable import SyncClient
 import SyncModel
 import SyncServer
+import SyncStorage
 import SyncWire
 import Testing
 

@@ -3,6 +3,7 @@ import PostgresNIO
 import PostgresStore
 import SyncModel
 import SyncServer
+import SyncStorage
 import SyncWire
 import Testing
 

@@ -6,6 +6,7 @@ import SyncClient
 import SyncModel
 import SyncServer
 import SyncSimulation
+import SyncStorage
 import SyncWire
 import Testing
 

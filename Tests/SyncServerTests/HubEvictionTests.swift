@@ -2,6 +2,7 @@ import Foundation
 import SQLiteStore
 @testable import SyncServer
 import SyncModel
+import SyncStorage
 import SyncWire
 import Testing
 

@@ -2,6 +2,7 @@ import Foundation
 import PostgresNIO
 import SyncModel
 import SyncServer
+import SyncStorage
 import SyncWire
 import Testing
 

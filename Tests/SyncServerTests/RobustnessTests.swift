@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import SyncModel
 import SyncServer
+import SyncStorage
 import SyncWire
 import Testing
 

@@ -4,6 +4,7 @@ import SQLiteStore
 import SyncModel
 import SyncServer
 import SyncSimulation
+import SyncStorage
 import SyncWire
 import Testing
 

@@ -3,6 +3,7 @@ import PostgresStore
 import SQLiteStore
 import SyncModel
 import SyncServer
+import SyncStorage
 import Testing
 
 /// `coursesync copy`: a store moved into another backend (SQLite → PostgreSQL → SQLite), with

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import SyncModel
 import SyncServer
+import SyncStorage
 import SyncWire
 
 /// A running ``SyncServer`` on a free loopback port, for one test.

@@ -4,6 +4,7 @@ import SQLiteStore
 @testable import SyncClient
 import SyncModel
 import SyncServer
+import SyncStorage
 import Testing
 
 /// Tokens that expire: the server ends the connection at expiry, and a client with a token
