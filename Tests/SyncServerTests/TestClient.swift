@@ -149,16 +149,16 @@ final class TestClient: Sendable {
             next = scanned
             if recorder.closed { throw Timeout(description: "connection closed while waiting for \(what); received \(received.map(Self.kind))") }
             if ContinuousClock.now - start > Self.deadline { throw Timeout(description: "no \(what) within \(Self.deadline); received \(received.map(Self.kind))") }
-            try await Task.sleep(for: .milliseconds(2))
+            await recorder.waitForArrival(after: next)
         }
     }
 
     /// Waits until `condition` holds for the messages received so far.
     func waitUntil(_ what: String, _ condition: @escaping @Sendable ([WireMessage]) -> Bool) async throws {
         let start = ContinuousClock.now
-        while !condition(recorder.all) {
+        while case let all = recorder.all, !condition(all) {
             if ContinuousClock.now - start > Self.deadline { throw Timeout(description: "timed out waiting until \(what)") }
-            try await Task.sleep(for: .milliseconds(2))
+            await recorder.waitForArrival(after: all.count)
         }
     }
 
@@ -167,7 +167,7 @@ final class TestClient: Sendable {
         let start = ContinuousClock.now
         while !recorder.closed {
             if ContinuousClock.now - start > Self.deadline { throw Timeout(description: "the server did not close the connection") }
-            try await Task.sleep(for: .milliseconds(2))
+            await recorder.waitForArrival(after: recorder.all.count)
         }
         return recorder.all.lazy.compactMap { if case .error(let error) = $0 { error } else { nil } }.first
     }
@@ -238,6 +238,9 @@ private final class Recorder: ChannelInboundHandler, Sendable {
         var failures: [WireError] = []
         var connectionErrors: [String] = []
         var closed = false
+        /// Callers waiting for the next message or the close (``waitForArrival(after:)``).
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter = 0
     }
 
     private let state = NIOLockedValueBox(State())
@@ -273,6 +276,33 @@ private final class Recorder: ChannelInboundHandler, Sendable {
         }
     }
 
+    /// Returns once more than `seen` messages have arrived or the connection has closed, or after
+    /// `limit` at the latest (a caller's own deadline is checked between waits): waiters wake when
+    /// a frame arrives instead of polling.
+    func waitForArrival(after seen: Int, limit: TimeAmount = .milliseconds(200)) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let id = state.withLockedValue { state -> Int? in
+                if state.all.count > seen || state.closed { return nil }
+                state.nextWaiter += 1
+                state.waiters[state.nextWaiter] = continuation
+                return state.nextWaiter
+            }
+            guard let id else { return continuation.resume() }
+            MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: limit) {
+                self.state.withLockedValue { $0.waiters.removeValue(forKey: id) }?.resume()
+            }
+        }
+    }
+
+    /// Wakes every waiter (a message arrived, or the connection closed).
+    private func wakeWaiters() {
+        let waiters = state.withLockedValue { state in
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let payload = unwrapInboundIn(data)
         let result = Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView) }
@@ -282,6 +312,7 @@ private final class Recorder: ChannelInboundHandler, Sendable {
             case .failure(let error): state.failures.append(error)
             }
         }
+        wakeWaiters()
         if answerPings, case .success(.ping(let nonce)) = result {
             context.writeAndFlush(NIOAny(ByteBuffer(bytes: framed ? WireMessage.pong(nonce: nonce).frame() : WireMessage.pong(nonce: nonce).payload())), promise: nil)
         }
@@ -289,6 +320,7 @@ private final class Recorder: ChannelInboundHandler, Sendable {
 
     func channelInactive(context: ChannelHandlerContext) {
         state.withLockedValue { $0.closed = true }
+        wakeWaiters()
         context.fireChannelInactive()
     }
 
