@@ -158,8 +158,7 @@ extension ClientCore {
         guard parts.enumerated().allSatisfy({ $0.offset == Int($0.element.part) }) else {
             return actions.append(.reconnect(reason: "snapshot parts out of order"))
         }
-        let snapshot = CourseState(course: parts.last!.course, chapters: parts.flatMap(\.chapters),
-                                   media: parts.flatMap(\.media), videos: parts.flatMap(\.videos))
+        let snapshot = CourseState(parts: parts)
         // A snapshot replaces everything: refuse one that would break the replica rather than crash on it.
         let violations = snapshot.invariantViolations()
         guard violations.isEmpty else {

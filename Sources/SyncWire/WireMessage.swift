@@ -99,6 +99,29 @@ public struct SnapshotPart: Hashable, Sendable {
     }
 }
 
+extension CourseState {
+    /// The course a snapshot's parts hold together (the course row is the last part's).
+    public init(parts: [SnapshotPart]) {
+        self.init(course: parts.last?.course ?? parts[0].course, chapters: parts.flatMap(\.chapters), media: parts.flatMap(\.media),
+                  videos: parts.flatMap(\.videos))
+    }
+}
+
+/// A snapshot's parts as they arrive: the whole course once the last one has come.
+public struct SnapshotCollector: Hashable, Sendable {
+    public private(set) var parts: [SnapshotPart] = []
+
+    public init() {}
+
+    /// Adds `part`; once it is the last, the parts so far as one course (and the collector starts over).
+    public mutating func add(_ part: SnapshotPart) -> CourseState? {
+        parts.append(part)
+        guard part.last else { return nil }
+        defer { parts = [] }
+        return CourseState(parts: parts)
+    }
+}
+
 /// A client's batch as it travels: the client ID is the connection's (from `Hello`).
 public struct Push: Hashable, Sendable {
     public var courseID: EntityID

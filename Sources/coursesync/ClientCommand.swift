@@ -117,7 +117,7 @@ struct ClientCommand: AsyncParsableCommand {
                 }
                 defer { timer.cancel() }
                 var state = CourseState(course: Course(id: courseID, title: "", seq: 0))
-                var parts: [SnapshotPart] = []
+                var snapshot = SnapshotCollector()
                 while true {
                     let message: WireMessage
                     do {
@@ -129,10 +129,8 @@ struct ClientCommand: AsyncParsableCommand {
                     heartbeat.received()
                     switch message {
                     case .snapshot(let part):
-                        parts.append(part)
-                        guard part.last else { continue }
-                        state = CourseState(course: part.course, chapters: parts.flatMap(\.chapters), media: parts.flatMap(\.media),
-                                            videos: parts.flatMap(\.videos))
+                        guard let whole = snapshot.add(part) else { continue }
+                        state = whole
                         say("\"\(state.course.title)\" at seq \(state.seq): \(state.chapters.count) chapters, \(state.videos.count) videos, \(state.media.count) media files")
                     case .diff(let diff):
                         say(DiffDescription(diff, before: state).lines.joined(separator: "\n"))

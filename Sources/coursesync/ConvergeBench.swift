@@ -219,17 +219,13 @@ struct ConvergeBench: AsyncParsableCommand {
                         var generator = SystemRandomNumberGenerator()
                         return try await ProtocolClient.with(host: "127.0.0.1", port: port, clientID: ClientID(.random(using: &generator)), token: token) { connection in
                             try await connection.send(.subscribe(courseID: fixture.course, sinceSeq: 0))
-                            var parts: [SnapshotPart] = []
+                            var snapshot = SnapshotCollector()
                             var state: CourseState?
                             var early: [Diff] = []
                             subscribing: while true {
                                 switch try await connection.next() {
                                 case .snapshot(let part):
-                                    parts.append(part)
-                                    if part.last {
-                                        state = CourseState(course: part.course, chapters: parts.flatMap(\.chapters),
-                                                            media: parts.flatMap(\.media), videos: parts.flatMap(\.videos))
-                                    }
+                                    if let whole = snapshot.add(part) { state = whole }
                                 case .diff(let diff): early.append(diff)
                                 case .subscribed: break subscribing
                                 case .ping(let nonce): try await connection.send(.pong(nonce: nonce))

@@ -133,7 +133,7 @@ extension ConvergenceTests {
 struct ReplicaBuilder {
     let courseID: EntityID
     var state: CourseState?
-    var parts: [SnapshotPart] = []
+    var snapshot = SnapshotCollector()
     var consumed = 0
 
     init(courseID: EntityID) { self.courseID = courseID }
@@ -144,11 +144,7 @@ struct ReplicaBuilder {
         for message in messages[consumed...] {
             switch message {
             case .snapshot(let part) where part.course.id == courseID:
-                parts.append(part)
-                if part.last {
-                    state = CourseState(course: part.course, chapters: parts.flatMap(\.chapters), media: parts.flatMap(\.media), videos: parts.flatMap(\.videos))
-                    parts = []
-                }
+                if let whole = snapshot.add(part) { state = whole }
             case .diff(let diff) where diff.courseID == courseID:
                 guard var current = state else { throw Broken(description: "a diff arrived before any snapshot") }
                 guard diff.seq == current.seq + 1 else { throw Broken(description: "gap: diff \(diff.seq) after \(current.seq)") }
