@@ -122,6 +122,17 @@ final class SimDatabase: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` as a task on the simulator's executor (it runs when the simulator drains it);
+    /// what it comes to, or `failed` of what it threw, joins ``finished`` as node `node`'s.
+    func start(node: Int, epoch: Int, _ body: @escaping @Sendable () async throws -> Finished,
+               failed: @escaping @Sendable (any Error) -> Finished) {
+        Task(executorPreference: executor) {
+            let result: Finished
+            do { result = try await body() } catch { result = failed(error) }
+            self.finished.append((node, epoch, result))
+        }
+    }
+
     /// A pause on the simulated clock.
     func sleep(_ node: Int, for duration: Duration) async throws {
         try await withCheckedThrowingContinuation { continuation in

@@ -281,15 +281,10 @@ public final class Simulation {
         let engine = StoreEngine(backend: SimNodeBackend(database: database, node: -1), logRetention: options.logRetention,
                                  mintIDs: { [database] in database.mintIDs() })
         database.immediate = true
-        let database = database
-        Task(executorPreference: database.executor) {
-            do {
-                try await engine.createCourse(course)
-                database.finished.append((-1, 0, .committed(try await engine.commitEncoded([batch], courseID: course.id).outcomes)))
-            } catch {
-                database.finished.append((-1, 0, .commitFailed(error)))
-            }
-        }
+        database.start(node: -1, epoch: 0, {
+            try await engine.createCourse(course)
+            return .committed(try await engine.commitEncoded([batch], courseID: course.id).outcomes)
+        }, failed: { .commitFailed($0) })
         database.executor.drain()
         database.immediate = false
         database.written = []
@@ -794,39 +789,22 @@ public final class Simulation {
             // A batch twice in a group (pushed again on a new connection): the first one commits.
             if nodes[node].committing[key] == nil { nodes[node].committing[key] = id }
         }
-        let engine = nodes[node].engine, epoch = nodes[node].epoch, database = database, courseID = courseID
-        Task(executorPreference: database.executor) {
-            do {
-                let group = try await engine.commitEncoded(batches, courseID: courseID)
-                database.finished.append((node, epoch, .committed(group.outcomes)))
-            } catch {
-                database.finished.append((node, epoch, .commitFailed(error)))
-            }
-        }
+        let engine = nodes[node].engine, courseID = courseID
+        database.start(node: node, epoch: nodes[node].epoch, { .committed(try await engine.commitEncoded(batches, courseID: courseID).outcomes) },
+                       failed: { .commitFailed($0) })
     }
 
     private func catchUp(_ id: Int, generation: Int, after cursor: CourseSeq, on node: Int) {
-        let engine = nodes[node].engine, epoch = nodes[node].epoch, database = database, courseID = courseID, limit = catchUpChunk
-        Task(executorPreference: database.executor) {
-            do {
-                let read = try await engine.catchUpEncoded(courseID: courseID, after: cursor, limit: limit)
-                database.finished.append((node, epoch, .caughtUp(connection: id, generation: generation, read.catchUp)))
-            } catch {
-                database.finished.append((node, epoch, .catchUpFailed(connection: id, generation: generation, error)))
-            }
-        }
+        let engine = nodes[node].engine, courseID = courseID, limit = catchUpChunk
+        database.start(node: node, epoch: nodes[node].epoch, {
+            .caughtUp(connection: id, generation: generation, try await engine.catchUpEncoded(courseID: courseID, after: cursor, limit: limit).catchUp)
+        }, failed: { .catchUpFailed(connection: id, generation: generation, $0) })
     }
 
     /// Node `node` checks the course's seq (its ``CommitWatch``).
     private func readSeq(_ node: Int) {
-        let engine = nodes[node].engine, epoch = nodes[node].epoch, database = database, courseID = courseID
-        Task(executorPreference: database.executor) {
-            do {
-                database.finished.append((node, epoch, .seq(try await engine.courseSeq(courseID))))
-            } catch {
-                database.finished.append((node, epoch, .seqFailed(error)))
-            }
-        }
+        let engine = nodes[node].engine, courseID = courseID
+        database.start(node: node, epoch: nodes[node].epoch, { .seq(try await engine.courseSeq(courseID)) }, failed: { .seqFailed($0) })
     }
 
     /// Completes one outstanding database call, any node's, deciding whether it fails: the
