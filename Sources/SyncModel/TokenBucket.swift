@@ -26,8 +26,9 @@ public struct TokenBucket: Hashable, Sendable {
         return true
     }
 
-    /// Spends `amount` whatever the bucket holds (a debt the refill pays back first).
-    public mutating func overdraw(_ amount: Int) {
+    /// Spends `amount` at `now` whatever the bucket holds (a debt the refill pays back first).
+    public mutating func overdraw(_ amount: Int, now: Moment) {
+        refill(now)
         level -= Double(amount)
     }
 

@@ -258,8 +258,7 @@ package struct ServerSession: Sendable {
                 overRateSince = since
                 // Over the rate: taken, and nothing more is read until the bucket holds this push.
                 let until = at + pushBudget.wait(until: 1, now: at)
-                _ = pushBudget.take(0, now: until)
-                pushBudget.overdraw(1)
+                pushBudget.overdraw(1, now: until)
                 throttledUntil = until
                 actions.append(.throttle(until: until))
             }
