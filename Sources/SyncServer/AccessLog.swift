@@ -25,9 +25,11 @@ struct ConnectionRecord: Sendable {
     /// The limit that refused the connection, if one did.
     var refusal: Refusal?
 
-    init(transport: String, remote: String) {
+    /// `tls`: the listener's TLS, whose version is known once the handshake is done (``tlsVersion(of:)``).
+    init(transport: String, remote: String, tls: Bool) {
         self.transport = transport
         self.remote = remote
+        self.tls = tls ? "TLS" : "none"
     }
 
     /// The line, with how it closed: the server's `Error` (code and reason), or the peer's leaving.
@@ -46,11 +48,10 @@ struct ConnectionRecord: Sendable {
         logger.info("connection", metadata: metadata)
     }
 
-    /// `none` without TLS; with it, the version the handshake negotiated once it is done (asked
-    /// before, the TLS library answers its default), `TLS` until then.
-    static func tlsVersion(of channel: any Channel, handshakeDone: Bool) async -> String {
-        guard (try? await channel.pipeline.handler(type: NIOSSLServerHandler.self).get()) != nil else { return "none" }
-        guard handshakeDone, let version = try? await channel.nioSSL_tlsVersion().get() else { return "TLS" }
+    /// The version a TLS connection's handshake negotiated, asked once it is done (asked before,
+    /// the TLS library answers its default).
+    static func tlsVersion(of channel: any Channel) async -> String {
+        guard let version = try? await channel.nioSSL_tlsVersion().get() else { return "TLS" }
         switch version {
         case .tlsv13: return "TLSv1.3"
         case .tlsv12: return "TLSv1.2"

@@ -62,7 +62,7 @@ public struct HTTPListener: Service {
                     for try await upgrade in inbound {
                         group.addTask {
                             guard case .webSocket(let connection, let form)? = try? await upgrade.get() else { return }
-                            await server.serve(connection, transport: form == .json ? "websocket-json" : "websocket")
+                            await server.serve(connection, transport: form == .json ? "websocket-json" : "websocket", tls: security.isTLS)
                         }
                     }
                 }

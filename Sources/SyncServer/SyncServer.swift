@@ -180,7 +180,7 @@ public final class SyncServer: Service, Sendable {
             try await withThrowingDiscardingTaskGroup { group in
                 try await listener.executeThenClose { inbound in
                     for try await connection in inbound {
-                        group.addTask { await self.serve(connection, transport: "tcp") }
+                        group.addTask { await self.serve(connection, transport: "tcp", tls: self.configuration.security.isTLS) }
                     }
                 }
             }
@@ -385,12 +385,10 @@ public final class SyncServer: Service, Sendable {
     }
 
     /// One connection of frame payloads, from any transport (TCP, or WebSocket through
-    /// ``HTTPListener``), named `transport` in the access log.
-    func serve(_ channel: NIOAsyncChannel<ByteBuffer, Never>, transport: String) async {
+    /// ``HTTPListener``), named `transport` in the access log; `tls`: whether its listener serves TLS.
+    func serve(_ channel: NIOAsyncChannel<ByteBuffer, Never>, transport: String, tls: Bool) async {
         let remote = channel.channel.remoteAddress.map { "\($0)" } ?? "?"
-        let record = NIOLockedValueBox(ConnectionRecord(transport: transport, remote: remote))
-        let tls = await ConnectionRecord.tlsVersion(of: channel.channel, handshakeDone: false)
-        record.withLockedValue { $0.tls = tls }
+        let record = NIOLockedValueBox(ConnectionRecord(transport: transport, remote: remote, tls: tls))
         var logger = logger
         logger[metadataKey: "peer"] = "\(remote)"
         let outbox = Outbox(capacity: configuration.outboxFrames) {
@@ -453,9 +451,11 @@ public final class SyncServer: Service, Sendable {
                                 handleBox.withLockedValue { $0 = connection }
                                 state.withLockedValue { $0.connections[ObjectIdentifier(connection)] = connection }
                                 logger[metadataKey: "client"] = "\(clientID)"
-                                // A Hello came through: the TLS handshake (if any) is done.
-                                let tls = await ConnectionRecord.tlsVersion(of: channel.channel, handshakeDone: true)
-                                record.withLockedValue { $0.tls = tls }
+                                if tls {
+                                    // A Hello came through: the TLS handshake is done.
+                                    let version = await ConnectionRecord.tlsVersion(of: channel.channel)
+                                    record.withLockedValue { $0.tls = version }
+                                }
                                 // The handshake set the token's expiry, maybe before the armed timer.
                                 arm()
                             case .authenticate(let token):
