@@ -47,7 +47,7 @@ public struct SQLiteBackend: StoreBackend {
 
     /// Opens (creating if needed) the store at `path` and migrates its schema. Several processes or
     /// instances may open a new file at once: whoever loses the race to create the schema (or to
-    /// switch the file to WAL) retries, and then finds it done.
+    /// switch the file to WAL, or to record a migration) retries, and then finds it done.
     public init(path: String) throws {
         self.path = path
         var configuration = Configuration()
@@ -72,7 +72,8 @@ public struct SQLiteBackend: StoreBackend {
                 self.pool = pool
                 break
             } catch let error as DatabaseError where attempt < 50
-                && (error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED || error.message?.contains("already exists") == true) {
+                && (error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED || error.message?.contains("already exists") == true
+                    || error.message?.contains("grdb_migrations") == true) {
                 attempt += 1
                 Thread.sleep(forTimeInterval: 0.02)
             }
@@ -170,15 +171,19 @@ public struct SQLiteBackend: StoreBackend {
         try db.cachedStatement(sql: sql).execute(arguments: arguments)
     }
 
+    /// Where a renumbered chapter waits during a write: past every position a course can reach.
+    static let parkedOffset = 1 << 40
+
     private static func write(_ group: GroupWrite, _ db: Database) throws {
         let courseID = group.courseID.data
         let net = group.changes
         for id in net.deletedVideos { try Self.execute(db, sql: "DELETE FROM videos WHERE id = ?", arguments: [id.data]) }
         for id in net.deletedChapters { try Self.execute(db, sql: "DELETE FROM chapters WHERE id = ?", arguments: [id.data]) }
-        // Without deferrable unique constraints: park the renumbered chapters at negative positions
-        // first, and re-insert the changed videos (nothing refers to a video row).
+        // Without deferrable unique constraints: park the renumbered chapters beyond any real
+        // position first (still `>= 0`, as the check wants), and re-insert the changed videos
+        // (nothing refers to a video row).
         for chapter in net.chapters {
-            try Self.execute(db, sql: "UPDATE chapters SET position = -1 - position WHERE id = ?", arguments: [chapter.id.data])
+            try Self.execute(db, sql: "UPDATE chapters SET position = position + \(Self.parkedOffset) WHERE id = ?", arguments: [chapter.id.data])
         }
         for video in net.videos { try Self.execute(db, sql: "DELETE FROM videos WHERE id = ?", arguments: [video.id.data]) }
         for chapter in net.chapters {
@@ -333,6 +338,28 @@ public struct SQLiteBackend: StoreBackend {
                     client_id BLOB NOT NULL, course_id BLOB NOT NULL REFERENCES courses (id) ON DELETE CASCADE,
                     temp INTEGER NOT NULL, entity_id BLOB NOT NULL,
                     PRIMARY KEY (client_id, course_id, temp));
+                """)
+        }
+        // What 0001 left out of the PostgreSQL schema (a course's creation time, the chapters'
+        // checks). SQLite cannot add a column with a non-constant default or a check to a table, so
+        // both tables are rebuilt (foreign keys are off during a migration and checked at its end).
+        // `SchemaParityTests` holds the two schemas to each other, column by column.
+        migrator.registerMigration("0002_parity") { db in
+            try db.execute(sql: """
+                CREATE TABLE courses_new (
+                    id BLOB PRIMARY KEY NOT NULL, title TEXT NOT NULL, seq INTEGER NOT NULL DEFAULT 0 CHECK (seq >= 0),
+                    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
+                INSERT INTO courses_new (id, title, seq) SELECT id, title, seq FROM courses;
+                DROP TABLE courses;
+                ALTER TABLE courses_new RENAME TO courses;
+                CREATE TABLE chapters_new (
+                    id BLOB PRIMARY KEY NOT NULL,
+                    course_id BLOB NOT NULL REFERENCES courses (id) ON DELETE CASCADE,
+                    title TEXT NOT NULL, position INTEGER NOT NULL CHECK (position >= 0), version INTEGER NOT NULL CHECK (version >= 0),
+                    UNIQUE (course_id, position));
+                INSERT INTO chapters_new (id, course_id, title, position, version) SELECT id, course_id, title, position, version FROM chapters;
+                DROP TABLE chapters;
+                ALTER TABLE chapters_new RENAME TO chapters;
                 """)
         }
         return migrator
