@@ -25,25 +25,12 @@ extension SyncServer {
     }
 
     private func submit(_ push: Push, clientID: ClientID, as principal: Principal) async -> Result<WireMessage, ConnectionError> {
-        if let wait = takeHTTPPush(by: principal.user) {
-            return .failure(ConnectionError(.rateLimited, "more than \(configuration.limits.session.pushesPerSecond) batches a second from \(principal.user); send it again in \(wait) ms",
+        if let wait = admission.takeHTTPPush(by: principal.user) {
+            return .failure(ConnectionError(.rateLimited, "\(AccessPolicy.overPushRate(configuration.limits.session)) from \(principal.user); send the batch again in \(wait) ms",
                                             retryAfterMs: wait))
         }
-        switch principal.role(in: push.courseID) {
-        case nil:
-            return .failure(ConnectionError(.forbidden, "the token gives no access to course \(push.courseID)"))
-        case .viewer:
-            return .success(.reject(BatchRejection(courseID: push.courseID, batchSeq: push.batchSeq,
-                                           rejection: Rejection(.forbidden, "a viewer token cannot edit course \(push.courseID)"))))
-        case .editor:
-            break
-        }
-        do {
-            guard try await store.courseSeq(push.courseID) != nil else {
-                return .failure(ConnectionError(.unknownCourse, "no course \(push.courseID)"))
-            }
-        } catch {
-            return .failure(ConnectionError(.internalError, "the store could not be read"))
+        if let rejection = AccessPolicy.editRejection(principal, courseID: push.courseID) {
+            return .success(.reject(BatchRejection(courseID: push.courseID, batchSeq: push.batchSeq, rejection: rejection)))
         }
         // A connection of one batch: the hub answers into its outbox.
         let outbox = Outbox(capacity: 64)
@@ -55,6 +42,10 @@ extension SyncServer {
         }
         let answer = await Self.answer(to: push.batchSeq, in: outbox)
         await hub.unsubscribe(handle)
+        // No such course: the hub rejects the batch; over HTTP that is a 404 and its Error (§13).
+        if case .success(.reject(let reject)) = answer, reject.rejection.code == .unknownCourse {
+            return .failure(ConnectionError(.unknownCourse, "no course \(push.courseID)"))
+        }
         return answer
     }
 
@@ -88,9 +79,7 @@ extension SyncServer {
         case .failure(let error): return (.failure(error), nil)
         case .success(let verified): principal = verified
         }
-        guard principal.role(in: courseID) != nil else {
-            return (.failure(ConnectionError(.forbidden, "the token gives no access to course \(courseID)")), principal.user)
-        }
+        if let refusal = AccessPolicy.readRefusal(principal, courseID: courseID) { return (.failure(refusal), principal.user) }
         do {
             guard try await store.courseSeq(courseID) != nil else { return (.failure(ConnectionError(.unknownCourse, "no course \(courseID)")), principal.user) }
             return (.success(try await store.snapshot(courseID: courseID)), principal.user)

@@ -232,9 +232,7 @@ package struct ServerSession: Sendable {
         switch message {
         case .subscribe(let courseID, let sinceSeq):
             if let expired = expiry(principal, date: date) { return close(expired) }
-            guard principal.role(in: courseID) != nil else {
-                return close(ConnectionError(.forbidden, "the token gives no access to course \(courseID)"))
-            }
+            if let refusal = AccessPolicy.readRefusal(principal, courseID: courseID) { return close(refusal) }
             guard subscriptions.contains(courseID) || subscriptions.count < limits.maxSubscriptions else {
                 return refuse(.subscriptions, ConnectionError(.limitExceeded, "a connection may be subscribed to at most \(limits.maxSubscriptions) courses"))
             }
@@ -252,7 +250,7 @@ package struct ServerSession: Sendable {
             } else {
                 let since = overRateSince ?? at
                 if at - since >= limits.sustainedOverRate {
-                    return refuse(.pushesPerSecond, rateLimited("more than \(limits.pushesPerSecond) pushes per second for \(limits.sustainedOverRate.wholeMilliseconds / 1000) s",
+                    return refuse(.pushesPerSecond, rateLimited("\(AccessPolicy.overPushRate(limits)) for \(limits.sustainedOverRate.wholeMilliseconds / 1000) s",
                                                                 pushBudget, now: at))
                 }
                 overRateSince = since
@@ -262,12 +260,8 @@ package struct ServerSession: Sendable {
                 throttledUntil = until
                 actions.append(.throttle(until: until))
             }
-            guard principal.role(in: push.courseID) == .editor else {
-                let reason = principal.role(in: push.courseID) == .viewer
-                    ? "a viewer of course \(push.courseID) may not edit it"
-                    : "the token gives no access to course \(push.courseID)"
-                return actions.append(.send(.reject(BatchRejection(courseID: push.courseID, batchSeq: push.batchSeq,
-                                                                   rejection: Rejection(.forbidden, reason)))))
+            if let rejection = AccessPolicy.editRejection(principal, courseID: push.courseID) {
+                return actions.append(.send(.reject(BatchRejection(courseID: push.courseID, batchSeq: push.batchSeq, rejection: rejection))))
             }
             actions.append(.push(push.batch(from: clientID!)))
         case .ping(let nonce):

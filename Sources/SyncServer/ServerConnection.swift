@@ -1,0 +1,355 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import SyncModel
+import SyncStorage
+import SyncTransport
+import SyncWire
+
+/// The driver of one connection's ``ServerSession`` (which decides), for any transport that
+/// carries frame payloads (TCP, or WebSocket through ``HTTPListener``): it reads frames into the
+/// session, carries out its actions (the handshake's token check and admission, subscriptions and
+/// pushes on the course hubs, the push rate's back-pressure), keeps the connection's one timer,
+/// drains the outbox to the socket and closes it. Made and run by ``SyncServer/serve(_:transport:tls:)``.
+final class ServerConnection: Sendable {
+    private let server: SyncServer
+    private let channel: NIOAsyncChannel<ByteBuffer, Never>
+    private let outbox: Outbox
+    private let session: NIOLockedValueBox<ServerSession>
+    private let record: NIOLockedValueBox<ConnectionRecord>
+    private let clock = MomentClock()
+    private let activity: PeerActivity?
+    private let tls: Bool
+    /// The remote IP address, for the per-address count.
+    private let address: String
+    /// The course hubs' view of the connection, from the handshake on.
+    private let handle = NIOLockedValueBox<ConnectionHandle?>(nil)
+    private let timer = NIOLockedValueBox(ArmedTimer())
+    private let logger: NIOLockedValueBox<Logger>
+
+    /// The one timer of a connection: when it fires, and its task.
+    struct ArmedTimer {
+        var deadline: Moment?
+        var task: Scheduled<Void>?
+    }
+
+    /// At most this many queued frames go to the socket together: enough for a group commit's
+    /// diffs, few enough that what sits in the channel's buffer beside the bounded outbox stays small.
+    static var framesPerWrite: Int { 64 }
+
+    init(server: SyncServer, channel: NIOAsyncChannel<ByteBuffer, Never>, transport: String, tls: Bool) async {
+        let configuration = server.configuration
+        let remote = channel.channel.remoteAddress.map { "\($0)" } ?? "?"
+        var logger = server.logger
+        logger[metadataKey: "peer"] = "\(remote)"
+        self.server = server
+        self.channel = channel
+        self.tls = tls
+        self.logger = NIOLockedValueBox(logger)
+        record = NIOLockedValueBox(ConnectionRecord(transport: transport, remote: remote, tls: tls))
+        address = channel.channel.remoteAddress?.ipAddress ?? "?"
+        outbox = Outbox(capacity: configuration.outboxFrames) { server.countSlowConsumer() }
+        let welcome = Welcome(serverID: configuration.serverID,
+                              heartbeatIntervalMs: UInt32(configuration.heartbeatInterval.nanoseconds / 1_000_000),
+                              maxPushesPerSecond: UInt32(clamping: configuration.limits.session.pushesPerSecond),
+                              maxBytesPerSecond: UInt32(clamping: configuration.limits.session.bytesPerSecond))
+        session = NIOLockedValueBox(ServerSession(welcome: welcome, limits: configuration.limits.session, now: clock.now()))
+        activity = await PeerActivity.of(channel.channel)
+    }
+
+    /// Serves the connection until it closes, then logs it and leaves its courses.
+    func run() async {
+        ServerMetrics.connections.increment()
+        defer { ServerMetrics.connections.decrement() }
+        let admission = server.admission
+        if server.isShuttingDown {
+            outbox.close(ConnectionError(.shuttingDown, "the server is shutting down"))
+        }
+        // Counted even when refused: the release below ends every connection.
+        if let (error, refusal) = admission.open(from: address), !outbox.isClosing {
+            record.withLockedValue { $0.refusal = refusal }
+            outbox.close(error)
+        }
+        defer { admission.release(address: address, user: record.withLockedValue { $0.user }) }
+        do {
+            try await channel.executeThenClose { inbound in
+                try await withThrowingDiscardingTaskGroup { group in
+                    group.addTask { await self.write() }
+                    armTimer()
+                    do {
+                        for try await payload in inbound {
+                            record.withLockedValue { record in
+                                record.framesIn += 1
+                                record.bytesIn += payload.readableBytes
+                            }
+                            let arrived = activity?.takeArrival()
+                            await receive(Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView, sentBy: .client) },
+                                          bytes: payload.readableBytes, arrived: arrived, group: &group)
+                            if outbox.isClosing { break }
+                        }
+                    } catch let error as WireError {
+                        await receive(.failure(error), group: &group)
+                    } catch {
+                        logger.withLockedValue { $0 }.debug("connection read failed", metadata: ["error": "\(error)"])
+                    }
+                    // The peer is gone or told to go: the writer sends what is queued (up to a close).
+                    if !outbox.isClosing { outbox.finish() }
+                }
+            }
+        } catch {
+            logger.withLockedValue { $0 }.debug("connection ended", metadata: ["error": "\(error)"])
+        }
+        await ended()
+    }
+
+    /// After the close: the access-log line, the refusal metric, and leaving the hubs.
+    private func ended() async {
+        let (actions, refusal) = session.withLockedValue { session in
+            session.closed()
+            return (session.takeActions(), session.refusal)
+        }
+        let closedWith = outbox.closeReason
+        outbox.finish()
+        let ended = record.withLockedValue { record in
+            if let refusal { record.refusal = refusal }
+            return record
+        }
+        if let refused = ended.refusal { ServerMetrics.refused(refused) }
+        ended.log(to: server.logger, closedWith: closedWith)
+        if let handle = handle.withLockedValue({ $0 }) {
+            server.forget(handle)
+            for case .unsubscribe(let courseID) in actions { await server.hub(for: courseID).unsubscribe(handle) }
+        }
+    }
+
+    // MARK: - Reading
+
+    /// Hands one frame (or why it did not decode) to the session, as of when it arrived
+    /// (`arrived`, else now), and carries out its decisions.
+    private func receive(_ input: Result<WireMessage, WireError>, bytes: Int = 0, arrived: ContinuousClock.Instant? = nil,
+                         group: inout ThrowingDiscardingTaskGroup<any Error>) async {
+        await perform(session.withLockedValue { session in
+            session.receive(input, bytes: bytes, now: arrived.map(clock.moment) ?? clock.now(), date: Date())
+            return session.takeActions()
+        }, group: &group)
+    }
+
+    private func perform(_ actions: [ServerSession.Action], group: inout ThrowingDiscardingTaskGroup<any Error>) async {
+        let configuration = server.configuration
+        for action in actions {
+            let handle = handle.withLockedValue { $0 }
+            switch action {
+            case .ready(let clientID):
+                let connection = ConnectionHandle(clientID: clientID, outbox: outbox, maxInFlight: configuration.maxInFlightPushes)
+                self.handle.withLockedValue { $0 = connection }
+                server.remember(connection)
+                logger.withLockedValue { $0[metadataKey: "client"] = "\(clientID)" }
+                if tls {
+                    // A Hello came through: the TLS handshake is done.
+                    let version = await ConnectionRecord.tlsVersion(of: channel.channel)
+                    record.withLockedValue { $0.tls = version }
+                }
+                // The handshake set the token's expiry, maybe before the armed timer.
+                armTimer()
+            case .authenticate(let token):
+                // No frame is read until the outcome is in (the session needs it first).
+                let outcome = admit(await server.authority.verify(token, now: Date()))
+                await perform(session.withLockedValue { session in
+                    session.authenticated(outcome, now: clock.now(), date: Date())
+                    return session.takeActions()
+                }, group: &group)
+            case .send(let message):
+                outbox.send(message)
+            case .close(let error):
+                if error.code == .rateLimited, let user = record.withLockedValue({ $0.user }), let ms = error.retryAfterMs {
+                    server.admission.penalize(user, for: .milliseconds(Int64(ms)))
+                }
+                outbox.close(error)
+            case .subscribe(let courseID, let sinceSeq):
+                record.withLockedValue { _ = $0.courses.insert(courseID) }
+                guard let handle else { break }
+                let hub = server.hub(for: courseID)
+                group.addTask { await hub.subscribe(handle, sinceSeq: sinceSeq) }
+            case .unsubscribe(let courseID):
+                guard let handle else { break }
+                await server.hub(for: courseID).unsubscribe(handle)
+            case .throttle(let until):
+                // Over the push rate: no frame is read until then (back-pressure).
+                session.withLockedValue { $0.readingPaused(true, now: clock.now()) }
+                let wait = until - clock.now()
+                if wait > .zero { try? await Task.sleep(for: wait) }
+                session.withLockedValue { $0.readingPaused(false, now: clock.now()) }
+            case .push(let batch):
+                record.withLockedValue { record in
+                    record.pushes += 1
+                    record.courses.insert(batch.courseID)
+                }
+                guard let handle else { break }
+                if !handle.inFlight.tryAcquire() {
+                    // Back-pressure: stop reading until an answer frees a slot.
+                    session.withLockedValue { $0.readingPaused(true, now: clock.now()) }
+                    await handle.inFlight.acquire()
+                    session.withLockedValue { $0.readingPaused(false, now: clock.now()) }
+                }
+                if await !server.hub(for: batch.courseID).push(batch, from: handle) {
+                    handle.inFlight.release()
+                }
+            }
+        }
+    }
+
+    /// A verified principal through the node's ``Admission`` (its user noted for the access log
+    /// and the release), or why it is refused.
+    private func admit(_ outcome: Result<Principal, ConnectionError>) -> Result<Principal, ConnectionError> {
+        guard case .success(let principal) = outcome else { return outcome }
+        if let (error, refusal) = server.admission.admit(principal) {
+            record.withLockedValue { $0.refusal = refusal }
+            return .failure(error)
+        }
+        record.withLockedValue { $0.user = principal.user }
+        return outcome
+    }
+
+    // MARK: - Writing and closing
+
+    /// The writer: drains the outbox to the socket, what is queued at once (up to
+    /// ``framesPerWrite``) in one hop to the event loop and one flush. While the socket is not
+    /// writable it waits for the last write (or a close), so the outbox fills up behind a slow
+    /// reader and overflows (see ``Outbox``). The `Error` that ends an outbox is the last frame
+    /// written.
+    private func write() async {
+        let channel = channel.channel
+        while true {
+            let items = await outbox.next(upTo: Self.framesPerWrite)
+            guard !items.isEmpty else { return }
+            var frames: [ByteBuffer] = []
+            frames.reserveCapacity(items.count)
+            var closing: ConnectionError?
+            for item in items {
+                switch item {
+                case .frame(let payload): frames.append(payload)
+                case .close(let error): closing = error
+                }
+            }
+            if !frames.isEmpty {
+                record.withLockedValue { record in
+                    record.framesOut += frames.count
+                    record.bytesOut += frames.reduce(0) { $0 + $1.readableBytes }
+                }
+                let written = channel.eventLoop.makePromise(of: Void.self)
+                channel.eventLoop.execute { [frames] in
+                    for frame in frames.dropLast() { channel.write(frame, promise: nil) }
+                    channel.writeAndFlush(frames.last!, promise: written)
+                }
+                if !channel.isWritable { await outbox.waitForWrite(written.futureResult) }
+            }
+            if let closing {
+                logger.withLockedValue { $0 }.debug("closing connection", metadata: ["code": "\(closing.code)", "reason": "\(closing.message)"])
+                await Self.close(channel, after: closing, timeout: server.configuration.effectiveCloseTimeout)
+                return
+            }
+        }
+    }
+
+    /// Writes `Error` as the last frame, then closes gracefully: FIN after the Error, and what the
+    /// peer still sends is read and dropped until it closes its side, so that unread input does not
+    /// turn the close into a reset (which can destroy the Error before the peer reads it, e.g.
+    /// after an oversized frame arrived with its body). `timeout` bounds the whole close.
+    private static func close(_ channel: any Channel, after error: ConnectionError, timeout: TimeAmount) async {
+        let deadline = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+        defer { deadline.cancel() }
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        channel.writeAndFlush(ByteBuffer(bytes: WireMessage.error(error).payload()), promise: written)
+        do { try await written.futureResult.get() } catch { return }
+        channel.triggerUserOutboundEvent(LingeringClose.DrainInput(), promise: nil)
+        do {
+            try await channel.close(mode: .output)
+            try await channel.closeFuture.get()
+        } catch {
+            try? await channel.close()
+        }
+    }
+
+    // MARK: - The timer
+
+    /// Schedules the session's next deadline on the connection's event loop (a scheduled task
+    /// costs far less than a sleeping Swift task per idle connection), unless a timer that fires
+    /// no later is already armed (a later deadline is found when that one fires: the heartbeat
+    /// moves its deadline with every frame, and re-arming per frame would cost more). An earlier
+    /// one (the token's expiry, set by the handshake) replaces the armed timer. When it fires, the
+    /// session decides, the timer carries that out and arms the next; once the session is closed
+    /// it has no deadline and the chain ends.
+    ///
+    /// The timer does not depend on the connection's tasks: the peer's last frame is read from
+    /// `activity` (marked as the event loop decoded it) and Pings go straight to the channel, so a
+    /// server whose tasks are held up neither misses the peer's Pongs nor keeps its own Pings
+    /// queued, and does not close a peer that is answering.
+    private func armTimer() {
+        guard let deadline = session.withLockedValue({ $0.nextDeadline }) else { return }
+        timer.withLockedValue { armed in
+            if let current = armed.deadline, current <= deadline { return }
+            armed.task?.cancel()
+            armed.deadline = deadline
+            armed.task = channel.channel.eventLoop.scheduleTask(in: .nanoseconds(max((deadline - clock.now()).wholeNanoseconds, 0))) {
+                self.timerFired()
+            }
+        }
+    }
+
+    private func timerFired() {
+        timer.withLockedValue { $0 = ArmedTimer() }
+        let actions = session.withLockedValue { session in
+            if let arrived = activity?.lastFrame { session.peerSent(at: clock.moment(arrived)) }
+            session.handleTimeout(now: clock.now())
+            return session.takeActions()
+        }
+        var leave: [EntityID] = []
+        for action in actions {
+            switch action {
+            case .send(let message):
+                // A Ping. Not after a queued Error (the Error is the last frame); ahead of
+                // queued frames otherwise, which is harmless for a Ping.
+                if !outbox.isClosing { channel.channel.writeAndFlush(ByteBuffer(bytes: message.payload()), promise: nil) }
+            case .close(let error): outbox.close(error)
+            case .unsubscribe(let courseID): leave.append(courseID)
+            case .ready, .subscribe, .push, .authenticate, .throttle: break  // only frames cause these
+            }
+        }
+        if !leave.isEmpty, let handle = handle.withLockedValue({ $0 }) {
+            let server = server
+            Task { for courseID in leave { await server.hub(for: courseID).unsubscribe(handle) } }
+        }
+        armTimer()
+    }
+}
+
+/// The first handler of a connection: once told to (``DrainInput``), it reads and drops whatever
+/// the peer still sends, so that a connection closing after its `Error` is not reset by unread input.
+final class LingeringClose: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    struct DrainInput: Sendable {}
+
+    private var draining = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !draining else { return }
+        context.fireChannelRead(data)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        guard draining else { return context.fireChannelReadComplete() }
+        context.read()
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard event is DrainInput else { return context.triggerUserOutboundEvent(event, promise: promise) }
+        draining = true
+        context.read()
+        promise?.succeed(())
+    }
+}
