@@ -72,12 +72,17 @@ import Testing
             let path = "/v1/courses/\(setup.course)/batches"
             let body = #"{"clientId": "\#(EntityID.fresh())", "batchSeq": "1", "ops": [{"createChapter": {"temp": "1", "title": "\#(Self.base64("Ok"))", "placement": {"atEnd": {}}}}]}"#
             let viewer = setup.server.token([setup.course: .viewer])
+            let missing = EntityID.fresh()
             let cases: [(String, Response, Int, String)] = [
                 ("no token", try await Self.request(setup.httpPort, "POST", path, token: nil, body: body), 401, "UNAUTHENTICATED"),
                 ("a bad token", try await Self.request(setup.httpPort, "POST", path, token: "nope", body: body), 401, "UNAUTHENTICATED"),
                 ("a viewer", try await Self.request(setup.httpPort, "POST", path, token: viewer, body: body), 403, "FORBIDDEN"),
                 ("another course", try await Self.request(setup.httpPort, "POST", "/v1/courses/\(EntityID.fresh())/batches",
                                                           token: setup.server.token([setup.course: .editor]), body: body), 403, "FORBIDDEN"),
+                ("no such course", try await Self.request(setup.httpPort, "POST", "/v1/courses/\(missing)/batches",
+                                                          token: setup.server.token([missing: .editor]),
+                                                          body: body.replacingOccurrences(of: "\"batchSeq\": \"1\"", with: "\"batchSeq\": \"2\"")),
+                 404, "UNKNOWN_COURSE"),
                 ("not JSON", try await Self.request(setup.httpPort, "POST", path, token: viewer, body: "{"), 400, "MALFORMED_FRAME"),
                 ("an empty title", try await Self.request(setup.httpPort, "POST", path, token: setup.server.token([setup.course: .editor]),
                                                           body: body.replacingOccurrences(of: Self.base64("Ok"), with: "")), 422, "INVALID_TITLE"),
