@@ -200,7 +200,7 @@ let package = Package(
             ]
         ),
         // Depends on the executable so that `swift test` builds the binary it runs.
-        .testTarget(name: "CourseSyncCLITests", dependencies: ["coursesync"]),
+        .testTarget(name: "CourseSyncCLITests", dependencies: ["coursesync", "SyncModel"], exclude: ["Web"]),
         .testTarget(
             name: "SyncWireTests",
             dependencies: [

@@ -530,16 +530,6 @@ package struct ClientCore: Sendable {
     package var isSettled: Bool { pending.isEmpty }
 }
 
-extension ErrorCode {
-    /// Connection errors after which reconnecting cannot help.
-    var isPermanentRefusal: Bool {
-        switch self {
-        case .unsupportedProtocolVersion, .unauthenticated, .tokenExpired, .forbidden, .unknownCourse: true
-        default: false
-        }
-    }
-}
-
 extension SyncModel.Operation {
     /// The same operation with every reference passed through `transform`.
     func mapRefs(_ transform: (Ref) -> Ref) -> SyncModel.Operation {

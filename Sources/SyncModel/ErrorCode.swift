@@ -92,3 +92,15 @@ public struct Rejection: Error, Hashable, Sendable, CustomStringConvertible {
         return "\(code.rawValue): \(message)"
     }
 }
+
+extension ErrorCode {
+    /// Connection errors after which reconnecting cannot help (the spec's error table): a client stops and
+    /// reports them instead of retrying. The client library and the editor page (through the
+    /// server's generated `limits.js`) both read this one list.
+    public var isPermanentRefusal: Bool {
+        switch self {
+        case .unsupportedProtocolVersion, .unauthenticated, .tokenExpired, .forbidden, .unknownCourse: true
+        default: false
+        }
+    }
+}

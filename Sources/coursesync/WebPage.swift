@@ -1,6 +1,8 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
+import SyncModel
+import SyncWire
 
 /// The live course editor's static files (the package's `Web` resources), read once when `serve
 /// --web` starts and answered from memory: `/` is `index.html`, every other file by its name. Only
@@ -36,7 +38,30 @@ struct WebPage: Sendable {
             files["/" + name] = File(body: ByteBuffer(bytes: data), contentType: type)
         }
         files["/"] = files["/index.html"]
+        files["/limits.js"] = File(body: ByteBuffer(string: limitsModule()), contentType: contentTypes["js"]!)
         return WebPage(files: files)
+    }
+
+    /// `limits.js`, made from the server's own definitions so that the page never copies them:
+    /// the error codes after which reconnecting cannot help, and the limits the page words its
+    /// refusals with. Codes are named as the JSON mapping names them.
+    static func limitsModule() -> String {
+        let permanent = ErrorCode.allCases.filter(\.isPermanentRefusal).map(jsonName).sorted()
+        return """
+            // Made by the server from its definitions when it starts (not a file in the sources).
+            export const PERMANENT_REFUSALS = new Set([\(permanent.map { "\"\($0)\"" }.joined(separator: ", "))]);
+            export const MAX_VIDEOS_PER_CHAPTER = \(Limits.maxVideosPerChapter);
+            export const MAX_VIDEOS_PER_COURSE = \(Limits.maxVideosPerCourse);
+
+            """
+    }
+
+    /// An error code as the JSON mapping writes it (`UNKNOWN_COURSE`): read from an encoded `Error`.
+    static func jsonName(_ code: ErrorCode) -> String {
+        let json = WireMessage.error(ConnectionError(code, "")).json()
+        guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: [String: Any]],
+              let name = object["error"]?["code"] as? String else { return "\(code)" }
+        return name
     }
 
     /// Headers for the page: nothing but this origin may run scripts or be connected to, no

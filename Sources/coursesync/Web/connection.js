@@ -3,10 +3,12 @@
 // nothing of courses: `onReady` is told when a connection is welcomed (subscribe and resend
 // there), `onMessage` gets every other server message, `onState` the indicator's state.
 
+import { PERMANENT_REFUSALS } from "./limits.js";
+
 const PROTOCOL = "coursesync.v1+json";
 
-/** Codes after which reconnecting with the same token cannot help. */
-const FATAL = new Set(["UNAUTHENTICATED", "TOKEN_EXPIRED", "UNSUPPORTED_PROTOCOL_VERSION", "FORBIDDEN", "UNKNOWN_COURSE"]);
+/** Codes after which reconnecting with the same token cannot help: the server's own list (limits.js is made by it). */
+const FATAL = PERMANENT_REFUSALS;
 
 export class Connection {
   constructor({ url, token, clientID, onReady, onMessage, onState }) {

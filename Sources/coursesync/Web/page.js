@@ -6,6 +6,7 @@
 // Every edit is drawn before it is sent; see RULES.md for what is drawn when.
 
 import { Connection } from "./connection.js";
+import { MAX_VIDEOS_PER_CHAPTER } from "./limits.js";
 import { CourseModel } from "./model.js";
 import { int, opToWire, randomID, uuidToID } from "./wire.js";
 
@@ -18,7 +19,7 @@ const REASONS = {
   INVALID_TITLE: "a title is empty, too long or has control characters",
   INVALID_MEDIA: "the media file's details are invalid",
   BATCH_TOO_LARGE: "it is too large for one batch",
-  CHAPTER_FULL: "the chapter would hold more than 500 videos",
+  CHAPTER_FULL: `the chapter would hold more than ${MAX_VIDEOS_PER_CHAPTER} videos`,
   COURSE_FULL: "the course is full",
   INVALID_PLACEMENT: "a row cannot be placed next to itself",
   MEDIA_ALREADY_IN_CHAPTER: "that chapter already has this media file",
