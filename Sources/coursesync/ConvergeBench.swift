@@ -311,19 +311,10 @@ struct ConvergeBench: AsyncParsableCommand {
     }
 
     /// A course with `chapters` chapters and `media` media files, made by one set-up batch.
-    static func makeCourse(_ store: some SyncStore, title: String = "Converge", chapters: Int, media: Int) async throws -> (course: EntityID, chapters: [EntityID], media: [EntityID]) {
+    static func makeCourse(_ store: some SyncStore, title: String = "Converge", chapters: Int, media: Int) async throws -> CourseSeed.Seeded {
         var generator = SystemRandomNumberGenerator()
-        let course = EntityID.random(using: &generator)
-        try await store.createCourse(Course(id: course, title: title))
-        var ops: [SyncModel.Operation] = (0..<chapters).map { .createChapter(temp: TempID(UInt64(1 + $0))!, title: "Chapter \($0)", placement: .atEnd) }
-        ops += (0..<media).map {
-            .registerMedia(temp: TempID(UInt64(1000 + $0))!, name: "Clip \($0)", cdnURL: "https://cdn.example.com/\($0).mp4", durationMs: 60_000, byteSize: 10_000_000)
-        }
-        let setup = Batch(clientID: ClientID(.random(using: &generator)), courseID: course, batchSeq: 1, baseSeq: 0, ops: ops)
-        guard case .committed(let commit) = try await store.commit([setup], courseID: course).first else {
-            throw ValidationError("the benchmark's set-up batch was refused")
-        }
-        return (course, (0..<chapters).map { commit.ack.idMap[TempID(UInt64(1 + $0))!]! }, (0..<media).map { commit.ack.idMap[TempID(UInt64(1000 + $0))!]! })
+        return try await CourseSeed(id: .random(using: &generator), title: title, chapters: CourseSeed.numberedChapters(chapters),
+                                    media: CourseSeed.Media.numbered(media)).make(in: store)
     }
 
     /// The media files editor `index` links: editors 2k and 2k+1 share chapter k, each links its

@@ -4,6 +4,7 @@ import Logging
 import SQLiteStore
 import SyncClient
 import SyncModel
+import SyncStorage
 import SyncServer
 
 struct Demo: AsyncParsableCommand {
@@ -116,21 +117,17 @@ struct Demo: AsyncParsableCommand {
 
     private func seedCourse(_ store: SQLiteStore) async throws -> Course {
         var generator = SystemRandomNumberGenerator()
-        let course = Course(id: .random(using: &generator), title: "Swift on the Server")
-        try await store.createCourse(course)
         let titles = ["Getting started", "Async and await", "SwiftNIO", "PostgreSQL", "Deploying", "Observability"]
-        var ops: [SyncModel.Operation] = (0..<chapters).map {
-            .createChapter(temp: TempID(UInt64(1 + $0))!, title: $0 < titles.count ? titles[$0] : "Chapter \($0 + 1)", placement: .atEnd)
-        }
-        for index in 0..<media {
-            let number = index + 1
-            let name = "clip-" + (number < 10 ? "0" : "") + String(number) + ".mp4"
-            ops.append(.registerMedia(temp: TempID(UInt64(10_000 + index))!, name: name, cdnURL: "https://cdn.example.com/clips/\(number).mp4",
-                                      durationMs: UInt64(60_000 + index * 7_000), byteSize: UInt64(5_000_000 + index * 100_000)))
-        }
-        let setup = Batch(clientID: ClientID(.random(using: &generator)), courseID: course.id, batchSeq: 1, baseSeq: 0, ops: ops)
-        guard case .committed = try await store.commit([setup], courseID: course.id).first else { throw ValidationError("the seed batch was refused") }
-        return course
+        let seed = CourseSeed(
+            id: .random(using: &generator), title: "Swift on the Server",
+            chapters: (0..<chapters).map { $0 < titles.count ? titles[$0] : "Chapter \($0 + 1)" },
+            media: (0..<media).map { index in
+                let number = index + 1
+                return CourseSeed.Media(name: "clip-" + (number < 10 ? "0" : "") + String(number) + ".mp4", cdnURL: "https://cdn.example.com/clips/\(number).mp4",
+                                        durationMs: UInt64(60_000 + index * 7_000), byteSize: UInt64(5_000_000 + index * 100_000))
+            })
+        try await seed.make(in: store)
+        return Course(id: seed.id, title: seed.title)
     }
 
     private func settle(_ clients: [Instructor]) async throws {

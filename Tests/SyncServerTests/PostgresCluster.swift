@@ -4,6 +4,7 @@ import NIOPosix
 import PostgresNIO
 import PostgresStore
 import SyncModel
+import SyncStorage
 import SyncServer
 
 /// A private PostgreSQL cluster for this test run: `initdb` into a temporary directory (owned by
@@ -186,25 +187,11 @@ final class TestDatabase: Sendable {
         }
     }
 
-    /// A new course with `media` files registered by a set-up client; returns the course and the media IDs.
+    /// A new course with `chapters` chapters and `media` files made by a set-up batch; returns their IDs.
     func makeCourse(title: String = "Swift on the Server", chapters: Int = 1, media: Int = 0) async throws -> (course: EntityID, chapters: [EntityID], media: [EntityID]) {
-        let courseID = EntityID.fresh()
-        try await store.createCourse(Course(id: courseID, title: title))
-        guard chapters + media > 0 else { return (courseID, [], []) }
-        var ops: [SyncModel.Operation] = []
-        for index in 0..<chapters {
-            ops.append(.createChapter(temp: TempID(UInt64(1 + index))!, title: "Chapter \(index)", placement: .atEnd))
-        }
-        for index in 0..<media {
-            ops.append(.registerMedia(temp: TempID(UInt64(1000 + index))!, name: "Media \(index)", cdnURL: "https://cdn.example.com/\(index).mp4",
-                                      durationMs: 60_000, byteSize: 1_000_000))
-        }
-        let setup = Batch(clientID: ClientID(.fresh()), courseID: courseID, batchSeq: 1, baseSeq: 0, ops: ops)
-        guard case .committed(let commit) = try await store.commit([setup], courseID: courseID).first else {
-            throw PostgresCluster.ClusterError(description: "set-up batch was not committed")
-        }
-        let idMap = commit.ack.idMap
-        return (courseID, (0..<chapters).map { idMap[TempID(UInt64(1 + $0))!]! }, (0..<media).map { idMap[TempID(UInt64(1000 + $0))!]! })
+        let seeded = try await CourseSeed(id: .fresh(), title: title, chapters: CourseSeed.numberedChapters(chapters),
+                                          media: CourseSeed.Media.numbered(media, prefix: "Media")).make(in: store)
+        return (seeded.course, seeded.chapters, seeded.media)
     }
 }
 

@@ -48,14 +48,10 @@ import Testing
 
     /// A course with two chapters and four media files, made by one set-up batch (seq 1).
     static func makeCourse(_ store: any SyncStore) async throws -> (course: EntityID, chapters: [EntityID], media: [EntityID]) {
-        let courseID = EntityID.fresh()
-        try await store.createCourse(Course(id: courseID, title: "Conformance"))
-        var ops: [SyncModel.Operation] = [.createChapter(temp: TempID(1)!, title: "One", placement: .atEnd),
-                                          .createChapter(temp: TempID(2)!, title: "Two", placement: .atEnd)]
-        ops += (0..<4).map { .registerMedia(temp: TempID(UInt64(10 + $0))!, name: "Clip \($0)", cdnURL: "https://cdn.example.com/\($0).mp4", durationMs: 1000, byteSize: 1000) }
-        let outcome = try await store.commit([Batch(clientID: ClientID(.fresh()), courseID: courseID, batchSeq: 1, baseSeq: 0, ops: ops)], courseID: courseID)
-        guard case .committed(let commit) = outcome.first else { throw ReplicaBuilder.Broken(description: "set-up refused: \(outcome)") }
-        return (courseID, [commit.ack.idMap[TempID(1)!]!, commit.ack.idMap[TempID(2)!]!], (0..<4).map { commit.ack.idMap[TempID(UInt64(10 + $0))!]! })
+        let seeded = try await CourseSeed(id: .fresh(), title: "Conformance", chapters: ["One", "Two"],
+                                          media: CourseSeed.Media.numbered(4).map { CourseSeed.Media(name: $0.name, cdnURL: $0.cdnURL, durationMs: 1000, byteSize: 1000) })
+            .make(in: store)
+        return (seeded.course, seeded.chapters, seeded.media)
     }
 
     static func link(_ client: ClientID, _ courseID: EntityID, _ batchSeq: BatchSeq, chapter: EntityID, media: EntityID, temp: UInt64) -> Batch {
