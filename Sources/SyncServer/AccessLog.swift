@@ -85,7 +85,7 @@ public final class HTTPAccessLog: ChannelDuplexHandler, @unchecked Sendable {
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .head(let head) = unwrapInboundIn(data) {
-            request = (head.method, HTTPListener.path(head.uri), ContinuousClock.now)
+            request = (head.method, HTTPRouter.path(head.uri), ContinuousClock.now)
             status = nil
             user = nil
         }

@@ -89,52 +89,18 @@ extension SyncServer {
     }
 }
 
-/// `POST /v1/courses/{id}/batches` and `GET /v1/courses/{id}` (spec §13) on an ``HTTPListener``;
-/// every other request goes on to the next handler.
-final class BackendAPIHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+/// `POST /v1/courses/{id}/batches` and `GET /v1/courses/{id}` (spec §13), as ``HTTPRouter`` routes them.
+enum BackendAPI {
+    /// The paths the API answers begin so.
+    static let prefix = "/v1/courses/"
 
-    let server: SyncServer
-    /// The request being answered here: its head and the body so far.
-    private var request: (head: HTTPRequestHead, body: ByteBuffer)?
-    private var passing = false
-
-    init(server: SyncServer) { self.server = server }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        switch part {
-        case .head(let head):
-            passing = !HTTPListener.path(head.uri).hasPrefix("/v1/courses/")
-            if passing { return context.fireChannelRead(data) }
-            request = (head, context.channel.allocator.buffer(capacity: 0))
-        case .body(var chunk):
-            if passing { return context.fireChannelRead(data) }
-            guard request != nil, request!.body.readableBytes + chunk.readableBytes <= Limits.maxClientFrameBytes else {
-                request = nil
-                return respond(context, .payloadTooLarge, .error(ConnectionError(.frameTooLarge, "the body exceeds \(Limits.maxClientFrameBytes) bytes")))
-            }
-            request!.body.writeBuffer(&chunk)
-        case .end:
-            if passing { return context.fireChannelRead(data) }
-            guard let (head, body) = request else { return }
-            request = nil
-            let server = server
-            let promise = context.eventLoop.makePromise(of: (HTTPResponseStatus, WireMessage, user: String?).self)
-            promise.completeWithTask { await Self.answer(head, body, server) }
-            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            promise.futureResult.whenSuccess { status, message, user in
-                let (handler, context) = loopBound.value
-                if let user { context.triggerUserOutboundEvent(HTTPAccessLog.User(name: user), promise: nil) }
-                handler.respond(context, status, message)
-            }
-        }
+    static func answer(_ head: HTTPRequestHead, _ body: ByteBuffer, _ server: SyncServer) async -> HTTPAnswer {
+        let (status, message, user) = await respond(head, body, server)
+        return HTTPAnswer(status, message, user: user)
     }
 
-    static func answer(_ head: HTTPRequestHead, _ body: ByteBuffer, _ server: SyncServer) async -> (HTTPResponseStatus, WireMessage, user: String?) {
-        let parts = HTTPListener.path(head.uri).split(separator: "/")  // v1, courses, {id}[, batches]
+    static func respond(_ head: HTTPRequestHead, _ body: ByteBuffer, _ server: SyncServer) async -> (HTTPResponseStatus, WireMessage, user: String?) {
+        let parts = HTTPRouter.path(head.uri).split(separator: "/")  // v1, courses, {id}[, batches]
         guard parts.count >= 3, let courseID = EntityID(String(parts[2])) else {
             return (.notFound, .error(ConnectionError(.unknownCourse, "not a course: \(head.uri)")), nil)
         }
@@ -202,9 +168,5 @@ final class BackendAPIHandler: ChannelInboundHandler, @unchecked Sendable {
         case .shuttingDown, .limitExceeded: .serviceUnavailable
         default: .internalServerError
         }
-    }
-
-    private func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ message: WireMessage) {
-        HTTPListener.respond(context, status, message.json() + "\n", contentType: "application/json")
     }
 }

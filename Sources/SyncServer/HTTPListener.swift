@@ -11,28 +11,28 @@ import SyncWire
 
 /// An HTTP/1.1 listener (TLS if configured) in front of a ``SyncServer``: a WebSocket upgrade at
 /// `/v1/sync` offering one of the protocol's subprotocols (spec §2.2) becomes a protocol
-/// connection, served exactly like one over TCP (same session, hubs and limits); any other request
-/// goes to `fallback` (for example the operator's `/metrics`, `/health`, `/ready`), or is answered
-/// 404.
+/// connection, served exactly like one over TCP (same session, hubs and limits); every other
+/// request goes to one ``HTTPRouter``: the backend API (spec §13), and what `routes` adds (the
+/// operator's `/metrics`, `/health`, `/ready`, the editor page), else 404.
 public struct HTTPListener: Service {
-    public typealias Fallback = @Sendable (ChannelPipeline.SynchronousOperations) throws -> Void
-
     let server: SyncServer
     let host: String
     let port: Int
     let security: TransportSecurity
-    let fallback: Fallback?
+    let routes: HTTPRoutes
     let logger: Logger
     let announce: @Sendable (Int) -> Void
 
     public init(server: SyncServer, host: String, port: Int, security: TransportSecurity = .plaintext,
-                logger: Logger = Logger(label: "coursesync.http"), fallback: Fallback? = nil,
+                logger: Logger = Logger(label: "coursesync.http"), routes: HTTPRoutes = HTTPRoutes(),
                 announce: @escaping @Sendable (Int) -> Void = { _ in }) {
         self.server = server
         self.host = host
         self.port = port
         self.security = security
-        self.fallback = fallback
+        var routes = routes
+        routes.api = server
+        self.routes = routes
         self.logger = logger
         self.announce = announce
     }
@@ -43,14 +43,14 @@ public struct HTTPListener: Service {
     }
 
     public func run() async throws {
-        let security = security, fallback = fallback, server = server
+        let security = security, routes = routes, server = server
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Self.configure(channel, server: server, security: security, fallback: fallback, logger: logger)
+                    try Self.configure(channel, security: security, routes: routes, logger: logger)
                 }
             }
         announce(listener.channel.localAddress?.port ?? port)
@@ -72,7 +72,7 @@ public struct HTTPListener: Service {
         }
     }
 
-    private static func configure(_ channel: any Channel, server: SyncServer, security: TransportSecurity, fallback: Fallback?,
+    private static func configure(_ channel: any Channel, security: TransportSecurity, routes: HTTPRoutes,
                                   logger: Logger) throws -> EventLoopFuture<Upgrade> {
         let pipeline = channel.pipeline.syncOperations
         if case .tls(let context) = security {
@@ -84,7 +84,7 @@ public struct HTTPListener: Service {
             // which answers them with the protocol's Error message before closing.
             enableAutomaticErrorHandling: false,
             shouldUpgrade: { channel, head in
-                guard Self.path(head.uri) == WebSocketProtocol.path,
+                guard HTTPRouter.path(head.uri) == WebSocketProtocol.path,
                       let form = WebSocketProtocol.negotiate(head.headers["Sec-WebSocket-Protocol"]) else {
                     return channel.eventLoop.makeSucceededFuture(nil)
                 }
@@ -111,8 +111,7 @@ public struct HTTPListener: Service {
             notUpgradingCompletionHandler: { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(HTTPAccessLog(logger: logger))
-                    try channel.pipeline.syncOperations.addHandler(BackendAPIHandler(server: server))
-                    if let fallback { try fallback(channel.pipeline.syncOperations) } else { try channel.pipeline.syncOperations.addHandler(NotFound()) }
+                    try channel.pipeline.syncOperations.addHandler(HTTPRouter(routes: routes))
                     return .http
                 }
             }
@@ -120,19 +119,6 @@ public struct HTTPListener: Service {
         let upgrade = try pipeline.configureUpgradableHTTPServerPipeline(configuration: configuration)
         try pipeline.addHandler(UpgradeRefusal())
         return upgrade
-    }
-
-    static func path(_ uri: String) -> Substring { uri.split(separator: "?", maxSplits: 1).first ?? "" }
-
-    /// Answers the request with `body` and closes the connection.
-    static func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: String,
-                        contentType: String = "text/plain; charset=utf-8") {
-        let buffer = context.channel.allocator.buffer(string: body)
-        let headers = HTTPHeaders([("Content-Type", contentType), ("Content-Length", "\(buffer.readableBytes)"), ("Connection", "close")])
-        context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
-        let channel = context.channel
-        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in channel.close(promise: nil) }
     }
 }
 
@@ -144,20 +130,9 @@ final class UpgradeRefusal: ChannelInboundHandler, Sendable {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard error is NIOWebSocketUpgradeError else { return context.fireErrorCaught(error) }
-        HTTPListener.respond(context, .badRequest, """
+        HTTPRouter.write(context, HTTPAnswer(.badRequest, """
             a WebSocket upgrade must be to \(WebSocketProtocol.path) with Sec-WebSocket-Protocol \
             \(WebSocketProtocol.allCases.map(\.rawValue).joined(separator: " or "))\n
-            """)
-    }
-}
-
-/// Answers every request 404 (an HTTP listener without other endpoints).
-final class NotFound: ChannelInboundHandler, Sendable {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .end = unwrapInboundIn(data) else { return }
-        HTTPListener.respond(context, .notFound, "not found; the protocol is at \(WebSocketProtocol.path) over WebSocket\n")
+            """))
     }
 }

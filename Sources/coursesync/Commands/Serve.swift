@@ -164,16 +164,16 @@ struct Serve: AsyncParsableCommand {
         let ops: (SyncServer, @escaping @Sendable () async throws -> Void) -> [ServiceGroupConfiguration.ServiceConfiguration] = {
             [httpListen, metricsListen, security = configuration.security] server, ready in
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+            let metrics: @Sendable () -> String = { registry.emitToString() }
             if let address = httpListen {
-                let metrics = metricsListen == nil
-                services.append(.init(service: HTTPListener(
-                    server: server, host: address.host, port: address.port, security: security, logger: logger,
-                    fallback: { pipeline in try pipeline.addHandler(OpsHTTPHandler(registry: registry, ready: ready, page: page, metrics: metrics)) },
-                    announce: httpBanner)))
+                // /metrics here unless it has an address of its own.
+                let routes = HTTPRoutes(ready: ready, metrics: metricsListen == nil ? metrics : nil, files: page?.files ?? [:])
+                services.append(.init(service: HTTPListener(server: server, host: address.host, port: address.port, security: security,
+                                                            logger: logger, routes: routes, announce: httpBanner)))
             }
             if let address = metricsListen {
                 services.append(.init(service: OpsListener(
-                    host: address.host, port: address.port, handler: { OpsHTTPHandler(registry: registry, ready: ready) }, logger: logger,
+                    host: address.host, port: address.port, routes: HTTPRoutes(ready: ready, metrics: metrics), logger: logger,
                     announce: { port in say("CourseSync metrics on \(address.host):\(port) (http: /metrics, /health, /ready)") })))
             }
             return services

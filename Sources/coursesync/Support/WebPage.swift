@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
+import SyncServer
 import SyncModel
 import SyncWire
 
@@ -8,12 +9,8 @@ import SyncWire
 /// --web` starts and answered from memory: `/` is `index.html`, every other file by its name. Only
 /// the files that exist are served (no path is ever joined to a request's).
 struct WebPage: Sendable {
-    struct File: Sendable {
-        let body: ByteBuffer
-        let contentType: String
-    }
-
-    let files: [String: File]
+    /// By path, each with the page's ``securityHeaders``: what the HTTP listener serves.
+    let files: [String: HTTPFile]
 
     static let contentTypes = [
         "html": "text/html; charset=utf-8",
@@ -31,14 +28,14 @@ struct WebPage: Sendable {
     }
 
     static func load(from folder: URL) throws -> WebPage {
-        var files: [String: File] = [:]
+        var files: [String: HTTPFile] = [:]
         for name in try FileManager.default.contentsOfDirectory(atPath: folder.path) {
             guard let type = contentTypes[(name as NSString).pathExtension] else { continue }
             let data = try Data(contentsOf: folder.appendingPathComponent(name))
-            files["/" + name] = File(body: ByteBuffer(bytes: data), contentType: type)
+            files["/" + name] = HTTPFile(body: ByteBuffer(bytes: data), contentType: type, headers: securityHeaders)
         }
         files["/"] = files["/index.html"]
-        files["/limits.js"] = File(body: ByteBuffer(string: limitsModule()), contentType: contentTypes["js"]!)
+        files["/limits.js"] = HTTPFile(body: ByteBuffer(string: limitsModule()), contentType: contentTypes["js"]!, headers: securityHeaders)
         return WebPage(files: files)
     }
 
