@@ -230,93 +230,50 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
 
     // MARK: - Copying
 
-    public func dump() async throws -> StoreDump {
+    public func readRows(_ tables: [StoreTable]) async throws -> [[[StoreValue]]] {
         try await client.withConnection { connection in
             try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: self.logger)
-            var dump = StoreDump()
-            for try await (id, title, seq) in try await connection.query("SELECT id, title, seq FROM courses ORDER BY id", logger: self.logger).decode((UUID, String, Int64).self) {
-                dump.courses.append(Course(id: EntityID(id), title: title, seq: CourseSeq(seq)))
-            }
-            for try await (id, course, title, position, version) in try await connection.query(
-                "SELECT id, course_id, title, position, version FROM chapters", logger: self.logger).decode((UUID, UUID, String, Int32, Int64).self) {
-                dump.chapters.append(Chapter(id: EntityID(id), courseID: EntityID(course), title: title, position: Int(position), version: UInt64(version)))
-            }
-            for try await (id, course, name, url, duration, size) in try await connection.query(
-                "SELECT id, course_id, name, cdn_url, duration_ms, byte_size FROM media_files", logger: self.logger).decode((UUID, UUID, String, String, Int64, Int64).self) {
-                dump.media.append(MediaFile(id: EntityID(id), courseID: EntityID(course), name: name, cdnURL: url, durationMs: UInt64(duration), byteSize: UInt64(size)))
-            }
-            for try await (id, chapter, media, title, position) in try await connection.query(
-                "SELECT id, chapter_id, media_file_id, title, position FROM videos", logger: self.logger).decode((UUID, UUID, UUID, String, Int32).self) {
-                dump.videos.append(Video(id: EntityID(id), chapterID: EntityID(chapter), mediaFileID: EntityID(media), title: title, position: Int(position)))
-            }
-            for try await (course, seq, client, batchSeq, diff) in try await connection.query(
-                "SELECT course_id, seq, origin_client_id, origin_batch_seq, diff FROM change_log ORDER BY course_id, seq", logger: self.logger)
-                .decode((UUID, Int64, UUID, Int64, ByteBuffer).self) {
-                dump.log.append(.init(courseID: EntityID(course), seq: CourseSeq(seq),
-                                      origin: BatchOrigin(clientID: ClientID(EntityID(client)), batchSeq: BatchSeq(bitPattern: batchSeq)),
-                                      diff: Array(diff.readableBytesView)))
-            }
-            for try await (client, course, batchSeq, seq, ack) in try await connection.query(
-                "SELECT client_id, course_id, batch_seq, seq, ack FROM client_batches", logger: self.logger).decode((UUID, UUID, Int64, Int64, ByteBuffer).self) {
-                dump.batches.append(.init(client: ClientID(EntityID(client)), courseID: EntityID(course), batchSeq: BatchSeq(bitPattern: batchSeq),
-                                          seq: CourseSeq(seq), ack: Array(ack.readableBytesView)))
-            }
-            for try await (client, course, temp, entity) in try await connection.query(
-                "SELECT client_id, course_id, temp, entity_id FROM client_temps", logger: self.logger).decode((UUID, UUID, Int64, UUID).self) {
-                guard let temp = TempID(UInt64(bitPattern: temp)) else { throw StoreError.corrupt("temp ID 0") }
-                dump.temps.append(.init(client: ClientID(EntityID(client)), courseID: EntityID(course), temp: temp, entity: EntityID(entity)))
+            var result: [[[StoreValue]]] = []
+            for table in tables {
+                let sql = "SELECT \(table.columns.map(\.name).joined(separator: ", ")) FROM \(table.name)"
+                var rows: [[StoreValue]] = []
+                for try await row in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: self.logger) {
+                    let cells = row.makeRandomAccess()
+                    rows.append(try table.columns.enumerated().map { index, column -> StoreValue in
+                        switch column.kind {
+                        case .id: .id(EntityID(try cells[index].decode(UUID.self)))
+                        case .integer: .integer(try cells[index].decode(Int64.self))
+                        case .text: .text(try cells[index].decode(String.self))
+                        case .bytes: .bytes(Array(try cells[index].decode(ByteBuffer.self).readableBytesView))
+                        }
+                    })
+                }
+                result.append(rows)
             }
             try await connection.query("COMMIT", logger: self.logger)
-            return dump
+            return result
         }
     }
 
-    public func load(_ dump: StoreDump) async throws {
+    public func insertRows(_ tables: [(table: StoreTable, rows: [[StoreValue]])]) async throws {
         try await transaction { connection in
-            for course in dump.courses {
-                let rows = try await connection.query("""
-                    INSERT INTO courses (id, title, seq) VALUES (\(course.id.uuid), \(course.title), \(Int64(course.seq)))
-                    ON CONFLICT (id) DO NOTHING RETURNING id
-                    """, logger: self.logger)
-                guard try await rows.collect().count == 1 else { throw StoreError.courseExists(course.id) }
-            }
-            for chapter in dump.chapters {
-                try await connection.query("""
-                    INSERT INTO chapters (id, course_id, title, position, version)
-                    VALUES (\(chapter.id.uuid), \(chapter.courseID.uuid), \(chapter.title), \(Int32(chapter.position)), \(Int64(chapter.version)))
-                    """, logger: self.logger)
-            }
-            for file in dump.media {
-                try await connection.query("""
-                    INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size)
-                    VALUES (\(file.id.uuid), \(file.courseID.uuid), \(file.name), \(file.cdnURL), \(Int64(file.durationMs)), \(Int64(file.byteSize)))
-                    """, logger: self.logger)
-            }
-            for video in dump.videos {
-                try await connection.query("""
-                    INSERT INTO videos (id, chapter_id, media_file_id, title, position)
-                    VALUES (\(video.id.uuid), \(video.chapterID.uuid), \(video.mediaFileID.uuid), \(video.title), \(Int32(video.position)))
-                    """, logger: self.logger)
-            }
-            for entry in dump.log {
-                try await connection.query("""
-                    INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff)
-                    VALUES (\(entry.courseID.uuid), \(Int64(entry.seq)), \(entry.origin.clientID.id.uuid),
-                            \(Int64(bitPattern: entry.origin.batchSeq)), \(ByteBuffer(bytes: entry.diff)))
-                    """, logger: self.logger)
-            }
-            for record in dump.batches {
-                try await connection.query("""
-                    INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack)
-                    VALUES (\(record.client.id.uuid), \(record.courseID.uuid), \(Int64(bitPattern: record.batchSeq)),
-                            \(Int64(record.seq)), \(ByteBuffer(bytes: record.ack)))
-                    """, logger: self.logger)
-            }
-            for record in dump.temps {
-                try await connection.query("""
-                    INSERT INTO client_temps (client_id, course_id, temp, entity_id)
-                    VALUES (\(record.client.id.uuid), \(record.courseID.uuid), \(Int64(bitPattern: record.temp.rawValue)), \(record.entity.uuid))
-                    """, logger: self.logger)
+            for (table, rows) in tables {
+                let sql = """
+                    INSERT INTO \(table.name) (\(table.columns.map(\.name).joined(separator: ", "))) \
+                    VALUES (\((1...table.columns.count).map { "$\($0)" }.joined(separator: ", ")))
+                    """
+                for row in rows {
+                    var binds = PostgresBindings(capacity: row.count)
+                    for value in row {
+                        switch value {
+                        case .id(let id): binds.append(id.uuid)
+                        case .integer(let integer): binds.append(integer)
+                        case .text(let text): binds.append(text)
+                        case .bytes(let bytes): binds.append(ByteBuffer(bytes: bytes))
+                        }
+                    }
+                    try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: self.logger)
+                }
             }
         }
     }

@@ -221,77 +221,41 @@ public struct SQLiteBackend: StoreBackend {
 
     // MARK: - Copying
 
-    public func dump() async throws -> StoreDump {
+    public func readRows(_ tables: [StoreTable]) async throws -> [[[StoreValue]]] {
         try await pool.read { db in
-            let id = Self.id
-            var dump = StoreDump()
-            for row in try Row.fetchAll(db, sql: "SELECT id, title, seq FROM courses") {
-                dump.courses.append(Course(id: try id(row["id"]), title: row["title"], seq: CourseSeq(row["seq"] as Int64)))
+            try tables.map { table in
+                let sql = "SELECT \(table.columns.map(\.name).joined(separator: ", ")) FROM \(table.name)"
+                return try Row.fetchAll(db, sql: sql).map { row in
+                    try table.columns.enumerated().map { index, column -> StoreValue in
+                        switch column.kind {
+                        case .id: .id(try Self.id(row[index]))
+                        case .integer: .integer(row[index])
+                        case .text: .text(row[index])
+                        case .bytes: .bytes(Array(row[index] as Data))
+                        }
+                    }
+                }
             }
-            for row in try Row.fetchAll(db, sql: "SELECT id, course_id, title, position, version FROM chapters") {
-                dump.chapters.append(Chapter(id: try id(row["id"]), courseID: try id(row["course_id"]), title: row["title"],
-                                             position: row["position"], version: UInt64(row["version"] as Int64)))
-            }
-            for row in try Row.fetchAll(db, sql: "SELECT id, course_id, name, cdn_url, duration_ms, byte_size FROM media_files") {
-                dump.media.append(MediaFile(id: try id(row["id"]), courseID: try id(row["course_id"]), name: row["name"], cdnURL: row["cdn_url"],
-                                            durationMs: UInt64(row["duration_ms"] as Int64), byteSize: UInt64(row["byte_size"] as Int64)))
-            }
-            for row in try Row.fetchAll(db, sql: "SELECT id, chapter_id, media_file_id, title, position FROM videos") {
-                dump.videos.append(Video(id: try id(row["id"]), chapterID: try id(row["chapter_id"]), mediaFileID: try id(row["media_file_id"]),
-                                         title: row["title"], position: row["position"]))
-            }
-            for row in try Row.fetchAll(db, sql: "SELECT course_id, seq, origin_client_id, origin_batch_seq, diff FROM change_log ORDER BY course_id, seq") {
-                dump.log.append(.init(courseID: try id(row["course_id"]), seq: CourseSeq(row["seq"] as Int64),
-                                      origin: BatchOrigin(clientID: ClientID(try id(row["origin_client_id"])),
-                                                          batchSeq: BatchSeq(bitPattern: row["origin_batch_seq"] as Int64)),
-                                      diff: Array(row["diff"] as Data)))
-            }
-            for row in try Row.fetchAll(db, sql: "SELECT client_id, course_id, batch_seq, seq, ack FROM client_batches") {
-                dump.batches.append(.init(client: ClientID(try id(row["client_id"])), courseID: try id(row["course_id"]),
-                                          batchSeq: BatchSeq(bitPattern: row["batch_seq"] as Int64), seq: CourseSeq(row["seq"] as Int64),
-                                          ack: Array(row["ack"] as Data)))
-            }
-            for row in try Row.fetchAll(db, sql: "SELECT client_id, course_id, temp, entity_id FROM client_temps") {
-                guard let temp = TempID(UInt64(bitPattern: row["temp"] as Int64)) else { throw StoreError.corrupt("temp ID 0") }
-                dump.temps.append(.init(client: ClientID(try id(row["client_id"])), courseID: try id(row["course_id"]), temp: temp,
-                                        entity: try id(row["entity_id"])))
-            }
-            return dump
         }
     }
 
-    public func load(_ dump: StoreDump) async throws {
+    public func insertRows(_ tables: [(table: StoreTable, rows: [[StoreValue]])]) async throws {
         try await pool.write { db in
-            for course in dump.courses {
-                guard try Int.fetchOne(db, sql: "SELECT 1 FROM courses WHERE id = ?", arguments: [course.id.data]) == nil else {
-                    throw StoreError.courseExists(course.id)
+            for (table, rows) in tables where !rows.isEmpty {
+                let statement = try db.makeStatement(sql: """
+                    INSERT INTO \(table.name) (\(table.columns.map(\.name).joined(separator: ", "))) \
+                    VALUES (\(Array(repeating: "?", count: table.columns.count).joined(separator: ", ")))
+                    """)
+                for row in rows {
+                    try statement.execute(arguments: StatementArguments(row.map { value -> (any DatabaseValueConvertible) in
+                        switch value {
+                        case .id(let id): id.data
+                        case .integer(let integer): integer
+                        case .text(let text): text
+                        case .bytes(let bytes): Data(bytes)
+                        }
+                    }))
                 }
-                try db.execute(sql: "INSERT INTO courses (id, title, seq) VALUES (?, ?, ?)", arguments: [course.id.data, course.title, Int64(course.seq)])
-            }
-            for chapter in dump.chapters {
-                try db.execute(sql: "INSERT INTO chapters (id, course_id, title, position, version) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [chapter.id.data, chapter.courseID.data, chapter.title, chapter.position, Int64(chapter.version)])
-            }
-            for file in dump.media {
-                try db.execute(sql: "INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size) VALUES (?, ?, ?, ?, ?, ?)",
-                               arguments: [file.id.data, file.courseID.data, file.name, file.cdnURL, Int64(file.durationMs), Int64(file.byteSize)])
-            }
-            for video in dump.videos {
-                try db.execute(sql: "INSERT INTO videos (id, chapter_id, media_file_id, title, position) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [video.id.data, video.chapterID.data, video.mediaFileID.data, video.title, video.position])
-            }
-            for entry in dump.log {
-                try db.execute(sql: "INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [entry.courseID.data, Int64(entry.seq), entry.origin.clientID.id.data,
-                                           Int64(bitPattern: entry.origin.batchSeq), Data(entry.diff)])
-            }
-            for record in dump.batches {
-                try db.execute(sql: "INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [record.client.id.data, record.courseID.data, Int64(bitPattern: record.batchSeq), Int64(record.seq), Data(record.ack)])
-            }
-            for record in dump.temps {
-                try db.execute(sql: "INSERT INTO client_temps (client_id, course_id, temp, entity_id) VALUES (?, ?, ?, ?)",
-                               arguments: [record.client.id.data, record.courseID.data, Int64(bitPattern: record.temp.rawValue), record.entity.data])
             }
         }
     }

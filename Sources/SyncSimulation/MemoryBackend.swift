@@ -106,7 +106,18 @@ public final class MemoryBackend: StoreBackend, @unchecked Sendable {
         }
     }
 
-    public func dump() async throws -> StoreDump {
+    public func readRows(_ tables: [StoreTable]) async throws -> [[[StoreValue]]] {
+        let rows = Dictionary(uniqueKeysWithValues: dump().rows.map { ($0.table, $0.rows) })
+        return tables.map { rows[$0] ?? [] }
+    }
+
+    public func insertRows(_ tables: [(table: StoreTable, rows: [[StoreValue]])]) async throws {
+        let byTable = Dictionary(uniqueKeysWithValues: tables.map { ($0.table, $0.rows) })
+        try load(try StoreDump(rows: StoreTable.all.map { byTable[$0] ?? [] }))
+    }
+
+    /// The typed form of every row (the engine's tables are made from it).
+    private func dump() -> StoreDump {
         locked("dump") {
             var dump = StoreDump()
             for (id, course) in courses {
@@ -124,7 +135,7 @@ public final class MemoryBackend: StoreBackend, @unchecked Sendable {
         }
     }
 
-    public func load(_ dump: StoreDump) async throws {
+    private func load(_ dump: StoreDump) throws {
         try locked("load") {
             for course in dump.courses where courses[course.id] != nil { throw StoreError.courseExists(course.id) }
             var loaded: [EntityID: Course] = [:]

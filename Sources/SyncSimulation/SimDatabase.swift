@@ -227,11 +227,11 @@ struct SimNodeBackend: StoreBackend {
         }
     }
 
-    func dump() async throws -> StoreDump {
-        try await database.call(node, .copy) { try await database.memory.dump() }
+    func readRows(_ tables: [StoreTable]) async throws -> [[[StoreValue]]] {
+        try await database.call(node, .copy) { try await database.memory.readRows(tables) }
     }
 
-    func load(_ dump: StoreDump) async throws {
-        try await database.call(node, .copy) { try await database.memory.load(dump) }
+    func insertRows(_ tables: [(table: StoreTable, rows: [[StoreValue]])]) async throws {
+        try await database.call(node, .copy) { try await database.memory.insertRows(tables) }
     }
 }

@@ -3,7 +3,7 @@ import SyncModel
 /// The handful of primitives a database implements to become a ``SyncStore``: read a course,
 /// read its change log, look up stored batch records and temp IDs, and write a resolved group if
 /// the course has not moved on. Everything else (the course cache, resolution, the exactly-once
-/// and temp-ID decisions, catch-up versus snapshot, pruning, encoding) is ``StoreEngine``'s, and
+/// and temp-ID decisions, catch-up versus snapshot, pruning, encoding, what a copied row means) is ``StoreEngine``'s, and
 /// the same for every backend. A new backend implements this protocol and joins the conformance
 /// suite's list.
 ///
@@ -37,11 +37,14 @@ public protocol StoreBackend: Sendable {
     /// (where the backend has notifications). Never writes part of a group.
     func write(_ group: GroupWrite) async throws -> WriteOutcome
 
-    /// Every row of every course, for ``StoreEngine/dump()``.
-    func dump() async throws -> StoreDump
+    /// Every row of each of `tables`, read at one point in time (one read-only transaction), each
+    /// row's values in its table's column order, of the kinds the columns name; for
+    /// ``StoreEngine/dump()``, which knows what the rows mean.
+    func readRows(_ tables: [StoreTable]) async throws -> [[[StoreValue]]]
 
-    /// Writes a dump in one transaction; refuses, writing nothing, if any of its courses exists.
-    func load(_ dump: StoreDump) async throws
+    /// Inserts the rows, table by table in the order given, in one transaction: all of them or,
+    /// if any insert fails (a row that exists), none. For ``StoreEngine/load(_:)``.
+    func insertRows(_ tables: [(table: StoreTable, rows: [[StoreValue]])]) async throws
 }
 
 /// A course's seq and the change-log entries read with it.

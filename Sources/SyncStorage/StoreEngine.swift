@@ -238,13 +238,16 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
 
     /// Every row of every course, as stored (diffs and acks in their stored encoding).
     public func dump() async throws -> StoreDump {
-        try await backend.dump()
+        try StoreDump(rows: try await backend.readRows(StoreTable.all))
     }
 
     /// Writes a dump of another store (`coursesync copy`) in one transaction. Refuses, writing
-    /// nothing, if any of its courses exists here already.
+    /// nothing, if any of its courses exists here already (one that appears meanwhile fails the
+    /// transaction on its key, and nothing is written either).
     public func load(_ dump: StoreDump) async throws {
-        try await backend.load(dump)
+        let existing = try await backend.courseSeqs(dump.courses.map(\.id))
+        if let course = dump.courses.first(where: { existing[$0.id] != nil }) { throw StoreError.courseExists(course.id) }
+        try await backend.insertRows(dump.rows)
     }
 
     // MARK: - The cache

@@ -316,8 +316,8 @@ final class FailingBackend<Base: StoreBackend>: StoreBackend, @unchecked Sendabl
         }
     }
 
-    func dump() async throws -> StoreDump { try await base.dump() }
-    func load(_ dump: StoreDump) async throws { try await base.load(dump) }
+    func readRows(_ tables: [StoreTable]) async throws -> [[[StoreValue]]] { try await base.readRows(tables) }
+    func insertRows(_ tables: [(table: StoreTable, rows: [[StoreValue]])]) async throws { try await base.insertRows(tables) }
 }
 
 /// The store engine's rules for failed calls, on a backend that fails on cue.

@@ -3,6 +3,7 @@ import GRDB
 import PostgresNIO
 @testable import SQLiteStore
 import SyncModel
+import SyncStorage
 import Testing
 
 /// The embedded store's SQLite schema is written beside `migrations/` (SQLite's dialect has no
@@ -154,6 +155,15 @@ import Testing
             let postgres = try await Self.postgresTables(database.client)
             #expect(postgres.count == 7, "\(postgres.keys.sorted())")
             #expect(Set(sqlite.keys) == Set(postgres.keys))
+            // A copy (dump and load) carries every column but those the database fills in itself.
+            #expect(Set(StoreTable.all.map(\.name)) == Set(postgres.keys))
+            for table in StoreTable.all {
+                let columns = postgres[table.name]?.columns ?? []
+                let copied = Set(table.columns.map(\.name))
+                #expect(copied.isSubset(of: columns.map { String($0.prefix { $0 != " " }) }), "\(table.name): \(copied) not all in \(columns)")
+                let left = columns.filter { !copied.contains(String($0.prefix { $0 != " " })) }
+                #expect(left.allSatisfy { $0.hasSuffix(" DEFAULT") }, "\(table.name): a copy leaves out \(left), which have no default")
+            }
             for (name, table) in postgres.sorted(by: { $0.key < $1.key }) {
                 let other = sqlite[name] ?? Table()
                 #expect(other.columns == table.columns, "\(name): columns")
