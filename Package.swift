@@ -206,10 +206,18 @@ let package = Package(
             dependencies: [
                 "SyncModel",
                 "SyncWire",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+        // The frame codec and pipeline handlers on NIO's embedded channel.
+        .testTarget(
+            name: "SyncTransportTests",
+            dependencies: [
+                "SyncModel",
+                "SyncWire",
                 "SyncTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
     ],

@@ -19,7 +19,7 @@ import Testing
         #expect(module.contains("MAX_VIDEOS_PER_CHAPTER = \(Limits.maxVideosPerChapter);"))
         // The page's files hold no copy of a limit or of the list.
         let page = Self.root.appendingPathComponent("Sources/coursesync/Web")
-        for name in ["page.js", "connection.js", "model.js"] {
+        for name in ["page.js", "view.js", "connection.js", "model.js", "identity.js"] {
             let text = (try? String(contentsOf: page.appendingPathComponent(name), encoding: .utf8)) ?? ""
             #expect(!text.contains("\(Limits.maxVideosPerChapter) videos"), "\(name) words the chapter limit itself")
             #expect(!text.contains("\"UNSUPPORTED_PROTOCOL_VERSION\""), "\(name) lists the permanent refusals itself")
