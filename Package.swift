@@ -165,9 +165,63 @@ let package = Package(
         .testTarget(name: "SyncModelTests", dependencies: ["SyncModel"]),
         .testTarget(name: "SimulationTests", dependencies: ["SyncSimulation"]),
         .testTarget(name: "SyncStorageTests", dependencies: ["SyncStorage", "SyncModel"]),
-        // The client engine without sockets: a model server drives it.
-        .testTarget(name: "SyncClientTests", dependencies: ["SyncClient", "SyncModel", "SyncWire"]),
-        // Real PostgreSQL (a private cluster per test run) and real TCP.
+        // What the integration tests share: a private PostgreSQL cluster, a server on a free port,
+        // a raw protocol client, a breakable proxy, child processes, WebDriver. The test targets
+        // reach it with `@testable import` (debug builds, as `swift test` makes).
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "SyncModel",
+                "SyncWire",
+                "SyncTransport",
+                "SyncStorage",
+                "SyncServer",
+                "PostgresStore",
+                "SQLiteStore",
+                "SyncClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            path: "Tests/Support"
+        ),
+        // The client library: its engine without sockets (a model server drives it), its replica's
+        // schema, and the library against a real server over real TCP.
+        .testTarget(
+            name: "SyncClientTests",
+            dependencies: [
+                "SyncClient", "SyncModel", "SyncWire", "SyncStorage", "SyncServer", "PostgresStore", "SQLiteStore", "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
+        ),
+        // Both stores under one conformance suite, the migrations, copying, plans, the schema's
+        // parity and the files' permissions, on real PostgreSQL and real SQLite files.
+        .testTarget(
+            name: "StoreTests",
+            dependencies: [
+                "SyncModel", "SyncWire", "SyncStorage", "PostgresStore", "SQLiteStore", "SyncServer", "SyncClient", "SyncSimulation", "TestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        // The server over real TCP, TLS, WebSocket and HTTP, on real PostgreSQL and SQLite.
         .testTarget(
             name: "SyncServerTests",
             dependencies: [
@@ -179,10 +233,9 @@ let package = Package(
                 "PostgresStore",
                 "SQLiteStore",
                 "SyncClient",
-                // The in-memory backend (the simulator's database) joins the conformance suite.
+                // The in-memory backend (the simulator's database) under the failure tests.
                 "SyncSimulation",
-                // The end-to-end test runs the built binary.
-                "coursesync",
+                "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -196,11 +249,21 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
-        // Depends on the executable so that `swift test` builds the binary it runs.
-        .testTarget(name: "CourseSyncCLITests", dependencies: ["coursesync", "SyncModel"], exclude: ["Web"]),
+        // The command-line tool as an operator runs it (the built binary: depending on the
+        // executable makes `swift test` build it), the editor page in real Chromium and its model
+        // under Node.
+        .testTarget(
+            name: "CourseSyncCLITests",
+            dependencies: [
+                "coursesync", "SyncModel", "SyncWire", "SyncServer", "SQLiteStore", "SyncStorage", "TestSupport",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["Web"]
+        ),
         .testTarget(
             name: "SyncWireTests",
             dependencies: [

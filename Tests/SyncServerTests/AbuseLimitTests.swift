@@ -7,6 +7,7 @@ import SyncServer
 import SyncStorage
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// The abuse limits, each at its value and one past it: sans-I/O for the session's (rates,
 /// subscriptions, handshake timeout), over real TCP for the node's (connections per user and per

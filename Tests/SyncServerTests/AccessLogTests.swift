@@ -8,6 +8,7 @@ import SyncModel
 import SyncServer
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// What a server logs, kept for a test to read.
 final class LogCapture: Sendable {

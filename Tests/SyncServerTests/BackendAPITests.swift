@@ -6,25 +6,11 @@ import SyncModel
 import SyncServer
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// Backends over plain HTTP: `POST /v1/courses/{id}/batches` and `GET /v1/courses/{id}`, over
 /// real HTTP, into the same hubs as connected clients.
 @Suite struct BackendAPITests {
-    struct Response {
-        var status: Int
-        var body: String
-        var message: WireMessage? { try? WireMessage(payload: JSONMapping.payload(fromJSON: Array(body.utf8))) }
-    }
-
-    static func request(_ port: Int, _ method: String, _ path: String, token: String?, body: String? = nil) async throws -> Response {
-        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
-        request.httpMethod = method
-        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        if let body { request.httpBody = Data(body.utf8); request.setValue("application/json", forHTTPHeaderField: "Content-Type") }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        return Response(status: (response as? HTTPURLResponse)?.statusCode ?? 0, body: String(decoding: data, as: UTF8.self))
-    }
-
     static func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
 
     /// A backend job registering a media file and linking it into a chapter, as the README's curl example does.
@@ -48,7 +34,7 @@ import Testing
                 .idMap[TempID(1)!]!
             let body = Self.registerAndLink(client: .fresh(), chapter: chapter)
 
-            let answer = try await Self.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: editor, body: body)
+            let answer = try await HTTPTest.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: editor, body: body)
             #expect(answer.status == 200, "\(answer.body)")
             guard case .ack(let ack)? = answer.message else { Issue.record("not an Ack: \(answer.body)"); return }
             #expect(ack.seq == 2 && ack.idMap.count == 2)
@@ -56,11 +42,11 @@ import Testing
             let diff = try await watcher.expect("the backend's Diff") { if case .diff(let diff) = $0, diff.seq == 2 { diff } else { nil } }
             #expect(diff.changes.videos.map(\.title) == ["lecture-1.mp4"])
             // The same request again: the identical answer, and nothing committed twice.
-            let again = try await Self.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: editor, body: body)
+            let again = try await HTTPTest.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: editor, body: body)
             #expect(again.status == 200 && again.message == answer.message)
             #expect(try await setup.store.courseSeq(setup.course) == 2)
 
-            let outline = try await Self.request(setup.httpPort, "GET", "/v1/courses/\(setup.course)", token: editor)
+            let outline = try await HTTPTest.request(setup.httpPort, "GET", "/v1/courses/\(setup.course)", token: editor)
             guard case .snapshot(let part)? = outline.message else { Issue.record("not a snapshot: \(outline.body)"); return }
             #expect(part.course.seq == 2 && part.chapters.map(\.title) == ["Lectures"] && part.videos.map(\.title) == ["lecture-1.mp4"])
             await watcher.close()
@@ -73,18 +59,18 @@ import Testing
             let body = #"{"clientId": "\#(EntityID.fresh())", "batchSeq": "1", "ops": [{"createChapter": {"temp": "1", "title": "\#(Self.base64("Ok"))", "placement": {"atEnd": {}}}}]}"#
             let viewer = setup.server.token([setup.course: .viewer])
             let missing = EntityID.fresh()
-            let cases: [(String, Response, Int, String)] = [
-                ("no token", try await Self.request(setup.httpPort, "POST", path, token: nil, body: body), 401, "UNAUTHENTICATED"),
-                ("a bad token", try await Self.request(setup.httpPort, "POST", path, token: "nope", body: body), 401, "UNAUTHENTICATED"),
-                ("a viewer", try await Self.request(setup.httpPort, "POST", path, token: viewer, body: body), 403, "FORBIDDEN"),
-                ("another course", try await Self.request(setup.httpPort, "POST", "/v1/courses/\(EntityID.fresh())/batches",
+            let cases: [(String, HTTPTest.Response, Int, String)] = [
+                ("no token", try await HTTPTest.request(setup.httpPort, "POST", path, token: nil, body: body), 401, "UNAUTHENTICATED"),
+                ("a bad token", try await HTTPTest.request(setup.httpPort, "POST", path, token: "nope", body: body), 401, "UNAUTHENTICATED"),
+                ("a viewer", try await HTTPTest.request(setup.httpPort, "POST", path, token: viewer, body: body), 403, "FORBIDDEN"),
+                ("another course", try await HTTPTest.request(setup.httpPort, "POST", "/v1/courses/\(EntityID.fresh())/batches",
                                                           token: setup.server.token([setup.course: .editor]), body: body), 403, "FORBIDDEN"),
-                ("no such course", try await Self.request(setup.httpPort, "POST", "/v1/courses/\(missing)/batches",
+                ("no such course", try await HTTPTest.request(setup.httpPort, "POST", "/v1/courses/\(missing)/batches",
                                                           token: setup.server.token([missing: .editor]),
                                                           body: body.replacingOccurrences(of: "\"batchSeq\": \"1\"", with: "\"batchSeq\": \"2\"")),
                  404, "UNKNOWN_COURSE"),
-                ("not JSON", try await Self.request(setup.httpPort, "POST", path, token: viewer, body: "{"), 400, "MALFORMED_FRAME"),
-                ("an empty title", try await Self.request(setup.httpPort, "POST", path, token: setup.server.token([setup.course: .editor]),
+                ("not JSON", try await HTTPTest.request(setup.httpPort, "POST", path, token: viewer, body: "{"), 400, "MALFORMED_FRAME"),
+                ("an empty title", try await HTTPTest.request(setup.httpPort, "POST", path, token: setup.server.token([setup.course: .editor]),
                                                           body: body.replacingOccurrences(of: Self.base64("Ok"), with: "")), 422, "INVALID_TITLE"),
             ]
             for (what, response, status, code) in cases {
@@ -101,10 +87,10 @@ import Testing
             let token = setup.server.token([setup.course: .editor], user: "script")
             let client = EntityID.fresh()
             // Twenty at once (one after another, a loaded machine can serve them slower than the bucket refills).
-            let responses = try await withThrowingTaskGroup(of: Response.self) { group in
+            let responses = try await withThrowingTaskGroup(of: HTTPTest.Response.self) { group in
                 for batchSeq in 1...20 {
                     let body = #"{"clientId": "\#(client)", "batchSeq": "\#(batchSeq)", "ops": [{"createChapter": {"temp": "\#(batchSeq)", "title": "\#(Self.base64("C\(batchSeq)"))", "placement": {"atEnd": {}}}}]}"#
-                    group.addTask { try await Self.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: token, body: body) }
+                    group.addTask { try await HTTPTest.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: token, body: body) }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
             }

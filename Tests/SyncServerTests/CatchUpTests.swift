@@ -3,6 +3,7 @@ import SyncModel
 import SyncServer
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// Exactly-once resends and catching up from a cursor.
 @Suite struct CatchUpTests {

@@ -6,6 +6,7 @@ import SyncServer
 import SyncStorage
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// Node-to-node notification on real PostgreSQL when the listener itself fails: its backend is
 /// killed (`pg_terminate_backend`), so the notification of the next commit never reaches it.

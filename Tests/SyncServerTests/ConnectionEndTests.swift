@@ -6,6 +6,7 @@ import SyncServer
 import SyncStorage
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// What happens at the edges of a connection's life, over real TCP: heartbeats on busy courses,
 /// the last frame before a close, and closes that must not turn into resets. Each test is the

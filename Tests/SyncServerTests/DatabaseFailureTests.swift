@@ -9,6 +9,7 @@ import SyncSimulation
 import SyncStorage
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// What the server promises when the database fails a call, also half-way: nothing acknowledged
 /// is lost, nothing waits forever, and a failed call leaves no cache ahead of the database.
@@ -329,7 +330,7 @@ final class FailingBackend<Base: StoreBackend>: StoreBackend, @unchecked Sendabl
     @Test func aWriteWhoseAnswerWasLostIsAnsweredWithItsStoredAckAndNotWrittenTwice() async throws {
         let backend = FailingBackend(MemoryBackend())
         let store = Self.engine(backend)
-        let (courseID, chapters, media) = try await StoreConformanceTests.makeCourse(store)
+        let (courseID, chapters, media) = try await makeStoreCourse(store)
         let alice = ClientID(.fresh())
         backend.failWrites([.after])
         let outcomes = try await store.commit([DatabaseFailureTests.link(alice, courseID, 1, chapter: chapters[0], media: media[0])], courseID: courseID)
@@ -346,7 +347,7 @@ final class FailingBackend<Base: StoreBackend>: StoreBackend, @unchecked Sendabl
     @Test func aWriteThatFailedBeforeItRanIsTriedAgainAndCommitsOnce() async throws {
         let backend = FailingBackend(MemoryBackend())
         let store = Self.engine(backend)
-        let (courseID, chapters, media) = try await StoreConformanceTests.makeCourse(store)
+        let (courseID, chapters, media) = try await makeStoreCourse(store)
         let alice = ClientID(.fresh())
         backend.failWrites([.before, .before])
         let outcomes = try await store.commit([DatabaseFailureTests.link(alice, courseID, 1, chapter: chapters[0], media: media[0])], courseID: courseID)
@@ -360,7 +361,7 @@ final class FailingBackend<Base: StoreBackend>: StoreBackend, @unchecked Sendabl
     @Test func theEngineGivesUpAfterItsRetriesAndTheCourseIsResolvedFromTheStoreAfterwards() async throws {
         let backend = FailingBackend(MemoryBackend())
         let store = Self.engine(backend, retries: 2)
-        let (courseID, chapters, media) = try await StoreConformanceTests.makeCourse(store)
+        let (courseID, chapters, media) = try await makeStoreCourse(store)
         let alice = ClientID(.fresh())
         let batch = DatabaseFailureTests.link(alice, courseID, 1, chapter: chapters[0], media: media[0])
         // The first write commits and loses its answer; every read after it fails until the engine gives up.
@@ -381,7 +382,7 @@ final class FailingBackend<Base: StoreBackend>: StoreBackend, @unchecked Sendabl
     @Test func aCatchUpReadThatFailsIsTriedAgain() async throws {
         let backend = FailingBackend(MemoryBackend())
         let store = Self.engine(backend)
-        let (courseID, _, _) = try await StoreConformanceTests.makeCourse(store)
+        let (courseID, _, _) = try await makeStoreCourse(store)
         backend.failReads(2)
         guard case .diffs(let diffs) = try await store.catchUp(courseID: courseID, after: 1, limit: 10) else {
             Issue.record("expected diffs")

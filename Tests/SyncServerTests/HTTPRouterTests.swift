@@ -8,6 +8,7 @@ import ServiceLifecycle
 import SyncModel
 import SyncServer
 import Testing
+@testable import TestSupport
 
 /// The one HTTP router, over real HTTP on an ``OpsListener``: each route only where configured,
 /// HEAD without a body, other methods refused, a 404 that names what is served, and `/ready`
@@ -28,21 +29,21 @@ import Testing
         let file = HTTPFile(body: ByteBuffer(string: "<p>hi</p>"), contentType: "text/html", headers: [("X-Frame-Options", "DENY")])
         let routes = HTTPRoutes(ready: { throw Failing() }, metrics: { "up 1\n" }, files: ["/": file, "/index.html": file])
         try await Self.withOpsListener(routes) { port in
-            let page = try await BackendAPITests.request(port, "GET", "/", token: nil)
+            let page = try await HTTPTest.request(port, "GET", "/", token: nil)
             #expect(page.status == 200 && page.body == "<p>hi</p>")
-            let head = try await BackendAPITests.request(port, "HEAD", "/index.html", token: nil)
+            let head = try await HTTPTest.request(port, "HEAD", "/index.html", token: nil)
             #expect(head.status == 200 && head.body.isEmpty)
-            #expect(try await BackendAPITests.request(port, "GET", "/metrics?x=1", token: nil).body == "up 1\n")
-            #expect(try await BackendAPITests.request(port, "GET", "/health", token: nil).status == 200)
-            #expect(try await BackendAPITests.request(port, "GET", "/ready", token: nil).status == 503)
-            #expect(try await BackendAPITests.request(port, "POST", "/health", token: nil, body: "{}").status == 405)
-            let missing = try await BackendAPITests.request(port, "GET", "/nope", token: nil)
+            #expect(try await HTTPTest.request(port, "GET", "/metrics?x=1", token: nil).body == "up 1\n")
+            #expect(try await HTTPTest.request(port, "GET", "/health", token: nil).status == 200)
+            #expect(try await HTTPTest.request(port, "GET", "/ready", token: nil).status == 503)
+            #expect(try await HTTPTest.request(port, "POST", "/health", token: nil, body: "{}").status == 405)
+            let missing = try await HTTPTest.request(port, "GET", "/nope", token: nil)
             #expect(missing.status == 404 && missing.body.contains("/metrics, /health, /ready, the page at /"), "\(missing.body)")
             // No API on the operator's listener.
-            #expect(try await BackendAPITests.request(port, "GET", "/v1/courses/x", token: "t").status == 404)
+            #expect(try await HTTPTest.request(port, "GET", "/v1/courses/x", token: "t").status == 404)
         }
         try await Self.withOpsListener(HTTPRoutes()) { port in
-            let missing = try await BackendAPITests.request(port, "GET", "/metrics", token: nil)
+            let missing = try await HTTPTest.request(port, "GET", "/metrics", token: nil)
             #expect(missing.status == 404 && !missing.body.contains("/metrics"))
         }
     }
@@ -51,7 +52,7 @@ import Testing
     @Test func anOversizedBatchBodyIsRefused() async throws {
         try await withHTTPSetup { setup in
             let body = String(repeating: "x", count: Limits.maxClientFrameBytes + 1)
-            let answer = try await BackendAPITests.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches",
+            let answer = try await HTTPTest.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches",
                                                            token: setup.server.token([setup.course: .editor]), body: body)
             #expect(answer.status == 413 && answer.body.contains("FRAME_TOO_LARGE"), "\(answer.status) \(answer.body)")
         }

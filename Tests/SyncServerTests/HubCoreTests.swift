@@ -2,6 +2,7 @@ import SyncModel
 import SyncServer
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// The hub's decisions without a store or sockets: the regressions found by running two nodes.
 @Suite struct HubCoreTests {

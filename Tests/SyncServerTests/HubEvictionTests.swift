@@ -5,6 +5,7 @@ import SyncModel
 import SyncStorage
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// Course hubs do not accumulate: a hub with no subscriber and nothing queued leaves memory after
 /// the idle time; one with a subscriber stays, and an evicted course works again when touched.

@@ -2,6 +2,7 @@ import SyncModel
 import SyncServer
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// The outbox's policy, without sockets (the NIO driver and the simulator share it).
 @Suite struct OutboxQueueTests {

@@ -5,6 +5,7 @@ import SyncServer
 import SyncStorage
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// Every way a batch or a connection is refused: the code arrives, and the database is unchanged.
 @Suite struct RejectionTests {

@@ -5,6 +5,7 @@ import SyncServer
 import SyncStorage
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// Bad peers, silent peers, slow peers and shutdown: each affects only its own connection, and
 /// nothing accepted is lost.

@@ -3,6 +3,7 @@ import SyncModel
 import SyncServer
 import SyncWire
 import Testing
+@testable import TestSupport
 
 extension ServerSession {
     /// One frame in at monotonic time zero and wall-clock `date`; the actions out, with a token

@@ -2,6 +2,7 @@ import Foundation
 import SyncModel
 import SyncServer
 import Testing
+@testable import TestSupport
 
 /// The spec's limits tables (protocol/README.md §9) are read and checked against the code's named
 /// limits, so the two cannot drift apart: a limit changed in the code fails here until the spec

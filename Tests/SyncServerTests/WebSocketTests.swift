@@ -7,6 +7,7 @@ import SyncServer
 import SyncTransport
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// The protocol over WebSocket (binary Envelopes, and their JSON mapping as text) behaves as over
 /// TCP: the same sessions, hubs and limits behind an ``HTTPListener``. Each scenario runs on every

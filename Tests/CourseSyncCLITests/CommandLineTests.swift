@@ -8,6 +8,7 @@ import SyncModel
 import SyncServer
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// What an operator does: migrate, create a course, start `coursesync serve`, issue tokens, connect
 /// clients, stop the server with SIGTERM.
@@ -258,8 +259,8 @@ import Testing
             let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:0"])
             let port = try #require(try await listeningPort(of: server), "\(server.output)")
             // The data directory is private: it holds the store and the token secret.
-            #expect(try PrivateFilesTests.mode(data) == 0o700)
-            #expect(try PrivateFilesTests.mode(data + "/store.sqlite") == 0o600)
+            #expect(try fileMode(data) == 0o700)
+            #expect(try fileMode(data + "/store.sqlite") == 0o600)
             let (course, token) = try await Self.course("Offline first", role: "editor", data: data)
             let common = ["--course", course.description, "--server", "127.0.0.1:\(port)", "--token", token, "--log-level", "error",
                           "--replica", folder.appendingPathComponent("cli.replica").path]

@@ -5,6 +5,7 @@ import SyncModel
 import SyncServer
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// Several clients editing one course over real TCP, committed to a real PostgreSQL.
 @Suite struct ConvergenceTests {
@@ -50,30 +51,6 @@ import Testing
     }
 }
 
-/// Reads the tables directly (not through the store's cache) and compares them with `state`.
-func expectDatabase(_ database: TestDatabase, equals state: CourseState, sourceLocation: SourceLocation = #_sourceLocation) async throws {
-    let courseID = state.course.id
-    var seq: Int64 = -1
-    for try await value in try await database.client.query("SELECT seq FROM courses WHERE id = \(courseID.uuid)").decode(Int64.self) {
-        seq = value
-    }
-    #expect(UInt64(seq) == state.seq, sourceLocation: sourceLocation)
-    var videos: [Video] = []
-    for try await (id, chapter, media, title, position) in try await database.client.query("""
-        SELECT v.id, v.chapter_id, v.media_file_id, v.title, v.position FROM videos v JOIN chapters c ON c.id = v.chapter_id
-        WHERE c.course_id = \(courseID.uuid)
-        """).decode((UUID, UUID, UUID, String, Int32).self) {
-        videos.append(Video(id: EntityID(id), chapterID: EntityID(chapter), mediaFileID: EntityID(media), title: title, position: Int(position)))
-    }
-    #expect(Dictionary(uniqueKeysWithValues: videos.map { ($0.id, $0) }) == state.videos, sourceLocation: sourceLocation)
-    var chapters: [Chapter] = []
-    for try await (id, title, position, version) in try await database.client.query("""
-        SELECT id, title, position, version FROM chapters WHERE course_id = \(courseID.uuid)
-        """).decode((UUID, String, Int32, Int64).self) {
-        chapters.append(Chapter(id: EntityID(id), courseID: courseID, title: title, position: Int(position), version: UInt64(version)))
-    }
-    #expect(Dictionary(uniqueKeysWithValues: chapters.map { ($0.id, $0) }) == state.chapters, sourceLocation: sourceLocation)
-}
 
 extension ConvergenceTests {
     @Test func sixteenClientsPushingRandomBatchesConvergeOnTheDatabaseState() async throws {
@@ -129,36 +106,6 @@ extension ConvergenceTests {
     }
 }
 
-/// Builds a course from a client's received snapshot parts and diffs, incrementally.
-struct ReplicaBuilder {
-    let courseID: EntityID
-    var state: CourseState?
-    var snapshot = SnapshotCollector()
-    var consumed = 0
-
-    init(courseID: EntityID) { self.courseID = courseID }
-
-    struct Broken: Error, CustomStringConvertible { var description: String }
-
-    mutating func update(_ messages: [WireMessage]) throws -> CourseState {
-        for message in messages[consumed...] {
-            switch message {
-            case .snapshot(let part) where part.course.id == courseID:
-                if let whole = snapshot.add(part) { state = whole }
-            case .diff(let diff) where diff.courseID == courseID:
-                guard var current = state else { throw Broken(description: "a diff arrived before any snapshot") }
-                guard diff.seq == current.seq + 1 else { throw Broken(description: "gap: diff \(diff.seq) after \(current.seq)") }
-                current.apply(diff)
-                state = current
-            default:
-                break
-            }
-        }
-        consumed = messages.count
-        guard let state else { throw Broken(description: "no snapshot received") }
-        return state
-    }
-}
 
 /// Random but mostly valid edits made against what a client currently sees.
 enum RandomEdits {

@@ -3,6 +3,7 @@ import MetricsTestKit
 @testable import SyncClient
 import SyncModel
 import Testing
+@testable import TestSupport
 
 /// The client library reports through swift-metrics: prediction accuracy, rollbacks,
 /// reconnects and queue depth, for a known sequence of answers.

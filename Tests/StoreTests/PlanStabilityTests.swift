@@ -4,6 +4,7 @@ import PostgresNIO
 import SyncModel
 import SyncStorage
 import Testing
+@testable import TestSupport
 
 /// Every statement on the commit and catch-up paths keeps an index plan once PostgreSQL has
 /// statistics (autovacuum's `ANALYZE`) from many other courses: for a new course (estimated at

@@ -5,6 +5,7 @@ import PostgresNIO
 import SyncModel
 import SyncStorage
 import Testing
+@testable import TestSupport
 
 /// The embedded store's SQLite schema is written beside `migrations/` (SQLite's dialect has no
 /// `uuid`, no deferrable constraints, no `ALTER TABLE … ADD CONSTRAINT`); this holds the two to

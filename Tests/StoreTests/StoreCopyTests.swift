@@ -5,6 +5,7 @@ import SyncModel
 import SyncServer
 import SyncStorage
 import Testing
+@testable import TestSupport
 
 /// `coursesync copy`: a store moved into another backend (SQLite → PostgreSQL → SQLite), with
 /// what clients rely on intact.

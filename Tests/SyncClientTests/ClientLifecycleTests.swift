@@ -7,6 +7,7 @@ import SyncClient
 import SyncModel
 import SyncServer
 import Testing
+@testable import TestSupport
 
 /// The client's lifetime is its `run()`'s: started in the caller's task tree, stopped by
 /// cancellation or a graceful shutdown, leaving nothing running; and its errors say what happened.

@@ -7,6 +7,7 @@ import SyncSimulation
 import SyncStorage
 import SyncWire
 import Testing
+@testable import TestSupport
 
 /// Every store behaviour the server relies on, run against both stores.
 @Suite struct StoreConformanceTests {
@@ -47,30 +48,18 @@ import Testing
     }
 
     /// A course with two chapters and four media files, made by one set-up batch (seq 1).
-    static func makeCourse(_ store: any SyncStore) async throws -> (course: EntityID, chapters: [EntityID], media: [EntityID]) {
-        let seeded = try await CourseSeed(id: .fresh(), title: "Conformance", chapters: ["One", "Two"],
-                                          media: CourseSeed.Media.numbered(4).map { CourseSeed.Media(name: $0.name, cdnURL: $0.cdnURL, durationMs: 1000, byteSize: 1000) })
-            .make(in: store)
-        return (seeded.course, seeded.chapters, seeded.media)
-    }
-
-    static func link(_ client: ClientID, _ courseID: EntityID, _ batchSeq: BatchSeq, chapter: EntityID, media: EntityID, temp: UInt64) -> Batch {
-        Batch(clientID: client, courseID: courseID, batchSeq: batchSeq, baseSeq: 0,
-              ops: [.linkMedia(chapter: .id(chapter), items: [LinkItem(temp: TempID(temp)!, media: .id(media))], placement: .atEnd)])
-    }
-
     @Test(arguments: Kind.allCases)
     func aGroupCommitsEachBatchAllOrNothingInOrder(_ kind: Kind) async throws {
         try await Self.withStore(kind) { subject in
             let store = subject.store
-            let (courseID, chapters, media) = try await Self.makeCourse(store)
+            let (courseID, chapters, media) = try await makeStoreCourse(store)
             let alice = ClientID(.fresh()), bob = ClientID(.fresh())
             let outcomes = try await store.commit([
-                Self.link(alice, courseID, 1, chapter: chapters[0], media: media[0], temp: 1),
+                linkBatch(alice, courseID, 1, chapter: chapters[0], media: media[0], temp: 1),
                 Batch(clientID: bob, courseID: courseID, batchSeq: 1, baseSeq: 0, ops: [
                     .renameChapter(.id(chapters[1]), title: "Renamed"), .unlinkVideo(.id(.fresh())),  // the second op fails
                 ]),
-                Self.link(bob, courseID, 2, chapter: chapters[0], media: media[1], temp: 1),
+                linkBatch(bob, courseID, 2, chapter: chapters[0], media: media[1], temp: 1),
             ], courseID: courseID)
             guard outcomes.count == 3, case .committed(let first) = outcomes[0], case .rejected(let rejection) = outcomes[1],
                   case .committed(let third) = outcomes[2] else {
@@ -94,9 +83,9 @@ import Testing
     func newRowsGetTimeOrderedIDsOfTheirCommitsMoment(_ kind: Kind) async throws {
         try await Self.withStore(kind) { subject in
             let store = subject.store
-            let (courseID, chapters, media) = try await Self.makeCourse(store)
+            let (courseID, chapters, media) = try await makeStoreCourse(store)
             let before = UInt64(Date().timeIntervalSince1970 * 1000)
-            let outcome = try await store.commit([Self.link(ClientID(.fresh()), courseID, 1, chapter: chapters[0], media: media[0], temp: 1)],
+            let outcome = try await store.commit([linkBatch(ClientID(.fresh()), courseID, 1, chapter: chapters[0], media: media[0], temp: 1)],
                                                  courseID: courseID)
             let after = UInt64(Date().timeIntervalSince1970 * 1000)
             guard case .committed(let commit) = outcome.first, let id = commit.ack.idMap[TempID(1)!] else {
@@ -113,9 +102,9 @@ import Testing
     func aResentBatchReplaysItsAckAndIsNotAppliedAgain(_ kind: Kind) async throws {
         try await Self.withStore(kind) { subject in
             let store = subject.store
-            let (courseID, chapters, media) = try await Self.makeCourse(store)
+            let (courseID, chapters, media) = try await makeStoreCourse(store)
             let client = ClientID(.fresh())
-            let batch = Self.link(client, courseID, 7, chapter: chapters[0], media: media[0], temp: 5)
+            let batch = linkBatch(client, courseID, 7, chapter: chapters[0], media: media[0], temp: 5)
             guard case .committed(let commit) = try await store.commit([batch], courseID: courseID).first else {
                 Issue.record("not committed")
                 return
@@ -127,7 +116,7 @@ import Testing
             #expect(try await subject.another().commit([batch], courseID: courseID) == [.replayed(commit.ack)])
             #expect(try await store.snapshot(courseID: courseID) == before)
             // The same batch twice in its first group: applied once.
-            let fresh = Self.link(client, courseID, 8, chapter: chapters[1], media: media[0], temp: 6)
+            let fresh = linkBatch(client, courseID, 8, chapter: chapters[1], media: media[0], temp: 6)
             let twice = try await store.commit([fresh, fresh], courseID: courseID)
             guard case .committed(let once) = twice[0] else { Issue.record("not committed"); return }
             #expect(twice[1] == .replayed(once.ack))
@@ -142,9 +131,9 @@ import Testing
     func whatAnInstanceHasNotSeenIsAnsweredAsTheStoreKnowsIt(_ kind: Kind) async throws {
         try await Self.withStore(kind) { subject in
             let store = subject.store
-            let (courseID, chapters, media) = try await Self.makeCourse(store)
+            let (courseID, chapters, media) = try await makeStoreCourse(store)
             let ada = ClientID(.fresh()), bo = ClientID(.fresh())
-            let link = Self.link(ada, courseID, 1, chapter: chapters[0], media: media[0], temp: 1)
+            let link = linkBatch(ada, courseID, 1, chapter: chapters[0], media: media[0], temp: 1)
             let unlink = Batch(clientID: ada, courseID: courseID, batchSeq: 2, baseSeq: 0, ops: [.unlinkVideo(.temp(TempID(1)!))])
             let chapter = Batch(clientID: ada, courseID: courseID, batchSeq: 3, baseSeq: 0,
                                 ops: [.createChapter(temp: TempID(5)!, title: "Five", placement: .atEnd)])
@@ -199,7 +188,7 @@ import Testing
     func aRejectedBatchLeavesNoTrace(_ kind: Kind) async throws {
         try await Self.withStore(kind) { subject in
             let store = subject.store
-            let (courseID, chapters, media) = try await Self.makeCourse(store)
+            let (courseID, chapters, media) = try await makeStoreCourse(store)
             let client = ClientID(.fresh())
             let before = try await store.snapshot(courseID: courseID)
             let bad = Batch(clientID: client, courseID: courseID, batchSeq: 1, baseSeq: 0, ops: [
@@ -224,7 +213,7 @@ import Testing
     @Test(arguments: Kind.allCases)
     func temporaryIDsOfEarlierBatchesCanBeReferenced(_ kind: Kind) async throws {
         try await Self.withStore(kind) { subject in
-            let (courseID, _, media) = try await Self.makeCourse(subject.store)
+            let (courseID, _, media) = try await makeStoreCourse(subject.store)
             let client = ClientID(.fresh())
             _ = try await subject.store.commit([Batch(clientID: client, courseID: courseID, batchSeq: 1, baseSeq: 0,
                                                       ops: [.createChapter(temp: TempID(1)!, title: "Later", placement: .atStart)])], courseID: courseID)
@@ -248,7 +237,7 @@ import Testing
     func catchUpReturnsTheDiffsAfterACursorOrASnapshot(_ kind: Kind) async throws {
         try await Self.withStore(kind, logRetention: 8) { subject in
             let store = subject.store
-            let (courseID, chapters, _) = try await Self.makeCourse(store)
+            let (courseID, chapters, _) = try await makeStoreCourse(store)
             let client = ClientID(.fresh())
             var states = [try await store.snapshot(courseID: courseID)]
             for batchSeq in 1...40 as ClosedRange<BatchSeq> {
@@ -282,7 +271,7 @@ import Testing
     @Test(arguments: Kind.allCases)
     func concurrentCommitsOnOneCourseAreSerialized(_ kind: Kind) async throws {
         try await Self.withStore(kind) { subject in
-            let (courseID, chapters, media) = try await Self.makeCourse(subject.store)
+            let (courseID, chapters, media) = try await makeStoreCourse(subject.store)
             let start = try await subject.store.snapshot(courseID: courseID)
             // Four writers, each with its own store instance (as four nodes), linking into one chapter.
             let stores = try (0..<4).map { _ in try subject.another() }
@@ -333,7 +322,7 @@ import Testing
                                                       ops: [.createChapter(temp: TempID(1)!, title: "X", placement: .atEnd)])], courseID: missing)
             }
             // Seqs read together: those of the courses that exist.
-            let other = try await Self.makeCourse(subject.store).course
+            let other = try await makeStoreCourse(subject.store).course
             #expect(try await subject.store.courseSeqs([course.id, missing, other]) == [course.id: 0, other: 1])
             #expect(try await subject.store.courseSeqs([]) == [:])
         }
@@ -353,16 +342,16 @@ extension BatchOutcome {
     @Test func aCommitInTheCommonCaseIsOneWrite() async throws {
         let backend = MemoryBackend()
         let store = StoreEngine(backend: backend)
-        let (courseID, chapters, media) = try await StoreConformanceTests.makeCourse(store)
+        let (courseID, chapters, media) = try await makeStoreCourse(store)
         let ada = ClientID(.fresh())
-        _ = try await store.commit([StoreConformanceTests.link(ada, courseID, 1, chapter: chapters[0], media: media[0], temp: 1)], courseID: courseID)
+        _ = try await store.commit([linkBatch(ada, courseID, 1, chapter: chapters[0], media: media[0], temp: 1)], courseID: courseID)
         let before = backend.calls
         // A batch naming the video the previous one created (by its temp ID), another client's
         // batch, and a resend of the first: one write, nothing read.
         let outcomes = try await store.commit([
             Batch(clientID: ada, courseID: courseID, batchSeq: 2, baseSeq: 0, ops: [.renameVideo(.temp(TempID(1)!), title: "Renamed")]),
-            StoreConformanceTests.link(ClientID(.fresh()), courseID, 1, chapter: chapters[1], media: media[1], temp: 1),
-            StoreConformanceTests.link(ada, courseID, 1, chapter: chapters[0], media: media[0], temp: 1),
+            linkBatch(ClientID(.fresh()), courseID, 1, chapter: chapters[1], media: media[1], temp: 1),
+            linkBatch(ada, courseID, 1, chapter: chapters[0], media: media[0], temp: 1),
         ], courseID: courseID)
         guard case .committed = outcomes[0], case .committed = outcomes[1], case .replayed = outcomes[2] else {
             Issue.record("unexpected outcomes \(outcomes)")

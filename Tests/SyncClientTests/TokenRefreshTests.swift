@@ -6,6 +6,7 @@ import SyncModel
 import SyncServer
 import SyncStorage
 import Testing
+@testable import TestSupport
 
 /// Tokens that expire: the server ends the connection at expiry, and a client with a token
 /// provider reconnects with a fresh token and carries on.

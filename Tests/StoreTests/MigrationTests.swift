@@ -5,6 +5,7 @@ import SyncModel
 import SyncServer
 import SyncStorage
 import Testing
+@testable import TestSupport
 
 @Suite struct MigrationTests {
     static func tables(_ database: TestDatabase) async throws -> Set<String> {

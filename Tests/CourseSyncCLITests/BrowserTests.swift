@@ -4,6 +4,7 @@ import FoundationNetworking
 #endif
 import SyncModel
 import Testing
+@testable import TestSupport
 
 /// The live course editor page (`serve --http-listen … --web`) in real headless Chromium, driven
 /// over WebDriver, against the real `coursesync serve` binary: two instructors, a viewer, a killed
@@ -68,7 +69,7 @@ import Testing
         func pageURL(_ token: String) -> String { "http://127.0.0.1:\(httpPort)/#course=\(course)&token=\(token)" }
 
         func outline() async throws -> ServerOutline {
-            let answer = try await BackendAPITests.request(httpPort, "GET", "/v1/courses/\(course)", token: editorA)
+            let answer = try await HTTPTest.request(httpPort, "GET", "/v1/courses/\(course)", token: editorA)
             let json = try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])
             let snapshot = try #require(json["snapshot"] as? [String: Any], "\(answer.body)")
             let chapters = snapshot["chapters"] as? [[String: Any]] ?? []
@@ -402,7 +403,7 @@ import Testing
             #"{"registerMedia": {"temp": "\#(100 + index)", "name": "\#(text(String(format: "Lecture %03d", index)))", "cdnUrl": "\#(text("https://cdn.example.com/\(index).mp4"))", "durationMs": "600000", "byteSize": "1000000"}}"#
         }
         let body = #"{"clientId": "\#(EntityID.fresh())", "batchSeq": "1", "ops": [\#(ops.joined(separator: ","))]}"#
-        let answer = try await BackendAPITests.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: setup.editorA, body: body)
+        let answer = try await HTTPTest.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: setup.editorA, body: body)
         #expect(answer.status == 200, "\(answer.body)")
     }
 

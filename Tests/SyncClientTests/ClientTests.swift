@@ -3,6 +3,7 @@ import Foundation
 import SyncModel
 import SyncServer
 import Testing
+@testable import TestSupport
 
 /// The client library against a real server on a real PostgreSQL, with real replica files.
 @Suite(.timeLimit(.minutes(2)))
