@@ -47,7 +47,6 @@ import Testing
         }
     }
 
-    /// A course with two chapters and four media files, made by one set-up batch (seq 1).
     @Test(arguments: Kind.allCases)
     func aGroupCommitsEachBatchAllOrNothingInOrder(_ kind: Kind) async throws {
         try await Self.withStore(kind) { subject in
