@@ -105,3 +105,30 @@ public struct Batch: Hashable, Sendable {
         return temps
     }
 }
+
+extension Operation {
+    /// The same operation with every reference passed through `transform`.
+    public func mapRefs(_ transform: (Ref) -> Ref) -> Operation {
+        func place(_ placement: Placement) -> Placement {
+            switch placement {
+            case .atEnd, .atStart: placement
+            case .after(let anchor): .after(transform(anchor))
+            case .before(let anchor): .before(transform(anchor))
+            }
+        }
+        switch self {
+        case .createChapter(let temp, let title, let placement): return .createChapter(temp: temp, title: title, placement: place(placement))
+        case .renameChapter(let ref, let title): return .renameChapter(transform(ref), title: title)
+        case .moveChapter(let ref, let placement): return .moveChapter(transform(ref), placement: place(placement))
+        case .deleteChapter(let ref): return .deleteChapter(transform(ref))
+        case .registerMedia: return self
+        case .linkMedia(let chapter, let items, let placement):
+            return .linkMedia(chapter: transform(chapter),
+                              items: items.map { LinkItem(temp: $0.temp, media: transform($0.media), title: $0.title) },
+                              placement: place(placement))
+        case .moveVideo(let ref, let chapter, let placement): return .moveVideo(transform(ref), toChapter: transform(chapter), placement: place(placement))
+        case .renameVideo(let ref, let title): return .renameVideo(transform(ref), title: title)
+        case .unlinkVideo(let ref): return .unlinkVideo(transform(ref))
+        }
+    }
+}
