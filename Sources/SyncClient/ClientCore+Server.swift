@@ -217,7 +217,8 @@ extension ClientCore {
         for batch in dropped {
             write.deletedBatches.insert(batch.batchSeq)
             write.batches[batch.batchSeq] = nil
-            if batch.batchSeq == openBatch { openBatch = nil }
+            if batch.batchSeq == openBatch { openBatch = nil; undoHistory.openInverses = []; undoHistory.openKind = .edit }
+            undoHistory.droppedBatch(batch.batchSeq)
         }
         let edits = dropped.flatMap { batch in batch.ops.map { DroppedEdit(batchSeq: batch.batchSeq, operation: $0) } }
         stats.droppedEdits += edits.count

@@ -126,6 +126,8 @@ package struct ClientCore: Sendable {
     var replayTemps: [TempID: EntityID] = [:]
     /// The batch collecting edits until it is sealed (always the last pending batch, never sent).
     var openBatch: BatchSeq?
+    /// This replica's own edits that can be undone, and undos that can be redone.
+    var undoHistory = UndoHistory()
     /// Every ID whose visible row the pending batches changed (replayed or edited) since the last
     /// rebase: the rows to refresh, besides what arrived, when the replay changes.
     var replayTouched = TouchedIDs()
@@ -248,7 +250,9 @@ package struct ClientCore: Sendable {
     /// invalid against the visible state or the queue is full.
     package mutating func edit(_ op: SyncModel.Operation, now: Moment, holdOpen: Bool = false) throws(EditError) {
         lastNow = max(lastNow, now)
+        let inverse = inverse(of: op)
         try queue(op)
+        if let inverse { undoHistory.openInverses.append(inverse) }
         if holdOpen { return }
         if timing.coalesceWindow <= .zero {
             seal()
@@ -305,7 +309,8 @@ package struct ClientCore: Sendable {
     /// Closes the open batch: it is sent now if connected, else on the next connection.
     package mutating func seal() {
         sealDeadline = nil
-        guard openBatch != nil else { return }
+        guard let sealed = openBatch else { return }
+        undoHistory.sealed(sealed)
         openBatch = nil
         sendUnsent(now: lastNow)
     }

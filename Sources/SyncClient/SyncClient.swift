@@ -243,6 +243,29 @@ public actor SyncClient {
         try perform(.unlinkVideo(try ref(video)))
     }
 
+    /// Takes back this replica's last own edit that is not undone yet (one call of the edit API,
+    /// or the edits coalesced into one batch), even after others' edits: as intent, resolved like
+    /// any edit — renamed back, moved back after the row it followed, unlinked, re-created with
+    /// new IDs. Returns `false` if there is nothing to undo. Throws ``EditError/invalid(_:)`` if
+    /// the undo cannot apply to what the replica shows now (a row it names was deleted meanwhile);
+    /// that edit then stays as it is. A media file's registration is not undone (nothing removes
+    /// one from the library). At most 100 edits are remembered, in memory only.
+    @discardableResult
+    public func undo() throws -> Bool {
+        try performUndo { core, now throws(EditError) in try core.undo(now: now) }
+    }
+
+    /// Makes again what the last ``undo()`` took back; `false` if there is nothing to redo (a new
+    /// edit ends what could be redone).
+    @discardableResult
+    public func redo() throws -> Bool {
+        try performUndo { core, now throws(EditError) in try core.redo(now: now) }
+    }
+
+    /// Whether ``undo()`` / ``redo()`` have something to take back or make again.
+    public var canUndo: Bool { core.canUndo }
+    public var canRedo: Bool { core.canRedo }
+
     /// Resubmits rolled-back edits as a new batch, resolved against the current state. Throws
     /// (changing nothing) if they no longer make sense, e.g. their chapter is really gone.
     public func retry(_ edits: [DroppedEdit]) throws {
@@ -298,6 +321,15 @@ public actor SyncClient {
         case .after(let key): .after(try ref(key))
         case .before(let key): .before(try ref(key))
         }
+    }
+
+    private func performUndo(_ step: (inout ClientCore, Moment) throws(EditError) -> Bool) throws -> Bool {
+        guard !closed else { throw EditError.closed }
+        if case .storage? = stopped { throw stopped! }
+        let sent = try step(&core, now())
+        carryOut()
+        if case .storage? = stopped { throw stopped! }
+        return sent
     }
 
     /// Applies an edit and writes it to the replica; if the replica cannot be written the edit

@@ -84,6 +84,8 @@ public struct SimulationResult: Sendable {
     public var trace: [String]
     public var steps = 0
     public var edits = 0
+    /// Undos and redos sent (each a batch like an edit).
+    public var undos = 0
     public var commits = 0
     public var rejections = 0
     public var faults = 0
@@ -471,6 +473,22 @@ public final class Simulation {
 
     private func edit(_ index: Int) throws {
         clients[index].editsLeft -= 1
+        // One step in ten takes back the client's last edit (or makes an undo again): sent as a
+        // new batch, resolved against whatever others did meanwhile.
+        let roll = Int.random(in: 0..<100, using: &random)
+        if roll < 10 {
+            let redo = roll < 3
+            do {
+                if redo ? try clients[index].core.redo(now: now) : try clients[index].core.undo(now: now) {
+                    result.undos += 1
+                    log("\(clients[index].name) \(redo ? "redoes" : "undoes") its last edit")
+                }
+            } catch {
+                log("\(clients[index].name) \(redo ? "redo" : "undo") refused locally: \(error)")
+            }
+            try carryOut(index)
+            return try checkClient(index)
+        }
         guard let op = randomOperation(&clients[index].core) else { return }
         do {
             try clients[index].core.edit(op, now: now)
