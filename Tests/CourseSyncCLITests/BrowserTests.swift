@@ -395,6 +395,41 @@ import Testing
         }
     }
 
+    /// Ctrl+Z takes back the user's last edit and Ctrl+Shift+Z makes it again, each drawn at once
+    /// and committed as an edit of its own, after another user's edit in between: theirs stays.
+    @Test func ctrlZUndoesTheLastOwnEditAndCtrlShiftZRedoesIt() async throws {
+        try await Self.withServedCourse(media: 4) { setup in
+            let start = try await setup.outline()
+            let media = start.media.sorted { $0.key < $1.key }.map(\.value)
+            let chapter = start.order[0][0]
+            try await WebDriver.withSessions(2) { sessions in
+                let (page, other) = (sessions[0], sessions[1])
+                try await page.open(setup.pageURL(setup.editorA))
+                try await other.open(setup.pageURL(setup.editorB))
+                try await Self.settled(page, at: start.seq)
+                try await Self.settled(other, at: start.seq)
+                try await Self.link(page, media[0..<2], into: chapter)
+                try await Self.settled(page, at: start.seq + 1)
+                try await Self.link(other, media[2..<3], into: chapter)
+                try await Self.settled(page, at: start.seq + 2)
+                let edited = try await setup.outline()
+                #expect(edited.order[0].count == 4, "\(edited.order)")
+
+                try await page.press("z", holding: [WebDriver.Session.Key.control])
+                let undone = try await Self.settled(page, at: start.seq + 3)
+                let server = try await setup.outline()
+                #expect(server.order[0].count == 2 && undone.order == server.order, "only the other user's video is left: \(server.order)")
+                #expect(undone.chapters[0].videos.map(\.media) == [media[2]])
+
+                try await page.press("z", holding: [WebDriver.Session.Key.control, WebDriver.Session.Key.shift])
+                let redone = try await Self.settled(page, at: start.seq + 4)
+                let again = try await setup.outline()
+                #expect(again.order[0].count == 4 && redone.order == again.order)
+                #expect(Set(redone.chapters[0].videos.map(\.media)) == Set(media[0..<3]))
+            }
+        }
+    }
+
     /// Four chapters and `media` media files, registered by a backend over HTTP.
     static func seed(_ setup: Setup, media: Int) async throws {
         func text(_ value: String) -> String { Data(value.utf8).base64EncodedString() }

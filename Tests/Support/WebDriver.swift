@@ -164,6 +164,22 @@ final class WebDriver: @unchecked Sendable {
             try await driver.call("POST", "/session/\(id)/element/\(element)/click", [String: Any]())
         }
 
+        /// Presses `key` with the modifiers held, as a user would (W3C actions: real key events).
+        /// Modifiers are WebDriver's key codes (`Key.control`, `Key.shift`).
+        func press(_ key: String, holding modifiers: [String] = []) async throws {
+            var actions: [[String: Any]] = modifiers.map { ["type": "keyDown", "value": $0] }
+            actions += [["type": "keyDown", "value": key], ["type": "keyUp", "value": key]]
+            actions += modifiers.reversed().map { ["type": "keyUp", "value": $0] }
+            try await driver.call("POST", "/session/\(id)/actions", ["actions": [["type": "key", "id": "keyboard", "actions": actions]]])
+            try await driver.call("DELETE", "/session/\(id)/actions")
+        }
+
+        /// WebDriver's codes for modifier keys.
+        enum Key {
+            static let control = "\u{E009}"
+            static let shift = "\u{E008}"
+        }
+
         /// The session's windows (tabs), by WebDriver handle.
         func windows() async throws -> [String] {
             guard let handles = try await driver.call("GET", "/session/\(id)/window/handles") as? [String] else {

@@ -243,7 +243,7 @@ function place(list, rows, placement, model, view) {
  * One pending op on the drawn outline: the server's rules where the page can know them, and a
  * skip where it cannot (an op on a row that is gone draws nothing; the server's answer decides).
  */
-function applyOptimistically(view, op, model) {
+export function applyOptimistically(view, op, model) {
   const [kind, body] = Object.entries(op)[0];
   switch (kind) {
     case "createChapter": {
@@ -319,4 +319,126 @@ function applyOptimistically(view, op, model) {
       return;
     }
   }
+}
+
+// ---- undo -----------------------------------------------------------------------------------------
+//
+// Undo as intent, as the Swift model computes it (CourseState.inverse(of:)): each op's inverse
+// against the outline just before it, sent as a new batch the server resolves like any other.
+
+/** The reference an op uses for a row drawn under `key`: a real ID, or the temp of an unacked row. */
+export function refOf(key) {
+  return key.startsWith("temp:") ? { temp: Number(key.slice(5)) } : { id: key };
+}
+
+/**
+ * The ops that take back `op` as it applies to `view` (model.outline() just before it), and the
+ * rows they make again under new temps (key → temp); null if `op` names a row the view lacks.
+ */
+export function inverseOf(op, view, model, newTemp) {
+  const [kind, body] = Object.entries(op)[0];
+  const key = (ref) => keyOf(ref, model, view);
+  const chapterAt = (ref) => view.chapters.find((chapter) => chapter.key === key(ref));
+  const before = (list, index) => (index > 0 ? { after: refOf(list[index - 1].key) } : { atStart: {} });
+  switch (kind) {
+    case "createChapter":
+      return { ops: [{ deleteChapter: { chapter: { temp: body.temp } } }], recreated: new Map() };
+    case "renameChapter": {
+      const chapter = chapterAt(body.chapter);
+      return chapter ? { ops: [{ renameChapter: { chapter: refOf(chapter.key), title: chapter.title } }], recreated: new Map() } : null;
+    }
+    case "moveChapter": {
+      const index = view.chapters.findIndex((chapter) => chapter.key === key(body.chapter));
+      if (index < 0) return null;
+      return { ops: [{ moveChapter: { chapter: refOf(view.chapters[index].key), placement: before(view.chapters, index) } }], recreated: new Map() };
+    }
+    case "deleteChapter": {
+      const index = view.chapters.findIndex((chapter) => chapter.key === key(body.chapter));
+      if (index < 0) return null;
+      const chapter = view.chapters[index];
+      const temp = newTemp();
+      const recreated = new Map([[chapter.key, temp]]);
+      const ops = [{ createChapter: { temp, title: chapter.title, placement: before(view.chapters, index) } }];
+      if (chapter.videos.length > 0) {
+        const items = chapter.videos.map((video) => {
+          const item = { temp: newTemp(), media: refOf(video.media), title: video.title };
+          recreated.set(video.key, item.temp);
+          return item;
+        });
+        ops.push({ linkMedia: { chapter: { temp }, items, placement: { atEnd: {} } } });
+      }
+      return { ops, recreated };
+    }
+    case "registerMedia":
+      return { ops: [], recreated: new Map() }; // nothing removes a media file from the library
+    case "linkMedia": {
+      const chapter = chapterAt(body.chapter);
+      if (!chapter) return null;
+      const linked = new Set(chapter.videos.map((video) => video.media));
+      const ops = [];
+      for (const item of body.items) {
+        const media = key(item.media);
+        if (linked.has(media)) continue; // merged into the video the chapter holds
+        linked.add(media);
+        ops.unshift({ unlinkVideo: { video: { temp: item.temp } } });
+      }
+      return { ops, recreated: new Map() };
+    }
+    case "moveVideo": {
+      const found = findVideo(view, key(body.video));
+      if (!found) return null;
+      return { ops: [{ moveVideo: { video: refOf(found.video.key), toChapter: refOf(found.chapter.key), placement: before(found.chapter.videos, found.index) } }],
+        recreated: new Map() };
+    }
+    case "renameVideo": {
+      const found = findVideo(view, key(body.video));
+      return found ? { ops: [{ renameVideo: { video: refOf(found.video.key), title: found.video.title } }], recreated: new Map() } : null;
+    }
+    case "unlinkVideo": {
+      const found = findVideo(view, key(body.video));
+      if (!found) return null;
+      const temp = newTemp();
+      return { ops: [{ linkMedia: { chapter: refOf(found.chapter.key), items: [{ temp, media: refOf(found.video.media), title: found.video.title }],
+        placement: before(found.chapter.videos, found.index) } }], recreated: new Map([[found.video.key, temp]]) };
+    }
+  }
+  return null;
+}
+
+/**
+ * The undo of `ops` (a batch about to be added to `model`): each op's inverse against the outline
+ * as the ops before it leave it, last op's first, re-created rows named by their new temps.
+ * null if an op names a row the outline lacks.
+ */
+export function undoOf(ops, model, newTemp) {
+  const view = model.outline();
+  const inverses = [];
+  for (const op of ops) {
+    const inverse = inverseOf(op, view, model, newTemp);
+    if (!inverse) return null;
+    inverses.push(inverse);
+    applyOptimistically(view, op, model);
+  }
+  const renamed = new Map();
+  const undo = [];
+  for (const inverse of inverses.reverse()) {
+    for (const op of inverse.ops) undo.push(renameRefs(op, (ref) => {
+      const temp = renamed.get(ref.id ?? `temp:${ref.temp}`);
+      return temp === undefined ? ref : { temp };
+    }));
+    for (const [key, temp] of inverse.recreated) renamed.set(key, temp);
+  }
+  return undo;
+}
+
+/** `op` with every reference (an object that is only `{id}` or only `{temp}`) passed through `map`. */
+function renameRefs(op, map) {
+  const walk = (value) => {
+    if (Array.isArray(value)) return value.map(walk);
+    if (value === null || typeof value !== "object") return value;
+    const keys = Object.keys(value);
+    if (keys.length === 1 && (keys[0] === "id" || keys[0] === "temp")) return map(value);
+    return Object.fromEntries(keys.map((name) => [name, walk(value[name])]));
+  };
+  return walk(op);
 }

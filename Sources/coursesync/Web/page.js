@@ -7,7 +7,7 @@
 
 import { Connection } from "./connection.js";
 import { claimIdentity, releaseIdentity, takeToken } from "./identity.js";
-import { CourseModel } from "./model.js";
+import { CourseModel, undoOf } from "./model.js";
 import { $, EditorView } from "./view.js";
 import { int, opToWire, uuidToID } from "./wire.js";
 
@@ -38,10 +38,10 @@ function ref(key) {
   return key.startsWith("temp:") ? { temp: Number(key.slice(5)) } : { id: key };
 }
 
-/** Appends `value`, keeping the list's last 1,000 entries. */
-function keepLast(list, value) {
+/** Appends `value`, keeping the list's last `limit` entries. */
+function keepLast(list, value, limit = 1000) {
   list.push(value);
-  if (list.length > 1000) list.shift();
+  if (list.length > limit) list.shift();
 }
 
 /** One course open in the tab: its model, its connection, its view, and what the user does. */
@@ -57,6 +57,10 @@ class Editor {
     this.events = [];
     this.renderTimes = [];
     this.renaming = null;
+    // The user's own edits that Ctrl+Z takes back, and undos that Ctrl+Shift+Z makes again:
+    // { seq (the batch it takes back), ops, label }, the last 100 each, for this tab's life.
+    this.undoStack = [];
+    this.redoStack = [];
     this.renderQueued = false;
     this.drawnBatches = new Set();
     this.lastOutline = null;
@@ -88,9 +92,18 @@ class Editor {
 
   // ---- edits ----------------------------------------------------------------------------------
 
-  /** Draws the edit at once, then sends it (or queues it while offline). */
-  edit(ops, label, event) {
+  /**
+   * Draws the edit at once, then sends it (or queues it while offline). Its undo, computed against
+   * what is drawn now, goes on the undo stack (an undo's on the redo stack); a new edit ends the redos.
+   */
+  edit(ops, label, event, kind = "edit") {
+    const undo = undoOf(ops, this.model, () => this.model.newTemp());
     const batch = this.model.addBatch(ops, label, event?.timeStamp ?? performance.now());
+    if (undo?.length) {
+      const entry = { seq: batch.seq, ops: undo, label: label.replace(/^(Undo|Redo): /, "") };
+      keepLast(kind === "undo" ? this.redoStack : this.undoStack, entry, 100);
+    }
+    if (kind === "edit") this.redoStack.length = 0;
     keepLast(this.timings, { seq: batch.seq, weight: batch.weight, clickedAt: batch.clickedAt });
     this.send(batch); // first: no answer can be handled before this task has drawn the edit below
     this.render();
@@ -145,6 +158,18 @@ class Editor {
     }
   }
 
+  /** Ctrl+Z: takes back the last own edit not yet undone, as a new edit (resolved like any). */
+  undo(event) {
+    const entry = this.undoStack.pop();
+    if (entry) this.edit(entry.ops, `Undo: ${entry.label}`, event, "undo");
+  }
+
+  /** Ctrl+Shift+Z (or Ctrl+Y): makes again what the last undo took back. */
+  redo(event) {
+    const entry = this.redoStack.pop();
+    if (entry) this.edit(entry.ops, `Redo: ${entry.label}`, event, "redo");
+  }
+
   openRename(kind, key, title) {
     this.renaming = { kind, key };
     $("#rename-title").value = title;
@@ -161,8 +186,21 @@ class Editor {
         this.edit([op], `Renaming to “${title}”`);
       }
       this.renaming = null;
+    // The user's own edits that Ctrl+Z takes back, and undos that Ctrl+Shift+Z makes again:
+    // { seq (the batch it takes back), ops, label }, the last 100 each, for this tab's life.
+    this.undoStack = [];
+    this.redoStack = [];
     });
     $("#link-selected").addEventListener("click", (event) => this.linkSelected(event));
+    addEventListener("keydown", (event) => {
+      if (!(event.ctrlKey || event.metaKey) || event.altKey) return;
+      if (event.target.closest?.("input, textarea, dialog")) return; // the field's own undo
+      const key = event.key.toLowerCase();
+      if (key === "z" && !event.shiftKey) this.undo(event);
+      else if ((key === "z" && event.shiftKey) || key === "y") this.redo(event);
+      else return;
+      event.preventDefault();
+    });
     $("#add-chapter").addEventListener("click", (event) => this.addChapter(event));
     $("#outline").addEventListener("click", (event) => {
       const action = event.target.closest("button")?.classList[0];
@@ -208,6 +246,10 @@ class Editor {
       case "reject": {
         const dropped = model.reject(body);
         if (dropped.length > 0) {
+          const gone = new Set(dropped.map((batch) => batch.seq));
+          for (const stack of [this.undoStack, this.redoStack]) {
+            for (let index = stack.length - 1; index >= 0; index--) if (gone.has(stack[index].seq)) stack.splice(index, 1);
+          }
           this.log("reject", dropped[0].seq);
           this.view.toast(dropped, body, (event) => this.edit(model.remake(dropped), `Retry: ${dropped[0].label.replace(/^Retry: /, "")}`, event));
           drawNow = true; // the rollback and its toast in the same frame

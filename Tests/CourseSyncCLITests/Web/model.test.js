@@ -4,7 +4,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { CourseModel } from "./model.js";
+import { CourseModel, undoOf } from "./model.js";
 import { MAX_VIDEOS_PER_CHAPTER, PERMANENT_REFUSALS } from "./limits.js";
 
 const ME = "client-me";
@@ -89,4 +89,41 @@ test("the limits module carries the server's permanent refusals and limits", () 
   }
   for (const code of ["RATE_LIMITED", "SHUTTING_DOWN", "SLOW_CONSUMER", "INTERNAL_ERROR"]) assert.ok(!PERMANENT_REFUSALS.has(code), code);
   assert.equal(MAX_VIDEOS_PER_CHAPTER, 500);
+});
+
+/** The outline's shape: chapters in order with their videos (media and title), keys aside. */
+const shape = (model) => model.outline().chapters.map((chapter) => `${chapter.title}: ${chapter.videos.map((video) => `${video.media}=${video.title}`).join(",")}`);
+
+test("each edit's undo, drawn on top of it, gives back the outline it changed", () => {
+  const edits = [
+    (model) => [{ createChapter: { temp: model.newTemp(), title: "New", placement: { atStart: {} } } }],
+    () => [{ renameChapter: { chapter: { id: "c1" }, title: "Renamed" } }],
+    (model) => [{ linkMedia: { chapter: { id: "c1" }, items: [{ temp: model.newTemp(), media: { id: "m2" } }, { temp: model.newTemp(), media: { id: "m1" } }], placement: { atStart: {} } } }],
+    () => [{ renameVideo: { video: { id: "v1" }, title: "Retitled" } }],
+    () => [{ unlinkVideo: { video: { id: "v1" } } }],
+    () => [{ deleteChapter: { chapter: { id: "c1" } } }],
+    (model) => {
+      const temp = model.newTemp();
+      return [{ createChapter: { temp, title: "Second", placement: { atEnd: {} } } },
+        { moveVideo: { video: { id: "v1" }, toChapter: { temp }, placement: { atEnd: {} } } },
+        { renameVideo: { video: { id: "v1" }, title: "Moved" } }];
+    },
+    (model) => [{ linkMedia: { chapter: { id: "c1" }, items: [{ temp: model.newTemp(), media: { id: "m2" } }], placement: { atEnd: {} } } },
+      { unlinkVideo: { video: { id: "v1" } } }, { deleteChapter: { chapter: { id: "c1" } } }],
+  ];
+  for (const make of edits) {
+    const model = modelWithCourse();
+    const original = shape(model);
+    const ops = make(model);
+    const undo = undoOf(ops, model, () => model.newTemp());
+    model.addBatch(ops, "edit", 0);
+    assert.notDeepEqual(shape(model), original, JSON.stringify(ops));
+    model.addBatch(undo, "undo", 0);
+    assert.deepEqual(shape(model), original, `${JSON.stringify(ops)} undone by ${JSON.stringify(undo)}`);
+  }
+});
+
+test("an edit naming a row that is not drawn has no undo", () => {
+  const model = modelWithCourse();
+  assert.equal(undoOf([{ renameVideo: { video: { id: "gone" } , title: "x" } }], model, () => model.newTemp()), null);
 });
