@@ -20,6 +20,7 @@ func readmeExample(token: String, courseID: EntityID, introClipID: EntityID) asy
         let chapter = try await client.createChapter(title: "Getting started")
         let videos = try await client.linkMedia([await client.key(for: introClipID)], to: chapter)
         try await client.renameVideo(videos[0], to: "Welcome")
+        try await client.undo()      // Ctrl+Z: takes the rename back (as a new edit; redo() makes it again)
 
         // Reactive queries: fire after every change, with each row's status (pending / confirmed).
         group.addTask {
