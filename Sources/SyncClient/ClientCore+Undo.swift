@@ -82,7 +82,7 @@ extension ClientCore {
     }
 
     /// Whether ``undo(now:)`` / ``redo(now:)`` have something to send.
-    package var canUndo: Bool { !undoHistory.undo.isEmpty }
+    package var canUndo: Bool { !undoHistory.undo.isEmpty || (openBatch != nil && !undoHistory.openInverses.isEmpty && undoHistory.openKind == .edit) }
     package var canRedo: Bool { !undoHistory.redo.isEmpty }
 
     /// Sends the undo of this replica's last own edit (a batch) that is not undone yet, as a new
@@ -99,12 +99,16 @@ extension ClientCore {
 
     private mutating func send(from stack: WritableKeyPath<UndoHistory, [UndoHistory.Entry]>, as kind: UndoHistory.Kind,
                                now: Moment) throws(EditError) -> Bool {
+        seal()  // an edit still in its coalescing window is the last one: it goes on the stack now
         guard let entry = undoHistory[keyPath: stack].popLast() else { return false }
-        seal()
-        // All or nothing: tried on the visible state first (a copy), as the server would resolve it.
+        // All or nothing: tried on the visible state first, as the server would resolve it (in
+        // place and taken back, at a cost in proportion to the undo, not to the course).
         let trial = Batch(clientID: clientID, courseID: courseID, batchSeq: nextBatchSeq, baseSeq: confirmed.seq, ops: entry.ops)
         var allocator = ProvisionalIDAllocator()
-        if case .failure(var rejection) = Resolver.resolve(trial, against: visible, knownTemps: temps(for: trial), allocator: &allocator) {
+        switch Resolver.apply(trial, to: &visible, knownTemps: temps(for: trial), allocator: &allocator) {
+        case .success(let applied):
+            applied.undo.revert(&visible)
+        case .failure(var rejection):
             rejection.opIndex = nil
             throw .invalid(rejection)
         }

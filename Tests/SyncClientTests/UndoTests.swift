@@ -43,6 +43,16 @@ import Testing
         #expect(!core.canRedo && core.canUndo)
     }
 
+    /// Ctrl+Z at once after an edit, while it is still open for coalescing: that edit is undone.
+    @Test func anEditStillOpenIsTheOneUndone() throws {
+        var (server, core, chapter, _) = tests.setUp()
+        try core.edit(.renameChapter(.id(chapter), title: "Open"))
+        #expect(core.canUndo)
+        #expect(try core.undo(now: .zero))
+        tests.exchange(&core, &server)
+        #expect(outline(server.state) == ["Chapter: "] && outline(core.visible) == ["Chapter: "])
+    }
+
     @Test func anUndoKeepsOthersEditsAndANewEditEndsTheRedos() throws {
         var (server, core, chapter, media) = tests.setUp()
         try core.edit(.linkMedia(chapter: .id(chapter), items: [LinkItem(temp: core.mintTemp(), media: .id(media[0]))], placement: .atEnd))

@@ -10,12 +10,13 @@ import SyncServer
 struct LocalBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "local",
-        abstract: "Client side: edit call → observer firing with the new rows, and Reject arrival → rolled-back rows observed.",
+        abstract: "Client side: edit call → observer firing with the new rows, undo → observer, and Reject arrival → rolled-back rows observed.",
         discussion: """
         Starts an embedded server (SQLite store in a temporary directory) on a free loopback port and a \
         client with its own replica file. Each sample links 10 media files into a chapter through the \
         client API and times until an observer of that chapter's videos (GRDB ValueObservation) delivers \
-        rows holding all 10; then unlinks them and waits for the server. The rollback run uses a client \
+        rows holding all 10; then undoes the link (one batch of 10 unlinks) and times until the observer \
+        delivers rows without them, and waits for the server. The rollback run uses a client \
         with a viewer token, whose every batch the server rejects (FORBIDDEN), and times from the Reject \
         frame's arrival to the observer delivering the rows without the rolled-back videos. The remote         run has a second editor link 10 media files into the chapter the first one observes, and times         from the Diff frame's arrival at the first to its observer delivering the 10 new rows.
 
@@ -64,6 +65,7 @@ struct LocalBench: AsyncParsableCommand {
         // The 10 media files no chapter holds yet.
         let media = fixture.media.suffix(10).map(LocalKey.init)
         let chapter = LocalKey(fixture.chapters[0])
+        var undone = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
         let visible = try await measure(editor, chapter: chapter) { observed in
             var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
             for _ in 0..<samples {
@@ -71,12 +73,17 @@ struct LocalBench: AsyncParsableCommand {
                 let keys = try await editor.linkMedia(media, to: chapter)
                 let seen = try await observed.next { rows in Set(keys).isSubset(of: rows.map(\.key)) }
                 histogram.record(UInt64((seen - start).wholeNanoseconds))
-                for key in keys { try await editor.unlinkVideo(key) }
+                // Ctrl+Z: the undo (10 unlinks, one batch) until the observer no longer shows them.
+                let undo = ContinuousClock.now
+                guard try await editor.undo() else { throw ValidationError("nothing to undo after a link") }
+                let gone = try await observed.next { rows in Set(keys).isDisjoint(with: rows.map(\.key)) }
+                undone.record(UInt64((gone - undo).wholeNanoseconds))
                 try await editor.settle()
             }
             return histogram
         }
         report("edit → observer (10 links)", visible)
+        report("undo → observer (10 unlinks)", undone)
 
         let remote = try await client("remote", .editor)
         let watched = LocalKey(fixture.chapters[1])
