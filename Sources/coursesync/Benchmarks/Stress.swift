@@ -284,6 +284,9 @@ final class ServerProcess: @unchecked Sendable {
         throw ValidationError("the server did not listen on port \(port) within 30 s; see \(log)")
     }
 
+    /// The running process, if any.
+    var processID: pid_t? { lock.withLock { pid } }
+
     /// SIGKILL, and reap the process.
     func kill() {
         guard let pid = lock.withLock({ () -> pid_t? in defer { self.pid = nil }; return self.pid }) else { return }
