@@ -82,5 +82,12 @@ CREATE TABLE client_temps (
     PRIMARY KEY (client_id, course_id, temp)
 );
 """#),
+        Migration(version: 2, name: "0002_history.sql", sql: #"""
+-- CourseSync schema, version 2: each commit's author (the token's subject) and what it did, in
+-- words, for the course's history. Commits made before this migration have neither (empty).
+
+ALTER TABLE change_log ADD COLUMN author text NOT NULL DEFAULT '';
+ALTER TABLE change_log ADD COLUMN summary text NOT NULL DEFAULT '';
+"""#),
     ]
 }

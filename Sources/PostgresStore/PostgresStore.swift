@@ -230,6 +230,29 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
 
     // MARK: - Copying
 
+    public func readHistory(_ courseID: EntityID, before: CourseSeq?, limit: Int) async throws -> [HistoryRecord]? {
+        try await client.withConnection { connection in
+            // The course's existence and its history in one statement (a course with no history gives one row of nulls).
+            let rows = try await connection.query("""
+                SELECT l.seq, extract(epoch FROM l.committed_at)::float8, l.author, l.origin_client_id, l.origin_batch_seq, l.summary
+                FROM courses c LEFT JOIN LATERAL (
+                    SELECT seq, committed_at, author, origin_client_id, origin_batch_seq, summary FROM change_log
+                    WHERE course_id = c.id AND seq < \(Int64(clamping: before ?? UInt64(Int64.max))) ORDER BY seq DESC LIMIT \(Int64(limit))) l ON true
+                WHERE c.id = \(courseID.uuid)
+                """, logger: self.logger)
+            var found = false
+            var records: [HistoryRecord] = []
+            for try await (seq, at, author, client, batchSeq, summary) in rows.decode((Int64?, Double?, String?, UUID?, Int64?, String?).self) {
+                found = true
+                guard let seq, let at, let author, let client, let batchSeq, let summary else { continue }
+                records.append(HistoryRecord(seq: CourseSeq(seq), committedAt: at, author: author,
+                                             origin: BatchOrigin(clientID: ClientID(EntityID(client)), batchSeq: BatchSeq(bitPattern: batchSeq)),
+                                             summary: summary))
+            }
+            return found ? records : nil
+        }
+    }
+
     public func readRows(_ tables: [StoreTable]) async throws -> [[[StoreValue]]] {
         try await client.withConnection { connection in
             try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: self.logger)

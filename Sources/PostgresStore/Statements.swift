@@ -45,9 +45,10 @@ struct WriteGroup: PostgresPreparedStatement {
             ON CONFLICT (id) DO UPDATE SET chapter_id = excluded.chapter_id, media_file_id = excluded.media_file_id,
                 title = excluded.title, position = excluded.position
         ), logged AS (
-            INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff)
-            SELECT b.id, u.seq, u.client_id, u.batch_seq, u.diff
-            FROM bumped b, unnest($20::bigint[], $21::uuid[], $22::bigint[], $23::bytea[]) AS u(seq, client_id, batch_seq, diff)
+            INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff, author, summary)
+            SELECT b.id, u.seq, u.client_id, u.batch_seq, u.diff, u.author, u.summary
+            FROM bumped b, unnest($20::bigint[], $21::uuid[], $22::bigint[], $23::bytea[], $30::text[], $31::text[])
+                 AS u(seq, client_id, batch_seq, diff, author, summary)
         ), recorded AS (
             INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack)
             SELECT u.client_id, b.id, u.batch_seq, u.seq, u.ack
@@ -69,7 +70,7 @@ struct WriteGroup: PostgresPreparedStatement {
 
     func makeBindings() throws -> PostgresBindings {
         let changes = group.changes
-        var b = PostgresBindings(capacity: 29)
+        var b = PostgresBindings(capacity: 31)
         b.append(group.courseID.uuid)
         b.append(Int64(group.expectedSeq))
         b.append(Int64(group.newSeq))
@@ -99,6 +100,8 @@ struct WriteGroup: PostgresPreparedStatement {
         b.append(changes.tempMappings.map(\.entity.uuid))
         b.append(Int64(group.pruneThrough))
         b.append("\(group.courseID) \(group.newSeq)")
+        b.append(group.entries.map(\.author))
+        b.append(group.entries.map(\.summary))
         return b
     }
 

@@ -73,7 +73,7 @@ public struct SQLiteBackend: StoreBackend {
                 break
             } catch let error as DatabaseError where attempt < 50
                 && (error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED || error.message?.contains("already exists") == true
-                    || error.message?.contains("grdb_migrations") == true) {
+                    || error.message?.contains("grdb_migrations") == true || error.message?.contains("duplicate column") == true) {
                 attempt += 1
                 Thread.sleep(forTimeInterval: 0.02)
             }
@@ -204,8 +204,9 @@ public struct SQLiteBackend: StoreBackend {
                            arguments: [video.id.data, video.chapterID.data, video.mediaFileID.data, video.title, video.position])
         }
         for entry in group.entries {
-            try Self.execute(db, sql: "INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [courseID, Int64(entry.seq), entry.origin.clientID.id.data, Int64(bitPattern: entry.origin.batchSeq), Data(entry.diff)])
+            try Self.execute(db, sql: "INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff, author, summary) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           arguments: [courseID, Int64(entry.seq), entry.origin.clientID.id.data, Int64(bitPattern: entry.origin.batchSeq), Data(entry.diff),
+                                       entry.author, entry.summary])
             try Self.execute(db, sql: "INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack) VALUES (?, ?, ?, ?, ?)",
                            arguments: [entry.origin.clientID.id.data, courseID, Int64(bitPattern: entry.origin.batchSeq), Int64(entry.seq), Data(entry.ack)])
         }
@@ -220,6 +221,21 @@ public struct SQLiteBackend: StoreBackend {
     }
 
     // MARK: - Copying
+
+    public func readHistory(_ courseID: EntityID, before: CourseSeq?, limit: Int) async throws -> [HistoryRecord]? {
+        try await pool.read { db in
+            guard try Self.seq(courseID, db) != nil else { return nil }
+            return try Row.fetchAll(db.cachedStatement(sql: """
+                SELECT seq, CAST(strftime('%s', committed_at) AS INTEGER) AS at, author, origin_client_id, origin_batch_seq, summary
+                FROM change_log WHERE course_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?
+                """), arguments: [courseID.data, Int64(clamping: before ?? UInt64(Int64.max)), limit]).map { row in
+                HistoryRecord(seq: CourseSeq(row["seq"] as Int64), committedAt: Double(row["at"] as Int64), author: row["author"],
+                              origin: BatchOrigin(clientID: ClientID(try Self.id(row["origin_client_id"])),
+                                                  batchSeq: BatchSeq(bitPattern: row["origin_batch_seq"] as Int64)),
+                              summary: row["summary"])
+            }
+        }
+    }
 
     public func readRows(_ tables: [StoreTable]) async throws -> [[[StoreValue]]] {
         try await pool.read { db in
@@ -324,6 +340,13 @@ public struct SQLiteBackend: StoreBackend {
                 INSERT INTO chapters_new (id, course_id, title, position, version) SELECT id, course_id, title, position, version FROM chapters;
                 DROP TABLE chapters;
                 ALTER TABLE chapters_new RENAME TO chapters;
+                """)
+        }
+        // Each commit's author and what it did (migrations/0002_history.sql).
+        migrator.registerMigration("0003_history") { db in
+            try db.execute(sql: """
+                ALTER TABLE change_log ADD COLUMN author TEXT NOT NULL DEFAULT '';
+                ALTER TABLE change_log ADD COLUMN summary TEXT NOT NULL DEFAULT '';
                 """)
         }
         return migrator

@@ -85,13 +85,17 @@ public struct Batch: Hashable, Sendable {
     /// resolves intents against its current state, whatever the base).
     public var baseSeq: CourseSeq
     public var ops: [Operation]
+    /// Who sent it, as the server knows them (the token's subject; empty where unknown): kept
+    /// with the commit for the course's history. Not part of the wire's `Push`.
+    public var author: String
 
-    public init(clientID: ClientID, courseID: EntityID, batchSeq: BatchSeq, baseSeq: CourseSeq, ops: [Operation]) {
+    public init(clientID: ClientID, courseID: EntityID, batchSeq: BatchSeq, baseSeq: CourseSeq, ops: [Operation], author: String = "") {
         self.clientID = clientID
         self.courseID = courseID
         self.batchSeq = batchSeq
         self.baseSeq = baseSeq
         self.ops = ops
+        self.author = author
     }
 
     /// Every temp ID the batch creates or refers to: what a store must look up in the client's

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import SyncModel
+import SyncStorage
 import SyncTransport
 import SyncWire
 
@@ -37,7 +38,7 @@ extension SyncServer {
         let handle = ConnectionHandle(clientID: clientID, outbox: outbox, maxInFlight: 1)
         _ = handle.inFlight.tryAcquire()
         let hub = hub(for: push.courseID)
-        guard await hub.push(push.batch(from: clientID), from: handle) else {
+        guard await hub.push(push.batch(from: clientID, author: principal.user), from: handle) else {
             return .failure(ConnectionError(.shuttingDown, "the server is shutting down; send the batch again later"))
         }
         let answer = await Self.answer(to: push.batchSeq, in: outbox)
@@ -72,6 +73,24 @@ extension SyncServer {
         await outlining(courseID, token: token).result
     }
 
+    /// The course's history, newest first (see ``SyncStore/history(_:before:limit:)``), for a token
+    /// with any role in it; and the token's user if it verified (for the access log).
+    func history(of courseID: EntityID, before: CourseSeq?, limit: Int, token: String) async -> (result: Result<[HistoryRecord], ConnectionError>, user: String?) {
+        let principal: Principal
+        switch await authority.verify(token, now: Date()) {
+        case .failure(let error): return (.failure(error), nil)
+        case .success(let verified): principal = verified
+        }
+        if let refusal = AccessPolicy.readRefusal(principal, courseID: courseID) { return (.failure(refusal), principal.user) }
+        do {
+            return (.success(try await store.history(courseID, before: before, limit: limit)), principal.user)
+        } catch StoreError.unknownCourse {
+            return (.failure(ConnectionError(.unknownCourse, "no course \(courseID)")), principal.user)
+        } catch {
+            return (.failure(ConnectionError(.internalError, "the store could not be read")), principal.user)
+        }
+    }
+
     /// ``outline(of:token:)``, and the token's user if it verified (for the access log).
     func outlining(_ courseID: EntityID, token: String) async -> (result: Result<CourseState, ConnectionError>, user: String?) {
         let principal: Principal
@@ -95,8 +114,49 @@ enum BackendAPI {
     static let prefix = "/v1/courses/"
 
     static func answer(_ head: HTTPRequestHead, _ body: ByteBuffer, _ server: SyncServer) async -> HTTPAnswer {
+        if head.method == .GET, HTTPRouter.path(head.uri).hasSuffix("/history") { return await history(head, server) }
         let (status, message, user) = await respond(head, body, server)
         return HTTPAnswer(status, message, user: user)
+    }
+
+    /// `GET /v1/courses/{id}/history?before=SEQ&limit=N`: `{"history": [{"seq", "committedAt",
+    /// "author", "clientId", "batchSeq", "summary"}…], "next": SEQ}` newest first; `next` (when
+    /// there may be more) is the `before` of the following page.
+    static func history(_ head: HTTPRequestHead, _ server: SyncServer) async -> HTTPAnswer {
+        let parts = HTTPRouter.path(head.uri).split(separator: "/")  // v1, courses, {id}, history
+        guard parts.count == 4, let courseID = EntityID(String(parts[2])) else {
+            return HTTPAnswer(.notFound, .error(ConnectionError(.unknownCourse, "not a course: \(head.uri)")), user: nil)
+        }
+        guard let token = bearer(head) else {
+            return HTTPAnswer(.unauthorized, .error(ConnectionError(.unauthenticated, "an Authorization: Bearer <token> header is required")), user: nil)
+        }
+        let query = URLComponents(string: head.uri)?.queryItems ?? []
+        let before = query.first { $0.name == "before" }?.value.flatMap(CourseSeq.init)
+        let limit = query.first { $0.name == "limit" }?.value.flatMap(Int.init) ?? 100
+        let (result, user) = await server.history(of: courseID, before: before, limit: limit, token: token)
+        switch result {
+        case .success(let records):
+            let formatter = ISO8601DateFormatter()
+            let entries: [[String: String]] = records.map { record in
+                ["seq": String(record.seq), "committedAt": formatter.string(from: Date(timeIntervalSince1970: record.committedAt)),
+                 "author": record.author, "clientId": "\(record.origin.clientID.id)", "batchSeq": String(record.origin.batchSeq),
+                 "summary": record.summary]
+            }
+            var object: [String: Any] = ["history": entries]
+            if records.count == min(max(limit, 1), HistoryRecord.maxPage), let last = records.last, last.seq > 1 {
+                object["next"] = String(last.seq)
+            }
+            let json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+            return HTTPAnswer(.ok, json + "\n", contentType: "application/json", user: user)
+        case .failure(let error):
+            return HTTPAnswer(status(of: error), .error(error), user: user)
+        }
+    }
+
+    /// The token of an `Authorization: Bearer` header.
+    static func bearer(_ head: HTTPRequestHead) -> String? {
+        guard let authorization = head.headers.first(name: "Authorization"), authorization.lowercased().hasPrefix("bearer ") else { return nil }
+        return String(authorization.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
     }
 
     static func respond(_ head: HTTPRequestHead, _ body: ByteBuffer, _ server: SyncServer) async -> (HTTPResponseStatus, WireMessage, user: String?) {
@@ -104,10 +164,9 @@ enum BackendAPI {
         guard parts.count >= 3, let courseID = EntityID(String(parts[2])) else {
             return (.notFound, .error(ConnectionError(.unknownCourse, "not a course: \(head.uri)")), nil)
         }
-        guard let authorization = head.headers.first(name: "Authorization"), authorization.lowercased().hasPrefix("bearer ") else {
+        guard let token = bearer(head) else {
             return (.unauthorized, .error(ConnectionError(.unauthenticated, "an Authorization: Bearer <token> header is required")), nil)
         }
-        let token = String(authorization.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
         switch (head.method, parts.count == 4 ? parts[3] : nil) {
         case (.GET, nil):
             let (result, user) = await server.outlining(courseID, token: token)

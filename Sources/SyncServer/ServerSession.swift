@@ -263,7 +263,7 @@ package struct ServerSession: Sendable {
             if let rejection = AccessPolicy.editRejection(principal, courseID: push.courseID) {
                 return actions.append(.send(.reject(BatchRejection(courseID: push.courseID, batchSeq: push.batchSeq, rejection: rejection))))
             }
-            actions.append(.push(push.batch(from: clientID!)))
+            actions.append(.push(push.batch(from: clientID!, author: principal.user)))
         case .ping(let nonce):
             actions.append(.send(.pong(nonce: nonce)))
         case .pong:

@@ -14,7 +14,7 @@ public final class MemoryBackend: StoreBackend, @unchecked Sendable {
         var chapters: [EntityID: Chapter] = [:]
         var media: [EntityID: MediaFile] = [:]
         var videos: [EntityID: Video] = [:]
-        var log: [(seq: CourseSeq, origin: BatchOrigin, diff: [UInt8])] = []
+        var log: [(seq: CourseSeq, origin: BatchOrigin, diff: [UInt8], author: String, summary: String, at: Double)] = []
         var batches: [BatchKey: (seq: CourseSeq, ack: [UInt8])] = [:]
         var temps: [ClientID: [TempID: EntityID]] = [:]
     }
@@ -64,6 +64,19 @@ public final class MemoryBackend: StoreBackend, @unchecked Sendable {
         }
     }
 
+    public func readHistory(_ courseID: EntityID, before: CourseSeq?, limit: Int) async throws -> [HistoryRecord]? {
+        locked("readHistory") {
+            courses[courseID].map { course in
+                course.log.reversed().filter { entry in before.map { entry.seq < $0 } ?? true }.prefix(limit).map {
+                    HistoryRecord(seq: $0.seq, committedAt: $0.at, author: $0.author, origin: $0.origin, summary: $0.summary)
+                }
+            }
+        }
+    }
+
+    /// The wall clock's time of a write (the history's "when"; the simulator never reads it).
+    static func now() -> Double { Date().timeIntervalSince1970 }
+
     public func lookUp(_ batches: [BatchKey], temps: [ClientID: Set<TempID>], courseID: EntityID) async throws -> StoredRecords {
         locked("lookUp") {
             var records = StoredRecords()
@@ -95,7 +108,7 @@ public final class MemoryBackend: StoreBackend, @unchecked Sendable {
             for file in changes.media { course.media[file.id] = file }
             for video in changes.videos { course.videos[video.id] = video }
             for entry in group.entries {
-                course.log.append((entry.seq, entry.origin, entry.diff))
+                course.log.append((entry.seq, entry.origin, entry.diff, entry.author, entry.summary, Self.now()))
                 course.batches[BatchKey(client: entry.origin.clientID, batchSeq: entry.origin.batchSeq)] = (entry.seq, entry.ack)
             }
             for mapping in changes.tempMappings { course.temps[mapping.client, default: [:]][mapping.temp] = mapping.entity }
@@ -125,7 +138,7 @@ public final class MemoryBackend: StoreBackend, @unchecked Sendable {
                 dump.chapters += course.chapters.values
                 dump.media += course.media.values
                 dump.videos += course.videos.values
-                dump.log += course.log.map { .init(courseID: id, seq: $0.seq, origin: $0.origin, diff: $0.diff) }
+                dump.log += course.log.map { .init(courseID: id, seq: $0.seq, origin: $0.origin, diff: $0.diff, author: $0.author, summary: $0.summary) }
                 dump.batches += course.batches.map { .init(client: $0.key.client, courseID: id, batchSeq: $0.key.batchSeq, seq: $0.value.seq, ack: $0.value.ack) }
                 for (client, map) in course.temps {
                     dump.temps += map.map { .init(client: client, courseID: id, temp: $0.key, entity: $0.value) }
@@ -144,7 +157,7 @@ public final class MemoryBackend: StoreBackend, @unchecked Sendable {
             for file in dump.media { loaded[file.courseID]?.media[file.id] = file }
             let chapterCourse = Dictionary(uniqueKeysWithValues: dump.chapters.map { ($0.id, $0.courseID) })
             for video in dump.videos { if let course = chapterCourse[video.chapterID] { loaded[course]?.videos[video.id] = video } }
-            for entry in dump.log { loaded[entry.courseID]?.log.append((entry.seq, entry.origin, entry.diff)) }
+            for entry in dump.log { loaded[entry.courseID]?.log.append((entry.seq, entry.origin, entry.diff, entry.author, entry.summary, Self.now())) }
             for record in dump.batches { loaded[record.courseID]?.batches[BatchKey(client: record.client, batchSeq: record.batchSeq)] = (record.seq, record.ack) }
             for record in dump.temps { loaded[record.courseID]?.temps[record.client, default: [:]][record.temp] = record.entity }
             courses.merge(loaded) { _, new in new }

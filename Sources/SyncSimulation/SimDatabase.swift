@@ -227,6 +227,10 @@ struct SimNodeBackend: StoreBackend {
         }
     }
 
+    func readHistory(_ courseID: EntityID, before: CourseSeq?, limit: Int) async throws -> [HistoryRecord]? {
+        try await database.call(node, .copy) { try await database.memory.readHistory(courseID, before: before, limit: limit) }
+    }
+
     func readRows(_ tables: [StoreTable]) async throws -> [[[StoreValue]]] {
         try await database.call(node, .copy) { try await database.memory.readRows(tables) }
     }

@@ -21,6 +21,8 @@ public struct GroupCommit: Sendable {
     public var outcomes: [BatchOutcome]
     /// The batches that committed, in seq order.
     public var commits: [Commit]
+    /// For each commit: who made it and what it did, in words (for the course's history).
+    public var history: [(author: String, summary: String)] = []
     /// The course after the group.
     public var state: CourseState
 
@@ -44,10 +46,13 @@ public struct GroupCommit: Sendable {
                 group.outcomes.append(.replayed(ack))
                 continue
             }
+            // Said against the state before the batch (the names it changes or deletes).
+            let summary = group.state.summary(of: batch.ops, knownTemps: temps[batch.clientID, default: [:]])
             // In place: the group's state is copied from the caller's once, not once per batch.
             switch Resolver.apply(batch, to: &group.state, knownTemps: temps[batch.clientID, default: [:]], allocator: &allocator) {
             case .success(let resolved):
                 group.commits.append(resolved.commit)
+                group.history.append((batch.author, summary))
                 group.outcomes.append(.committed(resolved.commit))
                 applied[key] = resolved.commit.ack
                 temps[batch.clientID, default: [:]].merge(resolved.commit.ack.idMap) { _, new in new }

@@ -27,6 +27,10 @@ public protocol StoreBackend: Sendable {
     /// together (one query where the database allows), or `nil` if there is no such course.
     func readLog(_ courseID: EntityID, after cursor: CourseSeq, limit: Int) async throws -> StoredLog?
 
+    /// At most `limit` commits of the course's history, newest first, before `before` (all if
+    /// `nil`), from the change log (pruned entries are gone); `nil` if there is no such course.
+    func readHistory(_ courseID: EntityID, before: CourseSeq?, limit: Int) async throws -> [HistoryRecord]?
+
     /// The stored acks of those `batches` committed before, and the entities each client's `temps`
     /// were mapped to, where stored. Each key is an index probe whose plan cannot depend on the
     /// course's size (``StoreEngine`` calls this only for what its cache cannot answer).
@@ -59,6 +63,28 @@ public struct StoredLog: Sendable {
     }
 }
 
+/// One commit of a course's history: when, by whom (the token's subject, and the client), and
+/// what it did, in words.
+public struct HistoryRecord: Hashable, Sendable {
+    public var seq: CourseSeq
+    /// When it committed, as the database's clock said, in seconds since 1970 (UTC).
+    public var committedAt: Double
+    public var author: String
+    public var origin: BatchOrigin
+    public var summary: String
+
+    /// Most commits one history read returns.
+    public static let maxPage = 1_000
+
+    public init(seq: CourseSeq, committedAt: Double, author: String, origin: BatchOrigin, summary: String) {
+        self.seq = seq
+        self.committedAt = committedAt
+        self.author = author
+        self.origin = origin
+        self.summary = summary
+    }
+}
+
 /// What ``StoreBackend/lookUp(_:temps:courseID:)`` found.
 public struct StoredRecords: Sendable {
     /// The stored ack (encoded) of each batch found.
@@ -80,12 +106,17 @@ public struct GroupWrite: Sendable {
         public var diff: [UInt8]
         /// The ack's `Envelope`, as a resend is answered.
         public var ack: [UInt8]
+        /// Who made the commit (the token's subject) and what it did, in words: the history's line.
+        public var author: String
+        public var summary: String
 
-        public init(seq: CourseSeq, origin: BatchOrigin, diff: [UInt8], ack: [UInt8]) {
+        public init(seq: CourseSeq, origin: BatchOrigin, diff: [UInt8], ack: [UInt8], author: String = "", summary: String = "") {
             self.seq = seq
             self.origin = origin
             self.diff = diff
             self.ack = ack
+            self.author = author
+            self.summary = summary
         }
     }
 

@@ -9,11 +9,15 @@ public struct StoreDump: Sendable {
         public var seq: CourseSeq
         public var origin: BatchOrigin
         public var diff: [UInt8]
-        public init(courseID: EntityID, seq: CourseSeq, origin: BatchOrigin, diff: [UInt8]) {
+        public var author: String
+        public var summary: String
+        public init(courseID: EntityID, seq: CourseSeq, origin: BatchOrigin, diff: [UInt8], author: String = "", summary: String = "") {
             self.courseID = courseID
             self.seq = seq
             self.origin = origin
             self.diff = diff
+            self.author = author
+            self.summary = summary
         }
     }
 

@@ -223,6 +223,14 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
         }
     }
 
+    public func history(_ courseID: EntityID, before: CourseSeq?, limit: Int) async throws -> [HistoryRecord] {
+        let limit = min(max(limit, 1), HistoryRecord.maxPage)
+        guard let records = try await retrying(.catchUp, { try await backend.readHistory(courseID, before: before, limit: limit) }) else {
+            throw StoreError.unknownCourse(courseID)
+        }
+        return records
+    }
+
     public func snapshot(courseID: EntityID) async throws -> CourseState {
         try await retrying(.load) { try await loadSnapshot(courseID) }
     }
@@ -291,9 +299,9 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
         let prune = newSeq / interval != startSeq / interval && newSeq > UInt64(logRetention)
         return GroupWrite(
             courseID: group.state.course.id, expectedSeq: startSeq, newSeq: newSeq, changes: group.netChanges,
-            entries: group.commits.map {
-                GroupWrite.Entry(seq: $0.seq, origin: $0.diff.origin,
-                                 diff: WireMessage.diff($0.diff).payload(), ack: WireMessage.ack($0.ack).payload())
+            entries: zip(group.commits, group.history).map { commit, history in
+                GroupWrite.Entry(seq: commit.seq, origin: commit.diff.origin, diff: WireMessage.diff(commit.diff).payload(),
+                                 ack: WireMessage.ack(commit.ack).payload(), author: history.author, summary: history.summary)
             },
             pruneThrough: prune ? newSeq - UInt64(logRetention) : 0)
     }

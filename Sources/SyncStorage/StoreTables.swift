@@ -61,7 +61,7 @@ public struct StoreTable: Sendable, Hashable {
                                                   ("duration_ms", .integer), ("byte_size", .integer)])
     static let videos = StoreTable("videos", [("id", .id), ("chapter_id", .id), ("media_file_id", .id), ("title", .text), ("position", .integer)])
     static let log = StoreTable("change_log", [("course_id", .id), ("seq", .integer), ("origin_client_id", .id), ("origin_batch_seq", .integer),
-                                               ("diff", .bytes)])
+                                               ("diff", .bytes), ("author", .text), ("summary", .text)])
     static let batches = StoreTable("client_batches", [("client_id", .id), ("course_id", .id), ("batch_seq", .integer), ("seq", .integer), ("ack", .bytes)])
     static let temps = StoreTable("client_temps", [("client_id", .id), ("course_id", .id), ("temp", .integer), ("entity_id", .id)])
 
@@ -77,7 +77,8 @@ extension StoreDump {
             (.chapters, chapters.map { [.id($0.id), .id($0.courseID), .text($0.title), .integer(Int64($0.position)), .integer(Int64($0.version))] }),
             (.media, media.map { [.id($0.id), .id($0.courseID), .text($0.name), .text($0.cdnURL), .integer(Int64($0.durationMs)), .integer(Int64($0.byteSize))] }),
             (.videos, videos.map { [.id($0.id), .id($0.chapterID), .id($0.mediaFileID), .text($0.title), .integer(Int64($0.position))] }),
-            (.log, log.map { [.id($0.courseID), .integer(Int64($0.seq)), .id($0.origin.clientID.id), .integer(Int64(bitPattern: $0.origin.batchSeq)), .bytes($0.diff)] }),
+            (.log, log.map { [.id($0.courseID), .integer(Int64($0.seq)), .id($0.origin.clientID.id), .integer(Int64(bitPattern: $0.origin.batchSeq)), .bytes($0.diff),
+                              .text($0.author), .text($0.summary)] }),
             (.batches, batches.map { [.id($0.client.id), .id($0.courseID), .integer(Int64(bitPattern: $0.batchSeq)), .integer(Int64($0.seq)), .bytes($0.ack)] }),
             (.temps, temps.map { [.id($0.client.id), .id($0.courseID), .integer(Int64(bitPattern: $0.temp.rawValue)), .id($0.entity)] }),
         ]
@@ -110,7 +111,8 @@ extension StoreDump {
         }
         log = try rows[4].map {
             LogEntry(courseID: try $0[0].id(), seq: try count($0[1]),
-                     origin: BatchOrigin(clientID: ClientID(try $0[2].id()), batchSeq: BatchSeq(bitPattern: try $0[3].integer())), diff: try $0[4].bytes())
+                     origin: BatchOrigin(clientID: ClientID(try $0[2].id()), batchSeq: BatchSeq(bitPattern: try $0[3].integer())), diff: try $0[4].bytes(),
+                     author: try $0[5].text(), summary: try $0[6].text())
         }.sorted { ($0.courseID, $0.seq) < ($1.courseID, $1.seq) }
         batches = try rows[5].map {
             BatchRecord(client: ClientID(try $0[0].id()), courseID: try $0[1].id(), batchSeq: BatchSeq(bitPattern: try $0[2].integer()),

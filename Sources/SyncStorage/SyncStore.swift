@@ -138,6 +138,11 @@ public protocol SyncStore: Sendable {
     /// The seqs of those `courseIDs` that exist, read together (one query where the database
     /// allows): a node's periodic check of every course it serves.
     func courseSeqs(_ courseIDs: [EntityID]) async throws -> [EntityID: CourseSeq]
+
+    /// Who committed what, newest first: at most `limit` (1 to ``HistoryRecord/maxPage``)
+    /// commits before `before` (the newest if `nil`), as far back as the change log reaches.
+    /// Throws ``StoreError/unknownCourse(_:)`` if there is no such course.
+    func history(_ courseID: EntityID, before: CourseSeq?, limit: Int) async throws -> [HistoryRecord]
 }
 
 /// A catch-up with the stored encoding of each of its diffs.

@@ -140,9 +140,9 @@ public struct Push: Hashable, Sendable {
         self.init(courseID: batch.courseID, batchSeq: batch.batchSeq, baseSeq: batch.baseSeq, ops: batch.ops)
     }
 
-    /// The batch this push is, sent by `clientID`.
-    public func batch(from clientID: ClientID) -> Batch {
-        Batch(clientID: clientID, courseID: courseID, batchSeq: batchSeq, baseSeq: baseSeq, ops: ops)
+    /// The batch this push is, sent by `clientID` (the server names its `author`).
+    public func batch(from clientID: ClientID, author: String = "") -> Batch {
+        Batch(clientID: clientID, courseID: courseID, batchSeq: batchSeq, baseSeq: baseSeq, ops: ops, author: author)
     }
 }
 

@@ -57,7 +57,7 @@ import Testing
                 try await database.store.checkSchema()
                 Issue.record("an empty database passed the schema check")
             } catch let error as StoreError {
-                #expect(error == .notMigrated("missing 0001_schema.sql"))
+                #expect(error == .notMigrated("missing " + Migration.all.map(\.name).joined(separator: ", ")))
                 #expect(error.description.contains("coursesync migrate"))
             }
         }

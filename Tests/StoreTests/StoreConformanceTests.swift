@@ -326,6 +326,33 @@ import Testing
             #expect(try await subject.store.courseSeqs([]) == [:])
         }
     }
+
+    /// Every commit is kept with its author and what it did, in words; the history lists them
+    /// newest first, pages back with `before`, and says when there is no such course.
+    @Test(arguments: Kind.allCases)
+    func theHistorySaysWhoDidWhatNewestFirst(_ kind: Kind) async throws {
+        try await Self.withStore(kind) { subject in
+            let store = subject.store
+            let (courseID, chapters, media) = try await makeStoreCourse(store)
+            let ada = ClientID(.fresh()), bo = ClientID(.fresh())
+            var link = linkBatch(ada, courseID, 1, chapter: chapters[0], media: media[0], temp: 1)
+            link.author = "ada"
+            let rename = Batch(clientID: bo, courseID: courseID, batchSeq: 1, baseSeq: 0,
+                               ops: [.renameChapter(.id(chapters[1]), title: "Finale")], author: "bo")
+            _ = try await store.commit([link, rename], courseID: courseID)
+            let history = try await store.history(courseID, before: nil, limit: 10)
+            #expect(history.map(\.seq) == [3, 2, 1])
+            #expect(history.map(\.author) == ["bo", "ada", ""])
+            #expect(history[0].summary == "renamed chapter “Two” to “Finale”")
+            #expect(history[1].summary == "linked 1 video into “One”")
+            #expect(history[1].origin == BatchOrigin(clientID: ada, batchSeq: 1))
+            #expect(abs(history[0].committedAt - Date().timeIntervalSince1970) < 3_600, "a time near now: \(history[0].committedAt)")
+            #expect(try await store.history(courseID, before: 3, limit: 1).map(\.seq) == [2])
+            await #expect(throws: StoreError.unknownCourse(EntityID(high: 7, low: 7))) {
+                try await store.history(EntityID(high: 7, low: 7), before: nil, limit: 10)
+            }
+        }
+    }
 }
 
 extension BatchOutcome {

@@ -42,6 +42,9 @@ import Testing
                 try await database.store.load(try await sqlite.dump())
                 for courseID in courses {
                     #expect(try await database.store.snapshot(courseID: courseID) == (try await sqlite.snapshot(courseID: courseID)))
+                    // Who did what comes along (the times are the copy's own).
+                    #expect(try await database.store.history(courseID, before: nil, limit: 10).map { [$0.author, $0.summary] }
+                            == (try await sqlite.history(courseID, before: nil, limit: 10)).map { [$0.author, $0.summary] })
                     #expect(try await database.store.catchUp(courseID: courseID, after: 1, limit: 10)
                             == (try await sqlite.catchUp(courseID: courseID, after: 1, limit: 10)))
                     // A resend after the move replays the original ack and changes nothing.

@@ -53,6 +53,33 @@ import Testing
         }
     }
 
+    /// `GET /v1/courses/{id}/history`: who did what, newest first, a page at a time, for any role.
+    @Test func aCoursesHistorySaysWhoDidWhat() async throws {
+        try await withHTTPSetup { setup in
+            let watcher = try await setup.editor(.webSocketJSON)  // the token's user: "tester"
+            let chapter = try await watcher.push(setup.course, batchSeq: 1, [.createChapter(temp: TempID(1)!, title: "Lectures", placement: .atEnd)]).get()
+                .idMap[TempID(1)!]!
+            let editor = setup.server.token([setup.course: .editor], user: "pipeline")
+            let posted = try await HTTPTest.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: editor,
+                                                    body: Self.registerAndLink(client: .fresh(), chapter: chapter))
+            #expect(posted.status == 200, "\(posted.body)")
+            let viewer = setup.server.token([setup.course: .viewer], user: "auditor")
+            let first = try await HTTPTest.request(setup.httpPort, "GET", "/v1/courses/\(setup.course)/history?limit=1", token: viewer)
+            #expect(first.status == 200, "\(first.body)")
+            let page = try #require(try JSONSerialization.jsonObject(with: Data(first.body.utf8)) as? [String: Any])
+            let entries = try #require(page["history"] as? [[String: String]])
+            #expect(entries.map { $0["author"] } == ["pipeline"] && entries.first?["seq"] == "2")
+            #expect(entries.first?["summary"] == "registered “lecture-1.mp4”; linked 1 video into “Lectures”", "\(entries)")
+            #expect(page["next"] as? String == "2")
+            let second = try await HTTPTest.request(setup.httpPort, "GET", "/v1/courses/\(setup.course)/history?before=2", token: viewer)
+            let older = try #require((try JSONSerialization.jsonObject(with: Data(second.body.utf8)) as? [String: Any])?["history"] as? [[String: String]])
+            #expect(older.map { $0["author"] } == ["tester"] && older.first?["summary"] == "added chapter “Lectures”", "\(older)")
+            #expect(try await HTTPTest.request(setup.httpPort, "GET", "/v1/courses/\(setup.course)/history", token: nil).status == 401)
+            #expect(try await HTTPTest.request(setup.httpPort, "GET", "/v1/courses/\(EntityID.fresh())/history",
+                                               token: setup.server.token([:], user: "x")).status == 403)
+        }
+    }
+
     @Test func refusalsHaveTheirStatusAndCode() async throws {
         try await withHTTPSetup { setup in
             let path = "/v1/courses/\(setup.course)/batches"

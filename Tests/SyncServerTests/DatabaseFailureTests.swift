@@ -318,6 +318,9 @@ final class FailingBackend<Base: StoreBackend>: StoreBackend, @unchecked Sendabl
     }
 
     func readRows(_ tables: [StoreTable]) async throws -> [[[StoreValue]]] { try await base.readRows(tables) }
+    func readHistory(_ courseID: EntityID, before: CourseSeq?, limit: Int) async throws -> [HistoryRecord]? {
+        try await read(.readSeq) { try await base.readHistory(courseID, before: before, limit: limit) }
+    }
     func insertRows(_ tables: [(table: StoreTable, rows: [[StoreValue]])]) async throws { try await base.insertRows(tables) }
 }
 

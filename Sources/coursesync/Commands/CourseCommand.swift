@@ -3,12 +3,13 @@ import Foundation
 import PostgresStore
 import SQLiteStore
 import SyncModel
+import SyncStorage
 
 struct CourseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "course",
         abstract: "Manage courses.",
-        subcommands: [Create.self]
+        subcommands: [Create.self, History.self]
     )
 
     struct Create: AsyncParsableCommand {
@@ -44,6 +45,45 @@ struct CourseCommand: AsyncParsableCommand {
                 try await store.openSQLite().createCourse(course)
             }
             print(courseID)
+        }
+    }
+
+    struct History: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List a course's commits, newest first: seq, time (UTC), author, what it did.",
+            discussion: "As far back as the change log reaches (older entries are pruned past the log's retention).")
+
+        @OptionGroup var store: StoreOptions
+        @OptionGroup var logging: LoggingOptions
+
+        @Option(help: ArgumentHelp("The course.", valueName: "uuid")) var course: String
+        @Option(help: "Commits to list.") var limit = 50
+        @Option(help: ArgumentHelp("List the commits before this seq (the next page).", valueName: "seq")) var before: UInt64?
+
+        func validate() throws {
+            _ = try parseEntityID(course, what: "--course")
+            guard (1...HistoryRecord.maxPage).contains(limit) else { throw ValidationError("--limit must be between 1 and \(HistoryRecord.maxPage)") }
+        }
+
+        func run() async throws {
+            let logger = logging.bootstrap(label: "coursesync")
+            let courseID = try parseEntityID(course, what: "--course")
+            let records: [HistoryRecord]
+            if let configuration = try store.postgresConfiguration() {
+                records = try await withPostgres(configuration, logger: logger) { client in
+                    let store = PostgresStore(client: client, logger: logger)
+                    try await store.checkSchema()
+                    return try await store.history(courseID, before: before, limit: limit)
+                }
+            } else {
+                records = try await store.openSQLite().history(courseID, before: before, limit: limit)
+            }
+            let formatter = ISO8601DateFormatter()
+            for record in records {
+                let author = record.author.isEmpty ? "(unknown)" : record.author
+                print("\(record.seq)\t\(formatter.string(from: Date(timeIntervalSince1970: record.committedAt)))\t\(author)\t\(record.summary)")
+            }
+            if records.count == limit, let last = records.last, last.seq > 1 { print("more: --before \(last.seq)") }
         }
     }
 }
