@@ -426,6 +426,20 @@ import Testing
                 let again = try await setup.outline()
                 #expect(again.order[0].count == 4 && redone.order == again.order)
                 #expect(Set(redone.chapters[0].videos.map(\.media)) == Set(media[0..<3]))
+
+                // The history panel says who did what, newest first.
+                try await page.click("#show-history")
+                var lines: [[String]] = []
+                try await eventually("the history is shown") {
+                    lines = try await page.run("""
+                        return JSON.stringify([...document.querySelectorAll('#history li')].map((line) =>
+                          [line.querySelector('.author').textContent, line.querySelector('.summary').textContent]))
+                        """, as: [[String]].self)
+                    return lines.count >= 4
+                }
+                #expect(lines.prefix(4).map(\.[0]) == ["ada", "ada", "grace", "ada"], "\(lines)")
+                #expect(lines[1][1].hasPrefix("unlinked “Lecture 002” from “Part 1”; unlinked “Lecture 001”"), "the undo: \(lines)")
+                #expect(lines[2][1] == "linked 1 video into “Part 1”", "\(lines)")
             }
         }
     }

@@ -172,7 +172,7 @@ extension ServerSession {
     @Test func pushesAreAuthorizedPerCourse() {
         var session = ready([course: .editor, other: .viewer])
         let push = Push(courseID: course, batchSeq: 1, baseSeq: 0, ops: [.unlinkVideo(.id(.fresh()))])
-        #expect(session.receive(.success(.push(push)), now: now) == [.push(push.batch(from: client))])
+        #expect(session.receive(.success(.push(push)), now: now) == [.push(push.batch(from: client, author: "u"))], "the batch carries its author")
         var viewerPush = push
         viewerPush.courseID = other
         guard case .send(.reject(let reject)) = session.receive(.success(.push(viewerPush)), now: now).first else {

@@ -38,6 +38,18 @@ function ref(key) {
   return key.startsWith("temp:") ? { temp: Number(key.slice(5)) } : { id: key };
 }
 
+/** One line of the history dialog. */
+function historyLine(seq, when, author, summary) {
+  const item = document.createElement("li");
+  for (const [name, text] of [["seq", seq], ["when", when], ["author", author], ["summary", summary]]) {
+    const cell = document.createElement("span");
+    cell.className = name;
+    cell.textContent = text;
+    item.append(cell);
+  }
+  return item;
+}
+
 /** Appends `value`, keeping the list's last `limit` entries. */
 function keepLast(list, value, limit = 1000) {
   list.push(value);
@@ -48,6 +60,9 @@ function keepLast(list, value, limit = 1000) {
 class Editor {
   constructor(courseUUID, token, clientID) {
     this.courseID = uuidToID(courseUUID);
+    this.courseUUID = courseUUID;
+    this.token = token;
+    this.historyNext = undefined;
     this.storageKey = `coursesync:course:${courseUUID}`;
     this.model = new CourseModel({ clientID, saved: JSON.parse(sessionStorage.getItem(this.storageKey) ?? "null") });
     this.selected = new Set(); // media keys ticked in the library
@@ -170,6 +185,32 @@ class Editor {
     if (entry) this.edit(entry.ops, `Redo: ${entry.label}`, event, "redo");
   }
 
+  /**
+   * The course's history (GET /v1/courses/{id}/history): who did what, newest first, 50 at a time;
+   * `before` loads the older page after the one shown.
+   */
+  async showHistory(before) {
+    const list = $("#history");
+    if (before === undefined) list.replaceChildren();
+    if (!$("#history-dialog").open) $("#history-dialog").showModal();
+    const query = new URLSearchParams({ limit: "50", ...(before ? { before } : {}) });
+    let page;
+    try {
+      const response = await fetch(`/v1/courses/${this.courseUUID}/history?${query}`, { headers: { Authorization: `Bearer ${this.token}` } });
+      page = await response.json();
+      if (!response.ok) throw new Error(page.error?.message ?? response.statusText);
+    } catch (error) {
+      list.append(historyLine("", "", "", `the history could not be read: ${error.message}`));
+      return;
+    }
+    for (const entry of page.history) {
+      const when = new Date(entry.committedAt).toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
+      list.append(historyLine(entry.seq, when, entry.author || "—", entry.summary || "(no summary)"));
+    }
+    this.historyNext = page.next;
+    $("#history-older").hidden = !page.next;
+  }
+
   openRename(kind, key, title) {
     this.renaming = { kind, key };
     $("#rename-title").value = title;
@@ -192,6 +233,8 @@ class Editor {
     this.redoStack = [];
     });
     $("#link-selected").addEventListener("click", (event) => this.linkSelected(event));
+    $("#show-history").addEventListener("click", () => this.showHistory());
+    $("#history-older").addEventListener("click", () => this.showHistory(this.historyNext));
     addEventListener("keydown", (event) => {
       if (!(event.ctrlKey || event.metaKey) || event.altKey) return;
       if (event.target.closest?.("input, textarea, dialog")) return; // the field's own undo
