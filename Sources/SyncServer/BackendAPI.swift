@@ -76,23 +76,20 @@ extension SyncServer {
     /// The course's history, newest first (see ``SyncStore/history(_:before:limit:)``), for a token
     /// with any role in it; and the token's user if it verified (for the access log).
     func history(of courseID: EntityID, before: CourseSeq?, limit: Int, token: String) async -> (result: Result<[HistoryRecord], ConnectionError>, user: String?) {
-        let principal: Principal
-        switch await authority.verify(token, now: Date()) {
-        case .failure(let error): return (.failure(error), nil)
-        case .success(let verified): principal = verified
-        }
-        if let refusal = AccessPolicy.readRefusal(principal, courseID: courseID) { return (.failure(refusal), principal.user) }
-        do {
-            return (.success(try await store.history(courseID, before: before, limit: limit)), principal.user)
-        } catch StoreError.unknownCourse {
-            return (.failure(ConnectionError(.unknownCourse, "no course \(courseID)")), principal.user)
-        } catch {
-            return (.failure(ConnectionError(.internalError, "the store could not be read")), principal.user)
-        }
+        await reading(courseID, token: token) { store in try await store.history(courseID, before: before, limit: limit) }
     }
 
     /// ``outline(of:token:)``, and the token's user if it verified (for the access log).
     func outlining(_ courseID: EntityID, token: String) async -> (result: Result<CourseState, ConnectionError>, user: String?) {
+        await reading(courseID, token: token) { store in
+            guard try await store.courseSeq(courseID) != nil else { throw StoreError.unknownCourse(courseID) }
+            return try await store.snapshot(courseID: courseID)
+        }
+    }
+
+    /// `read` for a token with any role in the course (``AccessPolicy/readRefusal(_:courseID:)``),
+    /// its failures as the HTTP API words them; and the token's user if it verified.
+    private func reading<T: Sendable>(_ courseID: EntityID, token: String, _ read: (any SyncStore) async throws -> T) async -> (result: Result<T, ConnectionError>, user: String?) {
         let principal: Principal
         switch await authority.verify(token, now: Date()) {
         case .failure(let error): return (.failure(error), nil)
@@ -100,8 +97,9 @@ extension SyncServer {
         }
         if let refusal = AccessPolicy.readRefusal(principal, courseID: courseID) { return (.failure(refusal), principal.user) }
         do {
-            guard try await store.courseSeq(courseID) != nil else { return (.failure(ConnectionError(.unknownCourse, "no course \(courseID)")), principal.user) }
-            return (.success(try await store.snapshot(courseID: courseID)), principal.user)
+            return (.success(try await read(store)), principal.user)
+        } catch StoreError.unknownCourse {
+            return (.failure(ConnectionError(.unknownCourse, "no course \(courseID)")), principal.user)
         } catch {
             return (.failure(ConnectionError(.internalError, "the store could not be read")), principal.user)
         }

@@ -45,28 +45,13 @@ struct FanoutBench: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "coursesync.bench")
         logger.logLevel = .critical
-        try await withScratchFolder("coursesync-fanout") { folder in
-            let secretFile = folder.appendingPathComponent("secret").path
-            guard FileManager.default.createFile(atPath: secretFile, contents: Data(TokenSecret.generate().utf8), attributes: [.posixPermissions: 0o600]) else {
-                throw ValidationError("cannot write \(secretFile)")
-            }
-            let authority = try await TokenAuthority(secret: try TokenSecret.load(path: secretFile))
-            if let postgresURL {
-                try await withPostgres(try PostgresURL.configuration(postgresURL), logger: logger) { client in
-                    let store = PostgresStore(client: client, logger: logger)
-                    try await store.checkSchema()
-                    try await run(store: store, storeArguments: ["--postgres", postgresURL], folder: folder, secretFile: secretFile, authority: authority)
-                }
-            } else {
-                let data = folder.appendingPathComponent("data").path
-                try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-                let store = try SQLiteStore(path: URL(fileURLWithPath: data).appendingPathComponent("store.sqlite").path)
-                try await run(store: store, storeArguments: ["--data-dir", data], folder: folder, secretFile: secretFile, authority: authority)
-            }
+        try await withChildServerStore("coursesync-fanout", postgresURL: postgresURL, logger: logger) { setup in
+            try await run(store: setup.store, storeArguments: setup.storeArguments, folder: setup.folder, secretFile: setup.secretFile,
+                          authority: setup.authority)
         }
     }
 
-    private func run(store: some SyncStore, storeArguments: [String], folder: URL, secretFile: String, authority: TokenAuthority) async throws {
+    private func run(store: any SyncStore, storeArguments: [String], folder: URL, secretFile: String, authority: TokenAuthority) async throws {
         var generator = SystemRandomNumberGenerator()
         let course = try await CourseSeed(id: .random(using: &generator), title: "Fan-out", chapters: ["Lectures"],
                                           media: CourseSeed.Media.numbered(20)).make(in: store)

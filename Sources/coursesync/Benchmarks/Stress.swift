@@ -52,28 +52,11 @@ struct Stress: AsyncParsableCommand {
         var logger = Logger(label: "coursesync.stress")
         logger.logLevel = .critical
         let seed = seed ?? UInt64.random(in: 0 ... .max)
-        try await withScratchFolder("coursesync-stress") { folder in
-            let secretFile = folder.appendingPathComponent("secret").path
-            guard FileManager.default.createFile(atPath: secretFile, contents: Data(TokenSecret.generate().utf8), attributes: [.posixPermissions: 0o600]) else {
-                throw ValidationError("cannot write \(secretFile)")
-            }
-            let authority = try await TokenAuthority(secret: try TokenSecret.load(path: secretFile))
-            if let postgresURL {
-                try await withPostgres(try PostgresURL.configuration(postgresURL), logger: logger) { client in
-                    let store = PostgresStore(client: client, logger: logger)
-                    try await store.checkSchema()
-                    var terminate: (@Sendable () async throws -> Int)?
-                    if dbFaults { terminate = { [logger] in try await Stress.terminateBackends(client, logger: logger) } }
-                    try await run(store: store, storeArguments: ["--postgres", postgresURL], folder: folder, secretFile: secretFile,
-                                  authority: authority, seed: seed, logger: logger, terminateBackends: terminate)
-                }
-            } else {
-                let data = folder.appendingPathComponent("data").path
-                try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-                let store = try SQLiteStore(path: URL(fileURLWithPath: data).appendingPathComponent("store.sqlite").path)
-                try await run(store: store, storeArguments: ["--data-dir", data], folder: folder, secretFile: secretFile,
-                              authority: authority, seed: seed, logger: logger)
-            }
+        try await withChildServerStore("coursesync-stress", postgresURL: postgresURL, logger: logger) { setup in
+            var terminate: (@Sendable () async throws -> Int)?
+            if dbFaults, let client = setup.postgres { terminate = { [logger] in try await Stress.terminateBackends(client, logger: logger) } }
+            try await run(store: setup.store, storeArguments: setup.storeArguments, folder: setup.folder, secretFile: setup.secretFile,
+                          authority: setup.authority, seed: seed, logger: logger, terminateBackends: terminate)
         }
     }
 
@@ -88,7 +71,7 @@ struct Stress: AsyncParsableCommand {
         return terminated
     }
 
-    private func run(store: some SyncStore, storeArguments: [String], folder: URL, secretFile: String,
+    private func run(store: any SyncStore, storeArguments: [String], folder: URL, secretFile: String,
                      authority: TokenAuthority, seed: UInt64, logger: Logger,
                      terminateBackends: (@Sendable () async throws -> Int)? = nil) async throws {
         var servers: [ServerProcess] = []
@@ -330,4 +313,42 @@ func canConnect(port: Int) -> Bool {
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     address.sin_port = UInt16(port).bigEndian
     return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+}
+
+/// What a run with `coursesync serve` child processes starts from: a scratch folder, a token secret
+/// in a file the children read, an authority issuing tokens with it, and the store (SQLite in the
+/// folder, or a migrated PostgreSQL database) with the arguments that point a child at it.
+struct ChildServerSetup {
+    let folder: URL
+    let secretFile: String
+    let authority: TokenAuthority
+    let store: any SyncStore
+    let storeArguments: [String]
+    /// The PostgreSQL pool, when the store is there.
+    let postgres: PostgresClient?
+}
+
+/// Runs `body` with a ``ChildServerSetup`` in a scratch folder named after `prefix`, removed afterwards.
+func withChildServerStore(_ prefix: String, postgresURL: String?, logger: Logger, _ body: (ChildServerSetup) async throws -> Void) async throws {
+    try await withScratchFolder(prefix) { folder in
+        let secretFile = folder.appendingPathComponent("secret").path
+        guard FileManager.default.createFile(atPath: secretFile, contents: Data(TokenSecret.generate().utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw ValidationError("cannot write \(secretFile)")
+        }
+        let authority = try await TokenAuthority(secret: try TokenSecret.load(path: secretFile))
+        if let postgresURL {
+            try await withPostgres(try PostgresURL.configuration(postgresURL), logger: logger) { client in
+                let store = PostgresStore(client: client, logger: logger)
+                try await store.checkSchema()
+                try await body(ChildServerSetup(folder: folder, secretFile: secretFile, authority: authority, store: store,
+                                                storeArguments: ["--postgres", postgresURL], postgres: client))
+            }
+        } else {
+            let data = folder.appendingPathComponent("data").path
+            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+            let store = try SQLiteStore(path: URL(fileURLWithPath: data).appendingPathComponent("store.sqlite").path)
+            try await body(ChildServerSetup(folder: folder, secretFile: secretFile, authority: authority, store: store,
+                                            storeArguments: ["--data-dir", data], postgres: nil))
+        }
+    }
 }
