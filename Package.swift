@@ -1,6 +1,17 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+/// What the server's tests and their support both build on: every module of the stack, and the
+/// NIO, PostgreSQL and logging products they drive it with.
+let serverStack: [Target.Dependency] = [
+    "SyncModel", "SyncWire", "SyncTransport", "SyncStorage", "SyncServer", "PostgresStore", "SQLiteStore", "SyncClient",
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOPosix", package: "swift-nio"),
+    .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+    .product(name: "PostgresNIO", package: "postgres-nio"),
+    .product(name: "Logging", package: "swift-log"),
+]
+
 let package = Package(
     name: "CourseSync",
     platforms: [.macOS(.v14)],
@@ -170,22 +181,9 @@ let package = Package(
         // reach it with `@testable import` (debug builds, as `swift test` makes).
         .target(
             name: "TestSupport",
-            dependencies: [
-                "SyncModel",
-                "SyncWire",
-                "SyncTransport",
-                "SyncStorage",
-                "SyncServer",
-                "PostgresStore",
-                "SQLiteStore",
-                "SyncClient",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            dependencies: serverStack + [
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
-                .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -224,23 +222,10 @@ let package = Package(
         // The server over real TCP, TLS, WebSocket and HTTP, on real PostgreSQL and SQLite.
         .testTarget(
             name: "SyncServerTests",
-            dependencies: [
-                "SyncModel",
-                "SyncWire",
-                "SyncTransport",
-                "SyncStorage",
-                "SyncServer",
-                "PostgresStore",
-                "SQLiteStore",
-                "SyncClient",
+            dependencies: serverStack + [
                 // The in-memory backend (the simulator's database) under the failure tests.
                 "SyncSimulation",
                 "TestSupport",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "X509", package: "swift-certificates"),
