@@ -124,11 +124,13 @@ struct FanoutBench: AsyncParsableCommand {
         let broadcaster = ServerProcess(arguments: ["bench", "broadcast-floor", "--port", String(floorPort), "--frame-file", frameFile.path],
                                         log: folder.appendingPathComponent("floor.log").path, port: floorPort)
         try await broadcaster.start()
+        let floorIdle = try ProcessStats(pid: broadcaster.processID)
         defer { broadcaster.stop() }
         let floorFans = try await Subscribers.connect(count: subscribers, port: floorPort, group: group) { _ in [] }
         var floorSent: [ContinuousClock.Instant] = []
         let trigger = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: floorPort).get()
         try await broadcaster.waitForFloorConnections(subscribers + 1)
+        let floorPerConnection = Double(try ProcessStats(pid: broadcaster.processID).residentBytes - floorIdle.residentBytes) / Double(subscribers + 1)
         for index in 0..<diffs {
             floorSent.append(.now)
             try await trigger.writeAndFlush(ByteBuffer(bytes: [1])).get()
@@ -145,7 +147,7 @@ struct FanoutBench: AsyncParsableCommand {
         func line(_ what: String, _ histogram: Histogram<UInt64>) -> String {
             "\(what): p50 \(ms(histogram, 50)) ms  p99 \(ms(histogram, 99)) ms  max \(String(format: "%.2f", Double(histogram.max) / 1e6)) ms"
         }
-        print("diff frame: \(frame.count) bytes; server RSS \(idle.residentBytes >> 20) MiB idle, \(subscribed.residentBytes >> 20) MiB with the subscribers: \(String(format: "%.1f", perConnection / 1024)) KiB per subscribed connection")
+        print("diff frame: \(frame.count) bytes; server RSS \(idle.residentBytes >> 20) MiB idle, \(subscribed.residentBytes >> 20) MiB with the subscribers: \(String(format: "%.1f", perConnection / 1024)) KiB per subscribed connection (the floor's: \(String(format: "%.1f", floorPerConnection / 1024)) KiB per connection)")
         print(line("push → ack", pushAck))
         for (name, coursesync, raw) in [("first", courseSync.first, floor.first), ("median", courseSync.median, floor.median), ("last", courseSync.last, floor.last)] {
             print(line("push → \(name) subscriber", coursesync) + "   | floor " + line("", raw).dropFirst(2)
