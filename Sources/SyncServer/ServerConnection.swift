@@ -38,7 +38,9 @@ final class ServerConnection: Sendable {
     /// diffs, few enough that what sits in the channel's buffer beside the bounded outbox stays small.
     static var framesPerWrite: Int { 64 }
 
-    init(server: SyncServer, channel: NIOAsyncChannel<ByteBuffer, Never>, transport: String, tls: Bool) async {
+    /// `activity`: the channel's ``PeerActivity`` (``PeerActivity/of(_:)``). Not async: a task keeps
+    /// the async stack it once needed, and an initializer's frame is large.
+    init(server: SyncServer, channel: NIOAsyncChannel<ByteBuffer, Never>, transport: String, tls: Bool, activity: PeerActivity?) {
         let configuration = server.configuration
         let remote = channel.channel.remoteAddress.map { "\($0)" } ?? "?"
         var logger = server.logger
@@ -55,7 +57,7 @@ final class ServerConnection: Sendable {
                               maxPushesPerSecond: UInt32(clamping: configuration.limits.session.pushesPerSecond),
                               maxBytesPerSecond: UInt32(clamping: configuration.limits.session.bytesPerSecond))
         session = NIOLockedValueBox(ServerSession(welcome: welcome, limits: configuration.limits.session, now: clock.now()))
-        activity = await PeerActivity.of(channel.channel)
+        self.activity = activity
     }
 
     /// Serves the connection until it closes, then logs it and leaves its courses.
@@ -135,67 +137,102 @@ final class ServerConnection: Sendable {
         }, group: &group)
     }
 
+    /// Carries out the session's actions in order (an authentication's outcome brings more, which
+    /// follow at once). Each step that waits is a small function of its own: a task keeps the
+    /// async stack it once needed for as long as it lives, so the reading task of every
+    /// connection should never need a large one.
     private func perform(_ actions: [ServerSession.Action], group: inout ThrowingDiscardingTaskGroup<any Error>) async {
-        let configuration = server.configuration
-        for action in actions {
-            let handle = handle.withLockedValue { $0 }
+        var queue = actions[...]
+        while let action = queue.popFirst() {
             switch action {
             case .ready(let clientID):
-                let connection = ConnectionHandle(clientID: clientID, outbox: outbox, maxInFlight: configuration.maxInFlightPushes)
-                self.handle.withLockedValue { $0 = connection }
-                server.remember(connection)
-                logger.withLockedValue { $0[metadataKey: "client"] = "\(clientID)" }
-                if tls {
-                    // A Hello came through: the TLS handshake is done.
-                    let version = await ConnectionRecord.tlsVersion(of: channel.channel)
-                    record.withLockedValue { $0.tls = version }
-                }
-                // The handshake set the token's expiry, maybe before the armed timer.
-                armTimer()
+                await ready(clientID)
             case .authenticate(let token):
                 // No frame is read until the outcome is in (the session needs it first).
-                let outcome = admit(await server.authority.verify(token, now: Date()))
-                await perform(session.withLockedValue { session in
-                    session.authenticated(outcome, now: clock.now(), date: Date())
-                    return session.takeActions()
-                }, group: &group)
+                queue = await authenticate(token)[...] + queue
             case .send(let message):
                 outbox.send(message)
             case .close(let error):
-                if error.code == .rateLimited, let user = record.withLockedValue({ $0.user }), let ms = error.retryAfterMs {
-                    server.admission.penalize(user, for: .milliseconds(Int64(ms)))
-                }
-                outbox.close(error)
+                close(error)
             case .subscribe(let courseID, let sinceSeq):
                 record.withLockedValue { _ = $0.courses.insert(courseID) }
-                guard let handle else { break }
+                guard let handle = handle.withLockedValue({ $0 }) else { break }
                 let hub = server.hub(for: courseID)
                 group.addTask { await hub.subscribe(handle, sinceSeq: sinceSeq) }
             case .unsubscribe(let courseID):
-                guard let handle else { break }
-                await server.hub(for: courseID).unsubscribe(handle)
+                await unsubscribe(courseID)
             case .throttle(let until):
-                // Over the push rate: no frame is read until then (back-pressure).
-                session.withLockedValue { $0.readingPaused(true, now: clock.now()) }
-                let wait = until - clock.now()
-                if wait > .zero { try? await Task.sleep(for: wait) }
-                session.withLockedValue { $0.readingPaused(false, now: clock.now()) }
+                await throttle(until: until)
             case .push(let batch):
-                record.withLockedValue { record in
-                    record.pushes += 1
-                    record.courses.insert(batch.courseID)
-                }
-                guard let handle else { break }
-                if !handle.inFlight.tryAcquire() {
-                    // Back-pressure: stop reading until an answer frees a slot.
-                    session.withLockedValue { $0.readingPaused(true, now: clock.now()) }
-                    await handle.inFlight.acquire()
-                    session.withLockedValue { $0.readingPaused(false, now: clock.now()) }
-                }
-                if await !server.hub(for: batch.courseID).push(batch, from: handle) {
-                    handle.inFlight.release()
-                }
+                await push(batch)
             }
+        }
+    }
+
+    private func ready(_ clientID: ClientID) async {
+        let connection = ConnectionHandle(clientID: clientID, outbox: outbox, maxInFlight: server.configuration.maxInFlightPushes)
+        handle.withLockedValue { $0 = connection }
+        server.remember(connection)
+        logger.withLockedValue { $0[metadataKey: "client"] = "\(clientID)" }
+        if tls {
+            // A Hello came through: the TLS handshake is done.
+            let version = await ConnectionRecord.tlsVersion(of: channel.channel)
+            record.withLockedValue { $0.tls = version }
+        }
+        // The handshake set the token's expiry, maybe before the armed timer.
+        armTimer()
+    }
+
+    /// The token's check, through the node's admission, and what the session does with the outcome.
+    private func authenticate(_ token: String) async -> [ServerSession.Action] {
+        // Verified in a child task: the check's deep async frames live in the child's stack and go
+        // with it, instead of staying with this connection's reading task.
+        let authority = server.authority
+        let verified = await withTaskGroup(of: Result<Principal, ConnectionError>.self) { verifying in
+            verifying.addTask { await authority.verify(token, now: Date()) }
+            return await verifying.next()!
+        }
+        let outcome = admit(verified)
+        return session.withLockedValue { session in
+            session.authenticated(outcome, now: clock.now(), date: Date())
+            return session.takeActions()
+        }
+    }
+
+    private func close(_ error: ConnectionError) {
+        if error.code == .rateLimited, let user = record.withLockedValue({ $0.user }), let ms = error.retryAfterMs {
+            server.admission.penalize(user, for: .milliseconds(Int64(ms)))
+        }
+        outbox.close(error)
+    }
+
+    private func unsubscribe(_ courseID: EntityID) async {
+        guard let handle = handle.withLockedValue({ $0 }) else { return }
+        await server.hub(for: courseID).unsubscribe(handle)
+    }
+
+    /// Over the push rate: no frame is read until `until` (back-pressure).
+    private func throttle(until: Moment) async {
+        session.withLockedValue { $0.readingPaused(true, now: clock.now()) }
+        let wait = until - clock.now()
+        if wait > .zero { try? await Task.sleep(for: wait) }
+        session.withLockedValue { $0.readingPaused(false, now: clock.now()) }
+    }
+
+    private func push(_ batch: Batch) async {
+        record.withLockedValue { record in
+            record.pushes += 1
+            record.courses.insert(batch.courseID)
+        }
+        guard let handle = handle.withLockedValue({ $0 }) else { return }
+        if !handle.inFlight.tryAcquire() {
+            // Back-pressure: stop reading until an answer frees a slot.
+            session.withLockedValue { $0.readingPaused(true, now: clock.now()) }
+            await handle.inFlight.acquire()
+            session.withLockedValue { $0.readingPaused(false, now: clock.now()) }
+        }
+        if await !server.hub(for: batch.courseID).push(batch, from: handle) {
+            handle.inFlight.release()
         }
     }
 

@@ -244,7 +244,8 @@ public final class SyncServer: Service, Sendable {
     /// One connection of frame payloads, from any transport (TCP, or WebSocket through
     /// ``HTTPListener``), named `transport` in the access log; `tls`: whether its listener serves TLS.
     func serve(_ channel: NIOAsyncChannel<ByteBuffer, Never>, transport: String, tls: Bool) async {
-        await ServerConnection(server: self, channel: channel, transport: transport, tls: tls).run()
+        let activity = await PeerActivity.of(channel.channel)
+        await ServerConnection(server: self, channel: channel, transport: transport, tls: tls, activity: activity).run()
     }
 
     var isShuttingDown: Bool { state.withLockedValue { $0.shuttingDown } }

@@ -247,7 +247,15 @@ final class ServerProcess: @unchecked Sendable {
             posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
             posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
             posix_spawn_file_actions_adddup2(&actions, 1, 2)
-            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            var executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            var arguments = arguments
+            // COURSESYNC_SERVE_WRAPPER="heaptrack -o /tmp/serve": the `serve` children run under a
+            // profiler (the words are the wrapper's command line, the server's follows).
+            if let wrapper = ProcessInfo.processInfo.environment["COURSESYNC_SERVE_WRAPPER"]?.split(separator: " ").map(String.init),
+               let program = wrapper.first, arguments.first == "serve" {
+                arguments = wrapper.dropFirst() + [executable] + arguments
+                executable = program
+            }
             var cArguments = ([executable] + arguments).map { strdup($0) } + [nil]
             defer { cArguments.forEach { free($0) } }
             var child: pid_t = 0
