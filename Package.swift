@@ -243,6 +243,7 @@ let package = Package(
             name: "CourseSyncCLITests",
             dependencies: [
                 "coursesync", "SyncModel", "SyncWire", "SyncServer", "SQLiteStore", "SyncStorage", "TestSupport",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
