@@ -106,29 +106,66 @@ extension SyncServer {
     }
 }
 
-/// `POST /v1/courses/{id}/batches` and `GET /v1/courses/{id}` (spec §13), as ``HTTPRouter`` routes them.
+/// `POST /v1/courses/{id}/batches`, `GET /v1/courses/{id}` and `GET /v1/courses/{id}/history` (spec §13), as ``HTTPRouter`` routes them.
 enum BackendAPI {
     /// The paths the API answers begin so.
     static let prefix = "/v1/courses/"
 
+    /// The answer to a request under ``prefix``: the course and token are read once, then the route.
     static func answer(_ head: HTTPRequestHead, _ body: ByteBuffer, _ server: SyncServer) async -> HTTPAnswer {
-        if head.method == .GET, HTTPRouter.path(head.uri).hasSuffix("/history") { return await history(head, server) }
-        let (status, message, user) = await respond(head, body, server)
-        return HTTPAnswer(status, message, user: user)
-    }
-
-    /// `GET /v1/courses/{id}/history?before=SEQ&limit=N`: `{"history": [{"seq", "committedAt",
-    /// "author", "clientId", "batchSeq", "summary"}…], "next": SEQ}` newest first; `next` (when
-    /// there may be more) is the `before` of the following page.
-    static func history(_ head: HTTPRequestHead, _ server: SyncServer) async -> HTTPAnswer {
-        let parts = HTTPRouter.path(head.uri).split(separator: "/")  // v1, courses, {id}, history
-        guard parts.count == 4, let courseID = EntityID(String(parts[2])) else {
+        let parts = HTTPRouter.path(head.uri).split(separator: "/")  // v1, courses, {id}[, batches | history]
+        guard parts.count >= 3, let courseID = EntityID(String(parts[2])) else {
             return HTTPAnswer(.notFound, .error(ConnectionError(.unknownCourse, "not a course: \(head.uri)")), user: nil)
         }
         guard let token = bearer(head) else {
             return HTTPAnswer(.unauthorized, .error(ConnectionError(.unauthenticated, "an Authorization: Bearer <token> header is required")), user: nil)
         }
-        let query = URLComponents(string: head.uri)?.queryItems ?? []
+        switch (head.method, parts.count == 4 ? parts[3] : nil) {
+        case (.GET, nil):
+            let (result, user) = await server.outlining(courseID, token: token)
+            switch result {
+            case .success(let state):
+                return HTTPAnswer(.ok, .snapshot(SnapshotPart(course: state.course, chapters: state.orderedChapters, media: Array(state.media.values),
+                                                              videos: state.chapterOrder.flatMap { state.videos(in: $0) }, part: 0, last: true)), user: user)
+            case .failure(let error):
+                return HTTPAnswer(status(of: error), .error(error), user: user)
+            }
+        case (.GET, "history"):
+            return await history(of: courseID, query: head.uri, token: token, server)
+        case (.POST, "batches"):
+            let push: Push, clientID: ClientID
+            do {
+                (push, clientID) = try Self.push(from: body, courseID: courseID)
+            } catch let error as WireError {
+                if case .invalidBatch(let course, let batchSeq, let rejection) = error {
+                    return HTTPAnswer(.unprocessableEntity, .reject(BatchRejection(courseID: course, batchSeq: batchSeq, rejection: rejection)), user: nil)
+                }
+                return HTTPAnswer(.badRequest, .error(ConnectionError(error.code, "\(error)")), user: nil)
+            } catch {
+                return HTTPAnswer(.badRequest, .error(ConnectionError(.malformedFrame, "\(error)")), user: nil)
+            }
+            let (result, user) = await server.submitting(push, clientID: clientID, token: token)
+            switch result {
+            case .success(let message):
+                if case .reject(let reject) = message {
+                    return HTTPAnswer(reject.rejection.code == .forbidden ? .forbidden : .unprocessableEntity, message, user: user)
+                }
+                return HTTPAnswer(.ok, message, user: user)
+            case .failure(let error):
+                return HTTPAnswer(status(of: error), .error(error), user: user)
+            }
+        default:
+            return HTTPAnswer(.methodNotAllowed, .error(ConnectionError(.unexpectedMessage, """
+                \(head.method) \(head.uri): only GET /v1/courses/{id}, GET /v1/courses/{id}/history and POST /v1/courses/{id}/batches
+                """)), user: nil)
+        }
+    }
+
+    /// `GET /v1/courses/{id}/history?before=SEQ&limit=N`: `{"history": [{"seq", "committedAt",
+    /// "author", "clientId", "batchSeq", "summary"}…], "next": SEQ}` newest first; `next` (when
+    /// there may be more) is the `before` of the following page.
+    private static func history(of courseID: EntityID, query uri: String, token: String, _ server: SyncServer) async -> HTTPAnswer {
+        let query = URLComponents(string: uri)?.queryItems ?? []
         let before = query.first { $0.name == "before" }?.value.flatMap(CourseSeq.init)
         let limit = query.first { $0.name == "limit" }?.value.flatMap(Int.init) ?? 100
         let (result, user) = await server.history(of: courseID, before: before, limit: limit, token: token)
@@ -155,49 +192,6 @@ enum BackendAPI {
     static func bearer(_ head: HTTPRequestHead) -> String? {
         guard let authorization = head.headers.first(name: "Authorization"), authorization.lowercased().hasPrefix("bearer ") else { return nil }
         return String(authorization.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
-    }
-
-    static func respond(_ head: HTTPRequestHead, _ body: ByteBuffer, _ server: SyncServer) async -> (HTTPResponseStatus, WireMessage, user: String?) {
-        let parts = HTTPRouter.path(head.uri).split(separator: "/")  // v1, courses, {id}[, batches]
-        guard parts.count >= 3, let courseID = EntityID(String(parts[2])) else {
-            return (.notFound, .error(ConnectionError(.unknownCourse, "not a course: \(head.uri)")), nil)
-        }
-        guard let token = bearer(head) else {
-            return (.unauthorized, .error(ConnectionError(.unauthenticated, "an Authorization: Bearer <token> header is required")), nil)
-        }
-        switch (head.method, parts.count == 4 ? parts[3] : nil) {
-        case (.GET, nil):
-            let (result, user) = await server.outlining(courseID, token: token)
-            switch result {
-            case .success(let state):
-                return (.ok, .snapshot(SnapshotPart(course: state.course, chapters: state.orderedChapters, media: Array(state.media.values),
-                                                    videos: state.chapterOrder.flatMap { state.videos(in: $0) }, part: 0, last: true)), user)
-            case .failure(let error):
-                return (status(of: error), .error(error), user)
-            }
-        case (.POST, "batches"):
-            let push: Push, clientID: ClientID
-            do {
-                (push, clientID) = try Self.push(from: body, courseID: courseID)
-            } catch let error as WireError {
-                if case .invalidBatch(let course, let batchSeq, let rejection) = error {
-                    return (.unprocessableEntity, .reject(BatchRejection(courseID: course, batchSeq: batchSeq, rejection: rejection)), nil)
-                }
-                return (.badRequest, .error(ConnectionError(error.code, "\(error)")), nil)
-            } catch {
-                return (.badRequest, .error(ConnectionError(.malformedFrame, "\(error)")), nil)
-            }
-            let (result, user) = await server.submitting(push, clientID: clientID, token: token)
-            switch result {
-            case .success(let message):
-                if case .reject(let reject) = message { return (reject.rejection.code == .forbidden ? .forbidden : .unprocessableEntity, message, user) }
-                return (.ok, message, user)
-            case .failure(let error):
-                return (status(of: error), .error(error), user)
-            }
-        default:
-            return (.methodNotAllowed, .error(ConnectionError(.unexpectedMessage, "\(head.method) \(head.uri): only GET /v1/courses/{id} and POST /v1/courses/{id}/batches")), nil)
-        }
     }
 
     /// The body: a `Push` in the JSON mapping, plus `"clientId"` (a UUID) naming the sender for

@@ -27,6 +27,9 @@ public struct HTTPRoutes: Sendable {
         self.files = files
     }
 
+    /// Whether the backend API answers `uri`.
+    func isAPI(_ uri: String) -> Bool { api != nil && HTTPRouter.path(uri).hasPrefix(BackendAPI.prefix) }
+
     /// The paths served, for a 404's body.
     var served: [String] {
         var paths: [String] = []
@@ -108,7 +111,7 @@ final class HTTPRouter: ChannelInboundHandler, @unchecked Sendable {
         case .body(var chunk):
             guard case .request(let head, var body) = reading else { return }
             // Only the backend API reads a body; every other route ignores one.
-            guard routes.api != nil, Self.path(head.uri).hasPrefix(BackendAPI.prefix) else { return }
+            guard routes.isAPI(head.uri) else { return }
             guard body.readableBytes + chunk.readableBytes <= Limits.maxClientFrameBytes else {
                 reading = .skipping
                 return write(context, head: head, HTTPAnswer(.payloadTooLarge, .error(ConnectionError(.frameTooLarge, "the body exceeds \(Limits.maxClientFrameBytes) bytes")), user: nil))
@@ -136,8 +139,8 @@ final class HTTPRouter: ChannelInboundHandler, @unchecked Sendable {
 
     /// The answer of a route that needs no waiting, or `nil`.
     private func immediateAnswer(_ head: HTTPRequestHead) -> HTTPAnswer? {
+        if routes.isAPI(head.uri) { return nil }
         let path = Self.path(head.uri)
-        if routes.api != nil, path.hasPrefix(BackendAPI.prefix) { return nil }
         guard head.method == .GET || head.method == .HEAD else { return HTTPAnswer(.methodNotAllowed, "only GET here\n") }
         switch path {
         case "/metrics" where routes.metrics != nil: return HTTPAnswer(.ok, routes.metrics!(), contentType: "text/plain; version=0.0.4")
@@ -151,7 +154,7 @@ final class HTTPRouter: ChannelInboundHandler, @unchecked Sendable {
 
     /// The routes that wait: the backend API, and `/ready`.
     private static func answer(_ head: HTTPRequestHead, _ body: ByteBuffer, _ routes: HTTPRoutes) async -> HTTPAnswer {
-        if let server = routes.api, path(head.uri).hasPrefix(BackendAPI.prefix) {
+        if let server = routes.api, routes.isAPI(head.uri) {
             return await BackendAPI.answer(head, body, server)
         }
         // Not ready while the store does not answer within 2 s (a database that is down may
