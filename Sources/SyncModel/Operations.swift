@@ -51,6 +51,21 @@ public enum Operation: Hashable, Sendable {
         return 1
     }
 
+    /// The operation's kind, as the protocol names it (`linkMedia`).
+    public var kind: String {
+        switch self {
+        case .createChapter: "createChapter"
+        case .renameChapter: "renameChapter"
+        case .moveChapter: "moveChapter"
+        case .deleteChapter: "deleteChapter"
+        case .registerMedia: "registerMedia"
+        case .linkMedia: "linkMedia"
+        case .moveVideo: "moveVideo"
+        case .renameVideo: "renameVideo"
+        case .unlinkVideo: "unlinkVideo"
+        }
+    }
+
     /// The temp IDs this operation creates.
     public var createdTemps: [TempID] {
         switch self {

@@ -36,8 +36,7 @@ extension CourseState {
             }
         }
         // A run of the same kind reads as one phrase ("unlinked 10 videos").
-        let kinds = Set(ops.map { String(describing: $0).prefix { $0 != "(" } })
-        if ops.count > 2, kinds.count == 1, let first = ops.first {
+        if ops.count > 2, let first = ops.first, ops.allSatisfy({ $0.kind == first.kind }) {
             switch first {
             case .unlinkVideo: return "unlinked \(count(ops.count))"
             case .renameVideo: return "renamed \(count(ops.count))"

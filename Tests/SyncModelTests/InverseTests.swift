@@ -63,7 +63,7 @@ import Testing
             guard case .success(let resolved) = workload.fixture.submit(batch) else { continue }
             let ops = try Self.undo(of: batch, committed: resolved.commit, before: before, knownTemps: known, mintTemp: { workload.fixture.makeTemp() })
             guard !ops.isEmpty else { continue }  // only media registered: nothing to take back
-            for op in batch.ops { kinds.insert(String("\(op)".prefix { $0 != "(" })) }
+            for op in batch.ops { kinds.insert(op.kind) }
             switch workload.fixture.submit(workload.fixture.batch(batch.clientID, ops)) {
             case .success(let undo):
                 let after = Shape(undo.state), expected = Shape(before)
