@@ -238,10 +238,7 @@ package struct ClientCore: Sendable {
     /// The reference an operation uses for the row `key` names, or `nil` if the replica shows no such row.
     package func ref(_ key: LocalKey) -> Ref? {
         guard rows.chapters[key] != nil || rows.videos[key] != nil || rows.media[key] != nil else { return nil }
-        let id = key.rawValue
-        guard id.isProvisional else { return .id(id) }
-        let temp = TempID(id.low)!
-        return knownTemps[temp].map(Ref.id) ?? .temp(temp)
+        return visibleRef(key.rawValue)
     }
 
     /// Applies `op` to the visible state and queues it in the open batch (opening one if needed),
