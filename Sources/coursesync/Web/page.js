@@ -7,7 +7,7 @@
 
 import { Connection } from "./connection.js";
 import { claimIdentity, releaseIdentity, takeToken } from "./identity.js";
-import { CourseModel, undoOf } from "./model.js";
+import { CourseModel, refOf as ref, undoOf } from "./model.js";
 import { $, EditorView } from "./view.js";
 import { int, opToWire, uuidToID } from "./wire.js";
 
@@ -31,11 +31,6 @@ if (!courseUUID || !token) {
   });
 } else {
   claimIdentity().then((clientID) => new Editor(courseUUID, token, clientID).start());
-}
-
-/** A row's reference in an op: a real ID, or the temp of a row not yet acked ("temp:N"). */
-function ref(key) {
-  return key.startsWith("temp:") ? { temp: Number(key.slice(5)) } : { id: key };
 }
 
 /** One line of the history dialog. */
