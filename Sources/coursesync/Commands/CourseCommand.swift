@@ -1,7 +1,5 @@
 import ArgumentParser
 import Foundation
-import PostgresStore
-import SQLiteStore
 import SyncModel
 import SyncStorage
 
@@ -35,15 +33,7 @@ struct CourseCommand: AsyncParsableCommand {
             let courseID = try id.map { try parseEntityID($0, what: "--id") } ?? .random(using: &generator)
             guard case .success(let title) = Validation.title(title) else { return }
             let course = Course(id: courseID, title: title)
-            if let configuration = try store.postgresConfiguration() {
-                try await withPostgres(configuration, logger: logger) { client in
-                    let store = PostgresStore(client: client, logger: logger)
-                    try await store.checkSchema()
-                    try await store.createCourse(course)
-                }
-            } else {
-                try await store.openSQLite().createCourse(course)
-            }
+            try await store.withStore(logger: logger) { try await $0.createCourse(course) }
             print(courseID)
         }
     }
@@ -68,16 +58,7 @@ struct CourseCommand: AsyncParsableCommand {
         func run() async throws {
             let logger = logging.bootstrap(label: "coursesync")
             let courseID = try parseEntityID(course, what: "--course")
-            let records: [HistoryRecord]
-            if let configuration = try store.postgresConfiguration() {
-                records = try await withPostgres(configuration, logger: logger) { client in
-                    let store = PostgresStore(client: client, logger: logger)
-                    try await store.checkSchema()
-                    return try await store.history(courseID, before: before, limit: limit)
-                }
-            } else {
-                records = try await store.openSQLite().history(courseID, before: before, limit: limit)
-            }
+            let records = try await store.withStore(logger: logger) { try await $0.history(courseID, before: before, limit: limit) }
             let formatter = ISO8601DateFormatter()
             for record in records {
                 let author = record.author.isEmpty ? "(unknown)" : record.author

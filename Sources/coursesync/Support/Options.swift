@@ -32,6 +32,17 @@ struct StoreOptions: ParsableArguments {
         }
     }
 
+    /// Runs `body` with the store these options name: PostgreSQL (its schema checked first, the
+    /// pool closed afterwards) or the SQLite store in the data directory.
+    func withStore<T>(logger: Logger, _ body: (any SyncStore) async throws -> T) async throws -> T {
+        guard let configuration = try postgresConfiguration() else { return try await body(try openSQLite()) }
+        return try await withPostgres(configuration, logger: logger) { client in
+            let store = PostgresStore(client: client, logger: logger)
+            try await store.checkSchema()
+            return try await body(store)
+        }
+    }
+
     /// Opens the SQLite store, creating the data directory if needed.
     func openSQLite(logRetention: Int = 100_000, maxCachedBytes: Int = 256 << 20,
                     onFailure: @escaping @Sendable (StoreError) -> Void = { _ in }) throws -> SQLiteStore {
