@@ -46,22 +46,20 @@ struct FanoutBench: AsyncParsableCommand {
         var logger = Logger(label: "coursesync.bench")
         logger.logLevel = .critical
         try await withChildServerStore("coursesync-fanout", postgresURL: postgresURL, logger: logger) { setup in
-            try await run(store: setup.store, storeArguments: setup.storeArguments, folder: setup.folder, secretFile: setup.secretFile,
-                          authority: setup.authority)
+            try await run(setup)
         }
     }
 
-    private func run(store: any SyncStore, storeArguments: [String], folder: URL, secretFile: String, authority: TokenAuthority) async throws {
+    private func run(_ setup: ChildServerSetup) async throws {
+        let folder = setup.folder
         var generator = SystemRandomNumberGenerator()
         let course = try await CourseSeed(id: .random(using: &generator), title: "Fan-out", chapters: ["Lectures"],
-                                          media: CourseSeed.Media.numbered(20)).make(in: store)
-        let token = try await authority.issue(TokenClaims(user: "fanout", expires: Date().addingTimeInterval(86_400), courses: [course.course: .editor]))
-        let port = try freeLoopbackPort()
+                                          media: CourseSeed.Media.numbered(20)).make(in: setup.store)
+        let token = try await setup.authority.issue(TokenClaims(user: "fanout", expires: Date().addingTimeInterval(86_400), courses: [course.course: .editor]))
         let limit = String(subscribers + 16)
-        let server = ServerProcess(arguments: ["serve", "--listen", "127.0.0.1:\(port)", "--secret-file", secretFile, "--log-level", "error",
-                                               "--heartbeat-seconds", "600", "--max-connections-per-address", limit,
-                                               "--max-connections-per-user", limit] + storeArguments,
-                                   log: folder.appendingPathComponent("server.log").path, port: port)
+        let server = try setup.server("server", arguments: ["--heartbeat-seconds", "600", "--max-connections-per-address", limit,
+                                                            "--max-connections-per-user", limit])
+        let port = server.port
         try await server.start()
         defer { server.stop() }
         print("coursesync bench fanout — \(subscribers) subscribers of one course, \(diffs) diffs of 10 links every \(intervalMs) ms, \(postgresURL == nil ? "SQLite" : "PostgreSQL")")
@@ -121,7 +119,9 @@ struct FanoutBench: AsyncParsableCommand {
         let floorPort = try freeLoopbackPort()
         let frameFile = folder.appendingPathComponent("frame.bin")
         try Data(frame).write(to: frameFile)
-        let broadcaster = ServerProcess(arguments: ["bench", "broadcast-floor", "--port", String(floorPort), "--frame-file", frameFile.path],
+        let countsFile = folder.appendingPathComponent("floor-connections").path
+        let broadcaster = ServerProcess(arguments: ["bench", "broadcast-floor", "--port", String(floorPort), "--frame-file", frameFile.path,
+                                                    "--counts-file", countsFile],
                                         log: folder.appendingPathComponent("floor.log").path, port: floorPort)
         try await broadcaster.start()
         let floorIdle = try ProcessStats(pid: broadcaster.processID)
@@ -129,7 +129,7 @@ struct FanoutBench: AsyncParsableCommand {
         let floorFans = try await Subscribers.connect(count: subscribers, port: floorPort, group: group) { _ in [] }
         var floorSent: [ContinuousClock.Instant] = []
         let trigger = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: floorPort).get()
-        try await broadcaster.waitForFloorConnections(subscribers + 1)
+        try await BroadcastFloor.waitForConnections(subscribers + 1, countedIn: countsFile)
         let floorPerConnection = Double(try ProcessStats(pid: broadcaster.processID).residentBytes - floorIdle.residentBytes) / Double(subscribers + 1)
         for index in 0..<diffs {
             floorSent.append(.now)
@@ -168,6 +168,8 @@ struct BroadcastFloor: AsyncParsableCommand {
 
     @Option var port: Int
     @Option var frameFile: String
+    /// Where it writes how many connections it holds (every 100 ms), for the bench to wait on.
+    @Option var countsFile: String
 
     func run() async throws {
         let frame = ByteBuffer(bytes: try Data(contentsOf: URL(fileURLWithPath: frameFile)))
@@ -189,13 +191,22 @@ struct BroadcastFloor: AsyncParsableCommand {
                 })
             }
             .bind(host: "127.0.0.1", port: port).get()
-        FileHandle.standardOutput.write(Data("listening\n".utf8))
-        // Reports how many are connected, for the bench to wait on.
         while listener.isActive {
             let count = channels.withLockedValue { $0.count }
-            try? Data("\(count)\n".utf8).write(to: URL(fileURLWithPath: frameFile + ".connections"))
+            try? Data("\(count)\n".utf8).write(to: URL(fileURLWithPath: countsFile))
             try await Task.sleep(for: .milliseconds(100))
         }
+    }
+
+    /// Waits until the broadcaster reports `count` connections in `countsFile`.
+    static func waitForConnections(_ count: Int, countedIn countsFile: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            if let text = try? String(contentsOfFile: countsFile, encoding: .utf8),
+               let held = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), held >= count { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ValidationError("the floor broadcaster did not get \(count) connections within 60 s")
     }
 
     final class Trigger: ChannelInboundHandler, @unchecked Sendable {
@@ -203,20 +214,6 @@ struct BroadcastFloor: AsyncParsableCommand {
         let fire: (any Channel) -> Void
         init(_ fire: @escaping (any Channel) -> Void) { self.fire = fire }
         func channelRead(context: ChannelHandlerContext, data: NIOAny) { fire(context.channel) }
-    }
-}
-
-extension ServerProcess {
-    /// Waits until the floor broadcaster holds `count` connections.
-    func waitForFloorConnections(_ count: Int) async throws {
-        guard let frameFile = arguments.last else { return }
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline {
-            if let text = try? String(contentsOfFile: frameFile + ".connections", encoding: .utf8),
-               let held = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), held >= count { return }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw ValidationError("the floor broadcaster did not get \(count) connections within 60 s")
     }
 }
 

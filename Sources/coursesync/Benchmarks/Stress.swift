@@ -55,8 +55,7 @@ struct Stress: AsyncParsableCommand {
         try await withChildServerStore("coursesync-stress", postgresURL: postgresURL, logger: logger) { setup in
             var terminate: (@Sendable () async throws -> Int)?
             if dbFaults, let client = setup.postgres { terminate = { [logger] in try await Stress.terminateBackends(client, logger: logger) } }
-            try await run(store: setup.store, storeArguments: setup.storeArguments, folder: setup.folder, secretFile: setup.secretFile,
-                          authority: setup.authority, seed: seed, logger: logger, terminateBackends: terminate)
+            try await run(setup, seed: seed, logger: logger, terminateBackends: terminate)
         }
     }
 
@@ -71,20 +70,18 @@ struct Stress: AsyncParsableCommand {
         return terminated
     }
 
-    private func run(store: any SyncStore, storeArguments: [String], folder: URL, secretFile: String,
-                     authority: TokenAuthority, seed: UInt64, logger: Logger,
+    private func run(_ setup: ChildServerSetup, seed: UInt64, logger: Logger,
                      terminateBackends: (@Sendable () async throws -> Int)? = nil) async throws {
+        let store = setup.store, folder = setup.folder, authority = setup.authority
         var servers: [ServerProcess] = []
         for node in 0..<nodes {
-            let port = try freeLoopbackPort()
-            servers.append(ServerProcess(arguments: ["serve", "--listen", "127.0.0.1:\(port)", "--secret-file", secretFile, "--log-level", "error"] + storeArguments,
-                                         log: folder.appendingPathComponent("server\(node).log").path, port: port))
+            servers.append(try setup.server("server\(node)"))
             try await servers[node].start()
         }
         defer { servers.forEach { $0.stop() } }
         let courseID = try await BenchFixture.make(store: store, writers: 4).courseID
         say("coursesync stress — \(clients) clients × \(seconds.map { "\($0) s" } ?? "\(edits) edits") on one course, " +
-            "\(nodes == 1 ? "" : "\(nodes) ")\(storeArguments[0] == "--postgres" ? "PostgreSQL" : "SQLite") server\(nodes == 1 ? "" : "s") on " +
+            "\(nodes == 1 ? "" : "\(nodes) ")\(setup.postgres == nil ? "SQLite" : "PostgreSQL") server\(nodes == 1 ? "" : "s") on " +
             servers.map { "127.0.0.1:\($0.port)" }.joined(separator: ", ") +
             (killEvery.map { ", SIGKILL every \($0) s" } ?? "") + ", seed \(seed)")
 
@@ -334,6 +331,15 @@ struct ChildServerSetup {
     let storeArguments: [String]
     /// The PostgreSQL pool, when the store is there.
     let postgres: PostgresClient?
+
+    /// A `coursesync serve` child over this store on a free loopback port, with `arguments`
+    /// besides, logging to `<name>.log` in the folder (not started).
+    func server(_ name: String, arguments: [String] = []) throws -> ServerProcess {
+        let port = try freeLoopbackPort()
+        return ServerProcess(arguments: ["serve", "--listen", "127.0.0.1:\(port)", "--secret-file", secretFile, "--log-level", "error"]
+                                 + arguments + storeArguments,
+                             log: folder.appendingPathComponent("\(name).log").path, port: port)
+    }
 }
 
 /// Runs `body` with a ``ChildServerSetup`` in a scratch folder named after `prefix`, removed afterwards.
