@@ -41,6 +41,14 @@ extension StoreEngine: CommitNotifications where Backend: CommitNotifications {
                                  _ handler: @escaping @Sendable (EntityID, CourseSeq) async -> Void) async {
         await backend.listenForCommits(retryDelay: retryDelay, onListening: onListening, handler)
     }
+
+    public func publishPresence(_ text: String) async throws {
+        try await backend.publishPresence(text)
+    }
+
+    public func listenForPresence(retryDelay: Duration = .seconds(1), _ handler: @escaping @Sendable (String) async -> Void) async {
+        await backend.listenForPresence(retryDelay: retryDelay, handler)
+    }
 }
 
 /// The PostgreSQL primitives of the store engine (schema: `migrations/`).
@@ -360,24 +368,42 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
     public func listenForCommits(retryDelay: Duration = .seconds(1),
                                  onListening: @escaping @Sendable () async -> Void = {},
                                  _ handler: @escaping @Sendable (EntityID, CourseSeq) async -> Void) async {
+        await listen(on: Self.notificationChannel, what: "commit notifications", retryDelay: retryDelay, onListening: onListening) { payload in
+            let parts = payload.split(separator: " ")
+            guard parts.count == 2, let courseID = EntityID(String(parts[0])), let seq = CourseSeq(parts[1]) else {
+                logger.warning("ignored a malformed commit notification", metadata: ["payload": "\(payload)"])
+                return
+            }
+            await handler(courseID, seq)
+        }
+    }
+
+    /// The NOTIFY channel presence relays travel on (protocol §14; never stored).
+    public static let presenceChannel = "coursesync_presence"
+
+    public func publishPresence(_ text: String) async throws {
+        try await client.query("SELECT pg_notify(\(Self.presenceChannel), \(text))::text", logger: logger).collect()
+    }
+
+    public func listenForPresence(retryDelay: Duration = .seconds(1), _ handler: @escaping @Sendable (String) async -> Void) async {
+        await listen(on: Self.presenceChannel, what: "presence relays", retryDelay: retryDelay, onListening: {}, handler)
+    }
+
+    /// LISTENs on `channel` and hands every payload to `handler`, listening again after
+    /// `retryDelay` whenever the connection is lost, until cancelled.
+    private func listen(on channel: String, what: String, retryDelay: Duration, onListening: @escaping @Sendable () async -> Void,
+                        _ handler: @escaping @Sendable (String) async -> Void) async {
         while !Task.isCancelled {
             do {
                 try await client.withConnection { connection in
-                    try await connection.listen(on: Self.notificationChannel) { notifications in
+                    try await connection.listen(on: channel) { notifications in
                         await onListening()
-                        for try await notification in notifications {
-                            let parts = notification.payload.split(separator: " ")
-                            guard parts.count == 2, let courseID = EntityID(String(parts[0])), let seq = CourseSeq(parts[1]) else {
-                                logger.warning("ignored a malformed commit notification", metadata: ["payload": "\(notification.payload)"])
-                                continue
-                            }
-                            await handler(courseID, seq)
-                        }
+                        for try await notification in notifications { await handler(notification.payload) }
                     }
                 }
             } catch {
                 if Task.isCancelled { return }
-                logger.warning("commit notifications interrupted; listening again",
+                logger.warning("\(what) interrupted; listening again",
                                metadata: ["operation": "\(StoreOperation.listen)", "error": "\(Self.describe(error))"])
             }
             try? await Task.sleep(for: retryDelay)

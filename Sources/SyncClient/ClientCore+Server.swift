@@ -34,7 +34,8 @@ extension ClientCore {
             let interval = welcome.heartbeatIntervalMs > 0 ? Duration.milliseconds(Int64(welcome.heartbeatIntervalMs)) : .seconds(15)
             heartbeat = Heartbeat(interval: interval, now: now)
             if welcome.maxOpsPerBatch > 0 { maxOpsPerBatch = min(Limits.maxOpsPerBatch, Int(welcome.maxOpsPerBatch)) }
-            actions.append(.send(.subscribe(courseID: courseID, sinceSeq: confirmed.seq)))
+            actions.append(.send(.subscribe(courseID: courseID, sinceSeq: confirmed.seq, presence: true)))
+            announceAfterSubscribing()
             actions.append(.emit(.connection(.catchingUp)))
             // A little under the server's rates: a burst of one second's worth, not the two it allows.
             pushPace = welcome.maxPushesPerSecond > 0
@@ -73,11 +74,13 @@ extension ClientCore {
             roll(back: reject.batchSeq, reject.rejection)
         case .progress(let progress) where progress.courseID == courseID:
             actions.append(.emit(.progress(batchSeq: progress.batchSeq, done: Int(progress.done), total: Int(progress.total))))
+        case .presence(let change) where change.courseID == courseID:
+            presenceChanged(change)
         case .ping(let nonce):
             actions.append(.send(.pong(nonce: nonce)))
-        case .pong, .subscribed, .snapshot, .diff, .ack, .reject, .progress:
+        case .pong, .subscribed, .snapshot, .diff, .ack, .reject, .progress, .presence:
             break
-        case .hello, .subscribe, .unsubscribe, .push:
+        case .hello, .subscribe, .unsubscribe, .push, .setPresence:
             unexpected(message)
         }
     }

@@ -126,6 +126,10 @@ package struct ClientCore: Sendable {
     var replayTemps: [TempID: EntityID] = [:]
     /// The batch collecting edits until it is sealed (always the last pending batch, never sent).
     var openBatch: BatchSeq?
+    /// Who is on the course (this replica included), as the server last said.
+    package internal(set) var peers: [ClientID: PresencePeer] = [:]
+    /// This replica's presence, once announced (re-sent on every connection).
+    package internal(set) var announcement: PresenceAnnouncement?
     /// This replica's own edits that can be undone, and undos that can be redone.
     var undoHistory = UndoHistory()
     /// Every ID whose visible row the pending batches changed (replayed or edited) since the last
@@ -352,6 +356,7 @@ package struct ClientCore: Sendable {
         handshakeDeadline = now + timing.handshakeTimeout
         snapshotParts = []
         held = []
+        presenceLost()
         for index in pending.indices { pending[index].sent = false }
         actions.append(.emit(.connection(.connecting)))
     }
@@ -364,6 +369,7 @@ package struct ClientCore: Sendable {
         handshakeDeadline = nil
         snapshotParts = []
         held = []
+        presenceLost()
         for index in pending.indices { pending[index].sent = false }
         guard retry, !stopped else {
             stopped = stopped || !retry

@@ -15,6 +15,8 @@ public enum ClientEvent: Hashable, Sendable {
     /// Progress of a large batch on the server (informational).
     case progress(batchSeq: BatchSeq, done: Int, total: Int)
     case connection(ConnectionState)
+    /// Who else is on the course changed (everyone but this replica; empty while offline).
+    case presence([Collaborator])
 }
 
 /// A rejection as the app sees it: why, and which edits are gone.

@@ -84,6 +84,8 @@ extension SyncClient {
         claim.release()
         eventSink.finish()
         commandSink.finish()
+        for observer in presenceObservers.values { observer.finish() }
+        presenceObservers = [:]
         for waiter in settleWaiters.values { waiter.resume(throwing: stopped ?? failure ?? .closed) }
         settleWaiters = [:]
         closeFailure = failure
@@ -124,6 +126,8 @@ extension SyncClient {
                     recordRoundTrip(ContinuousClock.now - sent)
                 } else if case .rejected(let rejected) = event {
                     for edit in rejected.droppedEdits { sentAt[edit.batchSeq] = nil }
+                } else if case .presence(let collaborators) = event {
+                    for observer in presenceObservers.values { observer.yield(collaborators) }
                 }
                 eventSink.yield(event)
             case .reconnect(let reason):

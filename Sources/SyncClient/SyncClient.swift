@@ -79,6 +79,9 @@ public actor SyncClient {
     /// When the last `Reject` and `Diff` frames arrived, before they were applied (for `coursesync bench local`).
     package internal(set) var lastRejectArrival: ContinuousClock.Instant?
     package internal(set) var lastDiffArrival: ContinuousClock.Instant?
+    /// ``observePresence()``'s streams, by number.
+    var presenceObservers: [Int: AsyncStream<[Collaborator]>.Continuation] = [:]
+    var nextPresenceObserver = 0
 
     /// Opens the replica at `path` (creating it for `courseID` if new) without syncing yet: call
     /// ``run()``. Pending edits left by an earlier run are sent once it connects.

@@ -37,7 +37,7 @@ package struct WireOrderChecker: Sendable {
             streams = [:]
         case .sent(.hello(let hello)):
             clientID = hello.clientID
-        case .sent(.subscribe(let courseID, let since)):
+        case .sent(.subscribe(let courseID, let since, _)):
             streams[courseID] = since
         case .sent(.push(let push)):
             if everPushed.insert(push.batchSeq).inserted { firstPushedHere.insert(push.batchSeq) }

@@ -10,6 +10,9 @@ import SyncWire
 /// of what was committed meanwhile), so, following ``CommitWatch``, the node also reads every
 /// active course's seq from the store whenever the LISTEN is (re)established and every
 /// `checkInterval`: a lost notification delays a subscriber by at most that long.
+///
+/// It also carries presence between the nodes (the `coursesync_presence` channel): this node's
+/// relays out, the others' in.
 public struct CommitListener: Service {
     let store: any CommitNotifications
     let server: SyncServer
@@ -30,6 +33,18 @@ public struct CommitListener: Service {
                 group.addTask {
                     await store.listenForCommits(retryDelay: retryDelay, onListening: { await server.checkStore() }) { courseID, seq in
                         await server.noteCommitted(courseID: courseID, upTo: seq)
+                    }
+                }
+                // Presence relays, both ways (best-effort: a relay that cannot be sent is
+                // dropped; the next refresh repeats what it said).
+                group.addTask {
+                    await store.listenForPresence(retryDelay: retryDelay) { text in
+                        if let relay = PresenceRelay(text: text) { await server.notePresence(relay) }
+                    }
+                }
+                group.addTask {
+                    for await relay in server.presenceRelays {
+                        for piece in relay.pieces() { try? await store.publishPresence(piece.text) }
                     }
                 }
                 group.addTask {

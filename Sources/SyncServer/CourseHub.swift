@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -10,11 +11,14 @@ package final class ConnectionHandle: Sendable {
     package let clientID: ClientID
     package let outbox: Outbox
     let inFlight: InFlightLimit
+    /// Names this connection's presence entries across the cluster (node and connection).
+    package let presenceOrigin: String
 
-    package init(clientID: ClientID, outbox: Outbox, maxInFlight: Int) {
+    package init(clientID: ClientID, outbox: Outbox, maxInFlight: Int, presenceOrigin: String = UUID().uuidString) {
         self.clientID = clientID
         self.outbox = outbox
         inFlight = InFlightLimit(maxInFlight)
+        self.presenceOrigin = presenceOrigin
     }
 }
 
@@ -27,6 +31,11 @@ actor CourseHub {
     private let catchUpChunk: Int
     private let storeCallTimeout: Duration
     private var core: HubCore<ObjectIdentifier>
+    private var presence: PresenceBoard<ObjectIdentifier>
+    /// Subscribers that asked for presence: they watch it once `Subscribed` is sent.
+    private var presenceWanted: Set<ObjectIdentifier> = []
+    /// Where this hub's presence relays go (the other nodes), if anywhere.
+    private let relay: (@Sendable (PresenceRelay) -> Void)?
     private var handles: [ObjectIdentifier: ConnectionHandle] = [:]
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
     private var idle = false
@@ -52,8 +61,11 @@ actor CourseHub {
         }
     }
 
-    init(courseID: EntityID, store: any SyncStore, logger: Logger, maxGroupBatches: Int, catchUpChunk: Int, storeCallTimeout: Duration) {
+    init(courseID: EntityID, store: any SyncStore, logger: Logger, maxGroupBatches: Int, catchUpChunk: Int, storeCallTimeout: Duration,
+         presence: PresenceSettings = PresenceSettings(node: "node"), relay: (@Sendable (PresenceRelay) -> Void)? = nil) {
         self.courseID = courseID
+        self.presence = PresenceBoard(courseID: courseID, node: presence.node, ttl: presence.ttl)
+        self.relay = relay
         self.store = store
         self.catchUpChunk = catchUpChunk
         self.storeCallTimeout = storeCallTimeout
@@ -86,9 +98,11 @@ actor CourseHub {
 
     /// Catches `handle` up from `sinceSeq` (diffs, or a snapshot), sends `Subscribed`, then keeps it live.
     /// Subscribing again restarts the catch-up from the new cursor.
-    func subscribe(_ handle: ConnectionHandle, sinceSeq: CourseSeq) {
+    /// With `presence`, the subscriber also watches the course's presence from `Subscribed` on.
+    func subscribe(_ handle: ConnectionHandle, sinceSeq: CourseSeq, presence wantsPresence: Bool = false) {
         let key = ObjectIdentifier(handle)
         handles[key] = handle
+        if wantsPresence { presenceWanted.insert(key) } else { presenceWanted.remove(key) }
         core.subscribe(key, sinceSeq: sinceSeq)
         perform()
     }
@@ -96,9 +110,37 @@ actor CourseHub {
     func unsubscribe(_ handle: ConnectionHandle) {
         let key = ObjectIdentifier(handle)
         core.unsubscribe(key)
+        presenceWanted.remove(key)
+        presence.remove(key)
+        perform()
         forgetIfUnused(key)
+    }
+
+    // MARK: - Presence
+
+    /// The connection's presence on this course. The session checked that it subscribed (its
+    /// subscription may reach the hub after this: both are sent without waiting for each other);
+    /// the entry ends with the subscription.
+    func setPresence(_ peer: PresencePeer, from handle: ConnectionHandle) {
+        let key = ObjectIdentifier(handle)
+        handles[key] = handle
+        presence.set(peer, origin: handle.presenceOrigin, from: key)
         perform()
     }
+
+    /// Another node's presence relay for this course, heard now.
+    func relayed(_ message: PresenceRelay) {
+        presence.relayed(message, now: MomentClock().now())
+        perform()
+    }
+
+    /// The periodic presence step (relayed entries expire; this node's are relayed again).
+    func presenceTick() {
+        presence.tick(now: MomentClock().now())
+        perform()
+    }
+
+    var presentPeers: [PresencePeer] { presence.peers }
 
     var subscriberCount: Int { core.subscriberCount }
 
@@ -182,6 +224,7 @@ actor CourseHub {
                     switch message {
                     case .ack(let ack): answered(key, ack.batchSeq)
                     case .reject(let reject): answered(key, reject.batchSeq)
+                    case .subscribed where presenceWanted.contains(key): presence.watch(key)
                     default: break
                     }
                 case .broadcast(let diff, let keys):
@@ -234,6 +277,12 @@ actor CourseHub {
                 }
             }
         }
+        for effect in presence.takeEffects() {
+            switch effect {
+            case .send(let key, let change): handles[key]?.outbox.sendPresence(change)
+            case .relay(let message): relay?(message)
+            }
+        }
         for key in released { forgetIfUnused(key) }
         let subscribers = core.subscriberCount
         if subscribers != reportedSubscribers {
@@ -276,9 +325,23 @@ actor CourseHub {
     }
 
     private func forgetIfUnused(_ key: ObjectIdentifier) {
-        guard !core.references(key) else { return }
+        guard !core.references(key), !presence.references(key) else { return }
         handles[key] = nil
         pushedAt = pushedAt.filter { $0.key.connection != key }
+    }
+}
+
+/// How a node's course hubs keep presence: the node's name in relays, and how long another node's
+/// entry lives unless that node mentions it again (it does every `refresh`).
+package struct PresenceSettings: Sendable {
+    package var node: String
+    package var ttl: Duration = .seconds(30)
+    package var refresh: Duration = .seconds(10)
+
+    package init(node: String, ttl: Duration = .seconds(30), refresh: Duration = .seconds(10)) {
+        self.node = node
+        self.ttl = ttl
+        self.refresh = refresh
     }
 }
 

@@ -43,6 +43,9 @@ public struct SessionLimits: Hashable, Sendable {
     public var bytesPerSecond: Int = 8 << 20
     /// `--max-subscriptions`: courses one connection may be subscribed to at once.
     public var maxSubscriptions: Int = 256
+    /// `SetPresence` updates per second per connection, with bursts of twice that; faster ones
+    /// are coalesced (the latest per course goes out when the rate allows), never refused.
+    public var presencePerSecond: Int = 10
     /// The shortest wait a rate cut asks for (`retry_after_ms`), during which the node also
     /// refuses the user's new connections: a pause that costs a flooding client something, and a
     /// well-behaved one (which paces itself and is never cut) nothing.

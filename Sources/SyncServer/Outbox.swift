@@ -22,6 +22,10 @@ package final class Outbox: Sendable {
         var reader: (continuation: CheckedContinuation<[Outgoing], Never>, limit: Int)?
         var spaceWaiters: [CheckedContinuation<Void, Never>] = []
         var stalled: CheckedContinuation<Void, Never>?
+        /// Presence updates not yet written, one per course (later ones merged in), in the order
+        /// their courses first had one: written only when no other frame waits, never counted
+        /// against the capacity, and dropped with everything else on a close.
+        var presence: [PresenceChange] = []
     }
 
     private let state: NIOLockedValueBox<State>
@@ -66,6 +70,22 @@ package final class Outbox: Sendable {
             case .full: await waitForSpace()
             }
         }
+    }
+
+    /// Queues a presence update: merged into the one for its course that waits, if any. Presence
+    /// never delays another frame (it goes when nothing else waits) and never overflows the
+    /// outbox: what waits for a slow reader is one update per course, however many it missed.
+    package func sendPresence(_ change: PresenceChange) {
+        let wakeups = state.withLockedValue { state -> Wakeups in
+            guard !state.queue.isClosing else { return Wakeups() }
+            if let index = state.presence.firstIndex(where: { $0.courseID == change.courseID }) {
+                state.presence[index] = state.presence[index].followed(by: change)
+            } else {
+                state.presence.append(change)
+            }
+            return Self.wakeups(&state)
+        }
+        wakeups.resume()
     }
 
     /// Queues `Error{code}` and the close after what is already queued (or, with `force`, instead
@@ -163,7 +183,14 @@ package final class Outbox: Sendable {
     private static func wakeups(_ state: inout State) -> Wakeups {
         var wakeups = Wakeups()
         if let waiting = state.reader {
-            let items = state.queue.next(upTo: waiting.limit)
+            var items = state.queue.next(upTo: waiting.limit)
+            if state.queue.isClosing {
+                state.presence = []
+            } else if items.isEmpty, !state.presence.isEmpty {
+                let taken = state.presence.prefix(waiting.limit)
+                state.presence.removeFirst(taken.count)
+                items = taken.map { .frame(ByteBuffer(bytes: WireMessage.presence($0).payload())) }
+            }
             if !items.isEmpty || state.queue.isFinished {
                 wakeups.reader = (waiting.continuation, items)
                 state.reader = nil

@@ -154,11 +154,14 @@ final class ServerConnection: Sendable {
                 outbox.send(message)
             case .close(let error):
                 close(error)
-            case .subscribe(let courseID, let sinceSeq):
+            case .subscribe(let courseID, let sinceSeq, let presence):
                 record.withLockedValue { _ = $0.courses.insert(courseID) }
                 guard let handle = handle.withLockedValue({ $0 }) else { break }
                 let hub = server.hub(for: courseID)
-                group.addTask { await hub.subscribe(handle, sinceSeq: sinceSeq) }
+                group.addTask { await hub.subscribe(handle, sinceSeq: sinceSeq, presence: presence) }
+            case .setPresence(let courseID, let peer):
+                guard let handle = handle.withLockedValue({ $0 }) else { break }
+                await server.hub(for: courseID).setPresence(peer, from: handle)
             case .unsubscribe(let courseID):
                 await unsubscribe(courseID)
             case .throttle(let until):
@@ -350,6 +353,12 @@ final class ServerConnection: Sendable {
                 if !outbox.isClosing { channel.channel.writeAndFlush(ByteBuffer(bytes: message.payload()), promise: nil) }
             case .close(let error): outbox.close(error)
             case .unsubscribe(let courseID): leave.append(courseID)
+            case .setPresence(let courseID, let peer):
+                // Held back by the presence rate, due now.
+                if let handle = handle.withLockedValue({ $0 }) {
+                    let hub = server.hub(for: courseID)
+                    Task { await hub.setPresence(peer, from: handle) }
+                }
             case .ready, .subscribe, .push, .authenticate, .throttle: break  // only frames cause these
             }
         }

@@ -28,8 +28,12 @@ package struct ServerSession: Sendable {
         case authenticate(token: String)
         /// The handshake succeeded: the connection can now subscribe and push (comes before `Welcome`'s send).
         case ready(ClientID)
-        case subscribe(courseID: EntityID, sinceSeq: CourseSeq)
+        /// With `presence`, the subscriber also watches the course's presence (protocol §14).
+        case subscribe(courseID: EntityID, sinceSeq: CourseSeq, presence: Bool)
         case unsubscribe(courseID: EntityID)
+        /// The connection's presence on a course it is subscribed to (at most
+        /// ``SessionLimits/presencePerSecond``; faster updates are coalesced, the latest kept).
+        case setPresence(courseID: EntityID, PresencePeer)
         /// Hand the batch to its course for commit; the answer goes back on this connection.
         case push(Batch)
         /// The peer pushes faster than its rate: read nothing more until this moment (TCP
@@ -66,6 +70,10 @@ package struct ServerSession: Sendable {
     /// ``SessionLimits/sustainedOverRate`` is cut.
     private var overRateSince: Moment?
     private var byteBudget: TokenBucket
+    /// Presence updates per second: past it, the latest per course waits for the bucket.
+    private var presenceBudget: TokenBucket
+    private var heldPresence: [EntityID: PresencePeer] = [:]
+    private var presenceDue: Moment?
     private var actions: [Action] = []
 
     /// - Parameters:
@@ -82,6 +90,7 @@ package struct ServerSession: Sendable {
         helloDeadline = now + handshakeTimeout
         pushBudget = TokenBucket(rate: max(limits.pushesPerSecond, 1), burst: max(limits.pushBurst, 1), now: now)
         byteBudget = TokenBucket(rate: max(limits.bytesPerSecond, 1), burst: max(limits.byteBurst, 1), now: now)
+        presenceBudget = TokenBucket(rate: max(limits.presencePerSecond, 1), burst: max(limits.presencePerSecond * 2, 1), now: now)
     }
 
     package var clientID: ClientID? {
@@ -100,7 +109,7 @@ package struct ServerSession: Sendable {
         switch state {
         case .closed: nil
         case .awaitingHello, .authenticating: helloDeadline
-        case .ready: earliest(readingPaused ? nil : heartbeat?.deadline, tokenDeadline)
+        case .ready: earliest(earliest(readingPaused ? nil : heartbeat?.deadline, tokenDeadline), presenceDue)
         }
     }
 
@@ -141,6 +150,7 @@ package struct ServerSession: Sendable {
             if let tokenDeadline, now >= tokenDeadline {
                 return close(ConnectionError(.tokenExpired, "the token expired at \(principal.expires); reconnect with a new one"))
             }
+            if let presenceDue, now >= presenceDue { releasePresence(now: now) }
             guard !readingPaused else { return }
             switch heartbeat?.fire(now: now) {
             case .ping: actions.append(.send(.ping(nonce: UInt64(bitPattern: now.nanoseconds) | 1)))
@@ -230,17 +240,32 @@ package struct ServerSession: Sendable {
 
     private mutating func handle(_ message: WireMessage, principal: Principal, now: Moment, date: Date) {
         switch message {
-        case .subscribe(let courseID, let sinceSeq):
+        case .subscribe(let courseID, let sinceSeq, let presence):
             if let expired = expiry(principal, date: date) { return close(expired) }
             if let refusal = AccessPolicy.readRefusal(principal, courseID: courseID) { return close(refusal) }
             guard subscriptions.contains(courseID) || subscriptions.count < limits.maxSubscriptions else {
                 return refuse(.subscriptions, ConnectionError(.limitExceeded, "a connection may be subscribed to at most \(limits.maxSubscriptions) courses"))
             }
             subscriptions.insert(courseID)
-            actions.append(.subscribe(courseID: courseID, sinceSeq: sinceSeq))
+            actions.append(.subscribe(courseID: courseID, sinceSeq: sinceSeq, presence: presence))
         case .unsubscribe(let courseID):
             guard subscriptions.remove(courseID) != nil else { return }
+            heldPresence[courseID] = nil
             actions.append(.unsubscribe(courseID: courseID))
+        case .setPresence(let announcement):
+            guard subscriptions.contains(announcement.courseID) else {
+                return close(ConnectionError(.unexpectedMessage, "SetPresence for course \(announcement.courseID), which this connection is not subscribed to"))
+            }
+            let name = announcement.name.trimmingCharacters(in: .whitespacesAndNewlines)
+            let peer = PresencePeer(clientID: clientID!, user: principal.user, name: name.isEmpty ? (principal.name ?? principal.user) : name,
+                                    color: announcement.color, focus: announcement.focus)
+            if heldPresence.isEmpty, presenceBudget.take(1, now: now) {
+                actions.append(.setPresence(courseID: announcement.courseID, peer))
+            } else {
+                // Over the rate: the latest waits for the bucket (an earlier one is superseded).
+                heldPresence[announcement.courseID] = peer
+                if presenceDue == nil { presenceDue = now + presenceBudget.wait(until: 1, now: now) }
+            }
         case .push(let push):
             if let expired = expiry(principal, date: date) { return close(expired) }
             // Frames read after a throttle waited for the server: they count from its end.
@@ -270,9 +295,19 @@ package struct ServerSession: Sendable {
             break
         case .hello:
             close(ConnectionError(.unexpectedMessage, "Hello was already received"))
-        case .welcome, .error, .subscribed, .snapshot, .diff, .ack, .reject, .progress:
+        case .welcome, .error, .subscribed, .snapshot, .diff, .ack, .reject, .progress, .presence:
             close(ConnectionError(.unexpectedMessage, "\(Self.kind(message)) is sent by servers, not clients"))
         }
+    }
+
+    /// The held presence updates go out (one token each, drawn ahead if need be).
+    private mutating func releasePresence(now: Moment) {
+        presenceDue = nil
+        for (courseID, peer) in heldPresence.sorted(by: { $0.key < $1.key }) {
+            if !presenceBudget.take(1, now: now) { presenceBudget.overdraw(1, now: now) }
+            actions.append(.setPresence(courseID: courseID, peer))
+        }
+        heldPresence = [:]
     }
 
     /// The cut for a rate: reconnect when the bucket is half full again (a fair start, not one
@@ -304,6 +339,8 @@ package struct ServerSession: Sendable {
         case .progress: "Progress"
         case .ping: "Ping"
         case .pong: "Pong"
+        case .setPresence: "SetPresence"
+        case .presence: "PresenceUpdate"
         }
     }
 }

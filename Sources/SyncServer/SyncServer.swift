@@ -40,6 +40,10 @@ public struct ServerConfiguration: Sendable {
     /// `INTERNAL_ERROR`, and they reconnect and resend. Longer than the store's own retries
     /// (``StoreRetryPolicy/standard``, about 9 s), so it ends only a call that hangs.
     public var storeCallTimeout: Duration = .seconds(30)
+    /// How long an entry another node relayed stays without being mentioned again; each node
+    /// mentions its own every ``presenceRefresh`` (protocol §14).
+    public var presenceTTL: Duration = .seconds(30)
+    public var presenceRefresh: Duration = .seconds(10)
 
     public init(host: String = "127.0.0.1", port: Int = 7420, serverID: String = ProcessInfo.processInfo.hostName,
                 heartbeatInterval: TimeAmount = .seconds(15), outboxFrames: Int = 4096, maxInFlightPushes: Int = 64,
@@ -81,6 +85,12 @@ public final class SyncServer: Service, Sendable {
     private let state = NIOLockedValueBox(State())
     /// Connections per address and per user, rate-cut pauses, and the HTTP batches' rate.
     let admission: Admission
+    /// This node's name in presence relays: unique per process, even if two nodes share a name.
+    let presenceNode: String
+    /// Presence relays for the other nodes, bounded (the oldest are dropped: the next refresh
+    /// repairs what they said). ``CommitListener`` publishes them through the store.
+    let presenceRelays: AsyncStream<PresenceRelay>
+    private let presenceOutlet: AsyncStream<PresenceRelay>.Continuation
 
     public init(store: any SyncStore, authority: TokenAuthority, configuration: ServerConfiguration = .init(),
                 logger: Logger = Logger(label: "coursesync.server"), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
@@ -91,6 +101,8 @@ public final class SyncServer: Service, Sendable {
         self.logger = logger
         self.group = group
         admission = Admission(limits: configuration.limits)
+        presenceNode = "\(configuration.serverID)/\(UUID().uuidString.prefix(8))"
+        (presenceRelays, presenceOutlet) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1_024))
     }
 
     /// The port the server listens on, once it does.
@@ -149,7 +161,18 @@ public final class SyncServer: Service, Sendable {
                 self?.evictIdleHubs()
             }
         }
-        defer { sweeper.cancel() }
+        // Presence: relayed entries expire and this node's are relayed again, every refresh.
+        let presenceTicker = Task { [weak self, refresh = configuration.presenceRefresh] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: refresh)
+                guard let self else { return }
+                for hub in self.state.withLockedValue({ Array($0.hubs.values) }) { await hub.presenceTick() }
+            }
+        }
+        defer {
+            sweeper.cancel()
+            presenceTicker.cancel()
+        }
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await listener.executeThenClose { inbound in
@@ -187,9 +210,13 @@ public final class SyncServer: Service, Sendable {
 
     func hub(for courseID: EntityID) -> CourseHub {
         state.withLockedValue { state in
+            let outlet = presenceOutlet
             let hub = state.hubs[courseID] ?? CourseHub(courseID: courseID, store: store, logger: logger,
                                                         maxGroupBatches: configuration.maxGroupBatches, catchUpChunk: configuration.catchUpChunk,
-                                                        storeCallTimeout: configuration.storeCallTimeout)
+                                                        storeCallTimeout: configuration.storeCallTimeout,
+                                                        presence: PresenceSettings(node: presenceNode, ttl: configuration.presenceTTL,
+                                                                                   refresh: configuration.presenceRefresh),
+                                                        relay: { outlet.yield($0) })
             if state.hubs.updateValue(hub, forKey: courseID) == nil { ServerMetrics.courseHubs.increment() }
             // Handed out just now: not evicted for at least `hubIdleTimeout`, by which time what it
             // was handed out for (a subscription, a push) has made it busy.
@@ -217,6 +244,19 @@ public final class SyncServer: Service, Sendable {
     public func noteCommitted(courseID: EntityID, upTo seq: CourseSeq) async {
         guard let hub = state.withLockedValue({ $0.hubs[courseID] }) else { return }
         await hub.noteCommitted(upTo: seq)
+    }
+
+    /// Another node's presence relay: told to the course's hub, if this node hosts the course
+    /// (otherwise nobody here watches it; a hub made later asks the other nodes).
+    package func notePresence(_ relay: PresenceRelay) async {
+        guard relay.node != presenceNode, let hub = state.withLockedValue({ $0.hubs[relay.courseID] }) else { return }
+        await hub.relayed(relay)
+    }
+
+    /// Who is present on a course on this node (its own connections and what others relayed).
+    public func presence(courseID: EntityID) async -> [PresencePeer] {
+        guard let hub = state.withLockedValue({ $0.hubs[courseID] }) else { return [] }
+        return await hub.presentPeers
     }
 
     /// Reads the seq of every course this node has subscribers for and catches their hubs up to

@@ -18,6 +18,8 @@ public enum Role: String, Codable, Hashable, Sendable, CaseIterable {
 public struct TokenClaims: JWTPayload, Hashable {
     /// The user the token was issued to (for logs and audit).
     public var sub: String
+    /// A display name (optional; presence shows it when the client names none).
+    public var name: String?
     /// Expiry, in seconds since 1970 (a JSON number; fractions allowed).
     public var exp: Double
     public var iat: Double?
@@ -29,8 +31,9 @@ public struct TokenClaims: JWTPayload, Hashable {
     public var courses: [String: Role]
 
     public init(user: String, expires: Date, courses: [EntityID: Role], everyCourse: Role? = nil,
-                issuedAt: Date? = nil, issuer: String? = nil, audience: String? = nil) {
+                issuedAt: Date? = nil, issuer: String? = nil, audience: String? = nil, name: String? = nil) {
         sub = user
+        self.name = name
         exp = expires.timeIntervalSince1970.rounded(.down)
         iat = issuedAt.map { $0.timeIntervalSince1970.rounded(.down) }
         iss = issuer
@@ -70,7 +73,7 @@ public struct TokenClaims: JWTPayload, Hashable {
             }
             roles[id] = role
         }
-        return .success(Principal(user: sub, expires: expires, roles: roles, everyCourse: courses[TokenClaims.everyCourse]))
+        return .success(Principal(user: sub, expires: expires, roles: roles, everyCourse: courses[TokenClaims.everyCourse], name: name))
     }
 
     /// `aud`: a string or an array of strings.
@@ -114,12 +117,15 @@ public struct Principal: Hashable, Sendable {
     public var expires: Date
     public var roles: [EntityID: Role]
     public var everyCourse: Role?
+    /// The token's display name, if it has one.
+    public var name: String?
 
-    public init(user: String, expires: Date, roles: [EntityID: Role], everyCourse: Role? = nil) {
+    public init(user: String, expires: Date, roles: [EntityID: Role], everyCourse: Role? = nil, name: String? = nil) {
         self.user = user
         self.expires = expires
         self.roles = roles
         self.everyCourse = everyCourse
+        self.name = name
     }
 
     public func role(in courseID: EntityID) -> Role? { roles[courseID] ?? everyCourse }

@@ -51,4 +51,21 @@ extension Simulation {
             violation("#\(id) of \(clients[connection.client].name) has unanswered pushes: batches \(connection.unanswered.keys.sorted())")
         }
     }
+
+    /// Once quiet, every client sees exactly the clients that announced themselves, each as it
+    /// last announced, whichever node either is connected to.
+    func checkPresence() {
+        var expected: [ClientID: PresencePeer] = [:]
+        for client in clients {
+            guard let announcement = client.core.announcement else { continue }
+            expected[client.core.clientID] = PresencePeer(clientID: client.core.clientID, user: "sim", name: announcement.name,
+                                                          color: announcement.color, focus: announcement.focus)
+        }
+        for client in clients where client.core.peers != expected {
+            let missing = expected.keys.filter { client.core.peers[$0] == nil }.count
+            let extra = client.core.peers.keys.filter { expected[$0] == nil }.count
+            let stale = expected.filter { client.core.peers[$0.key].map { $0 != expected[$0.clientID] } ?? false }.count
+            violation("\(client.name) sees \(client.core.peers.count) present (\(missing) missing, \(extra) not there, \(stale) out of date); \(expected.count) announced")
+        }
+    }
 }

@@ -32,7 +32,7 @@ extension Simulation {
         case .hello: "Hello"
         case .welcome: "Welcome"
         case .error(let error): "Error \(error.code)"
-        case .subscribe(_, let since): "Subscribe since \(since)"
+        case .subscribe(_, let since, _): "Subscribe since \(since)"
         case .unsubscribe: "Unsubscribe"
         case .subscribed(_, let seq): "Subscribed at \(seq)"
         case .snapshot(let part): "Snapshot at \(part.course.seq)"
@@ -43,6 +43,8 @@ extension Simulation {
         case .progress: "Progress"
         case .ping: "Ping"
         case .pong: "Pong"
+        case .setPresence(let announcement): "SetPresence \(announcement.focus.map { "\($0)" } ?? "nothing")"
+        case .presence(let change): "Presence\(change.full ? " (full)" : "") +\(change.peers.count) -\(change.left.count)"
         }
     }
 

@@ -52,4 +52,16 @@ extension Simulation {
                                   durationMs: 1_000, byteSize: 1_000)
         }
     }
+
+    /// What a client says it looks at: a confirmed chapter or video, the library, or nothing.
+    func randomFocus(_ core: ClientCore) -> PresenceFocus? {
+        let chapters = core.confirmed.orderedChapters.map(\.id)
+        let videos = core.confirmed.videos.keys.sorted()
+        switch Int.random(in: 0..<4, using: &random) {
+        case 0 where !chapters.isEmpty: return .chapter(chapters.randomElement(using: &random)!)
+        case 1 where !videos.isEmpty: return .video(videos.randomElement(using: &random)!)
+        case 2: return .library
+        default: return nil
+        }
+    }
 }

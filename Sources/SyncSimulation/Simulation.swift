@@ -72,6 +72,10 @@ public struct SimulationOptions: Hashable, Sendable {
     /// clients' pacing): low, so that a client resending its backlog after a reconnect is paced.
     /// A client cut for its rate is a violation.
     public var pushesPerSecond = 8
+    /// Presence: how long another node's entry lives unmentioned, and how often each node
+    /// mentions its own (short, so that a run's end sees entries of lost relays expire).
+    public var presenceTTL: Duration = .seconds(3)
+    public var presenceRefresh: Duration = .seconds(1)
 
     public init() {}
 }
@@ -95,6 +99,8 @@ public struct SimulationResult: Sendable {
     public var settleTime: Duration = .zero
     public var pings = 0
     public var notificationsLost = 0
+    /// Presence announcements made (changes of focus included).
+    public var presenceUpdates = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -153,6 +159,11 @@ public final class Simulation {
         var unanswered: [BatchSeq: Int] = [:]
         /// The session throttled reading (over the push rate) until then.
         var throttledUntil: Moment?
+        /// The presence update waiting beside the outbox (later ones merged in): read only when
+        /// nothing else waits, as the real outbox does.
+        var presence: PresenceChange?
+        /// The subscriber asked for presence.
+        var wantsPresence = false
     }
 
     struct Node {
@@ -170,6 +181,11 @@ public final class Simulation {
         var notifications: [CourseSeq] = []
         /// Its tasks are held up until then (``Faults/nodeStalls``).
         var heldUntil: Moment?
+        var presence: PresenceBoard<Int>
+        /// Presence relays from other nodes not yet handled (any order; lost and repeated like
+        /// notifications).
+        var relays: [PresenceRelay] = []
+        var nextPresenceTick: Moment
     }
 
     /// The engines' retry policy on the simulated clock: small, so that giving up happens too.
@@ -275,7 +291,9 @@ public final class Simulation {
                                  retryPolicy: Self.retryPolicy, sleep: { try await database.sleep(index, for: $0) },
                                  mintIDs: { database.mintIDs() })
         return Node(hub: HubCore(courseID: courseID, maxGroupBatches: 8, catchUpChunk: catchUpChunk), engine: engine, epoch: epoch,
-                    watch: CommitWatch(checkInterval: options.checkInterval, now: now))
+                    watch: CommitWatch(checkInterval: options.checkInterval, now: now),
+                    presence: PresenceBoard(courseID: courseID, node: "node\(index).\(epoch)", ttl: options.presenceTTL),
+                    nextPresenceTick: now + options.presenceRefresh)
     }
 
     /// Creates the course and commits its first batch, through an engine, before the run.
@@ -319,7 +337,19 @@ public final class Simulation {
                 }
             }
             result.settleTime = now - lastEventAt
+            // Presence is repaired by refreshes and expiry, not by commits: let a TTL and a refresh
+            // pass (without faults), then every view must hold exactly who is connected.
+            let presenceSettled = now + options.presenceTTL + options.presenceRefresh * 2
+            while now < presenceSettled || !isQuiescent {
+                try tick(workload: false)
+                if !result.violations.isEmpty { return finish() }
+                if now - presenceSettled > options.livenessBound {
+                    violation("the system did not quiesce after presence settled: \(describeState())")
+                    return finish()
+                }
+            }
             try checkFinalState()
+            checkPresence()
         } catch {
             violation("error: \(error)")
         }
@@ -341,7 +371,7 @@ public final class Simulation {
             let held = isHeld(connection.node)
             let throttled = connection.throttledUntil.map { now < $0 } ?? false
             if !connection.up.isEmpty, held || !throttled { choices.append((6, { if held { self.arrive(id) } else { try self.deliverUp(id) } })) }
-            if !connection.pinged.isEmpty || (!held && !connection.outbox.isEmpty), !clients[connection.client].paused {
+            if !connection.pinged.isEmpty || (!held && (!connection.outbox.isEmpty || connection.presence != nil)), !clients[connection.client].paused {
                 choices.append((6, { try self.deliverDown(id) }))
             }
         }
@@ -350,6 +380,9 @@ public final class Simulation {
         if feeds.contains(where: { self.hasRoom($0.connection) && !self.isHeld($0.node) }) { choices.append((3, { self.continueCatchUp() })) }
         for index in nodes.indices where !nodes[index].notifications.isEmpty && !isHeld(index) {
             choices.append((2, { self.deliverNotification(index) }))
+        }
+        for index in nodes.indices where !nodes[index].relays.isEmpty && !isHeld(index) {
+            choices.append((2, { self.deliverRelay(index) }))
         }
         if workload {
             for index in clients.indices where clients[index].editsLeft > 0 && !clients[index].paused {
@@ -382,6 +415,11 @@ public final class Simulation {
                 if nodes[index].watch.listenerConnected(now: now) { readSeq(index) }
             }
             if nodes[index].watch.handleTimeout(now: now) { readSeq(index) }
+            if now >= nodes[index].nextPresenceTick {
+                nodes[index].nextPresenceTick = now + options.presenceRefresh
+                nodes[index].presence.tick(now: now)
+                perform(index)
+            }
         }
         // The engines' pauses between retries.
         let due = database.sleepers.filter { $0.until <= now && !isHeld($0.node) }
@@ -445,7 +483,8 @@ public final class Simulation {
 
     private var isQuiescent: Bool {
         database.calls.isEmpty && database.sleepers.isEmpty && database.finished.isEmpty && feeds.isEmpty && nodes.allSatisfy { $0.heldUntil == nil }
-            && connections.values.allSatisfy { $0.up.isEmpty && $0.outbox.isEmpty && $0.arrived.isEmpty && $0.pinged.isEmpty }
+            && connections.values.allSatisfy { $0.up.isEmpty && $0.outbox.isEmpty && $0.arrived.isEmpty && $0.pinged.isEmpty && $0.presence == nil }
+            && nodes.allSatisfy { $0.relays.isEmpty }
             && clients.allSatisfy { $0.core.isSettled && $0.core.phase == .live && $0.core.confirmed.seq == database.state.seq }
     }
 
@@ -476,6 +515,14 @@ public final class Simulation {
         // One step in ten takes back the client's last edit (or makes an undo again): sent as a
         // new batch, resolved against whatever others did meanwhile.
         let roll = Int.random(in: 0..<100, using: &random)
+        if roll >= 90 {
+            // One step in ten changes what the client shows it is looking at.
+            let focus = randomFocus(clients[index].core)
+            clients[index].core.setPresence(PresenceAnnouncement(courseID: courseID, name: clients[index].name, color: UInt32(index), focus: focus))
+            result.presenceUpdates += 1
+            log("\(clients[index].name) focuses on \(focus.map { "\($0)" } ?? "nothing")")
+            return try carryOut(index)
+        }
         if roll < 10 {
             let redo = roll < 3
             do {
@@ -661,11 +708,17 @@ public final class Simulation {
                 log("node \(node) throttles #\(id) until \(until) (over the push rate)")
                 connections[id]!.throttledUntil = until
                 connections[id]!.session.readingPaused(true, now: now)
-            case .subscribe(_, let since):
+            case .subscribe(_, let since, let presence):
+                connections[id]!.wantsPresence = presence
                 nodes[node].hub.subscribe(id, sinceSeq: since)
                 perform(node)
             case .unsubscribe:
                 nodes[node].hub.unsubscribe(id)
+                nodes[node].presence.remove(id)
+                perform(node)
+            case .setPresence(_, let peer):
+                nodes[node].presence.set(peer, origin: "node\(node)#\(id)", from: id)
+                perform(node)
             case .push(let batch):
                 if nodes[node].hub.push(batch, from: id) {
                     connections[id]!.unanswered[batch.batchSeq, default: 0] += 1
@@ -698,6 +751,12 @@ public final class Simulation {
                     messages.append(.error(error))
                     closing = true
                 }
+            }
+            // Presence goes when nothing else waits.
+            if messages.count < size, !closing, let node = connections[id]?.node, !isHeld(node), connections[id]?.outbox.isEmpty == true,
+               let change = connections[id]?.presence {
+                connections[id]!.presence = nil
+                messages.append(try WireMessage(payload: WireMessage.presence(change).payload(), sentBy: .server))
             }
             guard !messages.isEmpty else { return }
             for message in messages {
@@ -755,6 +814,8 @@ public final class Simulation {
         connection.session.closed()
         _ = connection.session.takeActions()  // its unsubscribe: done below (one course)
         nodes[connection.node].hub.unsubscribe(id)
+        nodes[connection.node].presence.remove(id)
+        perform(connection.node)
         feeds.removeAll { $0.connection == id }
         let index = connection.client
         guard clients[index].connection == id else { return }
@@ -776,6 +837,7 @@ public final class Simulation {
                 case .send(let id, let message):
                     answered(id, message)
                     send(id, message)
+                    if case .subscribed = message, connections[id]?.wantsPresence == true { nodes[node].presence.watch(id) }
                 case .broadcast(let diff, let ids):
                     for id in ids { send(id, .diff(diff)) }
                 case .loadCatchUp(let id, let generation, let cursor):
@@ -793,6 +855,40 @@ public final class Simulation {
                 }
             }
         }
+        for effect in nodes[node].presence.takeEffects() {
+            switch effect {
+            case .send(let id, let change):
+                guard connections[id]?.outbox.isClosing == false else { continue }
+                connections[id]!.presence = connections[id]!.presence.map { $0.followed(by: change) } ?? change
+            case .relay(let relay):
+                relayPresence(relay, from: node)
+            }
+        }
+    }
+
+    /// A node's presence relay reaches the other nodes' listeners (like commit notifications:
+    /// with the notification fault some are lost or repeated; a listener that is down hears nothing).
+    private func relayPresence(_ relay: PresenceRelay, from node: Int) {
+        for index in nodes.indices where index != node && nodes[index].listenerUp {
+            let roll = options.faults.contains(.notifications) && faultsOn ? Int.random(in: 0..<100, using: &random) : 50
+            if roll < 10 { continue }
+            // Through its text form, as on PostgreSQL.
+            for piece in relay.pieces() {
+                guard let decoded = PresenceRelay(text: piece.text) else {
+                    violation("a presence relay does not survive its text form: \(piece)")
+                    continue
+                }
+                nodes[index].relays.append(decoded)
+                if roll >= 95 { nodes[index].relays.append(decoded) }
+            }
+        }
+    }
+
+    private func deliverRelay(_ node: Int) {
+        let pick = options.faults.contains(.notifications) ? Int.random(in: 0..<nodes[node].relays.count, using: &random) : 0
+        let relay = nodes[node].relays.remove(at: pick)
+        nodes[node].presence.relayed(relay, now: now)
+        perform(node)
     }
 
     // MARK: - The store
@@ -968,6 +1064,7 @@ public final class Simulation {
         fault("node \(node)'s listener loses its connection for \(duration.wholeMilliseconds) ms (\(nodes[node].notifications.count) notifications lost)")
         result.notificationsLost += nodes[node].notifications.count
         nodes[node].notifications = []
+        nodes[node].relays = []
         nodes[node].listenerUp = false
         nodes[node].listenerBackAt = now + duration
     }

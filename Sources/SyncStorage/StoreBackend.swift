@@ -160,4 +160,12 @@ public protocol CommitNotifications: Sendable {
     /// announced to it, so that is when to read the store).
     func listenForCommits(retryDelay: Duration, onListening: @escaping @Sendable () async -> Void,
                           _ handler: @escaping @Sendable (EntityID, CourseSeq) async -> Void) async
+
+    /// Sends `text` to every node's ``listenForPresence(retryDelay:_:)`` (this one's included).
+    /// Best-effort: presence relays are repeated, so a lost one is repaired by the next.
+    func publishPresence(_ text: String) async throws
+
+    /// Calls `handler` with every presence relay any node publishes, until cancelled; a lost
+    /// connection is re-established after `retryDelay`.
+    func listenForPresence(retryDelay: Duration, _ handler: @escaping @Sendable (String) async -> Void) async
 }

@@ -15,7 +15,8 @@ public enum WireMessage: Hashable, Sendable {
     case hello(Hello)
     case welcome(Welcome)
     case error(ConnectionError)
-    case subscribe(courseID: EntityID, sinceSeq: CourseSeq)
+    /// With `presence`, the server also sends the course's ``presence(_:)`` updates (§14).
+    case subscribe(courseID: EntityID, sinceSeq: CourseSeq, presence: Bool = false)
     case unsubscribe(courseID: EntityID)
     case subscribed(courseID: EntityID, seq: CourseSeq)
     case snapshot(SnapshotPart)
@@ -26,6 +27,10 @@ public enum WireMessage: Hashable, Sendable {
     case progress(Progress)
     case ping(nonce: UInt64)
     case pong(nonce: UInt64)
+    /// Client → server: this client's presence on a course it is subscribed to.
+    case setPresence(PresenceAnnouncement)
+    /// Server → client: who is on a course, and changes to it.
+    case presence(PresenceChange)
 }
 
 public struct Hello: Hashable, Sendable {
@@ -215,6 +220,8 @@ extension WireMessage {
         case (.ack, .client): "Ack"
         case (.reject, .client): "Reject"
         case (.progress, .client): "Progress"
+        case (.presenceUpdate, .client): "PresenceUpdate"
+        case (.setPresence, .server): "SetPresence"
         case (.hello, .server): "Hello"
         case (.subscribe, .server): "Subscribe"
         case (.unsubscribe, .server): "Unsubscribe"
@@ -251,7 +258,7 @@ extension WireMessage {
             self = .error(ConnectionError(try Convert.code(m.code, "error.code"), m.message,
                                           retryAfterMs: m.retryAfterMs == 0 ? nil : m.retryAfterMs))
         case .subscribe(let m):
-            self = .subscribe(courseID: try Convert.id(m.course, "subscribe.course"), sinceSeq: m.sinceSeq)
+            self = .subscribe(courseID: try Convert.id(m.course, "subscribe.course"), sinceSeq: m.sinceSeq, presence: m.presence)
         case .unsubscribe(let m):
             self = .unsubscribe(courseID: try Convert.id(m.course, "unsubscribe.course"))
         case .subscribed(let m):
@@ -276,6 +283,10 @@ extension WireMessage {
             self = .ping(nonce: m.nonce)
         case .pong(let m):
             self = .pong(nonce: m.nonce)
+        case .setPresence(let m):
+            self = .setPresence(try Convert.announcement(m))
+        case .presenceUpdate(let m):
+            self = .presence(try Convert.change(m))
         }
     }
 
@@ -305,10 +316,11 @@ extension WireMessage {
                 $0.message = error.message
                 $0.retryAfterMs = error.retryAfterMs ?? 0
             }
-        case .subscribe(let courseID, let sinceSeq):
+        case .subscribe(let courseID, let sinceSeq, let presence):
             envelope.subscribe = .with {
                 $0.course = courseID.data
                 $0.sinceSeq = sinceSeq
+                $0.presence = presence
             }
         case .unsubscribe(let courseID):
             envelope.unsubscribe = .with { $0.course = courseID.data }
@@ -344,6 +356,10 @@ extension WireMessage {
             envelope.ping = .with { $0.nonce = nonce }
         case .pong(let nonce):
             envelope.pong = .with { $0.nonce = nonce }
+        case .setPresence(let announcement):
+            envelope.setPresence = Convert.wire(announcement)
+        case .presence(let change):
+            envelope.presenceUpdate = Convert.wire(change)
         }
         return envelope
     }

@@ -180,7 +180,7 @@ extension ServerSession {
         }
         #expect(reject.rejection.code == .forbidden && reject.batchSeq == 1)
         // The connection stays up; subscribing as a viewer is fine, to an unknown course is not.
-        #expect(session.receive(.success(.subscribe(courseID: other, sinceSeq: 3)), now: now) == [.subscribe(courseID: other, sinceSeq: 3)])
+        #expect(session.receive(.success(.subscribe(courseID: other, sinceSeq: 3)), now: now) == [.subscribe(courseID: other, sinceSeq: 3, presence: false)])
         guard case .close(let error) = session.receive(.success(.subscribe(courseID: .fresh(), sinceSeq: 0)), now: now).first else {
             Issue.record("expected a close"); return
         }

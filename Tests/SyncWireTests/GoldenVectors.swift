@@ -110,6 +110,19 @@ enum GoldenVectors {
                content: .message(.welcome(Welcome(protocolVersion: 1, serverID: "node-1", maxFrameBytes: UInt32(Limits.maxClientFrameBytes),
                                                   maxOpsPerBatch: UInt32(Limits.maxOpsPerBatch), heartbeatIntervalMs: 15_000,
                                                   maxPushesPerSecond: 500, maxBytesPerSecond: 8 << 20)))),
+        Vector(name: "23-subscribe-with-presence", description: "Subscribe from seq 17, also asking for the course's presence (PresenceUpdate frames, §14).",
+               content: .message(.subscribe(courseID: course, sinceSeq: 17, presence: true))),
+        Vector(name: "24-set-presence", description: "The client shows itself as Ada, colour 0x3366CC, looking at chapter A.",
+               content: .message(.setPresence(PresenceAnnouncement(courseID: course, name: "Ada", color: 0x3366CC, focus: .chapter(chapterA))))),
+        Vector(name: "25-presence-full", description: "The first presence update after Subscribed: everyone on the course (full), Ada on video 1 and Grace in the media library.",
+               content: .message(.presence(PresenceChange(courseID: course, full: true, peers: [
+                   PresencePeer(clientID: client, user: "ada", name: "Ada", color: 0x3366CC, focus: .video(video1)),
+                   PresencePeer(clientID: ClientID(media2), user: "grace", name: "Grace", color: 0xCC6633, focus: .library),
+               ])))),
+        Vector(name: "26-presence-change", description: "A later presence update: Ada now looks at nothing in particular, and Grace's client left.",
+               content: .message(.presence(PresenceChange(courseID: course, peers: [
+                   PresencePeer(clientID: client, user: "ada", name: "Ada", color: 0x3366CC, focus: nil),
+               ], left: [ClientID(media2)])))),
     ]
 
     static let invalid: [Vector] = [
@@ -165,6 +178,16 @@ enum GoldenVectors {
                content: .invalid(bytes: rawFrame { envelope in
                    envelope.diff = .with { $0.course = Data(course.bytes); $0.seq = 5 }
                }, limit: Limits.maxClientFrameBytes, expected: .wrongDirection("Diff is sent by servers, not clients"), sender: .client)),
+        Vector(name: "58-invalid-set-presence-color",
+               description: "A SetPresence whose colour is 0x1000000, past 0xRRGGBB: a malformed frame; the server sends Error MALFORMED_FRAME and closes.",
+               content: .invalid(bytes: rawFrame { envelope in
+                   envelope.setPresence = .with { $0.course = Data(course.bytes); $0.name = "Ada"; $0.color = 0x100_0000 }
+               }, limit: Limits.maxClientFrameBytes, expected: .invalidField("set_presence", reason: "a presence colour is 0xRRGGBB (at most 0xFFFFFF)"))),
+        Vector(name: "59-invalid-set-presence-focus-empty",
+               description: "A SetPresence whose focus is present but names nothing (no chapter, video or library): a malformed frame.",
+               content: .invalid(bytes: rawFrame { envelope in
+                   envelope.setPresence = .with { $0.course = Data(course.bytes); $0.focus = Coursesync_V1_Focus() }
+               }, limit: Limits.maxClientFrameBytes, expected: .missingField("set_presence.focus"))),
     ]
 
     /// A complete frame around an envelope built directly (to express what our types cannot hold).

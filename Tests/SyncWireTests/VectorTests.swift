@@ -60,6 +60,6 @@ struct VectorTests {
                 kinds.insert(String(describing: kind).prefix { $0 != "(" }.description)
             }
         }
-        #expect(kinds.count == 14, "kinds covered: \(kinds.sorted())")
+        #expect(kinds.count == 16, "kinds covered: \(kinds.sorted())")
     }
 }

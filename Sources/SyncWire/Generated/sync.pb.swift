@@ -296,6 +296,22 @@ public nonisolated struct Coursesync_V1_Envelope: Sendable {
     set {message = .unsubscribe(newValue)}
   }
 
+  public var setPresence: Coursesync_V1_SetPresence {
+    get {
+      if case .setPresence(let v)? = message {return v}
+      return Coursesync_V1_SetPresence()
+    }
+    set {message = .setPresence(newValue)}
+  }
+
+  public var presenceUpdate: Coursesync_V1_PresenceUpdate {
+    get {
+      if case .presenceUpdate(let v)? = message {return v}
+      return Coursesync_V1_PresenceUpdate()
+    }
+    set {message = .presenceUpdate(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Message: Equatable, Sendable {
@@ -313,6 +329,8 @@ public nonisolated struct Coursesync_V1_Envelope: Sendable {
     case ping(Coursesync_V1_Ping)
     case pong(Coursesync_V1_Pong)
     case unsubscribe(Coursesync_V1_Unsubscribe)
+    case setPresence(Coursesync_V1_SetPresence)
+    case presenceUpdate(Coursesync_V1_PresenceUpdate)
 
   }
 
@@ -400,6 +418,9 @@ public nonisolated struct Coursesync_V1_Subscribe: Sendable {
 
   /// the client's cursor; 0 = "I have nothing" (the server sends a snapshot)
   public var sinceSeq: UInt64 = 0
+
+  /// also receive PresenceUpdate for this course (README §14)
+  public var presence: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -746,6 +767,147 @@ public nonisolated struct Coursesync_V1_Pong: Sendable {
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+}
+
+/// Client -> server: this client's presence on a course it is subscribed to (replaces the last one).
+public nonisolated struct Coursesync_V1_SetPresence: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// required
+  public var course: Data = Data()
+
+  /// shown to others, at most 64 code points; empty: the token's name or subject
+  public var name: String = String()
+
+  /// 0xRRGGBB, at most 0xFFFFFF
+  public var color: UInt32 = 0
+
+  /// absent: nothing in particular
+  public var focus: Coursesync_V1_Focus {
+    get {_focus ?? Coursesync_V1_Focus()}
+    set {_focus = newValue}
+  }
+  /// Returns true if `focus` has been explicitly set.
+  public var hasFocus: Bool {self._focus != nil}
+  /// Clears the value of `focus`. Subsequent reads from it will return its default value.
+  public mutating func clearFocus() {self._focus = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _focus: Coursesync_V1_Focus? = nil
+}
+
+/// What a collaborator is looking at or editing.
+public nonisolated struct Coursesync_V1_Focus: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var kind: Coursesync_V1_Focus.OneOf_Kind? = nil
+
+  public var chapter: Data {
+    get {
+      if case .chapter(let v)? = kind {return v}
+      return Data()
+    }
+    set {kind = .chapter(newValue)}
+  }
+
+  public var video: Data {
+    get {
+      if case .video(let v)? = kind {return v}
+      return Data()
+    }
+    set {kind = .video(newValue)}
+  }
+
+  /// the media library
+  public var library: Coursesync_V1_Library {
+    get {
+      if case .library(let v)? = kind {return v}
+      return Coursesync_V1_Library()
+    }
+    set {kind = .library(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+    case chapter(Data)
+    case video(Data)
+    /// the media library
+    case library(Coursesync_V1_Library)
+
+  }
+
+  public init() {}
+}
+
+public nonisolated struct Coursesync_V1_Library: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Server -> client: changes to who is on a course. With `full` the peers are everyone present
+/// (the first update after Subscribed, and whenever the server could not keep changes apart).
+public nonisolated struct Coursesync_V1_PresenceUpdate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var course: Data = Data()
+
+  public var full: Bool = false
+
+  /// joined or changed: full entries
+  public var peers: [Coursesync_V1_Peer] = []
+
+  /// client IDs whose entries ended
+  public var left: [Data] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Coursesync_V1_Peer: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var clientID: Data = Data()
+
+  /// the token's subject
+  public var user: String = String()
+
+  public var name: String = String()
+
+  public var color: UInt32 = 0
+
+  /// absent: nothing in particular
+  public var focus: Coursesync_V1_Focus {
+    get {_focus ?? Coursesync_V1_Focus()}
+    set {_focus = newValue}
+  }
+  /// Returns true if `focus` has been explicitly set.
+  public var hasFocus: Bool {self._focus != nil}
+  /// Clears the value of `focus`. Subsequent reads from it will return its default value.
+  public mutating func clearFocus() {self._focus = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _focus: Coursesync_V1_Focus? = nil
 }
 
 /// A reference to a row: a real ID, or one of this client's temp IDs.
@@ -1330,7 +1492,7 @@ nonisolated extension Coursesync_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Coursesync_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}welcome\0\u{1}error\0\u{1}subscribe\0\u{1}subscribed\0\u{1}snapshot\0\u{1}diff\0\u{1}push\0\u{1}ack\0\u{1}reject\0\u{1}progress\0\u{1}ping\0\u{1}pong\0\u{1}unsubscribe\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}welcome\0\u{1}error\0\u{1}subscribe\0\u{1}subscribed\0\u{1}snapshot\0\u{1}diff\0\u{1}push\0\u{1}ack\0\u{1}reject\0\u{1}progress\0\u{1}ping\0\u{1}pong\0\u{1}unsubscribe\0\u{3}set_presence\0\u{3}presence_update\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1520,6 +1682,32 @@ nonisolated extension Coursesync_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
           self.message = .unsubscribe(v)
         }
       }()
+      case 15: try {
+        var v: Coursesync_V1_SetPresence?
+        var hadOneofValue = false
+        if let current = self.message {
+          hadOneofValue = true
+          if case .setPresence(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.message = .setPresence(v)
+        }
+      }()
+      case 16: try {
+        var v: Coursesync_V1_PresenceUpdate?
+        var hadOneofValue = false
+        if let current = self.message {
+          hadOneofValue = true
+          if case .presenceUpdate(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.message = .presenceUpdate(v)
+        }
+      }()
       default: break
       }
     }
@@ -1586,6 +1774,14 @@ nonisolated extension Coursesync_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
     case .unsubscribe?: try {
       guard case .unsubscribe(let v)? = self.message else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+    }()
+    case .setPresence?: try {
+      guard case .setPresence(let v)? = self.message else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+    }()
+    case .presenceUpdate?: try {
+      guard case .presenceUpdate(let v)? = self.message else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
     }()
     case nil: break
     }
@@ -1741,7 +1937,7 @@ nonisolated extension Coursesync_V1_Error: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Coursesync_V1_Subscribe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Subscribe"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}course\0\u{3}since_seq\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}course\0\u{3}since_seq\0\u{1}presence\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1751,6 +1947,7 @@ nonisolated extension Coursesync_V1_Subscribe: SwiftProtobuf.Message, SwiftProto
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularBytesField(value: &self.course) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.sinceSeq) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.presence) }()
       default: break
       }
     }
@@ -1763,12 +1960,16 @@ nonisolated extension Coursesync_V1_Subscribe: SwiftProtobuf.Message, SwiftProto
     if self.sinceSeq != 0 {
       try visitor.visitSingularUInt64Field(value: self.sinceSeq, fieldNumber: 2)
     }
+    if self.presence != false {
+      try visitor.visitSingularBoolField(value: self.presence, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Coursesync_V1_Subscribe, rhs: Coursesync_V1_Subscribe) -> Bool {
     if lhs.course != rhs.course {return false}
     if lhs.sinceSeq != rhs.sinceSeq {return false}
+    if lhs.presence != rhs.presence {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2467,6 +2668,247 @@ nonisolated extension Coursesync_V1_Pong: SwiftProtobuf.Message, SwiftProtobuf._
 
   public static func ==(lhs: Coursesync_V1_Pong, rhs: Coursesync_V1_Pong) -> Bool {
     if lhs.nonce != rhs.nonce {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Coursesync_V1_SetPresence: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SetPresence"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}course\0\u{1}name\0\u{1}color\0\u{1}focus\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.course) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.color) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._focus) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.course.isEmpty {
+      try visitor.visitSingularBytesField(value: self.course, fieldNumber: 1)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
+    }
+    if self.color != 0 {
+      try visitor.visitSingularUInt32Field(value: self.color, fieldNumber: 3)
+    }
+    try { if let v = self._focus {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Coursesync_V1_SetPresence, rhs: Coursesync_V1_SetPresence) -> Bool {
+    if lhs.course != rhs.course {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.color != rhs.color {return false}
+    if lhs._focus != rhs._focus {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Coursesync_V1_Focus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Focus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}chapter\0\u{1}video\0\u{1}library\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Data?
+        try decoder.decodeSingularBytesField(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .chapter(v)
+        }
+      }()
+      case 2: try {
+        var v: Data?
+        try decoder.decodeSingularBytesField(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .video(v)
+        }
+      }()
+      case 3: try {
+        var v: Coursesync_V1_Library?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .library(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .library(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.kind {
+    case .chapter?: try {
+      guard case .chapter(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 1)
+    }()
+    case .video?: try {
+      guard case .video(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 2)
+    }()
+    case .library?: try {
+      guard case .library(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Coursesync_V1_Focus, rhs: Coursesync_V1_Focus) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Coursesync_V1_Library: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Library"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Coursesync_V1_Library, rhs: Coursesync_V1_Library) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Coursesync_V1_PresenceUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PresenceUpdate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}course\0\u{1}full\0\u{1}peers\0\u{1}left\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.course) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.full) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.peers) }()
+      case 4: try { try decoder.decodeRepeatedBytesField(value: &self.left) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.course.isEmpty {
+      try visitor.visitSingularBytesField(value: self.course, fieldNumber: 1)
+    }
+    if self.full != false {
+      try visitor.visitSingularBoolField(value: self.full, fieldNumber: 2)
+    }
+    if !self.peers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.peers, fieldNumber: 3)
+    }
+    if !self.left.isEmpty {
+      try visitor.visitRepeatedBytesField(value: self.left, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Coursesync_V1_PresenceUpdate, rhs: Coursesync_V1_PresenceUpdate) -> Bool {
+    if lhs.course != rhs.course {return false}
+    if lhs.full != rhs.full {return false}
+    if lhs.peers != rhs.peers {return false}
+    if lhs.left != rhs.left {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Coursesync_V1_Peer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Peer"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}client_id\0\u{1}user\0\u{1}name\0\u{1}color\0\u{1}focus\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.clientID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.user) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.color) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._focus) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.clientID.isEmpty {
+      try visitor.visitSingularBytesField(value: self.clientID, fieldNumber: 1)
+    }
+    if !self.user.isEmpty {
+      try visitor.visitSingularStringField(value: self.user, fieldNumber: 2)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 3)
+    }
+    if self.color != 0 {
+      try visitor.visitSingularUInt32Field(value: self.color, fieldNumber: 4)
+    }
+    try { if let v = self._focus {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Coursesync_V1_Peer, rhs: Coursesync_V1_Peer) -> Bool {
+    if lhs.clientID != rhs.clientID {return false}
+    if lhs.user != rhs.user {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.color != rhs.color {return false}
+    if lhs._focus != rhs._focus {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
