@@ -34,6 +34,8 @@ actor CourseHub {
     private var presence: PresenceBoard<ObjectIdentifier>
     /// Subscribers that asked for presence: they watch it once `Subscribed` is sent.
     private var presenceWanted: Set<ObjectIdentifier> = []
+    /// Presence's clock (one for the hub's life: relayed entries expire by it).
+    private let presenceClock = MomentClock()
     /// Where this hub's presence relays go (the other nodes), if anywhere.
     private let relay: (@Sendable (PresenceRelay) -> Void)?
     private var handles: [ObjectIdentifier: ConnectionHandle] = [:]
@@ -130,13 +132,13 @@ actor CourseHub {
 
     /// Another node's presence relay for this course, heard now.
     func relayed(_ message: PresenceRelay) {
-        presence.relayed(message, now: MomentClock().now())
+        presence.relayed(message, now: presenceClock.now())
         perform()
     }
 
     /// The periodic presence step (relayed entries expire; this node's are relayed again).
     func presenceTick() {
-        presence.tick(now: MomentClock().now())
+        presence.tick(now: presenceClock.now())
         perform()
     }
 

@@ -205,10 +205,26 @@ final class TestClient: Sendable {
 
     /// Subscribes and waits for `Subscribed`; returns its seq.
     @discardableResult
-    func subscribe(_ courseID: EntityID, since: CourseSeq = 0) async throws -> CourseSeq {
-        try await send(.subscribe(courseID: courseID, sinceSeq: since))
+    func subscribe(_ courseID: EntityID, since: CourseSeq = 0, presence: Bool = false) async throws -> CourseSeq {
+        try await send(.subscribe(courseID: courseID, sinceSeq: since, presence: presence))
         return try await expect("Subscribed") { message -> CourseSeq? in
             if case .subscribed(let id, let seq) = message, id == courseID { seq } else { nil }
+        }
+    }
+
+    /// Who is present on `courseID` as this client's presence updates tell it.
+    func presence(_ courseID: EntityID) -> [ClientID: PresencePeer] {
+        received.reduce(into: [:]) { present, message in
+            if case .presence(let change) = message, change.courseID == courseID { present = change.applied(to: present) }
+        }
+    }
+
+    /// Waits until the presence updates received show exactly `expected` on `courseID`.
+    func waitForPresence(_ courseID: EntityID, _ what: String, _ expected: @escaping @Sendable ([ClientID: PresencePeer]) -> Bool) async throws {
+        try await waitUntil(what) { messages in
+            expected(messages.reduce(into: [:]) { present, message in
+                if case .presence(let change) = message, change.courseID == courseID { present = change.applied(to: present) }
+            })
         }
     }
 
