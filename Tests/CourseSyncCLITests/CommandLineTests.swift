@@ -372,10 +372,10 @@ import Testing
         #expect(result.output.contains("conflicts resolved"))
     }
 
-    /// `client watch` keeps the heartbeat rule: on a server that stops answering (stopped with
-    /// SIGSTOP: the connection stays up, nothing arrives) it gives up after three intervals with
-    /// a clear message, instead of waiting for ever.
-    @Test func watchGivesUpOnAServerThatStopsAnswering() async throws {
+    /// `client watch` prints who joins and leaves (presence), and keeps the heartbeat rule: on a
+    /// server that stops answering (stopped with SIGSTOP: the connection stays up, nothing
+    /// arrives) it gives up after three intervals with a clear message, instead of waiting for ever.
+    @Test func watchPrintsPresenceAndGivesUpOnAServerThatStopsAnswering() async throws {
         try await withReplicaFolder { folder in
             let data = folder.appendingPathComponent("data").path
             let server = try Subprocess(["serve", "--data-dir", data, "--listen", "127.0.0.1:0", "--heartbeat-seconds", "1"])
@@ -390,6 +390,15 @@ import Testing
             let watcher = try Subprocess(["client", "watch", "--course", course, "--server", "127.0.0.1:\(port)", "--token", token])
             for _ in 0..<3_000 where !watcher.output.contains("live from seq") { try await Task.sleep(for: .milliseconds(20)) }
             #expect(watcher.output.contains("live from seq"), "\(watcher.output)")
+            let ada = try await TestClient.connect(port: port, answerPings: true)
+            try await ada.hello(token: token)
+            try await ada.subscribe(try #require(EntityID(course)))
+            try await ada.send(.setPresence(PresenceAnnouncement(courseID: try #require(EntityID(course)), name: "Ada", focus: .library)))
+            for _ in 0..<3_000 where !watcher.output.contains("+ Ada (ada) joins, looking at the media library") { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(watcher.output.contains("+ Ada (ada) joins, looking at the media library"), "\(watcher.output)")
+            await ada.close()
+            for _ in 0..<3_000 where !watcher.output.contains("- Ada leaves") { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(watcher.output.contains("- Ada leaves"), "\(watcher.output)")
             server.signal(SIGSTOP)
             let status = try await watcher.wait()
             #expect(status == 1, "\(watcher.output)")

@@ -99,7 +99,7 @@ struct ClientCommand: AsyncParsableCommand {
     }
 
     struct Watch: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print each change to the course as it is committed, until interrupted.")
+        static let configuration = CommandConfiguration(abstract: "Print each change to the course as it is committed, and who joins and leaves it, until interrupted.")
         @OptionGroup var options: ClientOptions
 
         func run() async throws {
@@ -108,7 +108,7 @@ struct ClientCommand: AsyncParsableCommand {
             try await ProtocolClient.with(host: options.server.host, port: options.server.port,
                                           clientID: ClientID(.random(using: &generator)), token: try options.bearer(),
                                           security: try options.transportSecurity()) { connection in
-                try await connection.send(.subscribe(courseID: courseID, sinceSeq: 0))
+                try await connection.send(.subscribe(courseID: courseID, sinceSeq: 0, presence: true))
                 // The protocol's heartbeat rule (§8), as the library's engine keeps it: a Ping after
                 // one quiet interval, give up after three.
                 let heartbeat = WatchHeartbeat(interval: .milliseconds(Int64(max(connection.welcome.heartbeatIntervalMs, 1))))
@@ -118,6 +118,7 @@ struct ClientCommand: AsyncParsableCommand {
                 defer { timer.cancel() }
                 var state = CourseState(course: Course(id: courseID, title: "", seq: 0))
                 var snapshot = SnapshotCollector()
+                var present: [ClientID: PresencePeer] = [:]
                 while true {
                     let message: WireMessage
                     do {
@@ -137,6 +138,10 @@ struct ClientCommand: AsyncParsableCommand {
                         state.apply(diff)
                     case .subscribed(_, let seq):
                         say("live from seq \(seq)")
+                    case .presence(let change):
+                        let now = change.applied(to: present)
+                        for lines in PresenceDescription(before: present, after: now, in: state).lines { say(lines) }
+                        present = now
                     case .ping(let nonce):
                         try await connection.send(.pong(nonce: nonce))
                     default:
@@ -145,6 +150,36 @@ struct ClientCommand: AsyncParsableCommand {
                 }
             }
         }
+    }
+}
+
+/// What changed in who is on the course, in words: "+ Ada (ada) joins, looking at chapter “Intro”",
+/// "~ Ada looks at the media library", "- Ada leaves".
+struct PresenceDescription {
+    let lines: [String]
+
+    init(before: [ClientID: PresencePeer], after: [ClientID: PresencePeer], in state: CourseState) {
+        func looking(_ focus: PresenceFocus?) -> String {
+            switch focus {
+            case nil: "nothing in particular"
+            case .library: "the media library"
+            case .chapter(let id): state.chapters[id].map { "chapter “\($0.title)”" } ?? "a chapter"
+            case .video(let id): state.videos[id].map { "video “\($0.title)”" } ?? "a video"
+            }
+        }
+        var lines: [String] = []
+        for peer in after.values.sorted(by: { ($0.name, $0.clientID) < ($1.name, $1.clientID) }) {
+            if let old = before[peer.clientID] {
+                if old.focus != peer.focus { lines.append("~ \(peer.name) looks at \(looking(peer.focus))") }
+                if old.name != peer.name { lines.append("~ \(old.name) is now \(peer.name)") }
+            } else {
+                lines.append("+ \(peer.name) (\(peer.user)) joins, looking at \(looking(peer.focus))")
+            }
+        }
+        for peer in before.values.sorted(by: { ($0.name, $0.clientID) < ($1.name, $1.clientID) }) where after[peer.clientID] == nil {
+            lines.append("- \(peer.name) leaves")
+        }
+        self.lines = lines
     }
 }
 
