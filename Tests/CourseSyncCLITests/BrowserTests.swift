@@ -444,6 +444,50 @@ import Testing
         }
     }
 
+    /// Presence in real Chromium: Grace sees Ada's avatar in the header and a marker on the
+    /// chapter Ada clicked, named by her token, and both go when Ada's tab closes. And a rename
+    /// through the dialog is undone by Ctrl+Z like any edit.
+    @Test func collaboratorsSeeEachOtherInTheHeaderAndOnTheRows() async throws {
+        try await Self.withServedCourse(media: 2) { setup in
+            let start = try await setup.outline()
+            let chapter = start.order[1][0]
+            try await WebDriver.withSessions(2) { sessions in
+                let (ada, grace) = (sessions[0], sessions[1])
+                try await ada.open(setup.pageURL(setup.editorA))
+                try await grace.open(setup.pageURL(setup.editorB))
+                try await Self.settled(ada, at: start.seq)
+                try await Self.settled(grace, at: start.seq)
+                try await ada.click(#".chapter[data-key="\#(chapter)"] .chapter-head .title"#)
+                var seen: [String] = []
+                try await eventually("Grace sees Ada on Part 2") {
+                    seen = try await grace.run("""
+                        const avatars = [...document.querySelectorAll('#presence .avatar')].map((a) => a.textContent + '|' + a.getAttribute('aria-label'));
+                        const row = document.querySelector('.chapter[data-key="\(chapter)"]');
+                        return JSON.stringify([...avatars, 'row:' + (row.dataset.watched ?? '')]);
+                        """, as: [String].self)
+                    return seen == ["AD|ada — looking at chapter “Part 2”", "row:ada"]
+                }
+                let adaSees = try await ada.run("return JSON.stringify([...document.querySelectorAll('#presence .avatar')].map((a) => a.textContent))", as: [String].self)
+                #expect(adaSees == ["GR"], "Grace's tab announces itself too, on nothing in particular: \(adaSees)")
+
+                // A rename through the dialog, then Ctrl+Z: the title goes back.
+                try await ada.click(#".chapter[data-key="\#(chapter)"] .chapter-head .rename"#)
+                try await ada.execute("document.querySelector('#rename-title').value = 'Renamed';")
+                try await ada.click("#rename-save")
+                try await Self.waitFor(ada, "the rename committed") { $0.seq == start.seq + 1 && $0.pending == 0 && $0.chapters[1].title == "Renamed" }
+                try await ada.press("z", holding: [WebDriver.Session.Key.control])
+                try await Self.waitFor(ada, "the rename undone") { $0.seq == start.seq + 2 && $0.pending == 0 && $0.chapters[1].title == "Part 2" }
+
+                await ada.close()
+                try await eventually("Ada's avatar and marker go with her tab") {
+                    try await grace.run("""
+                        return JSON.stringify(document.querySelectorAll('#presence .avatar').length === 0 && !document.querySelector('[data-watched]'));
+                        """, as: Bool.self)
+                }
+            }
+        }
+    }
+
     /// Four chapters and `media` media files, registered by a backend over HTTP.
     static func seed(_ setup: Setup, media: Int) async throws {
         func text(_ value: String) -> String { Data(value.utf8).base64EncodedString() }

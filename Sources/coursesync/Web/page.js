@@ -45,6 +45,16 @@ function historyLine(seq, when, author, summary) {
   return item;
 }
 
+/** A colour of its own for each client (0xRRGGBB): a hue from its ID, at one lightness. */
+function colorOf(clientID) {
+  let hash = 0;
+  for (const char of clientID) hash = (hash * 31 + char.charCodeAt(0)) >>> 0;
+  const hue = hash % 360, s = 0.55, l = 0.45;
+  const k = (n) => (n + hue / 30) % 12;
+  const f = (n) => l - s * Math.min(l, 1 - l) * Math.max(-1, Math.min(k(n) - 3, 9 - k(n), 1));
+  return (Math.round(f(0) * 255) << 16) | (Math.round(f(8) * 255) << 8) | Math.round(f(4) * 255);
+}
+
 /** Appends `value`, keeping the list's last `limit` entries. */
 function keepLast(list, value, limit = 1000) {
   list.push(value);
@@ -74,19 +84,49 @@ class Editor {
     this.renderQueued = false;
     this.drawnBatches = new Set();
     this.lastOutline = null;
+    // Presence (protocol §14): who else is here (clientId → peer, this tab's own entry included),
+    // and what this tab shows it looks at ({ chapter: id } | { video: id } | { library: {} } | null).
+    this.clientID = clientID;
+    this.present = new Map();
+    this.focus = null;
+    this.color = colorOf(clientID);
     this.view = new EditorView({ onBar: (seq) => this.log("bar", seq) });
     this.connection = new Connection({
       url: `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/v1/sync`,
       token,
       clientID,
-      onState: (state, detail) => this.view.showConnection(state, detail),
       onReady: () => {
-        this.connection.sendNow({ subscribe: { course: this.courseID, sinceSeq: String(this.model.confirmed.seq) } });
+        this.connection.sendNow({ subscribe: { course: this.courseID, sinceSeq: String(this.model.confirmed.seq), presence: true } });
+        this.present.clear();
+        this.announce();
         for (const batch of this.model.unanswered()) this.send(batch);
         this.requestRender();
       },
       onMessage: (kind, body) => this.receive(kind, body),
+      onState: (state, detail) => {
+        this.view.showConnection(state, detail);
+        if (state !== "online" && this.present.size > 0) {
+          this.present.clear(); // unknown until the next connection says
+          this.view.drawPresence([], this.clientID);
+        }
+      },
     });
+  }
+
+  // ---- presence -------------------------------------------------------------------------------
+
+  /** Shows what this tab looks at to the others (a row made here and not yet confirmed: nothing yet). */
+  setFocus(focus) {
+    const id = focus && Object.values(focus)[0];
+    if (typeof id === "string" && id.startsWith("temp:")) focus = null;
+    if (JSON.stringify(focus) === JSON.stringify(this.focus)) return;
+    this.focus = focus;
+    this.announce();
+  }
+
+  announce() {
+    if (!this.connection.welcomed) return; // sent on connecting
+    this.connection.sendNow({ setPresence: { course: this.courseID, color: this.color, ...(this.focus ? { focus: this.focus } : {}) } });
   }
 
   start() {
@@ -95,7 +135,7 @@ class Editor {
     // startedAt: ms from navigation to the page starting (after its client identity is settled).
     const model = this.model;
     window.coursesync = { model, timings: this.timings, events: this.events, renderTimes: this.renderTimes, outline: () => model.outline(),
-      connection: this.connection, startedAt: performance.now() };
+      connection: this.connection, startedAt: performance.now(), present: () => [...this.present.values()] };
     this.render();
     this.connection.start();
   }
@@ -222,10 +262,6 @@ class Editor {
         this.edit([op], `Renaming to “${title}”`);
       }
       this.renaming = null;
-    // The user's own edits that Ctrl+Z takes back, and undos that Ctrl+Shift+Z makes again:
-    // { seq (the batch it takes back), ops, label }, the last 100 each, for this tab's life.
-    this.undoStack = [];
-    this.redoStack = [];
     });
     $("#link-selected").addEventListener("click", (event) => this.linkSelected(event));
     $("#show-history").addEventListener("click", () => this.showHistory());
@@ -241,6 +277,10 @@ class Editor {
     });
     $("#add-chapter").addEventListener("click", (event) => this.addChapter(event));
     $("#outline").addEventListener("click", (event) => {
+      const videoRow = event.target.closest(".video")?.dataset.key;
+      const chapterRow = event.target.closest(".chapter")?.dataset.key;
+      if (videoRow) this.setFocus({ video: videoRow });
+      else if (chapterRow) this.setFocus({ chapter: chapterRow });
       const action = event.target.closest("button")?.classList[0];
       const chapterKey = event.target.closest(".chapter")?.dataset.key;
       const chapter = this.lastOutline?.chapters.find((candidate) => candidate.key === chapterKey);
@@ -252,6 +292,7 @@ class Editor {
         this.edit([{ deleteChapter: { chapter: ref(chapter.key) } }], `Deleting “${chapter.title}”`, event);
       }
     });
+    $("#library-pane").addEventListener("click", () => this.setFocus({ library: {} }));
     $("#library").addEventListener("change", (event) => {
       const key = event.target.closest(".media")?.dataset.key;
       if (!key) return;
@@ -294,6 +335,13 @@ class Editor {
         }
         break;
       }
+      case "presenceUpdate": {
+        if (body.full) this.present.clear();
+        for (const id of body.left ?? []) this.present.delete(id);
+        for (const peer of body.peers ?? []) this.present.set(peer.clientId, peer);
+        this.view.drawPresence([...this.present.values()], this.clientID);
+        return;
+      }
       case "progress":
         model.progress(body);
         this.log("progress", int(body.batchSeq));
@@ -329,6 +377,7 @@ class Editor {
       }
     }
     this.drawnBatches = now;
+    this.view.drawPresence([...this.present.values()], this.clientID); // rows drawn anew get their markers
     keepLast(this.renderTimes, performance.now() - began);
   }
 

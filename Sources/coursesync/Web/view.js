@@ -44,6 +44,47 @@ export class EditorView {
     document.body.dataset.seq = String(outline.seq);
   }
 
+  /**
+   * Who else is here: an avatar each in the header (initials in their colour, their name and what
+   * they look at as its label), and on each row someone looks at, a marker in their colour.
+   */
+  drawPresence(peers, ownID) {
+    const others = peers.filter((peer) => peer.clientId !== ownID).sort((a, b) => (a.name ?? "").localeCompare(b.name ?? ""));
+    const rowTitle = (id) => document.querySelector(`[data-key="${CSS.escape(id)}"] .title`)?.textContent;
+    const colour = (peer) => `#${(peer.color ?? 0).toString(16).padStart(6, "0")}`;
+    syncList($("#presence"), others.map((peer) => ({ ...peer, key: peer.clientId })),
+      (peer) => element("span", { class: "avatar", role: "img", "data-key": peer.key }),
+      (avatar, peer) => {
+        const label = `${peer.name} — looking at ${looking(peer, rowTitle)}`;
+        if (avatar.getAttribute("aria-label") !== label) {
+          avatar.setAttribute("aria-label", label);
+          avatar.title = label;
+        }
+        avatar.style.background = colour(peer);
+        setText(avatar, initials(peer.name));
+      });
+    const watched = new Map();
+    for (const peer of others) {
+      const id = peer.focus?.chapter ?? peer.focus?.video;
+      if (id) watched.set(id, [...(watched.get(id) ?? []), peer]);
+    }
+    for (const row of document.querySelectorAll("#outline [data-watched]")) {
+      if (!watched.has(row.dataset.key)) {
+        delete row.dataset.watched;
+        row.style.removeProperty("--watcher");
+        row.removeAttribute("title");
+      }
+    }
+    for (const [id, watchers] of watched) {
+      const row = document.querySelector(`#outline [data-key="${CSS.escape(id)}"]`);
+      if (!row) continue;
+      const names = watchers.map((peer) => peer.name).join(", ");
+      row.dataset.watched = names;
+      row.style.setProperty("--watcher", colour(watchers[0]));
+      row.title = `${names} ${watchers.length === 1 ? "is" : "are"} here`;
+    }
+  }
+
   drawOutline(outline) {
     syncList($("#outline"), outline.chapters, (chapter) => {
       const item = element("li", { class: "chapter", "data-key": chapter.key });
@@ -137,6 +178,22 @@ export class EditorView {
     box.append(button("×", "dismiss", "Dismiss", () => box.remove()));
     $("#toasts").append(box);
   }
+}
+
+/** Two letters for an avatar: the first of two words ("Ada Lovelace" → "AL"), or the first two of one ("ada" → "AD"). */
+function initials(name) {
+  const words = (name ?? "").trim().split(/\s+/).filter(Boolean);
+  const letters = words.length > 1 ? [...words[0]].slice(0, 1).concat([...words[1]].slice(0, 1)) : [...(words[0] ?? "?")].slice(0, 2);
+  return letters.join("").toUpperCase();
+}
+
+/** What a collaborator looks at, in words. */
+function looking(peer, rowTitle) {
+  const focus = peer.focus ?? {};
+  if (focus.library) return "the media library";
+  const id = focus.chapter ?? focus.video;
+  if (!id) return "nothing in particular";
+  return `${focus.chapter ? "chapter" : "video"} “${rowTitle(id) ?? "…"}”`;
 }
 
 function element(tag, attributes, text) {
