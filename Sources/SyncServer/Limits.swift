@@ -24,6 +24,7 @@ public struct ServerLimits: Hashable, Sendable {
         limits.session.pushesPerSecond = 1_000_000_000
         limits.session.bytesPerSecond = 1 << 50
         limits.session.maxSubscriptions = .max
+        limits.session.presencePerSecond = 1_000_000
         return limits
     }
 }
