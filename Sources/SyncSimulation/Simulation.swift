@@ -870,25 +870,35 @@ public final class Simulation {
     /// with the notification fault some are lost or repeated; a listener that is down hears nothing).
     private func relayPresence(_ relay: PresenceRelay, from node: Int) {
         for index in nodes.indices where index != node && nodes[index].listenerUp {
-            let roll = options.faults.contains(.notifications) && faultsOn ? Int.random(in: 0..<100, using: &random) : 50
-            if roll < 10 { continue }
+            // Lossy only while faults are on: afterwards the refreshes must be able to repair.
+            let copies = listenerCopies(lossy: options.faults.contains(.notifications) && faultsOn)
             // Through its text form, as on PostgreSQL.
             for piece in relay.pieces() {
                 guard let decoded = PresenceRelay(text: piece.text) else {
                     violation("a presence relay does not survive its text form: \(piece)")
                     continue
                 }
-                nodes[index].relays.append(decoded)
-                if roll >= 95 { nodes[index].relays.append(decoded) }
+                nodes[index].relays += Array(repeating: decoded, count: copies)
             }
         }
     }
 
     private func deliverRelay(_ node: Int) {
-        let pick = options.faults.contains(.notifications) ? Int.random(in: 0..<nodes[node].relays.count, using: &random) : 0
-        let relay = nodes[node].relays.remove(at: pick)
-        nodes[node].presence.relayed(relay, now: now)
+        nodes[node].presence.relayed(takeAny(&nodes[node].relays), now: now)
         perform(node)
+    }
+
+    /// How many copies of one node-to-node message a listener gets: with `lossy`, one in ten is
+    /// lost and one in twenty comes twice.
+    private func listenerCopies(lossy: Bool) -> Int {
+        let roll = lossy ? Int.random(in: 0..<100, using: &random) : 50
+        return roll < 10 ? 0 : roll >= 95 ? 2 : 1
+    }
+
+    /// One of a listener's messages: any of them with the notification fault (they overtake each
+    /// other), else the oldest.
+    private func takeAny<T>(_ messages: inout [T]) -> T {
+        messages.remove(at: options.faults.contains(.notifications) ? Int.random(in: 0..<messages.count, using: &random) : 0)
     }
 
     // MARK: - The store
@@ -1042,20 +1052,15 @@ public final class Simulation {
     /// rests on the nodes' checks of the store).
     private func notify(_ seq: CourseSeq) {
         for index in nodes.indices where nodes[index].listenerUp {
-            let roll = options.faults.contains(.notifications) ? Int.random(in: 0..<100, using: &random) : 50
-            if roll < 10 {
-                result.notificationsLost += 1
-                continue
-            }
-            nodes[index].notifications.append(seq)
-            if roll >= 95 { nodes[index].notifications.append(seq) }
+            let copies = listenerCopies(lossy: options.faults.contains(.notifications))
+            if copies == 0 { result.notificationsLost += 1 }
+            nodes[index].notifications += Array(repeating: seq, count: copies)
         }
     }
 
     /// Node `node`'s listener hands one notification to its hub, in any order.
     private func deliverNotification(_ node: Int) {
-        let pick = options.faults.contains(.notifications) ? Int.random(in: 0..<nodes[node].notifications.count, using: &random) : 0
-        let seq = nodes[node].notifications.remove(at: pick)
+        let seq = takeAny(&nodes[node].notifications)
         nodes[node].hub.noteCommitted(upTo: seq)
         perform(node)
     }

@@ -21,10 +21,15 @@ func readmeExample(token: String, courseID: EntityID, introClipID: EntityID) asy
         let videos = try await client.linkMedia([await client.key(for: introClipID)], to: chapter)
         try await client.renameVideo(videos[0], to: "Welcome")
         try await client.undo()      // Ctrl+Z: takes the rename back (as a new edit; redo() makes it again)
+        try await client.setPresence(name: "Ada", color: 0x3366CC, focus: .chapter(chapter))  // others see where Ada is
 
         // Reactive queries: fire after every change, with each row's status (pending / confirmed).
         group.addTask {
             for try await rows in client.observeVideos(inChapter: chapter) { render(rows) }
+        }
+        // Who else is on the course, and on which row (presence: ephemeral, never stored).
+        group.addTask {
+            for await collaborators in await client.observePresence() { showAvatars(collaborators) }
         }
         // Acks (with real IDs), rollbacks (with the edits dropped), others' changes, the connection.
         group.addTask {
@@ -43,6 +48,7 @@ func readmeExample(token: String, courseID: EntityID, introClipID: EntityID) asy
 
 // What the example's app would provide.
 func render(_ rows: [VideoRow]) {}
+func showAvatars(_ collaborators: [Collaborator]) {}
 func offerRetry(_ message: String, _ retry: @escaping @Sendable () async throws -> Void) {}
 
 @Suite struct ReadmeExampleTests {

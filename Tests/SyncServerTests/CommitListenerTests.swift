@@ -35,11 +35,12 @@ import Testing
                     let writer = try await nodeB.editor(of: courseID)
                     _ = try await writer.push(courseID, batchSeq: 1, [.renameChapter(.id(chapters[0]), title: "Heard")]).get()
                     try await watcher.waitUntil("the listener delivered seq 2") { $0.contains { if case .diff(let d) = $0 { d.seq == 2 } else { false } } }
-                    // Only node A listens on this database: its LISTEN backend is the one to kill.
+                    // Only node A listens on this database: its LISTEN backend for commits is the
+                    // one to kill (its presence relays have a LISTEN of their own).
                     var killed = 0
                     for try await ok in try await database.client.query("""
                         SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                        WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()
+                        WHERE datname = current_database() AND query LIKE 'LISTEN%coursesync_commits%' AND pid <> pg_backend_pid()
                         """).decode(Bool.self) where ok { killed += 1 }
                     #expect(killed == 1)
                     let committed = ContinuousClock.now
