@@ -478,6 +478,23 @@ import Testing
                 try await ada.press("z", holding: [WebDriver.Session.Key.control])
                 try await Self.waitFor(ada, "the rename undone") { $0.seq == start.seq + 2 && $0.pending == 0 && $0.chapters[1].title == "Part 2" }
 
+                // Each video's duration and each chapter's total; the library's filter.
+                let media = start.media.sorted { $0.key < $1.key }.map(\.value)
+                try await Self.link(ada, media[0..<2], into: chapter)
+                try await Self.settled(grace, at: start.seq + 3)
+                let durations = try await grace.run("""
+                    const chapter = document.querySelector('.chapter[data-key="\(chapter)"]');
+                    return JSON.stringify([chapter.querySelector('.chapter-head .count').textContent,
+                      ...[...chapter.querySelectorAll('.video .duration')].map((d) => d.textContent)]);
+                    """, as: [String].self)
+                #expect(durations == ["2 · 20:00", "10:00", "10:00"], "\(durations)")
+                try await grace.click("#library-filter")
+                try await grace.press("2")
+                let shown = try await grace.run("""
+                    return JSON.stringify([...document.querySelectorAll('#library .media')].filter((m) => !m.hidden).map((m) => m.querySelector('.name').textContent));
+                    """, as: [String].self)
+                #expect(shown == ["Lecture 002"], "the filter keeps the media whose name holds it: \(shown)")
+
                 await ada.close()
                 try await eventually("Ada's avatar and marker go with her tab") {
                     try await grace.run("""

@@ -175,7 +175,7 @@ export class CourseModel {
     for (const video of [...this.confirmed.videos.values()].sort((a, b) => a.position - b.position)) {
       byKey.get(video.chapter)?.videos.push({ key: video.id, media: video.mediaFile, title: video.title, pending: false });
     }
-    const media = [...this.confirmed.media.values()].map((row) => ({ key: row.id, name: row.name, pending: false }))
+    const media = [...this.confirmed.media.values()].map((row) => ({ key: row.id, name: row.name, durationMs: row.durationMs, pending: false }))
       .sort((a, b) => a.name.localeCompare(b.name));
     const view = { title: this.confirmed.title, seq: this.confirmed.seq, chapters, media, aliases: new Map() };
     for (const batch of this.pending) for (const op of batch.ops) applyOptimistically(view, op, this);
@@ -272,7 +272,7 @@ export function applyOptimistically(view, op, model) {
     case "registerMedia": {
       const key = keyOf({ temp: body.temp }, model, view);
       if (!view.media.some((row) => row.key === key)) {
-        const row = { key, name: body.name.trim(), pending: true };
+        const row = { key, name: body.name.trim(), durationMs: Number(body.durationMs ?? 0), pending: true };
         const index = view.media.findIndex((other) => other.name.localeCompare(row.name) > 0);
         view.media.splice(index < 0 ? view.media.length : index, 0, row);
       }

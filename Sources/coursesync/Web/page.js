@@ -293,6 +293,10 @@ class Editor {
       }
     });
     $("#library-pane").addEventListener("click", () => this.setFocus({ library: {} }));
+    $("#library-filter").addEventListener("input", (event) => {
+      this.view.filter = event.target.value.trim().toLocaleLowerCase();
+      this.render();
+    });
     $("#library").addEventListener("change", (event) => {
       const key = event.target.closest(".media")?.dataset.key;
       if (!key) return;

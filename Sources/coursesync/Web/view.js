@@ -30,6 +30,7 @@ export class EditorView {
   /** `onBar(seq)`: a progress bar was first drawn for the batch (the page logs it). */
   constructor({ onBar }) {
     this.onBar = onBar;
+    this.filter = ""; // the library filter, lower-cased
     this.barsDrawn = new Set();
   }
 
@@ -86,6 +87,7 @@ export class EditorView {
   }
 
   drawOutline(outline) {
+    const durations = new Map(outline.media.map((media) => [media.key, media.durationMs ?? 0]));
     syncList($("#outline"), outline.chapters, (chapter) => {
       const item = element("li", { class: "chapter", "data-key": chapter.key });
       const head = element("div", { class: "chapter-head" });
@@ -96,16 +98,18 @@ export class EditorView {
     }, (item, chapter) => {
       setState(item, chapter.pending);
       setText(item.querySelector(".chapter-head .title"), chapter.title);
-      setText(item.querySelector(".chapter-head .count"), `${chapter.videos.length}`);
+      const total = chapter.videos.reduce((sum, video) => sum + (durations.get(video.media) ?? 0), 0);
+      setText(item.querySelector(".chapter-head .count"), `${chapter.videos.length} · ${duration(total)}`);
       syncList(item.querySelector(".videos"), chapter.videos, (video) => {
         const row = element("li", { class: "video", "data-key": video.key, "data-media": video.media });
         const actions = element("span", { class: "actions" });
         for (const [label, action, help] of VIDEO_ACTIONS) actions.append(button(label, action, help));
-        row.append(element("span", { class: "title" }), element("span", { class: "badge" }, "syncing"), actions);
+        row.append(element("span", { class: "title" }), element("span", { class: "duration" }), element("span", { class: "badge" }, "syncing"), actions);
         return row;
       }, (row, video) => {
         setState(row, video.pending);
         setText(row.querySelector(".title"), video.title);
+        setText(row.querySelector(".duration"), duration(durations.get(video.media) ?? 0));
       });
     });
     const target = $("#target-chapter");
@@ -121,12 +125,15 @@ export class EditorView {
     syncList($("#library"), outline.media, (media) => {
       const item = element("li", { class: "media", "data-key": media.key });
       const label = element("label", {});
-      label.append(element("input", { type: "checkbox" }), element("span", { class: "name" }), element("span", { class: "used" }));
+      label.append(element("input", { type: "checkbox" }), element("span", { class: "name" }), element("span", { class: "duration" }),
+        element("span", { class: "used" }));
       item.append(label);
       return item;
     }, (item, media) => {
       setState(item, media.pending);
       setText(item.querySelector(".name"), media.name);
+      setText(item.querySelector(".duration"), duration(media.durationMs ?? 0));
+      item.hidden = this.filter !== "" && !media.name.toLocaleLowerCase().includes(this.filter);
       setText(item.querySelector(".used"), linkedIn.get(media.key) ? `in ${linkedIn.get(media.key)}` : "");
       item.querySelector("input").checked = selected.has(media.key);
     });
@@ -178,6 +185,14 @@ export class EditorView {
     box.append(button("×", "dismiss", "Dismiss", () => box.remove()));
     $("#toasts").append(box);
   }
+}
+
+/** A duration as h:mm:ss or m:ss. */
+export function duration(ms) {
+  const seconds = Math.round(ms / 1000);
+  const [h, m, s] = [Math.floor(seconds / 3600), Math.floor(seconds / 60) % 60, seconds % 60];
+  const pad = (n) => String(n).padStart(2, "0");
+  return h > 0 ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
 }
 
 /** Two letters for an avatar: the first of two words ("Ada Lovelace" → "AL"), or the first two of one ("ada" → "AD"). */
