@@ -14,9 +14,10 @@ extension StoreEngine where Backend == PostgresBackend {
     /// - Parameters:
     ///   - retryPolicy: how long a call PostgreSQL failed is tried again (``StoreRetryPolicy``).
     ///   - onFailure: told of each failed call that is tried again; by default it is logged (warning).
-    public convenience init(client: PostgresClient, logger: Logger, logRetention: Int = 100_000, maxCachedBytes: Int = 256 << 20,
-                            retryPolicy: StoreRetryPolicy = .standard, onFailure: (@Sendable (StoreError) -> Void)? = nil) {
-        self.init(backend: PostgresBackend(client: client, logger: logger), logRetention: logRetention, maxCachedBytes: maxCachedBytes,
+    public convenience init(client: PostgresClient, logger: Logger, logRetention: Int = 100_000, snapshotInterval: Int = 1_000,
+                            maxCachedBytes: Int = 256 << 20, retryPolicy: StoreRetryPolicy = .standard, onFailure: (@Sendable (StoreError) -> Void)? = nil) {
+        self.init(backend: PostgresBackend(client: client, logger: logger), logRetention: logRetention, snapshotInterval: snapshotInterval,
+                  maxCachedBytes: maxCachedBytes,
                   retryPolicy: retryPolicy, onFailure: onFailure ?? { error in
                       logger.warning("database call failed; trying again", metadata: ["error": "\(error)"])
                   })
@@ -259,6 +260,28 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
             }
             return found ? records : nil
         }
+    }
+
+    public func writeSnapshot(_ courseID: EntityID, seq: CourseSeq, state: [UInt8]) async throws {
+        // One statement: keep this one, drop those older than the change log reaches (one is kept
+        // below its oldest entry).
+        try await client.query("""
+            WITH kept AS (
+                INSERT INTO course_snapshots (course_id, seq, state) VALUES (\(courseID.uuid), \(Int64(seq)), \(ByteBuffer(bytes: state)))
+                ON CONFLICT DO NOTHING RETURNING seq)
+            DELETE FROM course_snapshots WHERE course_id = \(courseID.uuid) AND seq < (
+                SELECT max(seq) FROM course_snapshots WHERE course_id = \(courseID.uuid)
+                AND seq < coalesce((SELECT min(seq) FROM change_log WHERE course_id = \(courseID.uuid)), 0))
+            """, logger: logger).collect()
+    }
+
+    public func readSnapshot(_ courseID: EntityID, atOrBefore seq: CourseSeq) async throws -> (seq: CourseSeq, state: [UInt8])? {
+        let rows = try await client.query("""
+            SELECT seq, state FROM course_snapshots WHERE course_id = \(courseID.uuid) AND seq <= \(Int64(clamping: seq))
+            ORDER BY seq DESC LIMIT 1
+            """, logger: logger)
+        for try await (found, state) in rows.decode((Int64, ByteBuffer).self) { return (CourseSeq(found), Array(buffer: state)) }
+        return nil
     }
 
     public func readRows(_ tables: [StoreTable]) async throws -> [[[StoreValue]]] {

@@ -13,9 +13,9 @@ extension StoreEngine where Backend == SQLiteBackend {
     /// - Parameters:
     ///   - retryPolicy, onFailure: as for ``StoreEngine/init(backend:logRetention:maxCachedCourses:maxCachedBytes:recentCommitsPerCourse:retryPolicy:sleep:onFailure:)``
     ///     (SQLite fails a call when the file is locked for too long, or on an I/O error or a full disk).
-    public convenience init(path: String, logRetention: Int = 100_000, maxCachedBytes: Int = 256 << 20, retryPolicy: StoreRetryPolicy = .standard,
-                            onFailure: @escaping @Sendable (StoreError) -> Void = { _ in }) throws {
-        self.init(backend: try SQLiteBackend(path: path), logRetention: logRetention, maxCachedBytes: maxCachedBytes,
+    public convenience init(path: String, logRetention: Int = 100_000, snapshotInterval: Int = 1_000, maxCachedBytes: Int = 256 << 20,
+                            retryPolicy: StoreRetryPolicy = .standard, onFailure: @escaping @Sendable (StoreError) -> Void = { _ in }) throws {
+        self.init(backend: try SQLiteBackend(path: path), logRetention: logRetention, snapshotInterval: snapshotInterval, maxCachedBytes: maxCachedBytes,
                   retryPolicy: retryPolicy, onFailure: onFailure)
     }
 
@@ -237,6 +237,29 @@ public struct SQLiteBackend: StoreBackend {
         }
     }
 
+    public func writeSnapshot(_ courseID: EntityID, seq: CourseSeq, state: [UInt8]) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "INSERT INTO course_snapshots (course_id, seq, state) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                           arguments: [courseID.data, Int64(seq), Data(state)])
+            // Older than the change log reaches (one kept below its oldest entry): of no more use.
+            try db.execute(sql: """
+                DELETE FROM course_snapshots WHERE course_id = ?1 AND seq < (
+                    SELECT max(seq) FROM course_snapshots WHERE course_id = ?1
+                    AND seq < coalesce((SELECT min(seq) FROM change_log WHERE course_id = ?1), 0))
+                """, arguments: [courseID.data])
+        }
+    }
+
+    public func readSnapshot(_ courseID: EntityID, atOrBefore seq: CourseSeq) async throws -> (seq: CourseSeq, state: [UInt8])? {
+        try await pool.read { db in
+            try Row.fetchOne(db.cachedStatement(sql: """
+                SELECT seq, state FROM course_snapshots WHERE course_id = ? AND seq <= ? ORDER BY seq DESC LIMIT 1
+                """), arguments: [courseID.data, Int64(clamping: seq)]).map { row in
+                (CourseSeq(row["seq"] as Int64), Array(row["state"] as Data))
+            }
+        }
+    }
+
     public func readRows(_ tables: [StoreTable]) async throws -> [[[StoreValue]]] {
         try await pool.read { db in
             try tables.map { table in
@@ -347,6 +370,15 @@ public struct SQLiteBackend: StoreBackend {
             try db.execute(sql: """
                 ALTER TABLE change_log ADD COLUMN author TEXT NOT NULL DEFAULT '';
                 ALTER TABLE change_log ADD COLUMN summary TEXT NOT NULL DEFAULT '';
+                """)
+        }
+        migrator.registerMigration("0004_snapshots") { db in
+            try db.execute(sql: """
+                CREATE TABLE course_snapshots (
+                    course_id BLOB NOT NULL REFERENCES courses (id) ON DELETE CASCADE,
+                    seq INTEGER NOT NULL CHECK (seq >= 0),
+                    state BLOB NOT NULL,
+                    PRIMARY KEY (course_id, seq));
                 """)
         }
         return migrator

@@ -41,6 +41,14 @@ public protocol StoreBackend: Sendable {
     /// (where the backend has notifications). Never writes part of a group.
     func write(_ group: GroupWrite) async throws -> WriteOutcome
 
+    /// Keeps `state` (an encoded course) as the course's snapshot at `seq` (a snapshot kept there
+    /// already stays), and drops snapshots older than the change log reaches, but the newest of
+    /// those. Snapshots only shorten rebuilding a past state: losing one loses nothing.
+    func writeSnapshot(_ courseID: EntityID, seq: CourseSeq, state: [UInt8]) async throws
+
+    /// The newest snapshot of the course at or before `seq`, if one is kept.
+    func readSnapshot(_ courseID: EntityID, atOrBefore seq: CourseSeq) async throws -> (seq: CourseSeq, state: [UInt8])?
+
     /// Every row of each of `tables`, read at one point in time (one read-only transaction), each
     /// row's values in its table's column order, of the kinds the columns name; for
     /// ``StoreEngine/dump()``, which knows what the rows mean.
@@ -49,6 +57,13 @@ public protocol StoreBackend: Sendable {
     /// Inserts the rows, table by table in the order given, in one transaction: all of them or,
     /// if any insert fails (a row that exists), none. For ``StoreEngine/load(_:)``.
     func insertRows(_ tables: [(table: StoreTable, rows: [[StoreValue]])]) async throws
+}
+
+extension StoreBackend {
+    /// A backend without snapshots (the simulator's): a past state is rebuilt from the whole log.
+    public func writeSnapshot(_ courseID: EntityID, seq: CourseSeq, state: [UInt8]) async throws {}
+
+    public func readSnapshot(_ courseID: EntityID, atOrBefore seq: CourseSeq) async throws -> (seq: CourseSeq, state: [UInt8])? { nil }
 }
 
 /// A course's seq and the change-log entries read with it.

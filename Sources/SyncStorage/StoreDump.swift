@@ -49,6 +49,18 @@ public struct StoreDump: Sendable {
         }
     }
 
+    /// A course as it was at `seq`, encoded (``StoreEngine/course(_:at:)``).
+    public struct SnapshotRecord: Sendable {
+        public var courseID: EntityID
+        public var seq: CourseSeq
+        public var state: [UInt8]
+        public init(courseID: EntityID, seq: CourseSeq, state: [UInt8]) {
+            self.courseID = courseID
+            self.seq = seq
+            self.state = state
+        }
+    }
+
     public var courses: [Course] = []
     public var chapters: [Chapter] = []
     public var media: [MediaFile] = []
@@ -56,6 +68,7 @@ public struct StoreDump: Sendable {
     public var log: [LogEntry] = []
     public var batches: [BatchRecord] = []
     public var temps: [TempRecord] = []
+    public var snapshots: [SnapshotRecord] = []
 
     public init() {}
 }

@@ -31,6 +31,8 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
     public let backend: Backend
     /// How many change-log entries are kept per course; older cursors get a snapshot.
     public let logRetention: Int
+    /// A snapshot is kept each time a course's seq passes a multiple of this (``course(_:at:)``).
+    public let snapshotInterval: Int
     public let retryPolicy: RetryPolicy
     private let cache: Locked<CourseCache>
     private let sleep: @Sendable (Duration) async throws -> Void
@@ -51,7 +53,7 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
     ///   - onFailure: told of every failed database call that is tried again (for logs and metrics).
     ///   - mintIDs: the allocator of one resolution's new rows: time-ordered IDs stamped with the
     ///     system clock by default (the simulator passes its clock and a seeded generator).
-    public init(backend: Backend, logRetention: Int = 100_000, maxCachedCourses: Int = 1_000, maxCachedBytes: Int = 256 << 20,
+    public init(backend: Backend, logRetention: Int = 100_000, snapshotInterval: Int = 1_000, maxCachedCourses: Int = 1_000, maxCachedBytes: Int = 256 << 20,
                 recentCommitsPerCourse: Int = 4_096, retryPolicy: RetryPolicy = .standard,
                 sleep: @escaping @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) },
                 onFailure: @escaping @Sendable (StoreError) -> Void = { _ in },
@@ -59,6 +61,7 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
         precondition(logRetention > 0, "the change log must keep at least one entry")
         self.backend = backend
         self.logRetention = logRetention
+        self.snapshotInterval = max(snapshotInterval, 1)
         self.retryPolicy = retryPolicy
         self.sleep = sleep
         self.onFailure = onFailure
@@ -165,6 +168,7 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
                 switch written {
                 case .written:
                     cache.withLock { $0.remember(group) }
+                    keepSnapshotIfDue(group.state, after: state.seq)
                     return CommittedGroup(outcomes: group.outcomes, encodedDiffs: write.entries.map(\.diff))
                 case .moved:
                     try await catchUpCache(courseID, from: state)
@@ -229,6 +233,52 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
             throw StoreError.unknownCourse(courseID)
         }
         return records
+    }
+
+    /// A snapshot of the course is kept each time its seq passes a multiple of ``snapshotInterval``,
+    /// written after the commit, off its path: a snapshot that fails to be written only makes
+    /// rebuilding a past state read more of the log.
+    private func keepSnapshotIfDue(_ state: CourseState, after previous: CourseSeq) {
+        let interval = CourseSeq(snapshotInterval)
+        guard state.seq / interval > previous / interval else { return }
+        let backend = backend, courseID = state.course.id, seq = state.seq, bytes = Self.encodeSnapshot(state)
+        Task { try? await backend.writeSnapshot(courseID, seq: seq, state: bytes) }
+    }
+
+    static func encodeSnapshot(_ state: CourseState) -> [UInt8] {
+        let part = SnapshotPart(course: state.course, chapters: state.orderedChapters, media: state.media.values.sorted { $0.id < $1.id },
+                                videos: state.orderedChapters.flatMap { state.videos(in: $0.id) }, part: 0, last: true)
+        return WireMessage.snapshot(part).payload()
+    }
+
+    static func decodeSnapshot(_ bytes: [UInt8]) throws -> CourseState {
+        guard case .snapshot(let part) = try WireMessage(payload: bytes) else { throw StoreError.corrupt("a stored snapshot is not a Snapshot message") }
+        return CourseState(parts: [part])
+    }
+
+    public func course(_ courseID: EntityID, at seq: CourseSeq) async throws -> CourseState {
+        try await retrying(.catchUp) {
+            guard let current = try await backend.courseSeq(courseID) else { throw forgetting(courseID) }
+            if seq > current { throw StoreError.notInHistory(courseID, seq: seq, detail: "the course is at seq \(current)") }
+            if seq == current { return try await loadSnapshot(courseID) }
+            var state: CourseState
+            if let (snapshotSeq, bytes) = try await backend.readSnapshot(courseID, atOrBefore: seq) {
+                state = try Self.decodeSnapshot(bytes)
+                guard state.seq == snapshotSeq, state.course.id == courseID else { throw StoreError.corrupt("snapshot at seq \(snapshotSeq) holds another state") }
+            } else {
+                // No snapshot before it: from the empty course (its title never changes), if the log reaches back that far.
+                state = CourseState(course: Course(id: courseID, title: try await loadSnapshot(courseID).course.title, seq: 0))
+            }
+            while state.seq < seq {
+                guard let log = try await backend.readLog(courseID, after: state.seq, limit: Int(min(seq - state.seq, 1_000))) else { throw forgetting(courseID) }
+                let diffs = try Self.decode(log.entries)
+                guard let first = diffs.first, first.seq == state.seq + 1 else {
+                    throw StoreError.notInHistory(courseID, seq: seq, detail: "the change log no longer reaches it (it keeps the last \(logRetention) commits)")
+                }
+                for diff in diffs where diff.seq <= seq { state.apply(diff) }
+            }
+            return state
+        }
     }
 
     public func snapshot(courseID: EntityID) async throws -> CourseState {

@@ -64,9 +64,10 @@ public struct StoreTable: Sendable, Hashable {
                                                ("diff", .bytes), ("author", .text), ("summary", .text)])
     static let batches = StoreTable("client_batches", [("client_id", .id), ("course_id", .id), ("batch_seq", .integer), ("seq", .integer), ("ack", .bytes)])
     static let temps = StoreTable("client_temps", [("client_id", .id), ("course_id", .id), ("temp", .integer), ("entity_id", .id)])
+    static let snapshots = StoreTable("course_snapshots", [("course_id", .id), ("seq", .integer), ("state", .bytes)])
 
     /// Every table a dump holds, parents before children (the order a load inserts them in).
-    public static let all: [StoreTable] = [courses, chapters, media, videos, log, batches, temps]
+    public static let all: [StoreTable] = [courses, chapters, media, videos, log, batches, temps, snapshots]
 }
 
 extension StoreDump {
@@ -81,6 +82,7 @@ extension StoreDump {
                               .text($0.author), .text($0.summary)] }),
             (.batches, batches.map { [.id($0.client.id), .id($0.courseID), .integer(Int64(bitPattern: $0.batchSeq)), .integer(Int64($0.seq)), .bytes($0.ack)] }),
             (.temps, temps.map { [.id($0.client.id), .id($0.courseID), .integer(Int64(bitPattern: $0.temp.rawValue)), .id($0.entity)] }),
+            (.snapshots, snapshots.map { [.id($0.courseID), .integer(Int64($0.seq)), .bytes($0.state)] }),
         ]
     }
 
@@ -122,5 +124,6 @@ extension StoreDump {
             guard let temp = TempID(UInt64(bitPattern: try $0[2].integer())) else { throw StoreError.corrupt("temp ID 0") }
             return TempRecord(client: ClientID(try $0[0].id()), courseID: try $0[1].id(), temp: temp, entity: try $0[3].id())
         }
+        snapshots = try rows[7].map { SnapshotRecord(courseID: try $0[0].id(), seq: try count($0[1]), state: try $0[2].bytes()) }
     }
 }

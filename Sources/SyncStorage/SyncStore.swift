@@ -38,9 +38,13 @@ public enum StoreError: Error, Hashable, Sendable, CustomStringConvertible {
     /// while (``StoreEngine/RetryPolicy``) and resolves an unknown outcome from the stored batch
     /// records before it answers; it throws this only once it gives up.
     case unavailable(StoreOperation, detail: String)
+    /// The course as it was at `seq` cannot be rebuilt: the seq is past the course's, or older than
+    /// its change log reaches.
+    case notInHistory(EntityID, seq: CourseSeq, detail: String)
 
     public var description: String {
         switch self {
+        case .notInHistory(let id, let seq, let detail): "course \(id) at seq \(seq) cannot be rebuilt: \(detail)"
         case .unknownCourse(let id): "course \(id) does not exist"
         case .courseExists(let id): "course \(id) already exists"
         case .notMigrated(let detail): "the database schema is not up to date: \(detail); run `coursesync migrate`"
@@ -143,6 +147,12 @@ public protocol SyncStore: Sendable {
     /// commits before `before` (the newest if `nil`), as far back as the change log reaches.
     /// Throws ``StoreError/unknownCourse(_:)`` if there is no such course.
     func history(_ courseID: EntityID, before: CourseSeq?, limit: Int) async throws -> [HistoryRecord]
+
+    /// The course as it was right after commit `seq` (0: before any), rebuilt from the nearest
+    /// snapshot at or before it and the change log. Throws ``StoreError/notInHistory(_:seq:detail:)``
+    /// for a seq past the course's or older than the log reaches, ``StoreError/unknownCourse(_:)``
+    /// if there is no such course.
+    func course(_ courseID: EntityID, at seq: CourseSeq) async throws -> CourseState
 }
 
 /// A catch-up with the stored encoding of each of its diffs.

@@ -154,7 +154,7 @@ import Testing
         let sqlite = try Self.sqliteTables(path)
         try await withDatabase { database in
             let postgres = try await Self.postgresTables(database.client)
-            #expect(postgres.count == 7, "\(postgres.keys.sorted())")
+            #expect(postgres.count == 8, "\(postgres.keys.sorted())")
             #expect(Set(sqlite.keys) == Set(postgres.keys))
             // A copy (dump and load) carries every column but those the database fills in itself.
             #expect(Set(StoreTable.all.map(\.name)) == Set(postgres.keys))

@@ -23,26 +23,27 @@ import Testing
         let another: () throws -> any SyncStore
     }
 
-    static func withStore<T>(_ kind: Kind, logRetention: Int = 100_000, _ body: (Subject) async throws -> T) async throws -> T {
+    static func withStore<T>(_ kind: Kind, logRetention: Int = 100_000, snapshotInterval: Int = 1_000, _ body: (Subject) async throws -> T) async throws -> T {
         switch kind {
         case .postgres:
             return try await withDatabase(logRetention: logRetention) { database in
-                try await body(Subject(store: database.store, another: {
-                    PostgresStore(client: database.client, logger: TestDatabase.logger, logRetention: logRetention)
+                let store = PostgresStore(client: database.client, logger: TestDatabase.logger, logRetention: logRetention, snapshotInterval: snapshotInterval)
+                return try await body(Subject(store: store, another: {
+                    PostgresStore(client: database.client, logger: TestDatabase.logger, logRetention: logRetention, snapshotInterval: snapshotInterval)
                 }))
             }
         case .memory:
             let backend = MemoryBackend()
-            return try await body(Subject(store: StoreEngine(backend: backend, logRetention: logRetention), another: {
-                StoreEngine(backend: backend, logRetention: logRetention)
+            return try await body(Subject(store: StoreEngine(backend: backend, logRetention: logRetention, snapshotInterval: snapshotInterval), another: {
+                StoreEngine(backend: backend, logRetention: logRetention, snapshotInterval: snapshotInterval)
             }))
         case .sqlite:
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("coursesync-sqlite-\(UInt64.random(in: 0 ... .max))")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: directory) }
             let path = directory.appendingPathComponent("store.sqlite").path
-            return try await body(Subject(store: try SQLiteStore(path: path, logRetention: logRetention), another: {
-                try SQLiteStore(path: path, logRetention: logRetention)
+            return try await body(Subject(store: try SQLiteStore(path: path, logRetention: logRetention, snapshotInterval: snapshotInterval), another: {
+                try SQLiteStore(path: path, logRetention: logRetention, snapshotInterval: snapshotInterval)
             }))
         }
     }
@@ -264,6 +265,73 @@ import Testing
             await #expect(throws: StoreError.unknownCourse(EntityID(high: 1, low: 1))) {
                 try await store.catchUp(courseID: EntityID(high: 1, low: 1), after: 0, limit: 1)
             }
+        }
+    }
+
+    /// The course as it was at any seq: rebuilt from the nearest snapshot at or before it (one
+    /// every 5 commits here) and the log, equal to the state the store had then; past the course,
+    /// or older than the log and its kept snapshot reach, a clear refusal.
+    @Test(arguments: Kind.allCases)
+    func theCourseAsItWasAtAnySeq(_ kind: Kind) async throws {
+        try await Self.withStore(kind, snapshotInterval: 5) { subject in
+            let store = subject.store
+            let (courseID, chapters, media) = try await makeStoreCourse(store)
+            let client = ClientID(.fresh())
+            var states = [try await store.course(courseID, at: 0)]
+            #expect(states[0].chapters.isEmpty && states[0].seq == 0, "before any commit: the empty course")
+            let start = try await store.snapshot(courseID: courseID)
+            for seq in 1...start.seq { states.append(try await store.course(courseID, at: seq)) }
+            #expect(states.last == start)
+            for batchSeq in 1...23 as ClosedRange<BatchSeq> {
+                let op: SyncModel.Operation = batchSeq % 3 == 0
+                    ? .linkMedia(chapter: .id(chapters[Int(batchSeq) % 2]), items: [LinkItem(temp: TempID(batchSeq)!, media: .id(media[Int(batchSeq) % media.count]))], placement: .atStart)
+                    : .moveChapter(.id(chapters[Int(batchSeq) % 2]), placement: .atStart)
+                _ = try await store.commit([Batch(clientID: client, courseID: courseID, batchSeq: batchSeq, baseSeq: 0, ops: [op])], courseID: courseID)
+                states.append(try await store.snapshot(courseID: courseID))
+            }
+            try await Task.sleep(for: .milliseconds(200))  // snapshots are written after their commits
+            for seq in 0..<states.count {
+                #expect(try await store.course(courseID, at: CourseSeq(seq)) == states[seq], "seq \(seq)")
+            }
+            // Another instance (a restarted node) rebuilds the same, from the stored snapshots.
+            let other = try subject.another()
+            #expect(try await other.course(courseID, at: 12) == states[12])
+            await #expect(throws: StoreError.notInHistory(courseID, seq: CourseSeq(states.count), detail: "the course is at seq \(states.count - 1)")) {
+                try await store.course(courseID, at: CourseSeq(states.count))
+            }
+            await #expect(throws: StoreError.unknownCourse(EntityID(high: 1, low: 1))) { try await store.course(EntityID(high: 1, low: 1), at: 0) }
+        }
+    }
+
+    /// With the log pruned, the kept snapshot below its oldest entry still answers its own seq;
+    /// older seqs are refused as out of history (not rebuilt wrong).
+    @Test(arguments: [Kind.postgres, .sqlite])
+    func aPrunedLogStillAnswersFromItsSnapshots(_ kind: Kind) async throws {
+        try await Self.withStore(kind, logRetention: 8, snapshotInterval: 5) { subject in
+            let store = subject.store
+            let (courseID, chapters, _) = try await makeStoreCourse(store)
+            let client = ClientID(.fresh())
+            var states: [CourseSeq: CourseState] = [:]
+            for batchSeq in 1...40 as ClosedRange<BatchSeq> {
+                _ = try await store.commit([Batch(clientID: client, courseID: courseID, batchSeq: batchSeq, baseSeq: 0,
+                                                  ops: [.moveChapter(.id(chapters[Int(batchSeq) % 2]), placement: .atStart)])], courseID: courseID)
+                let state = try await store.snapshot(courseID: courseID)
+                states[state.seq] = state
+            }
+            let current = try #require(states.keys.max())
+            try await Task.sleep(for: .milliseconds(200))
+            var answered: [CourseSeq] = []
+            for seq in 1...current {
+                do {
+                    let state = try await store.course(courseID, at: seq)
+                    if let expected = states[seq] { #expect(state == expected, "seq \(seq)") }
+                    answered.append(seq)
+                } catch StoreError.notInHistory {
+                    continue
+                }
+            }
+            #expect(!answered.contains(1) && answered.contains(current - 3), "\(answered)")
+            #expect(answered.contains { $0 < current - 8 && $0 % 5 == 0 }, "a kept snapshot below the log answers its seq: \(answered)")
         }
     }
 
