@@ -79,11 +79,25 @@ extension SyncServer {
         await reading(courseID, token: token) { store in try await store.history(courseID, before: before, limit: limit) }
     }
 
-    /// ``outline(of:token:)``, and the token's user if it verified (for the access log).
-    func outlining(_ courseID: EntityID, token: String) async -> (result: Result<CourseState, ConnectionError>, user: String?) {
+    /// ``outline(of:token:)`` (as it was at `seq`, if given), and the token's user if it verified
+    /// (for the access log).
+    func outlining(_ courseID: EntityID, at seq: CourseSeq? = nil, token: String) async -> (result: Result<CourseState, ConnectionError>, user: String?) {
         await reading(courseID, token: token) { store in
+            if let seq { return try await store.course(courseID, at: seq) }
             guard try await store.courseSeq(courseID) != nil else { throw StoreError.unknownCourse(courseID) }
             return try await store.snapshot(courseID: courseID)
+        }
+    }
+
+    /// The operations that would take the course back to how it was at `seq`
+    /// (``CourseState/restore(to:mintTemp:)``, temps numbered from 1), and the seq of the course
+    /// they were computed against.
+    func restoring(_ courseID: EntityID, to seq: CourseSeq, token: String) async -> (result: Result<(ops: [SyncModel.Operation], seq: CourseSeq), ConnectionError>, user: String?) {
+        await reading(courseID, token: token) { store in
+            let earlier = try await store.course(courseID, at: seq)
+            let now = try await store.snapshot(courseID: courseID)
+            var next: UInt64 = 0
+            return (now.restore(to: earlier, mintTemp: { next += 1; return TempID(next)! }), now.seq)
         }
     }
 
@@ -100,13 +114,17 @@ extension SyncServer {
             return (.success(try await read(store)), principal.user)
         } catch StoreError.unknownCourse {
             return (.failure(ConnectionError(.unknownCourse, "no course \(courseID)")), principal.user)
+        } catch let error as StoreError {
+            if case .notInHistory = error { return (.failure(ConnectionError(.limitExceeded, error.description)), principal.user) }
+            return (.failure(ConnectionError(.internalError, "the store could not be read")), principal.user)
         } catch {
             return (.failure(ConnectionError(.internalError, "the store could not be read")), principal.user)
         }
     }
 }
 
-/// `POST /v1/courses/{id}/batches`, `GET /v1/courses/{id}` and `GET /v1/courses/{id}/history` (spec §13), as ``HTTPRouter`` routes them.
+/// `POST /v1/courses/{id}/batches`, `GET /v1/courses/{id}[?at=SEQ]`, `GET /v1/courses/{id}/history` and
+/// `GET /v1/courses/{id}/restore?to=SEQ` (spec §13), as ``HTTPRouter`` routes them.
 enum BackendAPI {
     /// The paths the API answers begin so.
     static let prefix = "/v1/courses/"
@@ -120,18 +138,56 @@ enum BackendAPI {
         guard let token = bearer(head) else {
             return HTTPAnswer(.unauthorized, .error(ConnectionError(.unauthenticated, "an Authorization: Bearer <token> header is required")), user: nil)
         }
+        let query = URLComponents(string: head.uri)?.queryItems ?? []
+        func seq(_ name: String) -> CourseSeq? { query.first { $0.name == name }?.value.flatMap(CourseSeq.init) }
         switch (head.method, parts.count == 4 ? parts[3] : nil) {
         case (.GET, nil):
-            let (result, user) = await server.outlining(courseID, token: token)
+            let at = seq("at")
+            if query.contains(where: { $0.name == "at" }), at == nil {
+                return HTTPAnswer(.badRequest, .error(ConnectionError(.malformedFrame, "at= takes a seq (a whole number)")), user: nil)
+            }
+            let (result, user) = await server.outlining(courseID, at: at, token: token)
             switch result {
             case .success(let state):
                 return HTTPAnswer(.ok, .snapshot(SnapshotPart(course: state.course, chapters: state.orderedChapters, media: Array(state.media.values),
                                                               videos: state.chapterOrder.flatMap { state.videos(in: $0) }, part: 0, last: true)), user: user)
             case .failure(let error):
-                return HTTPAnswer(status(of: error), .error(error), user: user)
+                return HTTPAnswer(error.code == .limitExceeded ? .gone : status(of: error), .error(error), user: user)
+            }
+        case (.GET, "restore"):
+            guard let to = seq("to") else {
+                return HTTPAnswer(.badRequest, .error(ConnectionError(.malformedFrame, "restore needs to= (the seq to go back to)")), user: nil)
+            }
+            let (result, user) = await server.restoring(courseID, to: to, token: token)
+            switch result {
+            case .success(let (ops, current)):
+                // The batch to send (as the caller's own, with its own batch seq and temps).
+                return HTTPAnswer(.ok, .push(Push(courseID: courseID, batchSeq: 1, baseSeq: current, ops: ops)), user: user)
+            case .failure(let error):
+                return HTTPAnswer(error.code == .limitExceeded ? .gone : status(of: error), .error(error), user: user)
             }
         case (.GET, "history"):
-            return await history(of: courseID, query: head.uri, token: token, server)
+            return await history(of: courseID, query: query, token: token, server)
+        case (.POST, "restore"):
+            // {"clientId", "batchSeq", "to"}: the restore computed here and committed as that
+            // client's batch (exactly-once per clientId and batchSeq, like any batch).
+            guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any],
+                  let client = (object["clientId"] as? String).flatMap(EntityID.init),
+                  let batchSeq = (object["batchSeq"] as? String).flatMap(BatchSeq.init) ?? (object["batchSeq"] as? Int).map(BatchSeq.init),
+                  batchSeq > 0,
+                  let to = (object["to"] as? String).flatMap(CourseSeq.init) ?? (object["to"] as? Int).map(CourseSeq.init) else {
+                return HTTPAnswer(.badRequest, .error(ConnectionError(.malformedFrame, #"the body is {"clientId": UUID, "batchSeq": N > 0, "to": SEQ}"#)), user: nil)
+            }
+            let (computed, reader) = await server.restoring(courseID, to: to, token: token)
+            let ops: [SyncModel.Operation], current: CourseSeq
+            switch computed {
+            case .success(let restore): (ops, current) = restore
+            case .failure(let error): return HTTPAnswer(error.code == .limitExceeded ? .gone : status(of: error), .error(error), user: reader)
+            }
+            guard !ops.isEmpty else {
+                return HTTPAnswer(.ok, "{\"unchanged\": true, \"seq\": \"\(current)\"}\n", contentType: "application/json", user: reader)
+            }
+            return await submitted(Push(courseID: courseID, batchSeq: batchSeq, baseSeq: current, ops: ops), clientID: ClientID(client), token: token, server)
         case (.POST, "batches"):
             let push: Push, clientID: ClientID
             do {
@@ -144,28 +200,33 @@ enum BackendAPI {
             } catch {
                 return HTTPAnswer(.badRequest, .error(ConnectionError(.malformedFrame, "\(error)")), user: nil)
             }
-            let (result, user) = await server.submitting(push, clientID: clientID, token: token)
-            switch result {
-            case .success(let message):
-                if case .reject(let reject) = message {
-                    return HTTPAnswer(reject.rejection.code == .forbidden ? .forbidden : .unprocessableEntity, message, user: user)
-                }
-                return HTTPAnswer(.ok, message, user: user)
-            case .failure(let error):
-                return HTTPAnswer(status(of: error), .error(error), user: user)
-            }
+            return await submitted(push, clientID: clientID, token: token, server)
         default:
             return HTTPAnswer(.methodNotAllowed, .error(ConnectionError(.unexpectedMessage, """
-                \(head.method) \(head.uri): only GET /v1/courses/{id}, GET /v1/courses/{id}/history and POST /v1/courses/{id}/batches
+                \(head.method) \(head.uri): only GET /v1/courses/{id}[?at=SEQ], GET /v1/courses/{id}/history, \
+                GET or POST /v1/courses/{id}/restore and POST /v1/courses/{id}/batches
                 """)), user: nil)
+        }
+    }
+
+    /// A batch committed through the course's hub, answered as the batch route answers.
+    private static func submitted(_ push: Push, clientID: ClientID, token: String, _ server: SyncServer) async -> HTTPAnswer {
+        let (result, user) = await server.submitting(push, clientID: clientID, token: token)
+        switch result {
+        case .success(let message):
+            if case .reject(let reject) = message {
+                return HTTPAnswer(reject.rejection.code == .forbidden ? .forbidden : .unprocessableEntity, message, user: user)
+            }
+            return HTTPAnswer(.ok, message, user: user)
+        case .failure(let error):
+            return HTTPAnswer(status(of: error), .error(error), user: user)
         }
     }
 
     /// `GET /v1/courses/{id}/history?before=SEQ&limit=N`: `{"history": [{"seq", "committedAt",
     /// "author", "clientId", "batchSeq", "summary"}…], "next": SEQ}` newest first; `next` (when
     /// there may be more) is the `before` of the following page.
-    private static func history(of courseID: EntityID, query uri: String, token: String, _ server: SyncServer) async -> HTTPAnswer {
-        let query = URLComponents(string: uri)?.queryItems ?? []
+    private static func history(of courseID: EntityID, query: [URLQueryItem], token: String, _ server: SyncServer) async -> HTTPAnswer {
         let before = query.first { $0.name == "before" }?.value.flatMap(CourseSeq.init)
         let limit = query.first { $0.name == "limit" }?.value.flatMap(Int.init) ?? 100
         let (result, user) = await server.history(of: courseID, before: before, limit: limit, token: token)

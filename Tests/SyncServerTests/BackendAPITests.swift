@@ -80,6 +80,52 @@ import Testing
         }
     }
 
+    /// `GET /v1/courses/{id}?at=SEQ` shows the course as it was; `POST …/restore` brings it back as
+    /// one batch of the caller's (exactly-once, seen live as a Diff, refused to a viewer);
+    /// `GET …/restore?to=` gives that batch to send as one's own; a seq past the course is 410.
+    @Test func theCourseAsItWasAndItsRestore() async throws {
+        try await withHTTPSetup { setup in
+            let watcher = try await setup.editor(.webSocketJSON)
+            try await watcher.subscribe(setup.course)
+            let chapter = try await watcher.push(setup.course, batchSeq: 1, [.createChapter(temp: TempID(1)!, title: "Lectures", placement: .atEnd)]).get()
+                .idMap[TempID(1)!]!
+            let editor = setup.server.token([setup.course: .editor], user: "pipeline")
+            _ = try await HTTPTest.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/batches", token: editor,
+                                           body: Self.registerAndLink(client: .fresh(), chapter: chapter))
+            let earlier = try await setup.store.snapshot(courseID: setup.course)  // seq 2
+            _ = try await watcher.push(setup.course, batchSeq: 2, [.renameChapter(.id(chapter), title: "Renamed"),
+                                                                   .createChapter(temp: TempID(2)!, title: "Extra", placement: .atStart)]).get()
+            let videoID = try #require(earlier.videos.keys.first)
+            _ = try await watcher.push(setup.course, batchSeq: 3, [.unlinkVideo(.id(videoID))]).get()
+
+            let viewer = setup.server.token([setup.course: .viewer], user: "auditor")
+            let at = try await HTTPTest.request(setup.httpPort, "GET", "/v1/courses/\(setup.course)?at=2", token: viewer)
+            guard case .snapshot(let part)? = at.message else { Issue.record("not a snapshot: \(at.body)"); return }
+            #expect(CourseState(parts: [part]) == earlier)
+            let gone = try await HTTPTest.request(setup.httpPort, "GET", "/v1/courses/\(setup.course)?at=99", token: viewer)
+            #expect(gone.status == 410 && gone.body.contains("the course is at seq 4"), "\(gone.status) \(gone.body)")
+
+            let offered = try await HTTPTest.request(setup.httpPort, "GET", "/v1/courses/\(setup.course)/restore?to=2", token: viewer)
+            guard case .push(let push)? = offered.message else { Issue.record("not a push: \(offered.body)"); return }
+            #expect(push.baseSeq == 4 && push.ops.map(\.kind).sorted() == ["deleteChapter", "linkMedia", "renameChapter"], "\(push.ops)")
+
+            let body = #"{"clientId": "\#(EntityID.fresh())", "batchSeq": "1", "to": "2"}"#
+            let refused = try await HTTPTest.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/restore", token: viewer, body: body)
+            #expect(refused.status == 403, "\(refused.body)")
+            let restored = try await HTTPTest.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/restore", token: editor, body: body)
+            guard case .ack(let ack)? = restored.message else { Issue.record("not an Ack: \(restored.body)"); return }
+            #expect(ack.seq == 5)
+            _ = try await watcher.expect("the restore's Diff") { if case .diff(let diff) = $0, diff.seq == 5 { diff } else { nil } }
+            let now = try await setup.store.snapshot(courseID: setup.course)
+            #expect(now.orderedChapters.map(\.title) == ["Lectures"] && now.chapters[chapter] != nil)
+            #expect(now.videos.values.map(\.title) == earlier.videos.values.map(\.title))
+            let again = try await HTTPTest.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/restore", token: editor, body: body)
+            #expect(again.message == restored.message, "the same request again: the same answer")
+            #expect(try await setup.store.courseSeq(setup.course) == 5)
+            await watcher.close()
+        }
+    }
+
     @Test func refusalsHaveTheirStatusAndCode() async throws {
         try await withHTTPSetup { setup in
             let path = "/v1/courses/\(setup.course)/batches"

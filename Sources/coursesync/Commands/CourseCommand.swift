@@ -7,7 +7,7 @@ struct CourseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "course",
         abstract: "Manage courses.",
-        subcommands: [Create.self, History.self]
+        subcommands: [Create.self, Show.self, History.self]
     )
 
     struct Create: AsyncParsableCommand {
@@ -35,6 +35,39 @@ struct CourseCommand: AsyncParsableCommand {
             let course = Course(id: courseID, title: title)
             try await store.withStore(logger: logger) { try await $0.createCourse(course) }
             print(courseID)
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print a course's outline: chapters and their videos in order, now or as it was at a seq.",
+            discussion: """
+            --at SEQ rebuilds the course right after commit SEQ from the nearest snapshot at or before it \
+            (one is kept every 1,000 commits) and the change log, as far back as the log reaches.
+            """)
+
+        @OptionGroup var store: StoreOptions
+        @OptionGroup var logging: LoggingOptions
+
+        @Option(help: ArgumentHelp("The course.", valueName: "uuid")) var course: String
+        @Option(help: ArgumentHelp("Show the course as it was right after this commit (0: before any).", valueName: "seq")) var at: UInt64?
+
+        func validate() throws { _ = try parseEntityID(course, what: "--course") }
+
+        func run() async throws {
+            let logger = logging.bootstrap(label: "coursesync")
+            let courseID = try parseEntityID(course, what: "--course")
+            let state = try await store.withStore(logger: logger) { store in
+                if let at { return try await store.course(courseID, at: at) }
+                return try await store.snapshot(courseID: courseID)
+            }
+            print("\(state.course.title) at seq \(state.seq): \(state.chapters.count) chapters, \(state.videos.count) videos, \(state.media.count) media files")
+            for chapter in state.orderedChapters {
+                print("\(chapter.position + 1). \(chapter.title)  [\(chapter.id)]")
+                for video in state.videos(in: chapter.id) {
+                    print("   \(video.position + 1). \(video.title)  [\(video.id)] ← \(state.media[video.mediaFileID]?.name ?? "?")")
+                }
+            }
         }
     }
 
