@@ -440,6 +440,26 @@ import Testing
                 #expect(lines.prefix(4).map(\.[0]) == ["ada", "ada", "grace", "ada"], "\(lines)")
                 #expect(lines[1][1].hasPrefix("unlinked “Lecture 002” from “Part 1”; unlinked “Lecture 001”"), "the undo: \(lines)")
                 #expect(lines[2][1] == "linked 1 video into “Part 1”", "\(lines)")
+
+                // Preview the course as it was before any of it, then restore it: one edit of
+                // this tab's, which Ctrl+Z takes back.
+                try await page.click(#"#history li[data-seq="\#(start.seq)"] .preview"#)
+                try await eventually("the preview is shown") {
+                    try await page.run("return JSON.stringify(document.querySelector('#history-preview').textContent)", as: String.self)
+                        .contains("As it was after seq \(start.seq)")
+                }
+                let previewed = try await page.run("""
+                    return JSON.stringify([...document.querySelectorAll('#history-preview > ol > li')].map((li) => li.querySelectorAll('li').length))
+                    """, as: [Int].self)
+                #expect(previewed == [0, 0, 0, 0], "four chapters, no videos yet: \(previewed)")
+                try await page.execute("window.confirm = () => true;")
+                try await page.click(#"#history li[data-seq="\#(start.seq)"] .restore"#)
+                let restored = try await Self.settled(page, at: start.seq + 5)
+                let back = try await setup.outline()
+                #expect(back.order == start.order && restored.order == start.order, "back to the seeded course: \(back.order)")
+                try await page.press("z", holding: [WebDriver.Session.Key.control])
+                let unrestored = try await Self.settled(page, at: start.seq + 6)
+                #expect(Set(unrestored.chapters[0].videos.map(\.media)) == Set(media[0..<3]), "Ctrl+Z takes the restore back: \(unrestored.order)")
             }
         }
     }

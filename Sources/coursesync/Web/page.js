@@ -9,7 +9,7 @@ import { Connection } from "./connection.js";
 import { claimIdentity, releaseIdentity, takeToken } from "./identity.js";
 import { CourseModel, refOf as ref, undoOf } from "./model.js";
 import { $, EditorView } from "./view.js";
-import { int, opToWire, uuidToID } from "./wire.js";
+import { int, opFromWire, opToWire, uuidToID } from "./wire.js";
 
 const params = new URLSearchParams(location.hash.slice(1));
 const courseUUID = params.get("course");
@@ -33,7 +33,7 @@ if (!courseUUID || !token) {
   claimIdentity().then((clientID) => new Editor(courseUUID, token, clientID).start());
 }
 
-/** One line of the history dialog. */
+/** One line of the history dialog; with a seq, its Preview and Restore buttons. */
 function historyLine(seq, when, author, summary) {
   const item = document.createElement("li");
   for (const [name, text] of [["seq", seq], ["when", when], ["author", author], ["summary", summary]]) {
@@ -41,6 +41,18 @@ function historyLine(seq, when, author, summary) {
     cell.className = name;
     cell.textContent = text;
     item.append(cell);
+  }
+  if (seq) {
+    item.dataset.seq = seq;
+    const actions = document.createElement("span");
+    actions.className = "actions";
+    for (const [label, action, help] of [["Preview", "preview", "Show the course as it was after this commit"],
+      ["Restore", "restore", "Bring the course back to how it was after this commit (one edit, which Ctrl+Z takes back)"]]) {
+      const button = document.createElement("button");
+      Object.assign(button, { type: "button", className: action, title: help, textContent: label });
+      actions.append(button);
+    }
+    item.append(actions);
   }
   return item;
 }
@@ -226,7 +238,10 @@ class Editor {
    */
   async showHistory(before) {
     const list = $("#history");
-    if (before === undefined) list.replaceChildren();
+    if (before === undefined) {
+      list.replaceChildren();
+      $("#history-preview").hidden = true;
+    }
     if (!$("#history-dialog").open) $("#history-dialog").showModal();
     const query = new URLSearchParams({ limit: "50", ...(before ? { before } : {}) });
     let page;
@@ -244,6 +259,69 @@ class Editor {
     }
     this.historyNext = page.next;
     $("#history-older").hidden = !page.next;
+  }
+
+  /** The course as it was after commit `seq` (GET /v1/courses/{id}?at=SEQ), shown beside the history. */
+  async preview(seq) {
+    const pane = $("#history-preview");
+    pane.hidden = false;
+    pane.replaceChildren();
+    try {
+      const answer = await this.api(`/v1/courses/${this.courseUUID}?at=${seq}`);
+      const { chapters = [], videos = [] } = answer.snapshot;
+      const heading = document.createElement("h3");
+      heading.textContent = `As it was after seq ${seq}`;
+      const list = document.createElement("ol");
+      for (const chapter of [...chapters].sort((a, b) => (a.position ?? 0) - (b.position ?? 0))) {
+        const item = document.createElement("li");
+        item.textContent = chapter.title ?? "";
+        const inner = document.createElement("ol");
+        for (const video of videos.filter((v) => v.chapter === chapter.id).sort((a, b) => (a.position ?? 0) - (b.position ?? 0))) {
+          const row = document.createElement("li");
+          row.textContent = video.title ?? "";
+          inner.append(row);
+        }
+        item.append(inner);
+        list.append(item);
+      }
+      pane.append(heading, list);
+    } catch (error) {
+      pane.textContent = `That state cannot be shown: ${error.message}`;
+    }
+  }
+
+  /**
+   * Brings the course back to how it was after commit `seq`: the server computes the edit (GET
+   * …/restore?to=SEQ, ops against the course as it is); this tab sends it as its own, with its own
+   * temps, so it is drawn at once, resolved like any edit, and Ctrl+Z takes it back.
+   */
+  async restore(seq, event) {
+    if (!confirm(`Bring the course back to how it was after seq ${seq}? Others' later edits are undone too (Ctrl+Z takes the restore back).`)) return;
+    let push;
+    try {
+      push = (await this.api(`/v1/courses/${this.courseUUID}/restore?to=${seq}`)).push;
+    } catch (error) {
+      alert(`The course cannot be restored to seq ${seq}: ${error.message}`);
+      return;
+    }
+    const ops = push.ops ?? [];
+    if (ops.length === 0) return;
+    const temps = new Map();
+    const temp = (value) => {
+      if (!temps.has(value)) temps.set(value, this.model.newTemp());
+      return temps.get(value);
+    };
+    const renumbered = ops.map((op) => opFromWire(op, temp));
+    $("#history-dialog").close();
+    this.edit(renumbered, `Restoring to seq ${seq}`, event);
+  }
+
+  /** A GET of the HTTP API with this tab's token; the JSON answer, or an Error with the server's message. */
+  async api(path) {
+    const response = await fetch(path, { headers: { Authorization: `Bearer ${this.token}` } });
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error?.message ?? response.statusText);
+    return answer;
   }
 
   openRename(kind, key, title) {
@@ -266,6 +344,12 @@ class Editor {
     $("#link-selected").addEventListener("click", (event) => this.linkSelected(event));
     $("#show-history").addEventListener("click", () => this.showHistory());
     $("#history-older").addEventListener("click", () => this.showHistory(this.historyNext));
+    $("#history").addEventListener("click", (event) => {
+      const seq = event.target.closest("li")?.dataset.seq;
+      const action = event.target.closest("button")?.classList[0];
+      if (seq && action === "preview") this.preview(seq);
+      if (seq && action === "restore") this.restore(seq, event);
+    });
     addEventListener("keydown", (event) => {
       if (!(event.ctrlKey || event.metaKey) || event.altKey) return;
       if (event.target.closest?.("input, textarea, dialog")) return; // the field's own undo

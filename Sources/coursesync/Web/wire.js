@@ -60,6 +60,38 @@ export function opToWire(op) {
   return { [kind]: out };
 }
 
+const decoder = new TextDecoder();
+
+/** The base64 of UTF-8 bytes as text. */
+export function bytesText(value) {
+  return decoder.decode(Uint8Array.from(atob(value ?? ""), (char) => char.charCodeAt(0)));
+}
+
+/**
+ * An operation in the wire's form (as the server's restore offers it) in the page's form:
+ * `opToWire`'s inverse, with each temp passed through `temp` (the page's own numbering).
+ */
+export function opFromWire(op, temp) {
+  const [kind, body] = Object.entries(op)[0];
+  const ref = (wire) => (wire.temp !== undefined ? { temp: temp(wire.temp) } : { id: wire.id });
+  const out = {};
+  for (const [key, value] of Object.entries(body)) {
+    if (key === "title" || key === "name" || key === "cdnUrl") out[key] = bytesText(value);
+    else if (key === "temp") out[key] = temp(value);
+    else if (key === "items") out[key] = value.map((item) => ({ temp: temp(item.temp), media: ref(item.media),
+      ...(item.title !== undefined ? { title: bytesText(item.title) } : {}) }));
+    else if (key === "placement") {
+      const [where, anchor] = Object.entries(value)[0];
+      out[key] = where === "after" || where === "before" ? { [where]: ref(anchor) } : { [where]: {} };
+    } else if (key === "durationMs" || key === "byteSize") out[key] = Number(value);
+    else out[key] = ref(value);
+  }
+  if (kind === "createChapter" && out.title === undefined) out.title = "";
+  if (kind === "renameChapter" && out.title === undefined) out.title = "";
+  if (kind === "renameVideo" && out.title === undefined) out.title = "";
+  return { [kind]: out };
+}
+
 function refToWire(ref) {
   return ref.temp !== undefined ? { temp: String(ref.temp) } : { id: ref.id };
 }
