@@ -525,6 +525,46 @@ import Testing
         }
     }
 
+    /// Drag and drop with real pointer events (WebDriver actions), and its keyboard equivalent:
+    /// a video before another, a video into another chapter, a chapter before another, and
+    /// Alt+↓ on a focused video; each one move, drawn at once and confirmed by the server.
+    @Test func dragAndDropReordersAndMovesRows() async throws {
+        try await Self.withServedCourse(media: 3) { setup in
+            let start = try await setup.outline()
+            let media = start.media.sorted { $0.key < $1.key }.map(\.value)
+            let (part1, part2, part4) = (start.order[0][0], start.order[1][0], start.order[3][0])
+            try await WebDriver.withSessions(1) { sessions in
+                let page = sessions[0]
+                try await page.open(setup.pageURL(setup.editorA))
+                try await Self.settled(page, at: start.seq)
+                try await Self.link(page, media[0..<3], into: part1)
+                let linked = try await Self.settled(page, at: start.seq + 1)
+                let videos = linked.chapters[0].videos.map(\.key)
+                #expect(videos.count == 3)
+
+                // The third video onto the top half of the first: before it.
+                try await page.drag(#".video[data-key="\#(videos[2])"] .drag"#, to: #".video[data-key="\#(videos[0])"]"#, yOffset: -4)
+                var state = try await Self.settled(page, at: start.seq + 2)
+                #expect(state.chapters[0].videos.map(\.key) == [videos[2], videos[0], videos[1]], "\(state.order)")
+                // The first video onto Part 2's heading: to the end of that chapter.
+                try await page.drag(#".video[data-key="\#(videos[0])"] .drag"#, to: #".chapter[data-key="\#(part2)"] .chapter-head .title"#)
+                state = try await Self.settled(page, at: start.seq + 3)
+                #expect(state.chapters[1].videos.map(\.key) == [videos[0]] && state.chapters[0].videos.map(\.key) == [videos[2], videos[1]], "\(state.order)")
+                // Part 4 onto the top half of Part 1: first.
+                try await page.drag(#".chapter[data-key="\#(part4)"] .chapter-head .drag"#, to: #".chapter[data-key="\#(part1)"] .chapter-head"#, yOffset: -4)
+                state = try await Self.settled(page, at: start.seq + 4)
+                #expect(state.chapters.map(\.key).first == part4, "\(state.order)")
+                // The keyboard: Alt+↓ on a focused video moves it one place down.
+                try await page.execute(#"document.querySelector('.video[data-key="\#(videos[2])"]').focus();"#)
+                try await page.press(WebDriver.Session.Key.arrowDown, holding: [WebDriver.Session.Key.alt])
+                state = try await Self.settled(page, at: start.seq + 5)
+                let server = try await setup.outline()
+                #expect(state.order == server.order, "the page shows what the server holds")
+                #expect(state.chapter(part1)?.videos.map(\.key) == [videos[1], videos[2]], "\(state.order)")
+            }
+        }
+    }
+
     /// Four chapters and `media` media files, registered by a backend over HTTP.
     static func seed(_ setup: Setup, media: Int) async throws {
         func text(_ value: String) -> String { Data(value.utf8).base64EncodedString() }

@@ -174,10 +174,38 @@ final class WebDriver: @unchecked Sendable {
             try await driver.call("DELETE", "/session/\(id)/actions")
         }
 
+        /// Drags with the mouse, as a user would (W3C pointer actions: real pointer events): presses
+        /// on the first element matching `source`, moves in steps to `yOffset` pixels from the
+        /// centre of the first matching `target`, and releases there.
+        func drag(_ source: String, to target: String, yOffset: Int = 0) async throws {
+            func element(_ selector: String) async throws -> [String: String] {
+                let found = try await driver.call("POST", "/session/\(id)/element", ["using": "css selector", "value": selector])
+                guard let object = found as? [String: Any], let key = object.keys.first, let value = object[key] as? String else {
+                    throw Failure(description: "no element \(selector)")
+                }
+                return [key: value]
+            }
+            let (from, to) = (try await element(source), try await element(target))
+            let actions: [[String: Any]] = [
+                ["type": "pointerMove", "origin": from, "x": 0, "y": 0, "duration": 0],
+                ["type": "pointerDown", "button": 0],
+                ["type": "pointerMove", "origin": from, "x": 0, "y": 12, "duration": 50],
+                ["type": "pointerMove", "origin": to, "x": 0, "y": yOffset, "duration": 100],
+                ["type": "pause", "duration": 50],
+                ["type": "pointerUp", "button": 0],
+            ]
+            try await driver.call("POST", "/session/\(id)/actions",
+                                  ["actions": [["type": "pointer", "id": "mouse", "parameters": ["pointerType": "mouse"], "actions": actions]]])
+            try await driver.call("DELETE", "/session/\(id)/actions")
+        }
+
         /// WebDriver's codes for modifier keys.
         enum Key {
             static let control = "\u{E009}"
             static let shift = "\u{E008}"
+            static let alt = "\u{E00A}"
+            static let arrowUp = "\u{E013}"
+            static let arrowDown = "\u{E015}"
         }
 
         /// The session's windows (tabs), by WebDriver handle.

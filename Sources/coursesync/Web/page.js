@@ -89,6 +89,7 @@ class Editor {
     this.events = [];
     this.renderTimes = [];
     this.renaming = null;
+    this.drag = null; // { kind, key, row, drop } while a row is dragged
     // The user's own edits that Ctrl+Z takes back, and undos that Ctrl+Shift+Z makes again:
     // { seq (the batch it takes back), ops, label }, the last 100 each, for this tab's life.
     this.undoStack = [];
@@ -218,6 +219,95 @@ class Editor {
         this.edit([{ unlinkVideo: { video: videoRef } }], `Unlinking “${video.title}”`, event);
         break;
     }
+  }
+
+  // ---- drag and drop ---------------------------------------------------------------------------
+  // Pointer events (mouse, touch and pen alike) on each row's ⠿ handle: a video onto another video
+  // (before or after it, by which half) or onto a chapter (its end); a chapter onto another
+  // chapter. Each drop is one move, drawn at once like any edit. The keyboard's equivalents are
+  // Alt+↑ / Alt+↓ on a focused row, and ⇄ for a video to the chapter chosen above the library.
+
+  startDrag(event) {
+    const handle = event.target.closest(".drag");
+    if (!handle || event.button !== 0) return;
+    const row = handle.closest(".video") ?? handle.closest(".chapter");
+    this.drag = { kind: row.classList.contains("video") ? "video" : "chapter", key: row.dataset.key, row, drop: null };
+    row.classList.add("dragging");
+    event.preventDefault();
+  }
+
+  /** Where the dragged row would go if dropped at (x, y): { toChapter, placement, element, side } or null. */
+  dropAt(x, y) {
+    const drag = this.drag;
+    const under = document.elementFromPoint(x, y);
+    if (!under) return null;
+    const half = (element) => {
+      const box = element.getBoundingClientRect();
+      return y < box.top + box.height / 2 ? "before" : "after";
+    };
+    if (drag.kind === "video") {
+      const video = under.closest(".video");
+      if (video && video.dataset.key !== drag.key) {
+        const side = half(video);
+        return { toChapter: video.closest(".chapter").dataset.key, placement: { [side]: ref(video.dataset.key) }, element: video, side };
+      }
+      const chapter = under.closest(".chapter");
+      if (chapter && !video) return { toChapter: chapter.dataset.key, placement: { atEnd: {} }, element: chapter, side: "into" };
+      return null;
+    }
+    const chapter = under.closest(".chapter");
+    if (!chapter || chapter.dataset.key === drag.key) return null;
+    const side = half(chapter);
+    return { placement: { [side]: ref(chapter.dataset.key) }, element: chapter, side };
+  }
+
+  moveDrag(event) {
+    if (!this.drag) return;
+    const drop = this.dropAt(event.clientX, event.clientY);
+    if (this.drag.drop?.element !== drop?.element || this.drag.drop?.side !== drop?.side) {
+      if (this.drag.drop) delete this.drag.drop.element.dataset.drop;
+      if (drop) drop.element.dataset.drop = drop.side;
+    }
+    this.drag.drop = drop;
+  }
+
+  endDrag(event) {
+    const drag = this.drag;
+    if (!drag) return;
+    const drop = this.dropAt(event.clientX, event.clientY);
+    this.drag = null;
+    drag.row.classList.remove("dragging");
+    if (drag.drop) delete drag.drop.element.dataset.drop;
+    if (!drop) return;
+    const outline = this.lastOutline;
+    if (drag.kind === "video") {
+      const chapter = outline.chapters.find((candidate) => candidate.videos.some((video) => video.key === drag.key));
+      const video = chapter?.videos.find((candidate) => candidate.key === drag.key);
+      if (!video) return;
+      this.edit([{ moveVideo: { video: ref(video.key), toChapter: ref(drop.toChapter), placement: drop.placement } }], `Moving “${video.title}”`, event);
+    } else {
+      const chapter = outline.chapters.find((candidate) => candidate.key === drag.key);
+      if (chapter) this.edit([{ moveChapter: { chapter: ref(chapter.key), placement: drop.placement } }], `Moving “${chapter.title}”`, event);
+    }
+  }
+
+  /** Alt+↑ / Alt+↓ on a focused video or chapter: one place up or down. */
+  moveByKey(event) {
+    const up = event.key === "ArrowUp";
+    const videoKey = event.target.closest(".video")?.dataset.key;
+    const chapterKey = event.target.closest(".chapter")?.dataset.key;
+    const chapters = this.lastOutline?.chapters ?? [];
+    const chapter = chapters.find((candidate) => candidate.key === chapterKey);
+    if (!chapter) return false;
+    if (videoKey) {
+      this.videoAction(up ? "up" : "down", chapter, chapter.videos.findIndex((video) => video.key === videoKey), event);
+      return true;
+    }
+    const index = chapters.indexOf(chapter);
+    const neighbour = chapters[up ? index - 1 : index + 1];
+    if (!neighbour) return true;
+    this.edit([{ moveChapter: { chapter: ref(chapter.key), placement: { [up ? "before" : "after"]: ref(neighbour.key) } } }], `Moving “${chapter.title}”`, event);
+    return true;
   }
 
   /** Ctrl+Z: takes back the last own edit not yet undone, as a new edit (resolved like any). */
@@ -360,6 +450,17 @@ class Editor {
       event.preventDefault();
     });
     $("#add-chapter").addEventListener("click", (event) => this.addChapter(event));
+    $("#outline").addEventListener("pointerdown", (event) => this.startDrag(event));
+    addEventListener("pointermove", (event) => this.moveDrag(event));
+    addEventListener("pointerup", (event) => this.endDrag(event));
+    addEventListener("pointercancel", () => {
+      if (this.drag) this.drag.row.classList.remove("dragging");
+      this.drag = null;
+    });
+    $("#outline").addEventListener("keydown", (event) => {
+      if (!event.altKey || (event.key !== "ArrowUp" && event.key !== "ArrowDown")) return;
+      if (this.moveByKey(event)) event.preventDefault();
+    });
     $("#outline").addEventListener("click", (event) => {
       const videoRow = event.target.closest(".video")?.dataset.key;
       const chapterRow = event.target.closest(".chapter")?.dataset.key;

@@ -91,7 +91,8 @@ export class EditorView {
     syncList($("#outline"), outline.chapters, (chapter) => {
       const item = element("li", { class: "chapter", "data-key": chapter.key });
       const head = element("div", { class: "chapter-head" });
-      head.append(element("span", { class: "title" }), element("span", { class: "count" }),
+      head.append(element("button", { type: "button", class: "drag", title: "Drag to move the chapter (or Alt+↑ / Alt+↓)", "aria-label": "Move chapter" }, "⠿"),
+        element("span", { class: "title" }), element("span", { class: "count" }),
         button("✎", "rename", "Rename chapter"), button("Delete", "delete", "Delete the chapter and its videos"));
       item.append(head, element("ol", { class: "videos" }));
       return item;
@@ -101,7 +102,9 @@ export class EditorView {
       const total = chapter.videos.reduce((sum, video) => sum + (durations.get(video.media) ?? 0), 0);
       setText(item.querySelector(".chapter-head .count"), `${chapter.videos.length} · ${duration(total)}`);
       syncList(item.querySelector(".videos"), chapter.videos, (video) => {
-        const row = element("li", { class: "video", "data-key": video.key, "data-media": video.media });
+        const row = element("li", { class: "video", "data-key": video.key, "data-media": video.media, tabindex: "0" });
+        row.append(element("button", { type: "button", class: "drag", title: "Drag to move the video, also to another chapter (or Alt+↑ / Alt+↓)",
+          "aria-label": "Move video" }, "⠿"));
         const actions = element("span", { class: "actions" });
         for (const [label, action, help] of VIDEO_ACTIONS) actions.append(button(label, action, help));
         row.append(element("span", { class: "title" }), element("span", { class: "duration" }), element("span", { class: "badge" }, "syncing"), actions);
