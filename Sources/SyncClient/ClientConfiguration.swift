@@ -1,3 +1,4 @@
+import Foundation
 import CoreMetrics
 import SyncModel
 
@@ -39,6 +40,11 @@ public struct ClientConfiguration: Sendable {
         public static let system = TLS()
     }
     /// Edits made within this window are sent as one batch; `.zero` sends each edit at once.
+    /// The server's HTTP API (`serve --http-listen`), e.g. `https://sync.example.edu:8443`: what
+    /// ``SyncClient/history(before:limit:)``, ``SyncClient/course(at:)`` and
+    /// ``SyncClient/restore(to:)`` read from (protocol §13). `nil`: those throw. HTTPS is checked
+    /// against the system's trusted authorities (``tls``'s CA file is the sync port's).
+    public var httpURL: URL?
     public var coalesceWindow: Duration = .milliseconds(5)
     /// Edits fail with ``EditError/queueFull(limit:)`` when this many batches wait for the server.
     public var maxPendingBatches = ClientConfiguration.defaultMaxPendingBatches

@@ -101,9 +101,34 @@ extension ClientCore {
                                now: Moment) throws(EditError) -> Bool {
         seal()  // an edit still in its coalescing window is the last one: it goes on the stack now
         guard let entry = undoHistory[keyPath: stack].popLast() else { return false }
-        // All or nothing: tried on the visible state first, as the server would resolve it (in
-        // place and taken back, at a cost in proportion to the undo, not to the course).
-        let trial = Batch(clientID: clientID, courseID: courseID, batchSeq: nextBatchSeq, baseSeq: confirmed.seq, ops: entry.ops)
+        try sendAsOneBatch(entry.ops, as: kind, now: now)
+        return true
+    }
+
+    /// Sends the edit that makes the course look as `earlier` did (``CourseState/restore(to:mintTemp:)``
+    /// against what the replica shows, its own pending edits included), as one batch that
+    /// ``undo(now:)`` takes back like any edit; `false` if it already looks so.
+    package mutating func restore(to earlier: CourseState, now: Moment) throws(EditError) -> Bool {
+        seal()
+        var next = nextTemp
+        let ops = visible.restore(to: earlier, mintTemp: {
+            defer { next += 1 }
+            return TempID(next)!
+        }).map { op in op.mapRefs { ref in if case .id(let id) = ref { visibleRef(id) } else { ref } } }
+        if next != nextTemp {
+            nextTemp = next
+            countersMoved = true
+        }
+        guard !ops.isEmpty else { return false }
+        try sendAsOneBatch(ops, as: .edit, now: now)
+        return true
+    }
+
+    /// `ops` as one batch of edits, all or nothing: tried on the visible state first, as the
+    /// server would resolve it (in place and taken back, at a cost in proportion to the ops, not
+    /// to the course).
+    private mutating func sendAsOneBatch(_ ops: [SyncModel.Operation], as kind: UndoHistory.Kind, now: Moment) throws(EditError) {
+        let trial = Batch(clientID: clientID, courseID: courseID, batchSeq: nextBatchSeq, baseSeq: confirmed.seq, ops: ops)
         var allocator = ProvisionalIDAllocator()
         switch Resolver.apply(trial, to: &visible, knownTemps: temps(for: trial), allocator: &allocator) {
         case .success(let applied):
@@ -113,8 +138,7 @@ extension ClientCore {
             throw .invalid(rejection)
         }
         undoHistory.openKind = kind
-        for op in entry.ops { try edit(op, now: now, holdOpen: true) }
+        for op in ops { try edit(op, now: now, holdOpen: true) }
         seal()
-        return true
     }
 }

@@ -4,10 +4,12 @@
 ///
 /// The course it gives is the earlier one: the same chapters in the same order with the same
 /// titles, each with the same videos (media file and title) in the same order. Rows that survived
-/// keep their IDs (they are moved and renamed back); rows deleted since are made again under new
-/// temps (a chapter, or a video linked again from its media file, which the library always still
-/// holds: nothing removes a media file). Media files registered since stay in the library,
-/// unlinked.
+/// keep their IDs (they are moved and renamed back); so does a video unlinked and linked again
+/// since into the same chapter (it stands for the earlier one: a chapter holds a media file once),
+/// so that restoring twice changes nothing the second time. Rows deleted since are made again
+/// under new temps (a chapter, or a video linked again from its media file, which the library
+/// always still holds: nothing removes a media file). Media files registered since stay in the
+/// library, unlinked.
 extension CourseState {
     /// The operations that make this course look as `earlier` did; empty if it already does.
     ///
@@ -29,12 +31,26 @@ extension CourseState {
                 ops.append(.createChapter(temp: temp, title: chapter.title, placement: .atEnd))
             }
         }
+        // Which video of this course stands for each video of the earlier one: the same row; else,
+        // in the same chapter, the video of the same media file that no earlier video is (a
+        // chapter holds a file once: a video unlinked and linked again since is that video again).
+        var counterpart: [EntityID: EntityID] = [:]
+        for id in earlier.videos.keys where videos[id] != nil { counterpart[id] = id }
+        var claimed = Set(counterpart.values)
+        for video in earlier.videos.values.sorted(by: { $0.id < $1.id }) where counterpart[video.id] == nil && chapters[video.chapterID] != nil {
+            if let match = videos(in: video.chapterID).first(where: {
+                $0.mediaFileID == video.mediaFileID && !claimed.contains($0.id) && earlier.videos[$0.id] == nil
+            }) {
+                counterpart[video.id] = match.id
+                claimed.insert(match.id)
+            }
+        }
         // The videos of each chapter as the operations so far leave them (by reference).
         var lists: [Ref: [Ref]] = [:]
         for chapter in orderedChapters { lists[.id(chapter.id)] = videos(in: chapter.id).map { .id($0.id) } }
         for ref in chapterRef.values where lists[ref] == nil { lists[ref] = [] }
         let goingChapters = Set(chapters.keys).subtracting(earlier.chapters.keys)
-        for (id, video) in videos.sorted(by: { $0.key < $1.key }) where earlier.videos[id] == nil {
+        for (id, video) in videos.sorted(by: { $0.key < $1.key }) where !claimed.contains(id) {
             guard !goingChapters.contains(video.chapterID) else { continue }
             ops.append(.unlinkVideo(.id(id)))
             lists[.id(video.chapterID)]?.removeAll { $0 == .id(id) }
@@ -47,8 +63,10 @@ extension CourseState {
         // holds a media file once). Where such moves wait on each other in a cycle, one of them is
         // unlinked and linked again below, under a new ID.
         var relinked = Set<EntityID>()
-        var movers = earlier.videos.values.filter { video in videos[video.id].map { $0.chapterID != video.chapterID } ?? false }
-            .sorted { $0.id < $1.id }
+        var movers = earlier.videos.values.compactMap { video -> (earlier: Video, id: EntityID)? in
+            guard let id = counterpart[video.id], videos[id]!.chapterID != video.chapterID else { return nil }
+            return (video, id)
+        }.sorted { $0.id < $1.id }
         func holdsMedia(_ chapter: Ref, _ media: EntityID, besides video: EntityID) -> Bool {
             lists[chapter]!.contains { ref in
                 if case .id(let id) = ref, id != video { return videos[id]?.mediaFileID == media }
@@ -56,31 +74,31 @@ extension CourseState {
             }
         }
         while !movers.isEmpty {
-            if let index = movers.firstIndex(where: { !holdsMedia(chapterRef[$0.chapterID]!, $0.mediaFileID, besides: $0.id) }) {
-                let video = movers.remove(at: index)
+            if let index = movers.firstIndex(where: { !holdsMedia(chapterRef[$0.earlier.chapterID]!, $0.earlier.mediaFileID, besides: $0.id) }) {
+                let (video, id) = movers.remove(at: index)
                 let target = chapterRef[video.chapterID]!
-                ops.append(.moveVideo(.id(video.id), toChapter: target, placement: .atEnd))
-                remove(.id(video.id))
-                lists[target]!.append(.id(video.id))
+                ops.append(.moveVideo(.id(id), toChapter: target, placement: .atEnd))
+                remove(.id(id))
+                lists[target]!.append(.id(id))
             } else {
-                let video = movers.removeFirst()
-                ops.append(.unlinkVideo(.id(video.id)))
-                remove(.id(video.id))
-                relinked.insert(video.id)
+                let (_, id) = movers.removeFirst()
+                ops.append(.unlinkVideo(.id(id)))
+                remove(.id(id))
+                relinked.insert(id)
             }
         }
         // Then each chapter's surviving videos into their earlier order, and their titles.
-        func survives(_ id: EntityID) -> Bool { videos[id] != nil && !relinked.contains(id) }
+        func survivor(_ video: Video) -> EntityID? { counterpart[video.id].flatMap { relinked.contains($0) ? nil : $0 } }
         for chapter in earlier.orderedChapters {
             let target = chapterRef[chapter.id]!
-            for (index, video) in earlier.videos(in: chapter.id).filter({ survives($0.id) }).enumerated() {
-                let ref = Ref.id(video.id)
+            for (index, (video, id)) in earlier.videos(in: chapter.id).compactMap({ video in survivor(video).map { (video, $0) } }).enumerated() {
+                let ref = Ref.id(id)
                 if lists[target]![index] != ref {
                     ops.append(.moveVideo(ref, toChapter: target, placement: index == 0 ? .atStart : .after(lists[target]![index - 1])))
                     remove(ref)
                     lists[target]!.insert(ref, at: index)
                 }
-                if videos[video.id]!.title != video.title { ops.append(.renameVideo(ref, title: video.title)) }
+                if videos[id]!.title != video.title { ops.append(.renameVideo(ref, title: video.title)) }
             }
         }
         // Last the videos deleted since (or unlinked above), linked again after their predecessors.
@@ -88,8 +106,8 @@ extension CourseState {
             let target = chapterRef[chapter.id]!
             var previous: Ref?
             for video in earlier.videos(in: chapter.id) {
-                guard !survives(video.id) else {
-                    previous = .id(video.id)
+                if let id = survivor(video) {
+                    previous = .id(id)
                     continue
                 }
                 let temp = mintTemp()

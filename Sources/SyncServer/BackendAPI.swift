@@ -184,10 +184,15 @@ enum BackendAPI {
             case .success(let restore): (ops, current) = restore
             case .failure(let error): return HTTPAnswer(error.code == .limitExceeded ? .gone : status(of: error), .error(error), user: reader)
             }
-            guard !ops.isEmpty else {
-                return HTTPAnswer(.ok, "{\"unchanged\": true, \"seq\": \"\(current)\"}\n", contentType: "application/json", user: reader)
+            // Sent even when there is nothing to do: a resend of a restore that committed gets its
+            // Ack (exactly-once answers before it looks at the ops); a new empty one is refused as
+            // EMPTY_BATCH, which here means the course already is as it was.
+            let push = Push(courseID: courseID, batchSeq: batchSeq, baseSeq: current, ops: ops)
+            let (result, user) = await server.submitting(push, clientID: ClientID(client), token: token)
+            if case .success(.reject(let reject)) = result, reject.rejection.code == .emptyBatch {
+                return HTTPAnswer(.ok, "{\"unchanged\": true, \"seq\": \"\(current)\"}\n", contentType: "application/json", user: user)
             }
-            return await submitted(Push(courseID: courseID, batchSeq: batchSeq, baseSeq: current, ops: ops), clientID: ClientID(client), token: token, server)
+            return answer(result, user: user)
         case (.POST, "batches"):
             let push: Push, clientID: ClientID
             do {
@@ -212,6 +217,11 @@ enum BackendAPI {
     /// A batch committed through the course's hub, answered as the batch route answers.
     private static func submitted(_ push: Push, clientID: ClientID, token: String, _ server: SyncServer) async -> HTTPAnswer {
         let (result, user) = await server.submitting(push, clientID: clientID, token: token)
+        return answer(result, user: user)
+    }
+
+    /// A submitted batch's outcome as the batch route answers it.
+    private static func answer(_ result: Result<WireMessage, ConnectionError>, user: String?) -> HTTPAnswer {
         switch result {
         case .success(let message):
             if case .reject(let reject) = message {

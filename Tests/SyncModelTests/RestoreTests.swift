@@ -32,6 +32,15 @@ import Testing
                 for id in Set(earlier.videos.keys).intersection(now.videos.keys) { #expect(after.videos[id] != nil, "case \(index): video \(id) lost its ID") }
                 #expect(result.commit.ack.notes.isEmpty, "case \(index): a restore needs no conflict resolution: \(result.commit.ack.notes)")
                 #expect(after.restore(to: after, mintTemp: { workload.fixture.makeTemp() }).isEmpty, "case \(index): a course restored to itself")
+                let again = after.restore(to: earlier, mintTemp: { workload.fixture.makeTemp() })
+                // Restoring again changes only what concerns chapters made again (matched by ID, they
+                // are made once more); every video and chapter that survived is left alone.
+                #expect(again.allSatisfy { op in
+                    if case .createChapter = op { return true }
+                    if case .deleteChapter = op { return true }
+                    return op.references.contains { if case .temp = $0 { true } else { false } }
+                }, "case \(index): \(again)")
+                if Set(earlier.chapters.keys).isSubset(of: now.chapters.keys) { #expect(again.isEmpty, "case \(index): \(again)") }
                 restored += 1
             case .failure(let rejection):
                 Issue.record("case \(index): the restore was rejected: \(rejection)\n  ops: \(ops)")

@@ -122,6 +122,9 @@ import Testing
             let again = try await HTTPTest.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/restore", token: editor, body: body)
             #expect(again.message == restored.message, "the same request again: the same answer")
             #expect(try await setup.store.courseSeq(setup.course) == 5)
+            let nothing = try await HTTPTest.request(setup.httpPort, "POST", "/v1/courses/\(setup.course)/restore", token: editor,
+                                                     body: #"{"clientId": "\#(EntityID.fresh())", "batchSeq": "1", "to": "5"}"#)
+            #expect(nothing.status == 200 && nothing.body.contains(#""unchanged": true"#), "\(nothing.body)")
             await watcher.close()
         }
     }
