@@ -22,6 +22,9 @@ enum ServerMetrics {
     static let subscriptions = Meter(label: "coursesync_subscriptions")
     /// Course hubs resident on this node.
     static let courseHubs = Meter(label: "coursesync_course_hubs")
+    /// Courses the store engine keeps in memory, and about how many bytes they hold.
+    static let cachedCourses = Meter(label: "coursesync_store_cached_courses")
+    static let cacheBytes = Meter(label: "coursesync_store_cache_bytes")
     /// Batches per group commit.
     static let groupBatches = Recorder(label: "coursesync_group_batches", aggregate: true)
     /// A group commit's store call, from the hub.

@@ -159,6 +159,7 @@ public final class SyncServer: Service, Sendable {
             while !Task.isCancelled {
                 try? await Task.sleep(for: sweepEvery)
                 self?.evictIdleHubs()
+                self?.refreshGauges()
             }
         }
         // Presence: relayed entries expire and this node's are relayed again, every refresh.
@@ -227,6 +228,14 @@ public final class SyncServer: Service, Sendable {
 
     /// Course hubs in memory on this node.
     public var residentHubs: Int { state.withLockedValue { $0.hubs.count } }
+
+    /// Sets the store's cache gauges (`coursesync_store_cached_courses`, `…_cache_bytes`) to what it
+    /// holds now: before each export of the metrics, and at each sweep of idle hubs.
+    public func refreshGauges() {
+        let usage = store.cacheUsage
+        ServerMetrics.cachedCourses.set(Double(usage.courses))
+        ServerMetrics.cacheBytes.set(Double(usage.bytes))
+    }
 
     /// Drops the hubs that have been quiet for ``ServerConfiguration/hubIdleTimeout``; returns how many.
     @discardableResult

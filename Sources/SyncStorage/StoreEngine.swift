@@ -281,6 +281,8 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
         }
     }
 
+    public var cacheUsage: (courses: Int, bytes: Int) { cache.withLock { ($0.count, $0.bytes) } }
+
     public func snapshot(courseID: EntityID) async throws -> CourseState {
         try await retrying(.load) { try await loadSnapshot(courseID) }
     }

@@ -153,6 +153,10 @@ public protocol SyncStore: Sendable {
     /// for a seq past the course's or older than the log reaches, ``StoreError/unknownCourse(_:)``
     /// if there is no such course.
     func course(_ courseID: EntityID, at seq: CourseSeq) async throws -> CourseState
+
+    /// The courses the store keeps in memory and about how many bytes they hold (bounded by its
+    /// cache limits), for the node's metrics.
+    var cacheUsage: (courses: Int, bytes: Int) { get }
 }
 
 /// A catch-up with the stored encoding of each of its diffs.

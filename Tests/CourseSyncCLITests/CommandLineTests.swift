@@ -121,13 +121,15 @@ import Testing
                             "coursesync_connections 1.0", "coursesync_subscriptions 1.0", "coursesync_course_hubs 1.0",
                             "coursesync_catch_ups_total{kind=\"snapshot\"} 1", "coursesync_slow_consumer_cuts_total 0",
                             "coursesync_commit_seconds_count 4", "coursesync_push_answer_seconds_count 4",
-                            "coursesync_refusals_total{limit=\"frame-bytes\"} 0"]
+                            "coursesync_refusals_total{limit=\"frame-bytes\"} 0", "coursesync_store_cached_courses 1.0"]
             // The readiness probes' connections may still be closing on a loaded machine: wait for them.
             var metrics = ""
             try? await eventually("the expected metrics") {
                 metrics = try await Self.get(opsPort, "/metrics").body
                 return expected.allSatisfy { metrics.contains($0 + "\n") }
             }
+            let cacheBytes = metrics.split(separator: "\n").first { $0.hasPrefix("coursesync_store_cache_bytes ") }.flatMap { Double($0.split(separator: " ")[1]) }
+            #expect((cacheBytes ?? 0) > 0, "the cached course's bytes: \(metrics)")
             for line in expected { #expect(metrics.contains(line + "\n"), "\(line) in\n\(metrics)") }
             // The same HTTP port takes the protocol over WebSocket (here its JSON form), into the same course.
             let browser = try await TestClient.connectWebSocket(port: opsPort, form: .json)

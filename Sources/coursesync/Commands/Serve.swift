@@ -164,7 +164,10 @@ struct Serve: AsyncParsableCommand {
         let ops: (SyncServer, @escaping @Sendable () async throws -> Void) -> [ServiceGroupConfiguration.ServiceConfiguration] = {
             [httpListen, metricsListen, security = configuration.security] server, ready in
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
-            let metrics: @Sendable () -> String = { registry.emitToString() }
+            let metrics: @Sendable () -> String = {
+                server.refreshGauges()
+                return registry.emitToString()
+            }
             if let address = httpListen {
                 // /metrics here unless it has an address of its own.
                 let routes = HTTPRoutes(ready: ready, metrics: metricsListen == nil ? metrics : nil, files: page?.files ?? [:])
