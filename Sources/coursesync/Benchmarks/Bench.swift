@@ -12,7 +12,7 @@ import SyncWire
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure the engine. Figures are medians and percentiles, on this machine, now.",
-        subcommands: [AckBench.self, ConvergeBench.self, LocalBench.self, FanoutBench.self, PresenceBench.self, HistoryBench.self, BroadcastFloor.self]
+        subcommands: [AckBench.self, ConvergeBench.self, LocalBench.self, FanoutBench.self, PresenceBench.self, HistoryBench.self, CoursesBench.self, BroadcastFloor.self]
     )
 }
 
