@@ -69,6 +69,10 @@ func withServer<T>(store: any SyncStore, configure: (inout ServerConfiguration) 
                    executor: (any TaskExecutor)? = nil, logger: Logger = TestDatabase.logger,
                    _ body: (TestServer) async throws -> T) async throws -> T {
     var configuration = ServerConfiguration(host: "127.0.0.1", port: 0, serverID: "test")
+    // As `serve` does: the handshake's own timeout, not one heartbeat interval (tests with a short
+    // interval are about idleness after the handshake; a token check slowed by a loaded machine
+    // must not end them first, as it once did in CI). A test of the handshake sets its own.
+    configuration.limits.session.handshakeTimeout = SessionLimits.defaultHandshakeTimeout
     configure(&configuration)
     // No leeway: tests of expiry use tokens that live a second or two.
     let authority = try await TokenAuthority(secret: TestServer.secret, rules: TokenRules(leeway: 0))
