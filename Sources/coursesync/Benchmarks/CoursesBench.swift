@@ -64,7 +64,7 @@ struct CoursesBench: AsyncParsableCommand {
 
             func subscribeAll() async throws -> (Subscribers, Duration) {
                 let start = ContinuousClock.now
-                let fans = try await Subscribers.connect(count: active, port: server.port, group: group) { index in
+                let fans = try await Subscribers.connect(count: active, ports: [server.port], group: group) { index in
                     Framing.frame(WireMessage.hello(Hello(clientID: ClientID(.random(using: &generator)), token: token)).payload())
                         + Framing.frame(WireMessage.subscribe(courseID: activeCourses[index], sinceSeq: 0).payload())
                 }

@@ -25,7 +25,10 @@ struct FanoutBench: AsyncParsableCommand {
         (first, median, last), and push → ack. Reports the server's CPU per delivered diff and its \
         resident memory per subscribed connection. Then the floor: a child process that writes the \
         same Diff frame's bytes to the same number of connections with no protocol work, triggered \
-        the same way, measured by the same subscribers; and the ratio.
+        the same way, measured by the same subscribers; and the ratio. With --nodes K (PostgreSQL), \
+        K `serve` children share the database, the subscribers are spread over them in turn and the \
+        pusher is on the first: the other nodes hear of each commit by NOTIFY and read its diff back \
+        from the store (CPU and memory are summed over the nodes; the floor is one process).
         """
     )
 
@@ -34,12 +37,14 @@ struct FanoutBench: AsyncParsableCommand {
     @Option(help: "Milliseconds between pushes.") var intervalMs = 500
     @Option(name: .customLong("postgres"), help: ArgumentHelp("Use PostgreSQL (a migrated database) instead of SQLite.", valueName: "url"))
     var postgresURL: String?
+    @Option(help: "Server nodes sharing the database (more than one needs --postgres).") var nodes = 1
 
     func validate() throws {
         guard (1...18_000).contains(subscribers) else { throw ValidationError("--subscribers must be between 1 and 18000") }
         guard (2...10_000).contains(diffs) else { throw ValidationError("--diffs must be between 2 and 10000") }
         guard (10...60_000).contains(intervalMs) else { throw ValidationError("--interval-ms must be between 10 and 60000") }
         if let postgresURL { _ = try PostgresURL.configuration(postgresURL) }
+        guard (1...8).contains(nodes), nodes == 1 || postgresURL != nil else { throw ValidationError("--nodes is 1 to 8, and more than 1 needs --postgres") }
     }
 
     func run() async throws {
@@ -57,24 +62,32 @@ struct FanoutBench: AsyncParsableCommand {
                                           media: CourseSeed.Media.numbered(20)).make(in: setup.store)
         let token = try await setup.authority.issue(TokenClaims(user: "fanout", expires: Date().addingTimeInterval(86_400), courses: [course.course: .editor]))
         let limit = String(subscribers + 16)
-        let server = try setup.server("server", arguments: ["--heartbeat-seconds", "600", "--max-connections-per-address", limit,
-                                                            "--max-connections-per-user", limit])
-        let port = server.port
-        try await server.start()
-        defer { server.stop() }
-        print("coursesync bench fanout — \(subscribers) subscribers of one course, \(diffs) diffs of 10 links every \(intervalMs) ms, \(postgresURL == nil ? "SQLite" : "PostgreSQL")")
+        let servers = try (0..<nodes).map { node in
+            try setup.server("server\(node)", arguments: ["--heartbeat-seconds", "600", "--max-connections-per-address", limit,
+                                                          "--max-connections-per-user", limit])
+        }
+        let port = servers[0].port
+        for server in servers { try await server.start() }
+        defer { for server in servers { server.stop() } }
+        print("coursesync bench fanout — \(subscribers) subscribers of one course\(nodes > 1 ? " spread over \(nodes) nodes (pushes on the first)" : ""), " +
+              "\(diffs) diffs of 10 links every \(intervalMs) ms, \(postgresURL == nil ? "SQLite" : "PostgreSQL")")
+        func stats() throws -> ProcessStats {
+            try servers.map { try ProcessStats(pid: $0.processID) }.reduce(ProcessStats(residentBytes: 0, cpuNanoseconds: 0)) {
+                ProcessStats(residentBytes: $0.residentBytes + $1.residentBytes, cpuNanoseconds: $0.cpuNanoseconds + $1.cpuNanoseconds)
+            }
+        }
 
         // The subscribers' one event loop (shut down with the process: the bench ends with it).
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let idle = try ProcessStats(pid: server.processID)
+        let idle = try stats()
         let subscribe = Framing.frame(WireMessage.subscribe(courseID: course.course, sinceSeq: 0).payload())
-        let fans = try await Subscribers.connect(count: subscribers, port: port, group: group) { _ in
+        let fans = try await Subscribers.connect(count: subscribers, ports: servers.map(\.port), group: group) { _ in
             var greeting = Framing.frame(WireMessage.hello(Hello(clientID: ClientID(.random(using: &generator)), token: token)).payload())
             greeting += subscribe
             return greeting
         }
         try await fans.waitUntilSubscribed(timeout: .seconds(120))
-        let subscribed = try ProcessStats(pid: server.processID)
+        let subscribed = try stats()
         let perConnection = Double(subscribed.residentBytes - idle.residentBytes) / Double(subscribers)
 
         // The pusher: links 10 media files, then unlinks them, one batch per interval.
@@ -109,11 +122,11 @@ struct FanoutBench: AsyncParsableCommand {
             }
             frame = fans.firstDiffFrame
         }
-        let done = try ProcessStats(pid: server.processID)
+        let done = try stats()
         let courseSync = fans.deliveries(sentAt: sentAt)
         await fans.close()
         let cpuPerDiff = Double(done.cpuNanoseconds - subscribed.cpuNanoseconds) / Double(diffs * subscribers)
-        server.stop()
+        for server in servers { server.stop() }
 
         // The floor: the same bytes to the same number of connections, nothing else.
         let floorPort = try freeLoopbackPort()
@@ -126,7 +139,7 @@ struct FanoutBench: AsyncParsableCommand {
         try await broadcaster.start()
         let floorIdle = try ProcessStats(pid: broadcaster.processID)
         defer { broadcaster.stop() }
-        let floorFans = try await Subscribers.connect(count: subscribers, port: floorPort, group: group) { _ in [] }
+        let floorFans = try await Subscribers.connect(count: subscribers, ports: [floorPort], group: group) { _ in [] }
         var floorSent: [ContinuousClock.Instant] = []
         let trigger = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: floorPort).get()
         try await BroadcastFloor.waitForConnections(subscribers + 1, countedIn: countsFile)
@@ -222,6 +235,11 @@ struct ProcessStats {
     var residentBytes: Int
     var cpuNanoseconds: Int
 
+    init(residentBytes: Int, cpuNanoseconds: Int) {
+        self.residentBytes = residentBytes
+        self.cpuNanoseconds = cpuNanoseconds
+    }
+
     init(pid: pid_t?) throws {
         guard let pid else { throw ValidationError("the server is not running") }
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
@@ -260,8 +278,8 @@ final class Subscribers: Sendable {
         state = NIOLockedValueBox(State(arrivals: Array(repeating: [], count: count)))
     }
 
-    /// Opens `count` connections, each sending `greeting(index)` at once.
-    static func connect(count: Int, port: Int, group: any EventLoopGroup, greeting: (Int) -> [UInt8]) async throws -> Subscribers {
+    /// Opens `count` connections, to `ports` in turn, each sending `greeting(index)` at once.
+    static func connect(count: Int, ports: [Int], group: any EventLoopGroup, greeting: (Int) -> [UInt8]) async throws -> Subscribers {
         let subscribers = Subscribers(count: count)
         for index in 0..<count {
             let bytes = greeting(index)
@@ -273,7 +291,7 @@ final class Subscribers: Sendable {
                         try channel.pipeline.syncOperations.addHandler(Counter(index: index, subscribers: subscribers))
                     }
                 }
-                .connect(host: "127.0.0.1", port: port).get()
+                .connect(host: "127.0.0.1", port: ports[index % ports.count]).get()
             subscribers.channels.withLockedValue { $0.append(channel) }
             if !bytes.isEmpty { channel.writeAndFlush(ByteBuffer(bytes: bytes), promise: nil) }
         }
