@@ -30,11 +30,11 @@ import Testing
                 Framing.frame(WireMessage.hello(Hello(clientID: ClientID(.fresh()), token: token)).payload()) + subscribe
             }
             // A first 100 settle what every node holds once (the course's hub, allocator arenas).
-            let warm = try await Subscribers.connect(count: 100, port: port, group: group, greeting: greeting)
+            let warm = try await Subscribers.connect(count: 100, ports: [port], group: group, greeting: greeting)
             try await warm.waitUntilSubscribed(timeout: .seconds(60))
             try await Task.sleep(for: .milliseconds(200))
             let before = try ProcessStats(pid: server.pid)
-            let measured = try await Subscribers.connect(count: 1_000, port: port, group: group, greeting: greeting)
+            let measured = try await Subscribers.connect(count: 1_000, ports: [port], group: group, greeting: greeting)
             try await measured.waitUntilSubscribed(timeout: .seconds(60))
             try await Task.sleep(for: .milliseconds(200))
             let after = try ProcessStats(pid: server.pid)
