@@ -206,6 +206,10 @@ actor CourseHub {
     /// Carries out what the core decided, until it decides nothing more.
     private func perform() {
         var released: [ObjectIdentifier] = []
+        // Catch-up reads by cursor: subscribers at the same cursor (every live subscriber when another
+        // node's commit is announced, or many new ones at once) share one store read.
+        var loads: [CourseSeq: [(key: ObjectIdentifier, generation: Int)]] = [:]
+        defer { for (cursor, readers) in loads { load(after: cursor, for: readers) } }
         while case let effects = core.takeEffects(), !effects.isEmpty {
             for effect in effects {
                 switch effect {
@@ -242,18 +246,7 @@ actor CourseHub {
                         released.append(key)
                         continue
                     }
-                    let store = store, courseID = courseID, limit = catchUpChunk, timeout = storeCallTimeout
-                    Task {
-                        do {
-                            let read = try await withDeadline(timeout, .catchUp) {
-                                try await store.catchUpEncoded(courseID: courseID, after: cursor, limit: limit)
-                            }
-                            self.keepEncodings(read.encodedDiffs.map { ($0.key, $0.value) })
-                            self.caughtUp(key, generation: generation, .success(read.catchUp))
-                        } catch {
-                            self.caughtUp(key, generation: generation, .failure(error))
-                        }
-                    }
+                    loads[cursor, default: []].append((key, generation))
                 case .sendCatchUp(let key, let generation, let messages):
                     guard let outbox = handles[key]?.outbox else { continue }
                     let encoded = messages.map { message -> ByteBuffer in
@@ -294,6 +287,25 @@ actor CourseHub {
         let quiet = core.isQuiet
         residency.withLockedValue { state in
             if state.quietSince == nil && quiet { state.quietSince = .now } else if !quiet { state.quietSince = nil }
+        }
+    }
+
+    /// One catch-up read after `cursor`, answered to each of `readers` as its own (what each
+    /// would have read, had it read alone a moment later, could only hold more: the core reads on).
+    private func load(after cursor: CourseSeq, for readers: [(key: ObjectIdentifier, generation: Int)]) {
+        let store = store, courseID = courseID, limit = catchUpChunk, timeout = storeCallTimeout
+        Task {
+            let result: Result<CatchUp, any Error>
+            do {
+                let read = try await withDeadline(timeout, .catchUp) {
+                    try await store.catchUpEncoded(courseID: courseID, after: cursor, limit: limit)
+                }
+                self.keepEncodings(read.encodedDiffs.map { ($0.key, $0.value) })
+                result = .success(read.catchUp)
+            } catch {
+                result = .failure(error)
+            }
+            for reader in readers { self.caughtUp(reader.key, generation: reader.generation, result) }
         }
     }
 
