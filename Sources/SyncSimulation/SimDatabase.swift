@@ -56,12 +56,18 @@ final class SimDatabase: @unchecked Sendable {
         let continuation: CheckedContinuation<Void, any Error>
     }
 
+    struct CatchUpReader {
+        let connection: Int
+        let generation: Int
+    }
+
     /// What a node's engine call came to, waiting for the simulator to hand it to the hub.
     enum Finished {
         case committed([BatchOutcome])
         case commitFailed(any Error)
-        case caughtUp(connection: Int, generation: Int, CatchUp)
-        case catchUpFailed(connection: Int, generation: Int, any Error)
+        /// One read shared by the subscribers caught up from the same cursor (as ``CourseHub`` shares it).
+        case caughtUp(readers: [CatchUpReader], CatchUp)
+        case catchUpFailed(readers: [CatchUpReader], any Error)
         case seq(CourseSeq?)
         case seqFailed(any Error)
     }

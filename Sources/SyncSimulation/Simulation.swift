@@ -101,6 +101,8 @@ public struct SimulationResult: Sendable {
     public var notificationsLost = 0
     /// Presence announcements made (changes of focus included).
     public var presenceUpdates = 0
+    /// Catch-up reads shared by several subscribers at one cursor.
+    public var sharedCatchUps = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -829,6 +831,10 @@ public final class Simulation {
 
     /// Carries out node `node`'s hub's effects until it has none.
     private func perform(_ node: Int) {
+        // Catch-up reads by cursor: one read for the subscribers caught up from the same one, as
+        // the real hub shares it.
+        var loads: [CourseSeq: [SimDatabase.CatchUpReader]] = [:]
+        defer { for cursor in loads.keys.sorted() { catchUp(loads[cursor]!, after: cursor, on: node) } }
         while case let effects = nodes[node].hub.takeEffects(), !effects.isEmpty {
             for effect in effects {
                 switch effect {
@@ -844,7 +850,7 @@ public final class Simulation {
                     if connections[id] == nil || connections[id]!.outbox.isClosing {
                         nodes[node].hub.unsubscribe(id)
                     } else {
-                        catchUp(id, generation: generation, after: cursor, on: node)
+                        loads[cursor, default: []].append(SimDatabase.CatchUpReader(connection: id, generation: generation))
                     }
                 case .sendCatchUp(let id, let generation, let messages):
                     feeds.append(CatchUpFeed(node: node, connection: id, generation: generation, messages: messages))
@@ -918,11 +924,12 @@ public final class Simulation {
                        failed: { .commitFailed($0) })
     }
 
-    private func catchUp(_ id: Int, generation: Int, after cursor: CourseSeq, on node: Int) {
+    private func catchUp(_ readers: [SimDatabase.CatchUpReader], after cursor: CourseSeq, on node: Int) {
+        if readers.count > 1 { result.sharedCatchUps += 1 }
         let engine = nodes[node].engine, courseID = courseID, limit = catchUpChunk
         database.start(node: node, epoch: nodes[node].epoch, {
-            .caughtUp(connection: id, generation: generation, try await engine.catchUpEncoded(courseID: courseID, after: cursor, limit: limit).catchUp)
-        }, failed: { .catchUpFailed(connection: id, generation: generation, $0) })
+            .caughtUp(readers: readers, try await engine.catchUpEncoded(courseID: courseID, after: cursor, limit: limit).catchUp)
+        }, failed: { .catchUpFailed(readers: readers, $0) })
     }
 
     /// Node `node` checks the course's seq (its ``CommitWatch``).
@@ -1006,11 +1013,11 @@ public final class Simulation {
             nodes[node].committing = [:]
             log("node \(node)'s group commit failed: \(error)")
             nodes[node].hub.commitFailed(unknownCourse: false)
-        case .caughtUp(let id, let generation, let catchUp):
-            nodes[node].hub.caughtUp(id, generation: generation, catchUp)
-        case .catchUpFailed(let id, let generation, let error):
-            log("node \(node)'s catch-up read for #\(id) failed: \(error)")
-            nodes[node].hub.catchUpFailed(id, generation: generation, unknownCourse: false)
+        case .caughtUp(let readers, let catchUp):
+            for reader in readers { nodes[node].hub.caughtUp(reader.connection, generation: reader.generation, catchUp) }
+        case .catchUpFailed(let readers, let error):
+            log("node \(node)'s catch-up read for \(readers.map { "#\($0.connection)" }.joined(separator: ", ")) failed: \(error)")
+            for reader in readers { nodes[node].hub.catchUpFailed(reader.connection, generation: reader.generation, unknownCourse: false) }
         case .seq(let seq):
             if let seq { nodes[node].hub.noteCommitted(upTo: seq) }
         case .seqFailed(let error):

@@ -69,7 +69,7 @@ struct Simulate: AsyncParsableCommand {
         let range = seed.map { $0...$0 } ?? seeds.range
         let start = ContinuousClock.now
         var failed: [SimulationResult] = []
-        var totals = (steps: 0, edits: 0, undos: 0, presence: 0, commits: 0, rejections: 0, faults: 0, pings: 0, lost: 0)
+        var totals = (steps: 0, edits: 0, undos: 0, presence: 0, shared: 0, commits: 0, rejections: 0, faults: 0, pings: 0, lost: 0)
         var simulated = Duration.zero
         var settleTimes: [Duration] = []
         var lastProgress = ContinuousClock.now
@@ -86,6 +86,7 @@ struct Simulate: AsyncParsableCommand {
             totals.edits += result.edits
             totals.undos += result.undos
             totals.presence += result.presenceUpdates
+            totals.shared += result.sharedCatchUps
             totals.commits += result.commits
             totals.rejections += result.rejections
             totals.faults += result.faults
@@ -106,7 +107,7 @@ struct Simulate: AsyncParsableCommand {
         let settle = settleTimes.isEmpty ? "" : ", settle after the last commit or fault: median \(seconds(settleTimes[settleTimes.count / 2])), max \(seconds(settleTimes.last!))"
         print("\(range.count) seeds (\(range.lowerBound)...\(range.upperBound)), \(nodes) nodes, \(clients) clients × \(edits) edits + \(watchers) watchers, faults \(options.faults): " +
               "\(range.count - failed.count) passed, \(failed.count) failed in \(elapsed.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 1)))) — " +
-              "\(totals.edits) edits, \(totals.undos) undos and redos, \(totals.presence) presence updates, \(totals.commits) commits, \(totals.rejections) rollbacks, \(totals.faults) faults, " +
+              "\(totals.edits) edits, \(totals.undos) undos and redos, \(totals.presence) presence updates, \(totals.shared) shared catch-up reads, \(totals.commits) commits, \(totals.rejections) rollbacks, \(totals.faults) faults, " +
               "\(totals.lost) notifications lost, \(totals.pings) client pings, \(seconds(simulated)) simulated\(settle)")
         if !failed.isEmpty {
             print("replay one with: coursesync simulate --seed \(failed[0].seed) --trace")
