@@ -11,7 +11,7 @@ package final class ConnectionHandle: Sendable {
     package let clientID: ClientID
     package let outbox: Outbox
     let inFlight: InFlightLimit
-    /// Names this connection's presence entries across the cluster (node and connection).
+    /// Names this connection's presence entries across the cluster (a UUID of the connection's own).
     package let presenceOrigin: String
 
     package init(clientID: ClientID, outbox: Outbox, maxInFlight: Int, presenceOrigin: String = UUID().uuidString) {
@@ -64,9 +64,9 @@ actor CourseHub {
     }
 
     init(courseID: EntityID, store: any SyncStore, logger: Logger, maxGroupBatches: Int, catchUpChunk: Int, storeCallTimeout: Duration,
-         presence: PresenceSettings = PresenceSettings(node: "node"), relay: (@Sendable (PresenceRelay) -> Void)? = nil) {
+         presenceNode: String = "node", presenceTTL: Duration = .seconds(30), relay: (@Sendable (PresenceRelay) -> Void)? = nil) {
         self.courseID = courseID
-        self.presence = PresenceBoard(courseID: courseID, node: presence.node, ttl: presence.ttl)
+        presence = PresenceBoard(courseID: courseID, node: presenceNode, ttl: presenceTTL)
         self.relay = relay
         self.store = store
         self.catchUpChunk = catchUpChunk
@@ -141,8 +141,6 @@ actor CourseHub {
         presence.tick(now: presenceClock.now())
         perform()
     }
-
-    var presentPeers: [PresencePeer] { presence.peers }
 
     var subscriberCount: Int { core.subscriberCount }
 
@@ -342,20 +340,6 @@ actor CourseHub {
         guard !core.references(key), !presence.references(key) else { return }
         handles[key] = nil
         pushedAt = pushedAt.filter { $0.key.connection != key }
-    }
-}
-
-/// How a node's course hubs keep presence: the node's name in relays, and how long another node's
-/// entry lives unless that node mentions it again (it does every `refresh`).
-package struct PresenceSettings: Sendable {
-    package var node: String
-    package var ttl: Duration = .seconds(30)
-    package var refresh: Duration = .seconds(10)
-
-    package init(node: String, ttl: Duration = .seconds(30), refresh: Duration = .seconds(10)) {
-        self.node = node
-        self.ttl = ttl
-        self.refresh = refresh
     }
 }
 

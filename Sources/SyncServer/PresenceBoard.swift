@@ -81,12 +81,11 @@ package struct PresenceBoard<Connection: Hashable & Comparable & Sendable>: Send
     /// its entry ends.
     package mutating func remove(_ connection: Connection) {
         watchers.remove(connection)
-        let gone = entries.filter { $0.value.owner == connection }
+        let gone = entries.filter { $0.value.owner == connection }.sorted { $0.key < $1.key }
         guard !gone.isEmpty else { return }
-        for clientID in gone.keys { entries[clientID] = nil }
-        broadcast(PresenceChange(courseID: courseID, left: gone.keys.sorted()))
-        effects.append(.relay(PresenceRelay(node: node, courseID: courseID,
-                                            left: gone.sorted { $0.key < $1.key }.map { .init(clientID: $0.key, origin: $0.value.origin) })))
+        for (clientID, _) in gone { entries[clientID] = nil }
+        broadcast(PresenceChange(courseID: courseID, left: gone.map(\.key)))
+        effects.append(.relay(PresenceRelay(node: node, courseID: courseID, left: gone.map { .init(clientID: $0.key, origin: $0.value.origin) })))
     }
 
     /// What another node relayed, heard at `now`.
@@ -95,11 +94,11 @@ package struct PresenceBoard<Connection: Hashable & Comparable & Sendable>: Send
         if relay.query, let refresh = refresh() { effects.append(.relay(refresh)) }
         var change = PresenceChange(courseID: courseID)
         for item in relay.entries {
+            let current = entries[item.peer.clientID]
             // This node's own connection of the same client is certainly alive; keep it.
-            if let current = entries[item.peer.clientID], current.owner != nil { continue }
-            let before = entries[item.peer.clientID]
+            if current?.owner != nil { continue }
             entries[item.peer.clientID] = Entry(peer: item.peer, origin: item.origin, owner: nil, expires: now + ttl)
-            if before?.peer != item.peer { change.peers.append(item.peer) }
+            if current?.peer != item.peer { change.peers.append(item.peer) }
         }
         for leave in relay.left {
             guard let current = entries[leave.clientID], current.owner == nil, current.origin == leave.origin else { continue }

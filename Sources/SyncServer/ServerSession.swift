@@ -109,7 +109,7 @@ package struct ServerSession: Sendable {
         switch state {
         case .closed: nil
         case .awaitingHello, .authenticating: helloDeadline
-        case .ready: earliest(earliest(readingPaused ? nil : heartbeat?.deadline, tokenDeadline), presenceDue)
+        case .ready: earliest(readingPaused ? nil : heartbeat?.deadline, tokenDeadline, presenceDue)
         }
     }
 

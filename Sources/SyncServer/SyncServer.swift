@@ -215,8 +215,7 @@ public final class SyncServer: Service, Sendable {
             let hub = state.hubs[courseID] ?? CourseHub(courseID: courseID, store: store, logger: logger,
                                                         maxGroupBatches: configuration.maxGroupBatches, catchUpChunk: configuration.catchUpChunk,
                                                         storeCallTimeout: configuration.storeCallTimeout,
-                                                        presence: PresenceSettings(node: presenceNode, ttl: configuration.presenceTTL,
-                                                                                   refresh: configuration.presenceRefresh),
+                                                        presenceNode: presenceNode, presenceTTL: configuration.presenceTTL,
                                                         relay: { outlet.yield($0) })
             if state.hubs.updateValue(hub, forKey: courseID) == nil { ServerMetrics.courseHubs.increment() }
             // Handed out just now: not evicted for at least `hubIdleTimeout`, by which time what it
@@ -260,12 +259,6 @@ public final class SyncServer: Service, Sendable {
     package func notePresence(_ relay: PresenceRelay) async {
         guard relay.node != presenceNode, let hub = state.withLockedValue({ $0.hubs[relay.courseID] }) else { return }
         await hub.relayed(relay)
-    }
-
-    /// Who is present on a course on this node (its own connections and what others relayed).
-    public func presence(courseID: EntityID) async -> [PresencePeer] {
-        guard let hub = state.withLockedValue({ $0.hubs[courseID] }) else { return [] }
-        return await hub.presentPeers
     }
 
     /// Reads the seq of every course this node has subscribers for and catches their hubs up to
