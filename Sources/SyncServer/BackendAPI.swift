@@ -149,10 +149,9 @@ enum BackendAPI {
             let (result, user) = await server.outlining(courseID, at: at, token: token)
             switch result {
             case .success(let state):
-                return HTTPAnswer(.ok, .snapshot(SnapshotPart(course: state.course, chapters: state.orderedChapters, media: Array(state.media.values),
-                                                              videos: state.chapterOrder.flatMap { state.videos(in: $0) }, part: 0, last: true)), user: user)
+                return HTTPAnswer(.ok, .snapshot(SnapshotPart(whole: state)), user: user)
             case .failure(let error):
-                return HTTPAnswer(error.code == .limitExceeded ? .gone : status(of: error), .error(error), user: user)
+                return HTTPAnswer(readStatus(of: error), .error(error), user: user)
             }
         case (.GET, "restore"):
             guard let to = seq("to") else {
@@ -164,7 +163,7 @@ enum BackendAPI {
                 // The batch to send (as the caller's own, with its own batch seq and temps).
                 return HTTPAnswer(.ok, .push(Push(courseID: courseID, batchSeq: 1, baseSeq: current, ops: ops)), user: user)
             case .failure(let error):
-                return HTTPAnswer(error.code == .limitExceeded ? .gone : status(of: error), .error(error), user: user)
+                return HTTPAnswer(readStatus(of: error), .error(error), user: user)
             }
         case (.GET, "history"):
             return await history(of: courseID, query: query, token: token, server)
@@ -182,7 +181,7 @@ enum BackendAPI {
             let ops: [SyncModel.Operation], current: CourseSeq
             switch computed {
             case .success(let restore): (ops, current) = restore
-            case .failure(let error): return HTTPAnswer(error.code == .limitExceeded ? .gone : status(of: error), .error(error), user: reader)
+            case .failure(let error): return HTTPAnswer(readStatus(of: error), .error(error), user: reader)
             }
             // Sent even when there is nothing to do: a resend of a restore that committed gets its
             // Ack (exactly-once answers before it looks at the ops); a new empty one is refused as
@@ -255,7 +254,7 @@ enum BackendAPI {
             let json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
             return HTTPAnswer(.ok, json + "\n", contentType: "application/json", user: user)
         case .failure(let error):
-            return HTTPAnswer(status(of: error), .error(error), user: user)
+            return HTTPAnswer(readStatus(of: error), .error(error), user: user)
         }
     }
 
@@ -279,6 +278,12 @@ enum BackendAPI {
         }
         guard push.courseID == courseID else { throw WireError.invalidField("course", reason: "the body names another course than the path") }
         return (push, ClientID(client))
+    }
+
+    /// A read's refusal: as ``status(of:)``, but a state the history no longer (or does not yet)
+    /// reach, which ``SyncServer/reading(_:token:_:)`` words as `LIMIT_EXCEEDED`, is `410 Gone`.
+    static func readStatus(of error: ConnectionError) -> HTTPResponseStatus {
+        error.code == .limitExceeded ? .gone : status(of: error)
     }
 
     static func status(of error: ConnectionError) -> HTTPResponseStatus {

@@ -246,9 +246,7 @@ public final class StoreEngine<Backend: StoreBackend>: SyncStore {
     }
 
     static func encodeSnapshot(_ state: CourseState) -> [UInt8] {
-        let part = SnapshotPart(course: state.course, chapters: state.orderedChapters, media: state.media.values.sorted { $0.id < $1.id },
-                                videos: state.orderedChapters.flatMap { state.videos(in: $0.id) }, part: 0, last: true)
-        return WireMessage.snapshot(part).payload()
+        WireMessage.snapshot(SnapshotPart(whole: state)).payload()
     }
 
     static func decodeSnapshot(_ bytes: [UInt8]) throws -> CourseState {

@@ -104,6 +104,16 @@ public struct SnapshotPart: Hashable, Sendable {
     }
 }
 
+extension SnapshotPart {
+    /// The whole course as one part (the only and last): chapters in order, media files by ID,
+    /// each chapter's videos in order. For the HTTP API and the store's snapshots (catch-up splits
+    /// a course into parts of about 1 MiB instead).
+    public init(whole state: CourseState) {
+        self.init(course: state.course, chapters: state.orderedChapters, media: state.media.values.sorted { $0.id < $1.id },
+                  videos: state.orderedChapters.flatMap { state.videos(in: $0.id) }, part: 0, last: true)
+    }
+}
+
 extension CourseState {
     /// The course a snapshot's parts hold together (the course row is the last part's).
     public init(parts: [SnapshotPart]) {
