@@ -58,12 +58,7 @@ extension SyncClient {
     @discardableResult
     public func restore(to seq: CourseSeq) async throws -> Bool {
         let earlier = try await course(at: seq)
-        guard !closed else { throw EditError.closed }
-        if case .storage? = stopped { throw stopped! }
-        let sent = try core.restore(to: earlier, now: now())
-        carryOut()
-        if case .storage? = stopped { throw stopped! }
-        return sent
+        return try performBatch { core, now throws(EditError) in try core.restore(to: earlier, now: now) }
     }
 
     private func get(_ path: String) async throws -> Data {

@@ -255,14 +255,14 @@ public actor SyncClient {
     /// one from the library). At most 100 edits are remembered, in memory only.
     @discardableResult
     public func undo() throws -> Bool {
-        try performUndo { core, now throws(EditError) in try core.undo(now: now) }
+        try performBatch { core, now throws(EditError) in try core.undo(now: now) }
     }
 
     /// Makes again what the last ``undo()`` took back; `false` if there is nothing to redo (a new
     /// edit ends what could be redone).
     @discardableResult
     public func redo() throws -> Bool {
-        try performUndo { core, now throws(EditError) in try core.redo(now: now) }
+        try performBatch { core, now throws(EditError) in try core.redo(now: now) }
     }
 
     /// Whether ``undo()`` / ``redo()`` have something to take back or make again.
@@ -326,7 +326,9 @@ public actor SyncClient {
         }
     }
 
-    private func performUndo(_ step: (inout ClientCore, Moment) throws(EditError) -> Bool) throws -> Bool {
+    /// Runs an engine step that sends a batch of its own making (an undo, a redo, a restore) and
+    /// writes it to the replica, as ``perform(_:holdOpen:)`` does for one edit; what the step returns.
+    func performBatch(_ step: (inout ClientCore, Moment) throws(EditError) -> Bool) throws -> Bool {
         guard !closed else { throw EditError.closed }
         if case .storage? = stopped { throw stopped! }
         let sent = try step(&core, now())

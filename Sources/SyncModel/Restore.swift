@@ -120,10 +120,7 @@ extension CourseState {
             if let now = chapters[chapter.id], now.title != chapter.title { ops.append(.renameChapter(.id(chapter.id), title: chapter.title)) }
         }
         // Chapter order: the surviving and re-made chapters, moved where their order differs.
-        var order: [Ref] = orderedChapters.map { .id($0.id) }.filter { ref in
-            if case .id(let id) = ref { return earlier.chapters[id] != nil }
-            return true
-        }
+        var order: [Ref] = orderedChapters.filter { earlier.chapters[$0.id] != nil }.map { .id($0.id) }
         for chapter in earlier.orderedChapters where chapters[chapter.id] == nil { order.append(chapterRef[chapter.id]!) }
         for (index, chapter) in earlier.orderedChapters.enumerated() {
             let ref = chapterRef[chapter.id]!

@@ -212,17 +212,11 @@ final class TestClient: Sendable {
         }
     }
 
-    /// Who is present on `courseID` as this client's presence updates tell it.
-    func presence(_ courseID: EntityID) -> [ClientID: PresencePeer] {
-        received.reduce(into: [:]) { present, message in
-            if case .presence(let change) = message, change.courseID == courseID { present = change.applied(to: present) }
-        }
-    }
-
-    /// Waits until the presence updates received show exactly `expected` on `courseID`.
-    func waitForPresence(_ courseID: EntityID, _ what: String, _ expected: @escaping @Sendable ([ClientID: PresencePeer]) -> Bool) async throws {
+    /// Waits until who is present on `courseID`, as the presence updates received so far tell it,
+    /// satisfies `condition`.
+    func waitForPresence(_ courseID: EntityID, _ what: String, _ condition: @escaping @Sendable ([ClientID: PresencePeer]) -> Bool) async throws {
         try await waitUntil(what) { messages in
-            expected(messages.reduce(into: [:]) { present, message in
+            condition(messages.reduce(into: [:]) { present, message in
                 if case .presence(let change) = message, change.courseID == courseID { present = change.applied(to: present) }
             })
         }

@@ -49,7 +49,7 @@ struct CoursesBench: AsyncParsableCommand {
             for index in 0..<(courses - active) {
                 try await setup.store.createCourse(Course(id: .random(using: &generator), title: "Course \(index)"))
             }
-            say("coursesync bench courses — \(courses) courses (\(active) with 20 media files each, made in \(Int((ContinuousClock.now - started).components.seconds)) s), " +
+            say("coursesync bench courses — \(courses) courses (\(active) with 20 media files each, made in \(Int((ContinuousClock.now - started).seconds)) s), " +
                 "\(postgresURL == nil ? "SQLite" : "PostgreSQL"), course idle timeout \(idleSeconds) s")
             let token = try await setup.authority.issue(TokenClaims(user: "courses", expires: Date().addingTimeInterval(86_400), courses: [:], everyCourse: .viewer))
             let limit = String(active + 16)
@@ -95,9 +95,7 @@ struct CoursesBench: AsyncParsableCommand {
             say("with \(active) subscribed: \(value(busyMetrics, "coursesync_course_hubs")) hubs, \(value(busyMetrics, "coursesync_store_cached_courses")) courses cached " +
                 "(\(mib(Int(busyMetrics["coursesync_store_cache_bytes"] ?? 0)))); after the idle timeout: \(value(afterMetrics, "coursesync_course_hubs")) hubs")
             say(String(format: "every course live (connect, hello, subscribe, snapshot): first %.2f s, again after the hubs were dropped %.2f s (%.2f ms per course); hubs then %@",
-                       Double(first.components.attoseconds) / 1e18 + Double(first.components.seconds),
-                       Double(second.components.attoseconds) / 1e18 + Double(second.components.seconds),
-                       (Double(second.components.attoseconds) / 1e18 + Double(second.components.seconds)) * 1000 / Double(active),
+                       first.seconds, second.seconds, second.seconds * 1000 / Double(active),
                        value(againMetrics, "coursesync_course_hubs")))
             try await group.shutdownGracefully()
         }

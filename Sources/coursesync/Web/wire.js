@@ -86,9 +86,8 @@ export function opFromWire(op, temp) {
     } else if (key === "durationMs" || key === "byteSize") out[key] = Number(value);
     else out[key] = ref(value);
   }
-  if (kind === "createChapter" && out.title === undefined) out.title = "";
-  if (kind === "renameChapter" && out.title === undefined) out.title = "";
-  if (kind === "renameVideo" && out.title === undefined) out.title = "";
+  // The JSON form leaves out an empty title: the page's ops always carry one.
+  if (out.title === undefined && (kind === "createChapter" || kind === "renameChapter" || kind === "renameVideo")) out.title = "";
   return { [kind]: out };
 }
 
