@@ -54,6 +54,36 @@ import Testing
         }
     }
 
+    /// Node A's subscribers all hear of node B's commits: told of them, A's hub catches every live
+    /// subscriber up from one shared store read (they are at one cursor), and each must get it.
+    @Test func everySubscriberOfANodeGetsAnotherNodesCommits() async throws {
+        try await withDatabase { database in
+            let (courseID, chapters, _) = try await database.makeCourse(chapters: 1)
+            try await withServer(store: database.store) { nodeA in
+                let storeB = PostgresStore(client: database.client, logger: TestDatabase.logger)
+                try await withServer(store: storeB) { nodeB in
+                    let listener = Task { try await CommitListener(store: database.store, server: nodeA.server).run() }
+                    defer { listener.cancel() }
+                    var watchers: [TestClient] = []
+                    for _ in 0..<4 {
+                        let watcher = try await TestClient.connect(port: nodeA.port, answerPings: true)
+                        try await watcher.hello(token: nodeA.token([courseID: .viewer]))
+                        try await watcher.subscribe(courseID)
+                        watchers.append(watcher)
+                    }
+                    let writer = try await nodeB.editor(of: courseID)
+                    for batchSeq in 1...3 as ClosedRange<BatchSeq> {
+                        _ = try await writer.push(courseID, batchSeq: batchSeq, [.renameChapter(.id(chapters[0]), title: "Title \(batchSeq)")]).get()
+                    }
+                    for (index, watcher) in watchers.enumerated() {
+                        try await watcher.waitUntil("watcher \(index) has seq 4") { $0.contains { if case .diff(let d) = $0 { d.seq == 4 } else { false } } }
+                        #expect(watcher.received.compactMap { if case .diff(let d) = $0 { d.seq } else { nil } } == [2, 3, 4] as [CourseSeq], "watcher \(index)")
+                    }
+                }
+            }
+        }
+    }
+
     /// The listener reconnects and reads the store as soon as it listens again.
     @Test func aListenerWhoseBackendWasKilledCatchesUpWhenItListensAgain() async throws {
         try await afterTheListenerDies(retryDelay: .milliseconds(300), checkInterval: .seconds(3_600))
