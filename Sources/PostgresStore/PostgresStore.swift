@@ -16,7 +16,14 @@ extension StoreEngine where Backend == PostgresBackend {
     ///   - onFailure: told of each failed call that is tried again; by default it is logged (warning).
     public convenience init(client: PostgresClient, logger: Logger, logRetention: Int = 100_000, snapshotInterval: Int = 1_000,
                             maxCachedBytes: Int = 256 << 20, retryPolicy: StoreRetryPolicy = .standard, onFailure: (@Sendable (StoreError) -> Void)? = nil) {
-        self.init(backend: PostgresBackend(client: client, logger: logger), logRetention: logRetention, snapshotInterval: snapshotInterval,
+        self.init(primary: PostgresPrimary(client: client, logger: logger), logger: logger, logRetention: logRetention,
+                  snapshotInterval: snapshotInterval, maxCachedBytes: maxCachedBytes, retryPolicy: retryPolicy, onFailure: onFailure)
+    }
+
+    /// A store on a database that may have several hosts (``PostgresPrimary``), writing to its primary.
+    public convenience init(primary: PostgresPrimary, logger: Logger, logRetention: Int = 100_000, snapshotInterval: Int = 1_000,
+                            maxCachedBytes: Int = 256 << 20, retryPolicy: StoreRetryPolicy = .standard, onFailure: (@Sendable (StoreError) -> Void)? = nil) {
+        self.init(backend: PostgresBackend(primary: primary, logger: logger), logRetention: logRetention, snapshotInterval: snapshotInterval,
                   maxCachedBytes: maxCachedBytes,
                   retryPolicy: retryPolicy, onFailure: onFailure ?? { error in
                       logger.warning("database call failed; trying again", metadata: ["error": "\(error)"])
@@ -61,28 +68,36 @@ extension StoreEngine: CommitNotifications where Backend: CommitNotifications {
 /// `client_temps` refuse a batch or temp ID stored before. Every statement is prepared, and every
 /// lookup is an index probe per key, so no plan depends on a course's size or on statistics.
 public struct PostgresBackend: StoreBackend, CommitNotifications {
-    public let client: PostgresClient
+    public let primary: PostgresPrimary
     let logger: Logger
     private let connectionGuard: ConnectionGuard
 
     /// - Parameter callTimeout: the longest one primitive is waited for (``ConnectionGuard``).
-    public init(client: PostgresClient, logger: Logger, callTimeout: Duration = .seconds(15)) {
-        self.client = client
+    public init(primary: PostgresPrimary, logger: Logger, callTimeout: Duration = .seconds(15)) {
+        self.primary = primary
         self.logger = logger
         connectionGuard = ConnectionGuard(timeout: callTimeout)
     }
+
+    public init(client: PostgresClient, logger: Logger, callTimeout: Duration = .seconds(15)) {
+        self.init(primary: PostgresPrimary(client: client, logger: logger), logger: logger, callTimeout: callTimeout)
+    }
+
+    /// The pool of the host in use.
+    public var client: PostgresClient { primary.client }
 
     /// The NOTIFY channel on which every commit announces `<course id> <seq>`.
     public static let notificationChannel = "coursesync_commits"
 
     public func insertCourse(_ course: Course) async throws {
-        try await database(.create) {
-            let rows = try await client.query("""
+        let logger = logger
+        let inserted = try await onConnection(.create) { connection in
+            try await connection.query("""
                 INSERT INTO courses (id, title, seq) VALUES (\(course.id.uuid), \(course.title), \(Int64(course.seq)))
                 ON CONFLICT (id) DO NOTHING RETURNING id
-                """, logger: logger)
-            guard try await rows.collect().count == 1 else { throw StoreError.courseExists(course.id) }
+                """, logger: logger).collect().count == 1
         }
+        guard inserted else { throw StoreError.courseExists(course.id) }
     }
 
     public func courseSeq(_ courseID: EntityID) async throws -> CourseSeq? {
@@ -240,7 +255,7 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
     // MARK: - Copying
 
     public func readHistory(_ courseID: EntityID, before: CourseSeq?, limit: Int) async throws -> [HistoryRecord]? {
-        try await client.withConnection { connection in
+        try await onConnection(.catchUp) { connection in
             // The course's existence and its history in one statement (a course with no history gives one row of nulls).
             let rows = try await connection.query("""
                 SELECT l.seq, extract(epoch FROM l.committed_at)::float8, l.author, l.origin_client_id, l.origin_batch_seq, l.summary
@@ -265,23 +280,26 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
     public func writeSnapshot(_ courseID: EntityID, seq: CourseSeq, state: [UInt8]) async throws {
         // One statement: keep this one, drop those older than the change log reaches (one is kept
         // below its oldest entry).
-        try await client.query("""
+        _ = try await onConnection(.commit) { connection in try await connection.query("""
             WITH kept AS (
                 INSERT INTO course_snapshots (course_id, seq, state) VALUES (\(courseID.uuid), \(Int64(seq)), \(ByteBuffer(bytes: state)))
                 ON CONFLICT DO NOTHING RETURNING seq)
             DELETE FROM course_snapshots WHERE course_id = \(courseID.uuid) AND seq < (
                 SELECT max(seq) FROM course_snapshots WHERE course_id = \(courseID.uuid)
                 AND seq < coalesce((SELECT min(seq) FROM change_log WHERE course_id = \(courseID.uuid)), 0))
-            """, logger: logger).collect()
+            """, logger: logger).collect().count }
     }
 
     public func readSnapshot(_ courseID: EntityID, atOrBefore seq: CourseSeq) async throws -> (seq: CourseSeq, state: [UInt8])? {
-        let rows = try await client.query("""
-            SELECT seq, state FROM course_snapshots WHERE course_id = \(courseID.uuid) AND seq <= \(Int64(clamping: seq))
-            ORDER BY seq DESC LIMIT 1
-            """, logger: logger)
-        for try await (found, state) in rows.decode((Int64, ByteBuffer).self) { return (CourseSeq(found), Array(buffer: state)) }
-        return nil
+        let logger = logger
+        return try await onConnection(.catchUp) { connection in
+            let rows = try await connection.query("""
+                SELECT seq, state FROM course_snapshots WHERE course_id = \(courseID.uuid) AND seq <= \(Int64(clamping: seq))
+                ORDER BY seq DESC LIMIT 1
+                """, logger: logger)
+            for try await (found, state) in rows.decode((Int64, ByteBuffer).self) { return (CourseSeq(found), Array(buffer: state)) }
+            return nil
+        }
     }
 
     public func readRows(_ tables: [StoreTable]) async throws -> [[[StoreValue]]] {
@@ -345,24 +363,26 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
 
     // MARK: - Failures
 
-    /// `body` on a pooled connection, waited for no longer than the connection lives or the call
-    /// timeout allows (``ConnectionGuard``), with its failures described (``database(_:_:)``).
+    /// `body` on a pooled connection of the host in use, waited for (lease included) no longer than
+    /// the connection lives, the host stays in use, or the call timeout allows
+    /// (``ConnectionGuard``), with its failures described (``database(_:_:)``).
     func onConnection<T: Sendable>(_ operation: StoreOperation, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        try await database(operation) {
-            try await client.withConnection { connection in try await connectionGuard.run(operation, on: connection, body) }
-        }
+        try await database(operation) { try await connectionGuard.run(operation, primary: primary, body) }
     }
 
     /// `body`, with a failure of PostgreSQL's (or of the connection to it) thrown as
-    /// ``StoreError/unavailable(_:detail:)``, described as an operator needs it.
+    /// ``StoreError/unavailable(_:detail:)``, described as an operator needs it. Such a failure
+    /// makes a replicated database's hosts be asked again which one to use (``PostgresPrimary``).
     func database<T>(_ operation: StoreOperation, _ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch let error as StoreError {
+            if error.isUnavailable { primary.suspect() }
             throw error
         } catch let error as CancellationError {
             throw error
         } catch {
+            primary.suspect()
             throw StoreError.unavailable(operation, detail: Self.describe(error))
         }
     }
@@ -405,7 +425,10 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
     public static let presenceChannel = "coursesync_presence"
 
     public func publishPresence(_ text: String) async throws {
-        try await client.query("SELECT pg_notify(\(Self.presenceChannel), \(text))::text", logger: logger).collect()
+        let logger = logger
+        _ = try await onConnection(.listen) { connection in
+            try await connection.query("SELECT pg_notify(\(Self.presenceChannel), \(text))::text", logger: logger).collect().count
+        }
     }
 
     public func listenForPresence(retryDelay: Duration = .seconds(1), _ handler: @escaping @Sendable (String) async -> Void) async {
@@ -426,6 +449,7 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
                 }
             } catch {
                 if Task.isCancelled { return }
+                primary.suspect()
                 logger.warning("\(what) interrupted; listening again",
                                metadata: ["operation": "\(StoreOperation.listen)", "error": "\(Self.describe(error))"])
             }

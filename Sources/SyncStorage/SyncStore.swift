@@ -86,6 +86,8 @@ public enum StoreOperation: String, Hashable, Sendable, CaseIterable, CustomStri
     case listen
     /// Copying (dump or load of a whole store).
     case copy
+    /// Finding which of a replicated database's hosts to use (its primary).
+    case locate
 
     public var description: String { rawValue }
 }

@@ -29,7 +29,11 @@ import Testing
             let created = try await Subprocess.run(["course", "create", "--postgres", url, "--title", "Intro to Swift", "--log-level", "error"])
             let courseID = try #require(EntityID(created.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(created.output)")
 
-            let server = try Subprocess(["serve", "--postgres", url, "--secret-file", secretFile, "--listen", "127.0.0.1:0"])
+            // Served through a list of hosts whose first answers nothing (a lost primary): the node
+            // uses the one that accepts writes.
+            let hosts = "postgres://postgres@127.0.0.1:\(PostgresCluster.freePort()),127.0.0.1:\(database.cluster.port)/\(database.name)"
+                + "?sslmode=disable&target_session_attrs=read-write"
+            let server = try Subprocess(["serve", "--postgres", hosts, "--secret-file", secretFile, "--listen", "127.0.0.1:0"])
             let port = try #require(try await listeningPort(of: server), "\(server.output)")
             let issued = try await Subprocess.run(["token", "issue", "--user", "alice", "--course", courseID.description, "--role", "editor", "--secret-file", secretFile])
             #expect(issued.status == 0)

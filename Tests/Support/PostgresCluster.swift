@@ -15,6 +15,8 @@ struct PostgresCluster: Sendable {
     let directory: String
     let bin: String
     let asRoot: Bool
+    /// `postgres` options beyond the port, socket and listen address.
+    var settings = "-c max_connections=400 -c fsync=on"
 
     /// Started on first use; every test of the run shares it (each with its own database).
     static let shared: Result<PostgresCluster, ClusterError> = Result { () throws(ClusterError) in
@@ -32,7 +34,46 @@ struct PostgresCluster: Sendable {
 
     /// A cluster of its own (for a test that restarts it: `shared` serves every other test at
     /// once); ``stop()`` it when done.
-    static func start() throws(ClusterError) -> PostgresCluster {
+    static func start(settings: String? = nil) throws(ClusterError) -> PostgresCluster {
+        let (bin, directory, asRoot) = try makeDirectory()
+        let port = freePort()
+        try run("\(bin)/initdb", ["-D", "\(directory)/data", "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"], asPostgres: asRoot)
+        var cluster = PostgresCluster(port: port, directory: directory, bin: bin, asRoot: asRoot)
+        if let settings { cluster.settings = settings }
+        try cluster.startServer()
+        return cluster
+    }
+
+    /// A standby of `primary`, streaming from it: `pg_basebackup -R` (which writes the
+    /// `primary_conninfo` and `standby.signal`), started on a port of its own. A standby named in
+    /// the primary's `synchronous_standby_names` acknowledges each commit before the primary does.
+    static func startStandby(of primary: PostgresCluster) throws(ClusterError) -> PostgresCluster {
+        let (bin, directory, asRoot) = try makeDirectory()
+        try run("\(bin)/pg_basebackup", ["-D", "\(directory)/data", "-R", "-X", "stream", "-c", "fast", "--no-sync",
+                                         "-h", "127.0.0.1", "-p", "\(primary.port)", "-U", "postgres"],
+                asPostgres: asRoot)
+        let cluster = PostgresCluster(port: freePort(), directory: directory, bin: bin, asRoot: asRoot)
+        try cluster.startServer()
+        return cluster
+    }
+
+    /// Ends recovery: the standby becomes a primary (`pg_ctl promote`, waiting until it accepts writes).
+    func promote() throws(ClusterError) {
+        try Self.run("\(bin)/pg_ctl", ["-D", "\(directory)/data", "-w", "-t", "60", "promote"], asPostgres: asRoot)
+    }
+
+    /// Every backend killed at once, no checkpoint, not started again (a lost machine).
+    func kill() throws(ClusterError) {
+        try Self.run("\(bin)/pg_ctl", ["-D", "\(directory)/data", "-m", "immediate", "-w", "stop"], asPostgres: asRoot)
+    }
+
+    private func startServer() throws(ClusterError) {
+        try Self.run("\(bin)/pg_ctl", ["-D", "\(directory)/data", "-l", "\(directory)/server.log", "-w", "-t", "60", "start",
+                                       "-o", "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 \(settings)"],
+                     asPostgres: asRoot)
+    }
+
+    private static func makeDirectory() throws(ClusterError) -> (bin: String, directory: String, asRoot: Bool) {
         guard let bin = binDirectory() else {
             throw ClusterError(description: "PostgreSQL server binaries (initdb, pg_ctl) were not found in /usr/lib/postgresql/*/bin or PATH: install the Debian package `postgresql` (apt-get install -y postgresql)")
         }
@@ -46,19 +87,14 @@ struct PostgresCluster: Sendable {
         if asRoot {
             try run("/bin/chown", ["postgres:postgres", directory])
         }
-        let port = freePort()
-        try run("\(bin)/initdb", ["-D", "\(directory)/data", "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"], asPostgres: asRoot)
-        try run("\(bin)/pg_ctl", ["-D", "\(directory)/data", "-l", "\(directory)/server.log", "-w", "-t", "60", "start",
-                                  "-o", "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=on"],
-                asPostgres: asRoot)
-        return PostgresCluster(port: port, directory: directory, bin: bin, asRoot: asRoot)
+        return (bin, directory, asRoot)
     }
 
     /// A crash and recovery: `pg_ctl restart -m immediate` (every backend killed, no checkpoint;
     /// the server replays its WAL on start).
     func restartImmediately() throws(ClusterError) {
         try Self.run("\(bin)/pg_ctl", ["-D", "\(directory)/data", "-l", "\(directory)/server.log", "-w", "-t", "60", "-m", "immediate", "restart",
-                                       "-o", "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=on"],
+                                       "-o", "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 \(settings)"],
                      asPostgres: asRoot)
     }
 

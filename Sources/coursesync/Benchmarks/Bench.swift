@@ -53,9 +53,9 @@ struct AckBench: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "coursesync.bench")
         logger.logLevel = .error
-        try await withPostgres(try postgres.configuration(), logger: logger) { client in
-            let store = PostgresStore(client: client, logger: logger)
-            if migrate { try await Migrator().migrate(client, logger: logger) } else { try await store.checkSchema() }
+        try await withPostgres(try postgres.target(), logger: logger) { primary in
+            let store = PostgresStore(primary: primary, logger: logger)
+            if migrate { try await Migrator().migrate(primary.client, logger: logger) } else { try await store.checkSchema() }
             let secret = Array(TokenSecret.generate().utf8)
             let authority = try await TokenAuthority(secret: secret)
             let server = SyncServer(store: store, authority: authority,

@@ -182,22 +182,23 @@ struct Serve: AsyncParsableCommand {
             return services
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration]
-        if let postgresConfiguration = try store.postgresConfiguration() {
-            let client = PostgresClient(configuration: postgresConfiguration, backgroundLogger: logger)
-            let postgresStore = PostgresStore(client: client, logger: logger, logRetention: logRetention, maxCachedBytes: cacheMib << 20,
+        if let target = try store.postgresTarget() {
+            let primary = try PostgresPrimary(target: target, logger: logger)
+            let postgresStore = PostgresStore(primary: primary, logger: logger, logRetention: logRetention, maxCachedBytes: cacheMib << 20,
                                               onFailure: reportingStoreRetries(to: logger))
             let server = SyncServer(store: postgresStore, authority: authority, configuration: configuration, logger: logger)
-            let description = "PostgreSQL \(postgresConfiguration.host ?? "(socket)"):\(postgresConfiguration.port ?? 5432)/\(postgresConfiguration.database ?? "")"
+            let description = "PostgreSQL \(target.description)"
             let node = Node(server: server, announce: { banner($0, description) }, prepare: { [migrate] in
+                try await primary.locate()
                 if migrate {
-                    let applied = try await Migrator().migrate(client, logger: logger)
+                    let applied = try await Migrator().migrate(primary.client, logger: logger)
                     logger.info("migrations", metadata: ["applied": "\(applied)"])
                 } else {
                     try await postgresStore.checkSchema()
                 }
             })
             // Shut down in reverse: the listener, then the server (draining), then the pool it needs.
-            services = [.init(service: client), .init(service: node, successTerminationBehavior: .gracefullyShutdownGroup),
+            services = [.init(service: primary), .init(service: node, successTerminationBehavior: .gracefullyShutdownGroup),
                         .init(service: CommitListener(store: postgresStore, server: server))]
             services += ops(server, { try await postgresStore.checkSchema() })
         } else {
@@ -242,8 +243,8 @@ struct Migrate: AsyncParsableCommand {
 
     func run() async throws {
         let logger = logging.bootstrap(label: "coursesync")
-        let applied = try await withPostgres(try postgres.configuration(), logger: logger) { client in
-            try await Migrator().migrate(client, logger: logger)
+        let applied = try await withPostgres(try postgres.target(), logger: logger) { primary in
+            try await Migrator().migrate(primary.client, logger: logger)
         }
         print(applied.isEmpty ? "The database is up to date." : "Applied \(applied.joined(separator: ", ")).")
     }

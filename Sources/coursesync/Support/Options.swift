@@ -13,7 +13,7 @@ struct StoreOptions: ParsableArguments {
     static let defaultDataDirectory = ProcessInfo.processInfo.environment["COURSESYNC_DATA"] ?? "coursesync-data"
 
     @Option(name: .customLong("postgres"), help: ArgumentHelp(
-        "A PostgreSQL database, as a URL (several nodes can share one). Without it, the SQLite store in --data-dir is used.",
+        "A PostgreSQL database, as a URL (several nodes can share one; several hosts, h1:5432,h2:5432, with ?target_session_attrs=read-write: its primary). Without it, the SQLite store in --data-dir is used.",
         valueName: "postgres://user@host:port/database"))
     var url: String?
 
@@ -23,10 +23,10 @@ struct StoreOptions: ParsableArguments {
 
     var sqlitePath: String { URL(fileURLWithPath: dataDir).appendingPathComponent("store.sqlite").path }
 
-    func postgresConfiguration() throws -> PostgresClient.Configuration? {
+    func postgresTarget() throws -> PostgresURL.Target? {
         guard let url else { return nil }
         do {
-            return try PostgresURL.configuration(url)
+            return try PostgresURL.target(url)
         } catch {
             throw ValidationError(error.description)
         }
@@ -35,9 +35,9 @@ struct StoreOptions: ParsableArguments {
     /// Runs `body` with the store these options name: PostgreSQL (its schema checked first, the
     /// pool closed afterwards) or the SQLite store in the data directory.
     func withStore<T>(logger: Logger, _ body: (any SyncStore) async throws -> T) async throws -> T {
-        guard let configuration = try postgresConfiguration() else { return try await body(try openSQLite()) }
-        return try await withPostgres(configuration, logger: logger) { client in
-            let store = PostgresStore(client: client, logger: logger)
+        guard let target = try postgresTarget() else { return try await body(try openSQLite()) }
+        return try await withPostgres(target, logger: logger) { primary in
+            let store = PostgresStore(primary: primary, logger: logger)
             try await store.checkSchema()
             return try await body(store)
         }
@@ -56,9 +56,9 @@ struct PostgresOptions: ParsableArguments {
     @Option(name: .customLong("postgres"), help: ArgumentHelp("The PostgreSQL database, as a URL.", valueName: "postgres://user@host:port/database"))
     var url: String
 
-    func configuration() throws -> PostgresClient.Configuration {
+    func target() throws -> PostgresURL.Target {
         do {
-            return try PostgresURL.configuration(url)
+            return try PostgresURL.target(url)
         } catch {
             throw ValidationError(error.description)
         }
@@ -152,6 +152,15 @@ extension SecretOptions {
     func path(dataDir: String) -> String {
         secretFile ?? URL(fileURLWithPath: dataDir).appendingPathComponent("secret").path
     }
+}
+
+/// Runs `body` with the running pools of `target`'s hosts, the one to use found first.
+func withPostgres<T>(_ target: PostgresURL.Target, logger: Logger, _ body: (PostgresPrimary) async throws -> T) async throws -> T {
+    let primary = try PostgresPrimary(target: target, logger: logger)
+    let runner = Task { await primary.run() }
+    defer { runner.cancel() }
+    try await primary.locate()
+    return try await body(primary)
 }
 
 /// Runs `body` with a running client pool for `configuration`.
