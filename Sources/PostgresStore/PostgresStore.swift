@@ -92,10 +92,7 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
     public func insertCourse(_ course: Course) async throws {
         let logger = logger
         let inserted = try await onConnection(.create) { connection in
-            try await connection.query("""
-                INSERT INTO courses (id, title, seq) VALUES (\(course.id.uuid), \(course.title), \(Int64(course.seq)))
-                ON CONFLICT (id) DO NOTHING RETURNING id
-                """, logger: logger).collect().count == 1
+            try await connection.query(CourseQueries.create(course), logger: logger).collect().count == 1
         }
         guard inserted else { throw StoreError.courseExists(course.id) }
     }
@@ -213,57 +210,32 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
 
     private func loadCourse(_ courseID: EntityID, on connection: PostgresConnection) async throws -> CourseState? {
         var course: Course?
-        for try await (title, seq) in try await connection.query("SELECT title, seq FROM courses WHERE id = \(courseID.uuid)", logger: logger).decode((String, Int64).self) {
+        for try await (title, seq) in try await connection.query(CourseQueries.course(courseID), logger: logger).decode((String, Int64).self) {
             course = Course(id: courseID, title: title, seq: CourseSeq(seq))
         }
         guard let course else { return nil }
         var chapters: [Chapter] = []
-        for try await (id, title, position, version) in try await connection.query("""
-            SELECT id, title, position, version FROM chapters WHERE course_id = \(courseID.uuid)
-            """, logger: logger).decode((UUID, String, Int32, Int64).self) {
+        for try await (id, title, position, version) in try await connection.query(CourseQueries.chapters(courseID), logger: logger).decode((UUID, String, Int32, Int64).self) {
             chapters.append(Chapter(id: EntityID(id), courseID: courseID, title: title, position: Int(position), version: UInt64(version)))
         }
         var media: [MediaFile] = []
-        for try await (id, name, url, duration, size) in try await connection.query("""
-            SELECT id, name, cdn_url, duration_ms, byte_size FROM media_files WHERE course_id = \(courseID.uuid)
-            """, logger: logger).decode((UUID, String, String, Int64, Int64).self) {
+        for try await (id, name, url, duration, size) in try await connection.query(CourseQueries.media(courseID), logger: logger).decode((UUID, String, String, Int64, Int64).self) {
             media.append(MediaFile(id: EntityID(id), courseID: courseID, name: name, cdnURL: url,
                                    durationMs: UInt64(duration), byteSize: UInt64(size)))
         }
         var videos: [Video] = []
-        for try await (id, chapter, mediaFile, title, position) in try await connection.query(Self.courseVideosQuery(chapters.map(\.id)), logger: logger)
+        for try await (id, chapter, mediaFile, title, position) in try await connection.query(CourseQueries.videos(courseID), logger: logger)
             .decode((UUID, UUID, UUID, String, Int32).self) {
             videos.append(Video(id: EntityID(id), chapterID: EntityID(chapter), mediaFileID: EntityID(mediaFile), title: title, position: Int(position)))
         }
         return CourseState(course: course, chapters: chapters, media: media, videos: videos)
     }
 
-    /// The videos of the course's chapters (read in the same transaction), one index probe per
-    /// chapter: planned as a join on the course, or with `chapter_id = ANY(…)`, PostgreSQL
-    /// estimated the rows from statistics and chose a sequential scan of every video of every
-    /// course for a large course (`PlanStabilityTests`). A `LATERAL` subquery with a `LIMIT` (a
-    /// chapter's most) cannot be flattened into a join.
-    static func courseVideosQuery(_ chapters: [EntityID]) -> PostgresQuery {
-        """
-        SELECT v.id, v.chapter_id, v.media_file_id, v.title, v.position
-        FROM unnest(\(chapters.map(\.uuid))::uuid[]) AS c(id)
-        CROSS JOIN LATERAL (SELECT id, chapter_id, media_file_id, title, position FROM videos
-                            WHERE chapter_id = c.id LIMIT \(Int64(Limits.maxVideosPerChapter))) v
-        """
-    }
-
     // MARK: - Copying
 
     public func readHistory(_ courseID: EntityID, before: CourseSeq?, limit: Int) async throws -> [HistoryRecord]? {
         try await onConnection(.catchUp) { connection in
-            // The course's existence and its history in one statement (a course with no history gives one row of nulls).
-            let rows = try await connection.query("""
-                SELECT l.seq, extract(epoch FROM l.committed_at)::float8, l.author, l.origin_client_id, l.origin_batch_seq, l.summary
-                FROM courses c LEFT JOIN LATERAL (
-                    SELECT seq, committed_at, author, origin_client_id, origin_batch_seq, summary FROM change_log
-                    WHERE course_id = c.id AND seq < \(Int64(clamping: before ?? UInt64(Int64.max))) ORDER BY seq DESC LIMIT \(Int64(limit))) l ON true
-                WHERE c.id = \(courseID.uuid)
-                """, logger: self.logger)
+            let rows = try await connection.query(CourseQueries.history(courseID, before: before, limit: limit), logger: self.logger)
             var found = false
             var records: [HistoryRecord] = []
             for try await (seq, at, author, client, batchSeq, summary) in rows.decode((Int64?, Double?, String?, UUID?, Int64?, String?).self) {
@@ -278,25 +250,16 @@ public struct PostgresBackend: StoreBackend, CommitNotifications {
     }
 
     public func writeSnapshot(_ courseID: EntityID, seq: CourseSeq, state: [UInt8]) async throws {
-        // One statement: keep this one, drop those older than the change log reaches (one is kept
-        // below its oldest entry).
-        _ = try await onConnection(.commit) { connection in try await connection.query("""
-            WITH kept AS (
-                INSERT INTO course_snapshots (course_id, seq, state) VALUES (\(courseID.uuid), \(Int64(seq)), \(ByteBuffer(bytes: state)))
-                ON CONFLICT DO NOTHING RETURNING seq)
-            DELETE FROM course_snapshots WHERE course_id = \(courseID.uuid) AND seq < (
-                SELECT max(seq) FROM course_snapshots WHERE course_id = \(courseID.uuid)
-                AND seq < coalesce((SELECT min(seq) FROM change_log WHERE course_id = \(courseID.uuid)), 0))
-            """, logger: logger).collect().count }
+        let logger = logger
+        _ = try await onConnection(.commit) { connection in
+            try await connection.query(CourseQueries.writeSnapshot(courseID, seq: seq, state: state), logger: logger).collect().count
+        }
     }
 
     public func readSnapshot(_ courseID: EntityID, atOrBefore seq: CourseSeq) async throws -> (seq: CourseSeq, state: [UInt8])? {
         let logger = logger
         return try await onConnection(.catchUp) { connection in
-            let rows = try await connection.query("""
-                SELECT seq, state FROM course_snapshots WHERE course_id = \(courseID.uuid) AND seq <= \(Int64(clamping: seq))
-                ORDER BY seq DESC LIMIT 1
-                """, logger: logger)
+            let rows = try await connection.query(CourseQueries.snapshot(courseID, atOrBefore: seq), logger: logger)
             for try await (found, state) in rows.decode((Int64, ByteBuffer).self) { return (CourseSeq(found), Array(buffer: state)) }
             return nil
         }

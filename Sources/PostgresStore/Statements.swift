@@ -3,11 +3,69 @@ import PostgresNIO
 import SyncModel
 import SyncStorage
 
-// The prepared statements of the commit and catch-up paths. `PlanStabilityTests` checks with
-// EXPLAIN, on a database with statistics, that each of them probes an index for a new course and
-// for a large one.
+// The statements of the commit, load and catch-up paths: prepared statements, and the queries of
+// `CourseQueries`. `PlanStabilityTests` checks with EXPLAIN, on a database with statistics, that
+// each of them probes an index for a new course and for a large one, and that each is bound to
+// one course (every table it reads or writes is reached by that course's key), as a schema
+// distributed by course needs (docs/scaling.md).
 
-/// A group commit, in one statement: bump the course's seq if it is still `expected`, and, joined
+/// The queries that are not prepared statements, each about one course.
+enum CourseQueries {
+    static func create(_ course: Course) -> PostgresQuery {
+        """
+        INSERT INTO courses (id, title, seq) VALUES (\(course.id.uuid), \(course.title), \(Int64(course.seq)))
+        ON CONFLICT (id) DO NOTHING RETURNING id
+        """
+    }
+
+    // Loading a course: four reads in one REPEATABLE READ transaction.
+    static func course(_ courseID: EntityID) -> PostgresQuery { "SELECT title, seq FROM courses WHERE id = \(courseID.uuid)" }
+    static func chapters(_ courseID: EntityID) -> PostgresQuery {
+        "SELECT id, title, position, version FROM chapters WHERE course_id = \(courseID.uuid)"
+    }
+    static func media(_ courseID: EntityID) -> PostgresQuery {
+        "SELECT id, name, cdn_url, duration_ms, byte_size FROM media_files WHERE course_id = \(courseID.uuid)"
+    }
+    /// A probe of the primary key's course prefix (videos carry their course).
+    static func videos(_ courseID: EntityID) -> PostgresQuery {
+        "SELECT id, chapter_id, media_file_id, title, position FROM videos WHERE course_id = \(courseID.uuid)"
+    }
+
+    /// The course's existence and a page of its history in one statement (a course with no
+    /// history gives one row of nulls).
+    static func history(_ courseID: EntityID, before: CourseSeq?, limit: Int) -> PostgresQuery {
+        """
+        SELECT l.seq, extract(epoch FROM l.committed_at)::float8, l.author, l.origin_client_id, l.origin_batch_seq, l.summary
+        FROM courses c LEFT JOIN LATERAL (
+            SELECT seq, committed_at, author, origin_client_id, origin_batch_seq, summary FROM change_log
+            WHERE course_id = \(courseID.uuid) AND seq < \(Int64(clamping: before ?? UInt64(Int64.max))) ORDER BY seq DESC LIMIT \(Int64(limit))) l ON true
+        WHERE c.id = \(courseID.uuid)
+        """
+    }
+
+    /// One statement: keep this snapshot, drop those older than the change log reaches (one is
+    /// kept below its oldest entry).
+    static func writeSnapshot(_ courseID: EntityID, seq: CourseSeq, state: [UInt8]) -> PostgresQuery {
+        """
+        WITH kept AS (
+            INSERT INTO course_snapshots (course_id, seq, state) VALUES (\(courseID.uuid), \(Int64(seq)), \(ByteBuffer(bytes: state)))
+            ON CONFLICT DO NOTHING RETURNING seq)
+        DELETE FROM course_snapshots WHERE course_id = \(courseID.uuid) AND seq < (
+            SELECT max(seq) FROM course_snapshots WHERE course_id = \(courseID.uuid)
+            AND seq < coalesce((SELECT min(seq) FROM change_log WHERE course_id = \(courseID.uuid)), 0))
+        """
+    }
+
+    static func snapshot(_ courseID: EntityID, atOrBefore seq: CourseSeq) -> PostgresQuery {
+        """
+        SELECT seq, state FROM course_snapshots WHERE course_id = \(courseID.uuid) AND seq <= \(Int64(clamping: seq))
+        ORDER BY seq DESC LIMIT 1
+        """
+    }
+}
+
+/// A group commit, in one statement, every part of it bound to the course (`$1`), as a schema
+/// distributed by course needs (docs/scaling.md): bump the course's seq if it is still `expected`, and, joined
 /// to that update (so nothing happens where it did not match), delete and upsert the changed rows,
 /// append the change log, record the batches and their temp IDs, prune the log, and NOTIFY.
 /// Returns one row if written, none if the course was not at `expected` (or does not exist).
@@ -22,40 +80,40 @@ struct WriteGroup: PostgresPreparedStatement {
         WITH bumped AS (
             UPDATE courses SET seq = $3 WHERE id = $1 AND seq = $2 RETURNING id
         ), deleted_videos AS (
-            DELETE FROM videos WHERE id = ANY($4::uuid[]) AND EXISTS (SELECT FROM bumped)
+            DELETE FROM videos WHERE course_id = $1 AND id = ANY($4::uuid[]) AND EXISTS (SELECT FROM bumped)
         ), deleted_chapters AS (
-            DELETE FROM chapters WHERE id = ANY($5::uuid[]) AND EXISTS (SELECT FROM bumped)
+            DELETE FROM chapters WHERE course_id = $1 AND id = ANY($5::uuid[]) AND EXISTS (SELECT FROM bumped)
         ), upserted_chapters AS (
-            INSERT INTO chapters (id, course_id, title, position, version)
-            SELECT u.id, b.id, u.title, u.position, u.version
+            INSERT INTO chapters (course_id, id, title, position, version)
+            SELECT $1, u.id, u.title, u.position, u.version
             FROM bumped b, unnest($6::uuid[], $7::text[], $8::bigint[], $9::bigint[]) AS u(id, title, position, version)
-            ON CONFLICT (id) DO UPDATE SET title = excluded.title, position = excluded.position, version = excluded.version
+            ON CONFLICT (course_id, id) DO UPDATE SET title = excluded.title, position = excluded.position, version = excluded.version
         ), upserted_media AS (
-            INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size)
-            SELECT u.id, b.id, u.name, u.cdn_url, u.duration_ms, u.byte_size
+            INSERT INTO media_files (course_id, id, name, cdn_url, duration_ms, byte_size)
+            SELECT $1, u.id, u.name, u.cdn_url, u.duration_ms, u.byte_size
             FROM bumped b, unnest($10::uuid[], $11::text[], $12::text[], $13::bigint[], $14::bigint[])
                  AS u(id, name, cdn_url, duration_ms, byte_size)
-            ON CONFLICT (id) DO UPDATE SET name = excluded.name, cdn_url = excluded.cdn_url,
+            ON CONFLICT (course_id, id) DO UPDATE SET name = excluded.name, cdn_url = excluded.cdn_url,
                 duration_ms = excluded.duration_ms, byte_size = excluded.byte_size
         ), upserted_videos AS (
-            INSERT INTO videos (id, chapter_id, media_file_id, title, position)
-            SELECT u.id, u.chapter_id, u.media_file_id, u.title, u.position
+            INSERT INTO videos (course_id, id, chapter_id, media_file_id, title, position)
+            SELECT $1, u.id, u.chapter_id, u.media_file_id, u.title, u.position
             FROM bumped b, unnest($15::uuid[], $16::uuid[], $17::uuid[], $18::text[], $19::bigint[])
                  AS u(id, chapter_id, media_file_id, title, position)
-            ON CONFLICT (id) DO UPDATE SET chapter_id = excluded.chapter_id, media_file_id = excluded.media_file_id,
+            ON CONFLICT (course_id, id) DO UPDATE SET chapter_id = excluded.chapter_id, media_file_id = excluded.media_file_id,
                 title = excluded.title, position = excluded.position
         ), logged AS (
             INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff, author, summary)
-            SELECT b.id, u.seq, u.client_id, u.batch_seq, u.diff, u.author, u.summary
+            SELECT $1, u.seq, u.client_id, u.batch_seq, u.diff, u.author, u.summary
             FROM bumped b, unnest($20::bigint[], $21::uuid[], $22::bigint[], $23::bytea[], $30::text[], $31::text[])
                  AS u(seq, client_id, batch_seq, diff, author, summary)
         ), recorded AS (
             INSERT INTO client_batches (client_id, course_id, batch_seq, seq, ack)
-            SELECT u.client_id, b.id, u.batch_seq, u.seq, u.ack
+            SELECT u.client_id, $1, u.batch_seq, u.seq, u.ack
             FROM bumped b, unnest($21::uuid[], $22::bigint[], $20::bigint[], $24::bytea[]) AS u(client_id, batch_seq, seq, ack)
         ), mapped AS (
             INSERT INTO client_temps (client_id, course_id, temp, entity_id)
-            SELECT u.client_id, b.id, u.temp, u.entity_id
+            SELECT u.client_id, $1, u.temp, u.entity_id
             FROM bumped b, unnest($25::uuid[], $26::bigint[], $27::uuid[]) AS u(client_id, temp, entity_id)
         ), pruned AS (
             DELETE FROM change_log WHERE course_id = $1 AND seq <= $28 AND EXISTS (SELECT FROM bumped)
@@ -152,7 +210,7 @@ struct ReadLogStatement: PostgresPreparedStatement {
     typealias Row = (Int64, Int64?, ByteBuffer?)
     static let sql = """
         SELECT c.seq, l.seq, l.diff FROM courses c
-        LEFT JOIN LATERAL (SELECT seq, diff FROM change_log WHERE course_id = c.id AND seq > $2 ORDER BY seq LIMIT $3) l ON true
+        LEFT JOIN LATERAL (SELECT seq, diff FROM change_log WHERE course_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) l ON true
         WHERE c.id = $1 ORDER BY l.seq
         """
     let course: UUID

@@ -177,31 +177,32 @@ public struct SQLiteBackend: StoreBackend {
     private static func write(_ group: GroupWrite, _ db: Database) throws {
         let courseID = group.courseID.data
         let net = group.changes
-        for id in net.deletedVideos { try Self.execute(db, sql: "DELETE FROM videos WHERE id = ?", arguments: [id.data]) }
-        for id in net.deletedChapters { try Self.execute(db, sql: "DELETE FROM chapters WHERE id = ?", arguments: [id.data]) }
+        for id in net.deletedVideos { try Self.execute(db, sql: "DELETE FROM videos WHERE course_id = ? AND id = ?", arguments: [courseID, id.data]) }
+        for id in net.deletedChapters { try Self.execute(db, sql: "DELETE FROM chapters WHERE course_id = ? AND id = ?", arguments: [courseID, id.data]) }
         // Without deferrable unique constraints: park the renumbered chapters beyond any real
         // position first (still `>= 0`, as the check wants), and re-insert the changed videos
         // (nothing refers to a video row).
         for chapter in net.chapters {
-            try Self.execute(db, sql: "UPDATE chapters SET position = position + \(Self.parkedOffset) WHERE id = ?", arguments: [chapter.id.data])
+            try Self.execute(db, sql: "UPDATE chapters SET position = position + \(Self.parkedOffset) WHERE course_id = ? AND id = ?",
+                             arguments: [courseID, chapter.id.data])
         }
-        for video in net.videos { try Self.execute(db, sql: "DELETE FROM videos WHERE id = ?", arguments: [video.id.data]) }
+        for video in net.videos { try Self.execute(db, sql: "DELETE FROM videos WHERE course_id = ? AND id = ?", arguments: [courseID, video.id.data]) }
         for chapter in net.chapters {
             try Self.execute(db, sql: """
                 INSERT INTO chapters (id, course_id, title, position, version) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (id) DO UPDATE SET title = excluded.title, position = excluded.position, version = excluded.version
+                ON CONFLICT (course_id, id) DO UPDATE SET title = excluded.title, position = excluded.position, version = excluded.version
                 """, arguments: [chapter.id.data, courseID, chapter.title, chapter.position, Int64(chapter.version)])
         }
         for media in net.media {
             try Self.execute(db, sql: """
                 INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size) VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT (id) DO UPDATE SET name = excluded.name, cdn_url = excluded.cdn_url,
+                ON CONFLICT (course_id, id) DO UPDATE SET name = excluded.name, cdn_url = excluded.cdn_url,
                     duration_ms = excluded.duration_ms, byte_size = excluded.byte_size
                 """, arguments: [media.id.data, courseID, media.name, media.cdnURL, Int64(media.durationMs), Int64(media.byteSize)])
         }
         for video in net.videos {
-            try Self.execute(db, sql: "INSERT INTO videos (id, chapter_id, media_file_id, title, position) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [video.id.data, video.chapterID.data, video.mediaFileID.data, video.title, video.position])
+            try Self.execute(db, sql: "INSERT INTO videos (course_id, id, chapter_id, media_file_id, title, position) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [courseID, video.id.data, video.chapterID.data, video.mediaFileID.data, video.title, video.position])
         }
         for entry in group.entries {
             try Self.execute(db, sql: "INSERT INTO change_log (course_id, seq, origin_client_id, origin_batch_seq, diff, author, summary) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -381,6 +382,47 @@ public struct SQLiteBackend: StoreBackend {
                     PRIMARY KEY (course_id, seq));
                 """)
         }
+        // Every table keyed by its course (migrations/0004_course_keys.sql): chapters, media files
+        // and videos rebuilt with (course_id, id) keys, videos with their course and foreign keys
+        // that carry it.
+        migrator.registerMigration("0005_course_keys") { db in
+            try db.execute(sql: """
+                CREATE TABLE chapters_new (
+                    id BLOB NOT NULL,
+                    course_id BLOB NOT NULL REFERENCES courses (id) ON DELETE CASCADE,
+                    title TEXT NOT NULL, position INTEGER NOT NULL CHECK (position >= 0), version INTEGER NOT NULL CHECK (version >= 0),
+                    PRIMARY KEY (course_id, id),
+                    UNIQUE (course_id, position));
+                INSERT INTO chapters_new (id, course_id, title, position, version) SELECT id, course_id, title, position, version FROM chapters;
+                CREATE TABLE media_files_new (
+                    id BLOB NOT NULL,
+                    course_id BLOB NOT NULL REFERENCES courses (id) ON DELETE CASCADE,
+                    name TEXT NOT NULL, cdn_url TEXT NOT NULL,
+                    duration_ms INTEGER NOT NULL CHECK (duration_ms > 0), byte_size INTEGER NOT NULL CHECK (byte_size > 0),
+                    PRIMARY KEY (course_id, id));
+                INSERT INTO media_files_new (id, course_id, name, cdn_url, duration_ms, byte_size)
+                    SELECT id, course_id, name, cdn_url, duration_ms, byte_size FROM media_files;
+                CREATE TABLE videos_new (
+                    id BLOB NOT NULL,
+                    chapter_id BLOB NOT NULL,
+                    media_file_id BLOB NOT NULL,
+                    title TEXT NOT NULL, position INTEGER NOT NULL CHECK (position >= 0),
+                    course_id BLOB NOT NULL,
+                    PRIMARY KEY (course_id, id),
+                    FOREIGN KEY (course_id, chapter_id) REFERENCES chapters (course_id, id) ON DELETE CASCADE,
+                    FOREIGN KEY (course_id, media_file_id) REFERENCES media_files (course_id, id) ON DELETE RESTRICT,
+                    UNIQUE (course_id, chapter_id, position), UNIQUE (course_id, chapter_id, media_file_id));
+                INSERT INTO videos_new (id, chapter_id, media_file_id, title, position, course_id)
+                    SELECT v.id, v.chapter_id, v.media_file_id, v.title, v.position, c.course_id FROM videos v JOIN chapters c ON c.id = v.chapter_id;
+                DROP TABLE videos;
+                DROP TABLE chapters;
+                DROP TABLE media_files;
+                ALTER TABLE chapters_new RENAME TO chapters;
+                ALTER TABLE media_files_new RENAME TO media_files;
+                ALTER TABLE videos_new RENAME TO videos;
+                CREATE INDEX videos_media_file_idx ON videos (course_id, media_file_id);
+                """)
+        }
         return migrator
     }
 
@@ -403,8 +445,7 @@ public struct SQLiteBackend: StoreBackend {
                       durationMs: UInt64(row["duration_ms"] as Int64), byteSize: UInt64(row["byte_size"] as Int64))
         }
         let videos = try Row.fetchAll(db, sql: """
-            SELECT v.id, v.chapter_id, v.media_file_id, v.title, v.position FROM videos v JOIN chapters c ON c.id = v.chapter_id
-            WHERE c.course_id = ?
+            SELECT id, chapter_id, media_file_id, title, position FROM videos WHERE course_id = ?
             """, arguments: [courseID.data]).map { row in
             Video(id: try id(row["id"]), chapterID: try id(row["chapter_id"]), mediaFileID: try id(row["media_file_id"]),
                   title: row["title"], position: row["position"])

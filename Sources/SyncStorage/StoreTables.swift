@@ -59,7 +59,8 @@ public struct StoreTable: Sendable, Hashable {
     static let chapters = StoreTable("chapters", [("id", .id), ("course_id", .id), ("title", .text), ("position", .integer), ("version", .integer)])
     static let media = StoreTable("media_files", [("id", .id), ("course_id", .id), ("name", .text), ("cdn_url", .text),
                                                   ("duration_ms", .integer), ("byte_size", .integer)])
-    static let videos = StoreTable("videos", [("id", .id), ("chapter_id", .id), ("media_file_id", .id), ("title", .text), ("position", .integer)])
+    static let videos = StoreTable("videos", [("id", .id), ("course_id", .id), ("chapter_id", .id), ("media_file_id", .id), ("title", .text),
+                                              ("position", .integer)])
     static let log = StoreTable("change_log", [("course_id", .id), ("seq", .integer), ("origin_client_id", .id), ("origin_batch_seq", .integer),
                                                ("diff", .bytes), ("author", .text), ("summary", .text)])
     static let batches = StoreTable("client_batches", [("client_id", .id), ("course_id", .id), ("batch_seq", .integer), ("seq", .integer), ("ack", .bytes)])
@@ -73,11 +74,14 @@ public struct StoreTable: Sendable, Hashable {
 extension StoreDump {
     /// The dump's rows, table by table in ``StoreTable/all``'s order.
     public var rows: [(table: StoreTable, rows: [[StoreValue]])] {
-        [
+        let courseOfChapter = Dictionary(chapters.map { ($0.id, $0.courseID) }, uniquingKeysWith: { first, _ in first })
+        return [
             (.courses, courses.map { [.id($0.id), .text($0.title), .integer(Int64($0.seq))] }),
             (.chapters, chapters.map { [.id($0.id), .id($0.courseID), .text($0.title), .integer(Int64($0.position)), .integer(Int64($0.version))] }),
             (.media, media.map { [.id($0.id), .id($0.courseID), .text($0.name), .text($0.cdnURL), .integer(Int64($0.durationMs)), .integer(Int64($0.byteSize))] }),
-            (.videos, videos.map { [.id($0.id), .id($0.chapterID), .id($0.mediaFileID), .text($0.title), .integer(Int64($0.position))] }),
+            // A video's course is its chapter's (a video without its chapter is refused by the foreign key when loaded).
+            (.videos, videos.map { [.id($0.id), .id(courseOfChapter[$0.chapterID] ?? $0.chapterID), .id($0.chapterID), .id($0.mediaFileID),
+                                    .text($0.title), .integer(Int64($0.position))] }),
             (.log, log.map { [.id($0.courseID), .integer(Int64($0.seq)), .id($0.origin.clientID.id), .integer(Int64(bitPattern: $0.origin.batchSeq)), .bytes($0.diff),
                               .text($0.author), .text($0.summary)] }),
             (.batches, batches.map { [.id($0.client.id), .id($0.courseID), .integer(Int64(bitPattern: $0.batchSeq)), .integer(Int64($0.seq)), .bytes($0.ack)] }),
@@ -109,7 +113,7 @@ extension StoreDump {
                       durationMs: try count($0[4]), byteSize: try count($0[5]))
         }
         videos = try rows[3].map {
-            Video(id: try $0[0].id(), chapterID: try $0[1].id(), mediaFileID: try $0[2].id(), title: try $0[3].text(), position: try count($0[4]))
+            Video(id: try $0[0].id(), chapterID: try $0[2].id(), mediaFileID: try $0[3].id(), title: try $0[4].text(), position: try count($0[5]))
         }
         log = try rows[4].map {
             LogEntry(courseID: try $0[0].id(), seq: try count($0[1]),

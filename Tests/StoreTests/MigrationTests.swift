@@ -29,6 +29,40 @@ import Testing
         }
     }
 
+    /// Rows stored under the first keys (videos without their course) come through 0004 whole:
+    /// each video gets its chapter's course, and the store reads and writes the course after.
+    @Test func aCourseStoredBeforeTheCourseKeysKeepsEveryRowThroughTheirMigration() async throws {
+        try await withDatabase(migrated: false) { database in
+            let before = Migration.all.filter { $0.version < 4 }
+            _ = try await Migrator(migrations: before).migrate(database.client, logger: TestDatabase.logger)
+            let course = EntityID.fresh(), other = EntityID.fresh(), chapter = EntityID.fresh(), media = EntityID.fresh(), video = EntityID.fresh()
+            try await database.client.query("INSERT INTO courses (id, title, seq) VALUES (\(course.uuid), 'Old', 1), (\(other.uuid), 'Other', 0)")
+            try await database.client.query("INSERT INTO chapters (id, course_id, title, position, version) VALUES (\(chapter.uuid), \(course.uuid), 'One', 0, 1)")
+            try await database.client.query("""
+                INSERT INTO media_files (id, course_id, name, cdn_url, duration_ms, byte_size)
+                VALUES (\(media.uuid), \(course.uuid), 'a.mp4', 'https://cdn/a', 1000, 10)
+                """)
+            try await database.client.query("""
+                INSERT INTO videos (id, chapter_id, media_file_id, title, position) VALUES (\(video.uuid), \(chapter.uuid), \(media.uuid), 'A', 0)
+                """)
+            #expect(try await Migrator().migrate(database.client, logger: TestDatabase.logger) == ["0004_course_keys.sql"])
+            let state = try #require(try await database.store.backend.loadCourse(course))
+            #expect(state.videos(in: chapter).map(\.id) == [video])
+            #expect(state.videos[video]?.mediaFileID == media)
+            // The keys now carry the course: a video cannot name another course's chapter.
+            await #expect(throws: PSQLError.self) {
+                try await database.client.query("""
+                    INSERT INTO videos (course_id, id, chapter_id, media_file_id, title, position)
+                    VALUES (\(other.uuid), \(EntityID.fresh().uuid), \(chapter.uuid), \(media.uuid), 'B', 1)
+                    """)
+            }
+            let seeded = try await database.store.commit([Batch(clientID: ClientID(.fresh()), courseID: course, batchSeq: 1, baseSeq: 1,
+                                                                ops: [.renameVideo(.id(video), title: "Renamed")])], courseID: course)
+            guard case .committed = seeded.first else { Issue.record("the rename did not commit: \(seeded)"); return }
+            #expect(try await database.store.snapshot(courseID: course).videos[video]?.title == "Renamed")
+        }
+    }
+
     @Test func aFailingMigrationLeavesTheDatabaseAsItWasAndNamesTheFile() async throws {
         try await withDatabase(migrated: true) { database in
             let before = try await Self.tables(database)

@@ -81,9 +81,9 @@ import Testing
                 tables[table]!.unique.insert(columnList(parenthesized(after: "UNIQUE", in: definition)!.inside))
             } else if definition.hasPrefix("FOREIGN KEY") {
                 let (from, rest) = parenthesized(after: "FOREIGN KEY", in: definition)!
-                let referenced = rest.split(separator: " ")[1]  // table(column)
-                let parent = referenced.prefix { $0 != "(" }
-                let to = columnList(parenthesized(after: String(parent), in: String(referenced))!.inside)
+                // "REFERENCES table(column, …)"
+                let parent = rest.drop { $0 != " " }.dropFirst().drop { $0 != " " }.dropFirst().prefix { $0 != "(" }
+                let to = columnList(parenthesized(after: "REFERENCES \(parent)", in: String(rest))!.inside)
                 let onDelete = rest.range(of: "ON DELETE ").map { rest[$0.upperBound...].split(separator: " ").first.map(String.init)! } ?? "NO"
                 tables[table]!.foreignKeys.insert("(\(columnList(from).joined(separator: ", "))) -> \(parent)(\(to.joined(separator: ", "))) ON DELETE \(onDelete)")
             } else if definition.hasPrefix("CHECK") {
