@@ -38,7 +38,8 @@ public struct HTTPListener: Service {
     }
 
     enum Upgrade: Sendable {
-        case webSocket(NIOAsyncChannel<ByteBuffer, Never>, WebSocketProtocol)
+        /// Upgraded, and served by the sync server from then on (``SyncServer/attach(_:transport:tls:)``).
+        case webSocket
         case http
     }
 
@@ -50,7 +51,7 @@ public struct HTTPListener: Service {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Self.configure(channel, security: security, routes: routes, logger: logger)
+                    try Self.configure(channel, server: server, security: security, routes: routes, logger: logger)
                 }
             }
         announce(listener.channel.localAddress?.port ?? port)
@@ -60,10 +61,8 @@ public struct HTTPListener: Service {
             try await withThrowingDiscardingTaskGroup { group in
                 try await listener.executeThenClose { inbound in
                     for try await upgrade in inbound {
-                        group.addTask {
-                            guard case .webSocket(let connection, let form)? = try? await upgrade.get() else { return }
-                            await server.serve(connection, transport: form == .json ? "websocket-json" : "websocket", tls: security.isTLS)
-                        }
+                        // An HTTP request is served by its pipeline; an upgraded one by the sync server.
+                        group.addTask { _ = try? await upgrade.get() }
                     }
                 }
             }
@@ -72,7 +71,7 @@ public struct HTTPListener: Service {
         }
     }
 
-    private static func configure(_ channel: any Channel, security: TransportSecurity, routes: HTTPRoutes,
+    private static func configure(_ channel: any Channel, server: SyncServer, security: TransportSecurity, routes: HTTPRoutes,
                                   logger: Logger) throws -> EventLoopFuture<Upgrade> {
         let pipeline = channel.pipeline.syncOperations
         if case .tls(let context) = security {
@@ -102,7 +101,8 @@ public struct HTTPListener: Service {
                                                                         maxAccumulatedFrameSize: Limits.maxClientFrameBytes))
                     try pipeline.addHandler(WebSocketPayloadAdapter(form: form, isClient: false, messageLimit: Limits.maxClientFrameBytes))
                     try pipeline.addHandler(PeerActivity.Handler())
-                    return .webSocket(try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel), form)
+                    try server.attach(channel, transport: form == .json ? "websocket-json" : "websocket", tls: security.isTLS)
+                    return .webSocket
                 }
             }
         )

@@ -11,9 +11,11 @@ package typealias Outgoing = OutboxQueue<ByteBuffer>.Item
 /// queue with `SLOW_CONSUMER` (the client resumes from its cursor), so one slow reader cannot stall
 /// a course. Catch-up, which produces many frames for one reader, waits for room instead.
 ///
-/// There is one writer (``next(upTo:)``). While the socket is not writable it waits in
-/// ``waitForWrite(_:)``, which a close also ends, so a queued `Error` overtakes a stalled writer and
-/// is the last frame written, behind only what the socket already holds.
+/// There is one writer: a task awaiting ``next(upTo:)``, or a connection's event-loop writer
+/// (``attach(writer:)``), which takes what is queued with ``take(upTo:)`` and is woken when more
+/// arrives. A close wakes the attached writer even while it waits for the socket to become
+/// writable, so a queued `Error` overtakes a stalled writer and is the last frame written, behind
+/// only what the socket already holds.
 package final class Outbox: Sendable {
     package let capacity: Int
 
@@ -21,7 +23,9 @@ package final class Outbox: Sendable {
         var queue: OutboxQueue<ByteBuffer>
         var reader: (continuation: CheckedContinuation<[Outgoing], Never>, limit: Int)?
         var spaceWaiters: [CheckedContinuation<Void, Never>] = []
-        var stalled: CheckedContinuation<Void, Never>?
+        /// The attached writer's wake-up, and whether it waits for one (it took nothing last time).
+        var writer: (@Sendable () -> Void)?
+        var writerIdle = false
         /// Presence updates not yet written, one per course (later ones merged in), in the order
         /// their courses first had one: written only when no other frame waits, never counted
         /// against the capacity, and dropped with everything else on a close.
@@ -97,6 +101,8 @@ package final class Outbox: Sendable {
     /// Ends the outbox at once, dropping what is queued: the writer's ``next(upTo:)`` returns nothing.
     package func finish() {
         update { $0.abandon() }
+        // Nothing more to write: the writer (which may refer to its connection) goes.
+        state.withLockedValue { $0.writer = nil }
     }
 
     package var isClosing: Bool { state.withLockedValue { $0.queue.isClosing } }
@@ -124,23 +130,34 @@ package final class Outbox: Sendable {
         }
     }
 
-    /// Waits until `write` completes or a close is queued, whichever is first: the writer's pause
-    /// while the socket is not writable.
-    package func waitForWrite(_ write: EventLoopFuture<Void>) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let waiting = state.withLockedValue { state in
-                guard !state.queue.isClosing else { return false }
-                state.stalled = continuation
-                return true
-            }
-            guard waiting else { return continuation.resume() }
-            write.whenComplete { _ in
-                self.state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
-                    defer { state.stalled = nil }
-                    return state.stalled
-                }?.resume()
-            }
+    /// Makes `wake` the outbox's writer (instead of a task awaiting ``next(upTo:)``): it is called,
+    /// from any thread, whenever items arrive after a ``take(upTo:)`` found none, and on a close.
+    /// The writer then takes them with ``take(upTo:)`` (where it writes, e.g. on its event loop).
+    package func attach(writer wake: @escaping @Sendable () -> Void) {
+        let wakeups = state.withLockedValue { state in
+            precondition(state.reader == nil && state.writer == nil, "one writer per outbox")
+            state.writer = wake
+            state.writerIdle = true
+            return Self.wakeups(&state)
         }
+        wakeups.resume()
+    }
+
+    /// What is queued, oldest first, at most `limit` (presence updates only when nothing else
+    /// waits); empty if nothing is (the attached writer is woken when something is); `nil` once
+    /// the outbox is finished.
+    package func take(upTo limit: Int) -> [Outgoing]? {
+        precondition(limit > 0)
+        let (items, wakeups) = state.withLockedValue { state -> ([Outgoing]?, Wakeups) in
+            let items = Self.takeQueued(&state, limit: limit)
+            if items.isEmpty {
+                if state.queue.isFinished { return (nil, Self.wakeups(&state)) }
+                state.writerIdle = true
+            }
+            return (items, Self.wakeups(&state))
+        }
+        wakeups.resume()
+        return items
     }
 
     /// Returns once the queue has room for catch-up (at most half full), or is closing.
@@ -168,37 +185,48 @@ package final class Outbox: Sendable {
     /// Whom the queue's state lets go, resumed outside the lock.
     private struct Wakeups {
         var reader: (CheckedContinuation<[Outgoing], Never>, [Outgoing])?
-        var stalled: CheckedContinuation<Void, Never>?
+        var writer: (@Sendable () -> Void)?
         var space: [CheckedContinuation<Void, Never>] = []
 
         func resume() {
             if let (reader, item) = reader { reader.resume(returning: item) }
-            stalled?.resume()
+            writer?()
             space.forEach { $0.resume() }
         }
     }
 
-    /// Hands the queued items to a waiting writer (nothing once finished), ends a stalled write wait
-    /// on a close, and releases catch-up waiters when there is room.
+    /// Up to `limit` queued items, oldest first; presence updates only when nothing else waits
+    /// (none once closing).
+    private static func takeQueued(_ state: inout State, limit: Int) -> [Outgoing] {
+        var items = state.queue.next(upTo: limit)
+        if state.queue.isClosing {
+            state.presence = []
+        } else if items.isEmpty, !state.presence.isEmpty {
+            let taken = state.presence.prefix(limit)
+            state.presence.removeFirst(taken.count)
+            items = taken.map { .frame(ByteBuffer(bytes: WireMessage.presence($0).payload())) }
+        }
+        return items
+    }
+
+    /// Hands the queued items to a waiting reader (nothing once finished), wakes an attached writer
+    /// that waits for items (and any attached writer on a close, even one waiting for the socket),
+    /// and releases catch-up waiters when there is room.
     private static func wakeups(_ state: inout State) -> Wakeups {
         var wakeups = Wakeups()
         if let waiting = state.reader {
-            var items = state.queue.next(upTo: waiting.limit)
-            if state.queue.isClosing {
-                state.presence = []
-            } else if items.isEmpty, !state.presence.isEmpty {
-                let taken = state.presence.prefix(waiting.limit)
-                state.presence.removeFirst(taken.count)
-                items = taken.map { .frame(ByteBuffer(bytes: WireMessage.presence($0).payload())) }
-            }
+            let items = takeQueued(&state, limit: waiting.limit)
             if !items.isEmpty || state.queue.isFinished {
                 wakeups.reader = (waiting.continuation, items)
                 state.reader = nil
             }
         }
-        if state.queue.isClosing {
-            wakeups.stalled = state.stalled
-            state.stalled = nil
+        if let writer = state.writer {
+            let pending = !state.queue.isEmpty || (!state.presence.isEmpty && !state.queue.isClosing)
+            if state.queue.isClosing && !state.queue.isFinished || state.writerIdle && (pending || state.queue.isFinished) {
+                wakeups.writer = writer
+                state.writerIdle = false
+            }
         }
         if state.queue.hasRoom {
             wakeups.space = state.spaceWaiters

@@ -59,11 +59,4 @@ package final class PeerActivity: Sendable {
             context.fireChannelRead(data)
         }
     }
-
-    /// The activity of `channel`'s pipeline, if it has the handler.
-    static func of(_ channel: any Channel) async -> PeerActivity? {
-        try? await channel.eventLoop.submit {
-            try channel.pipeline.syncOperations.handler(type: Handler.self).activity
-        }.get()
-    }
 }

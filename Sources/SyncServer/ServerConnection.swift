@@ -8,13 +8,22 @@ import SyncTransport
 import SyncWire
 
 /// The driver of one connection's ``ServerSession`` (which decides), for any transport that
-/// carries frame payloads (TCP, or WebSocket through ``HTTPListener``): it reads frames into the
+/// carries frame payloads (TCP, or WebSocket through ``HTTPListener``): it hands frames to the
 /// session, carries out its actions (the handshake's token check and admission, subscriptions and
 /// pushes on the course hubs, the push rate's back-pressure), keeps the connection's one timer,
-/// drains the outbox to the socket and closes it. Made and run by ``SyncServer/serve(_:transport:tls:)``.
+/// drains the outbox to the socket and closes it. Made and started by ``SyncServer/attach(_:transport:tls:)``.
+///
+/// **An idle connection runs no task.** Its last handler (``Handler``) puts each frame in an inbox
+/// on the event loop; a task is started to work through the inbox when a frame arrives to an empty
+/// one, and ends when it is empty again (a task keeps every stack slab it ever needed for as long
+/// as it lives, so a task per connection would cost kilobytes while it waits). Frames are worked
+/// through one at a time, in order; while the task waits (a token check, the push rate, a full
+/// in-flight window), frames wait in the inbox, and past ``inboxHighWater`` the channel stops
+/// reading (TCP back-pressure). The outbox is written by the event loop itself (``writeQueued()``),
+/// woken by the outbox when frames arrive, and by the channel when it becomes writable again.
 final class ServerConnection: Sendable {
     private let server: SyncServer
-    private let channel: NIOAsyncChannel<ByteBuffer, Never>
+    private let channel: any Channel
     private let outbox: Outbox
     private let session: NIOLockedValueBox<ServerSession>
     private let record: NIOLockedValueBox<ConnectionRecord>
@@ -27,6 +36,10 @@ final class ServerConnection: Sendable {
     private let handle = NIOLockedValueBox<ConnectionHandle?>(nil)
     private let timer = NIOLockedValueBox(ArmedTimer())
     private let logger: NIOLockedValueBox<Logger>
+    private let inbox = NIOLockedValueBox(Inbox())
+    /// Subscriptions being served (their catch-up may wait for the outbox): the connection's end
+    /// waits for them before leaving the hubs.
+    private let subscribing = NIOLockedValueBox<[Int: Task<Void, Never>]>([:])
 
     /// The one timer of a connection: when it fires, and its task.
     struct ArmedTimer {
@@ -34,15 +47,38 @@ final class ServerConnection: Sendable {
         var task: Scheduled<Void>?
     }
 
+    /// What the connection has read and not yet handed to the session.
+    private struct Inbox {
+        enum Input {
+            case frame(ByteBuffer, arrived: ContinuousClock.Instant?)
+            case failure(WireError)
+            /// The peer's side is gone (or the channel closed): the last input.
+            case end
+        }
+
+        var queue = CircularBuffer<Input>()
+        /// A task is working through the queue.
+        var working = false
+        /// Reading is stopped (the queue reached the high-water mark).
+        var readingStopped = false
+        /// Frames are no longer taken (the server is closing the connection, or the peer left).
+        var refusing = false
+        var ended = false
+    }
+
     /// At most this many queued frames go to the socket together: enough for a group commit's
     /// diffs, few enough that what sits in the channel's buffer beside the bounded outbox stays small.
     static var framesPerWrite: Int { 64 }
 
-    /// `activity`: the channel's ``PeerActivity`` (``PeerActivity/of(_:)``). Not async: a task keeps
-    /// the async stack it once needed, and an initializer's frame is large.
-    init(server: SyncServer, channel: NIOAsyncChannel<ByteBuffer, Never>, transport: String, tls: Bool, activity: PeerActivity?) {
+    /// Frames read and not yet handed to the session past which the channel stops reading, and
+    /// below which it reads again.
+    static var inboxHighWater: Int { 16 }
+    static var inboxLowWater: Int { 4 }
+
+    /// `activity`: the channel's ``PeerActivity`` (its handler's).
+    init(server: SyncServer, channel: any Channel, transport: String, tls: Bool, activity: PeerActivity?) {
         let configuration = server.configuration
-        let remote = channel.channel.remoteAddress.map { "\($0)" } ?? "?"
+        let remote = channel.remoteAddress.map { "\($0)" } ?? "?"
         var logger = server.logger
         logger[metadataKey: "peer"] = "\(remote)"
         self.server = server
@@ -50,7 +86,7 @@ final class ServerConnection: Sendable {
         self.tls = tls
         self.logger = NIOLockedValueBox(logger)
         record = NIOLockedValueBox(ConnectionRecord(transport: transport, remote: remote, tls: tls))
-        address = channel.channel.remoteAddress?.ipAddress ?? "?"
+        address = channel.remoteAddress?.ipAddress ?? "?"
         outbox = Outbox(capacity: configuration.outboxFrames) { server.countSlowConsumer() }
         let welcome = Welcome(serverID: configuration.serverID,
                               heartbeatIntervalMs: UInt32(configuration.heartbeatInterval.nanoseconds / 1_000_000),
@@ -60,49 +96,130 @@ final class ServerConnection: Sendable {
         self.activity = activity
     }
 
-    /// Serves the connection until it closes, then logs it and leaves its courses.
-    func run() async {
+    /// The pipeline's last handler: frames into the connection's inbox, the end of input, and
+    /// the socket's writability.
+    final class Handler: ChannelInboundHandler, RemovableChannelHandler {
+        typealias InboundIn = ByteBuffer
+        let connection: ServerConnection
+
+        init(_ connection: ServerConnection) {
+            self.connection = connection
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            connection.arrived(.frame(unwrapInboundIn(data), arrived: connection.activity?.takeArrival()))
+        }
+
+        /// A frame did not decode: what the decoder says after that (it drops later bytes) is not news.
+        private var failed = false
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            if failed { return }
+            if let error = error as? WireError {
+                failed = true
+                connection.arrived(.failure(error))
+            } else {
+                connection.logger.withLockedValue { $0 }.debug("connection read failed", metadata: ["error": "\(error)"])
+                context.close(promise: nil)
+            }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            connection.arrived(.end)
+            context.fireChannelInactive()
+        }
+
+        func channelWritabilityChanged(context: ChannelHandlerContext) {
+            if context.channel.isWritable { connection.writeQueued() }
+            context.fireChannelWritabilityChanged()
+        }
+    }
+
+    /// Starts serving the channel, on its event loop, once ``Handler`` is its last handler:
+    /// admission, the outbox's writer, the timer. The connection ends by itself when the channel
+    /// closes (logged, its courses left), after which `ended` is called.
+    func start(ended whenEnded: @escaping @Sendable () -> Void) {
         ServerMetrics.connections.increment()
-        defer { ServerMetrics.connections.decrement() }
-        let admission = server.admission
         if server.isShuttingDown {
             outbox.close(ConnectionError(.shuttingDown, "the server is shutting down"))
         }
-        // Counted even when refused: the release below ends every connection.
-        if let (error, refusal) = admission.open(from: address), !outbox.isClosing {
+        // Counted even when refused: the release at the end ends every connection.
+        if let (error, refusal) = server.admission.open(from: address), !outbox.isClosing {
             record.withLockedValue { $0.refusal = refusal }
             outbox.close(error)
         }
-        defer { admission.release(address: address, user: record.withLockedValue { $0.user }) }
-        do {
-            try await channel.executeThenClose { inbound in
-                try await withThrowingDiscardingTaskGroup { group in
-                    group.addTask { await self.write() }
-                    armTimer()
-                    do {
-                        for try await payload in inbound {
-                            record.withLockedValue { record in
-                                record.framesIn += 1
-                                record.bytesIn += payload.readableBytes
-                            }
-                            let arrived = activity?.takeArrival()
-                            await receive(Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView, sentBy: .client) },
-                                          bytes: payload.readableBytes, arrived: arrived, group: &group)
-                            if outbox.isClosing { break }
-                        }
-                    } catch let error as WireError {
-                        await receive(.failure(error), group: &group)
-                    } catch {
-                        logger.withLockedValue { $0 }.debug("connection read failed", metadata: ["error": "\(error)"])
-                    }
-                    // The peer is gone or told to go: the writer sends what is queued (up to a close).
-                    if !outbox.isClosing { outbox.finish() }
+        onEnd.withLockedValue { $0 = whenEnded }
+        outbox.attach { [channel] in channel.eventLoop.execute { self.writeQueued() } }
+        armTimer()
+    }
+
+    private let onEnd = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+
+    // MARK: - Reading
+
+    /// On the event loop: an input for the session, worked through by a task started if none is.
+    private func arrived(_ input: Inbox.Input) {
+        let (start, stopReading) = inbox.withLockedValue { inbox -> (Bool, Bool) in
+            if case .end = input {
+                guard !inbox.ended else { return (false, false) }
+                inbox.ended = true
+            } else if inbox.refusing || inbox.ended {
+                return (false, false)
+            }
+            if case .frame(let payload, _) = input {
+                record.withLockedValue { record in
+                    record.framesIn += 1
+                    record.bytesIn += payload.readableBytes
                 }
             }
-        } catch {
-            logger.withLockedValue { $0 }.debug("connection ended", metadata: ["error": "\(error)"])
+            inbox.queue.append(input)
+            let stop = !inbox.readingStopped && inbox.queue.count >= Self.inboxHighWater
+            if stop { inbox.readingStopped = true }
+            defer { inbox.working = true }
+            return (!inbox.working, stop)
         }
-        await ended()
+        if stopReading { _ = channel.setOption(ChannelOptions.autoRead, value: false) }
+        if start { Task { await self.work() } }
+    }
+
+    /// Hands the inbox's inputs to the session one by one, in order, until it is empty.
+    private func work() async {
+        while true {
+            let (next, resumeReading) = inbox.withLockedValue { inbox -> (Inbox.Input?, Bool) in
+                guard let input = inbox.queue.popFirst() else {
+                    inbox.working = false
+                    return (nil, false)
+                }
+                let resume = inbox.readingStopped && inbox.queue.count <= Self.inboxLowWater
+                if resume { inbox.readingStopped = false }
+                return (input, resume)
+            }
+            if resumeReading { _ = channel.setOption(ChannelOptions.autoRead, value: true) }
+            guard let next else { return }
+            switch next {
+            case .frame(let payload, let arrived):
+                await receive(Result { () throws(WireError) in try WireMessage(payload: payload.readableBytesView, sentBy: .client) },
+                              bytes: payload.readableBytes, arrived: arrived)
+                if outbox.isClosing { refuseFrames() }
+            case .failure(let error):
+                await receive(.failure(error))
+                refuseFrames()
+            case .end:
+                // The peer is gone or told to go: what is queued for it goes only with a close.
+                if !outbox.isClosing { outbox.finish() }
+                channel.close(promise: nil)
+                await ended()
+                return
+            }
+        }
+    }
+
+    /// Later frames are dropped (the connection is closing): the end still comes.
+    private func refuseFrames() {
+        inbox.withLockedValue { inbox in
+            inbox.refusing = true
+            inbox.queue.removeAll { if case .end = $0 { false } else { true } }
+        }
     }
 
     /// After the close: the access-log line, the refusal metric, and leaving the hubs.
@@ -110,6 +227,10 @@ final class ServerConnection: Sendable {
         let (actions, refusal) = session.withLockedValue { session in
             session.closed()
             return (session.takeActions(), session.refusal)
+        }
+        timer.withLockedValue { armed in
+            armed.task?.cancel()
+            armed = ArmedTimer()
         }
         let closedWith = outbox.closeReason
         outbox.finish()
@@ -119,29 +240,30 @@ final class ServerConnection: Sendable {
         }
         if let refused = ended.refusal { ServerMetrics.refused(refused) }
         ended.log(to: server.logger, closedWith: closedWith)
+        for task in subscribing.withLockedValue({ Array($0.values) }) { await task.value }
         if let handle = handle.withLockedValue({ $0 }) {
             server.forget(handle)
             for case .unsubscribe(let courseID) in actions { await server.hub(for: courseID).unsubscribe(handle) }
         }
+        server.admission.release(address: address, user: ended.user)
+        ServerMetrics.connections.decrement()
+        onEnd.withLockedValue { $0 }?()
     }
-
-    // MARK: - Reading
 
     /// Hands one frame (or why it did not decode) to the session, as of when it arrived
     /// (`arrived`, else now), and carries out its decisions.
-    private func receive(_ input: Result<WireMessage, WireError>, bytes: Int = 0, arrived: ContinuousClock.Instant? = nil,
-                         group: inout ThrowingDiscardingTaskGroup<any Error>) async {
+    private func receive(_ input: Result<WireMessage, WireError>, bytes: Int = 0, arrived: ContinuousClock.Instant? = nil) async {
         await perform(session.withLockedValue { session in
             session.receive(input, bytes: bytes, now: arrived.map(clock.moment) ?? clock.now(), date: Date())
             return session.takeActions()
-        }, group: &group)
+        })
     }
 
     /// Carries out the session's actions in order (an authentication's outcome brings more, which
     /// follow at once). Each step that waits is a small function of its own: a task keeps the
     /// async stack it once needed for as long as it lives, so the reading task of every
     /// connection should never need a large one.
-    private func perform(_ actions: [ServerSession.Action], group: inout ThrowingDiscardingTaskGroup<any Error>) async {
+    private func perform(_ actions: [ServerSession.Action]) async {
         var queue = actions[...]
         while let action = queue.popFirst() {
             switch action {
@@ -158,7 +280,13 @@ final class ServerConnection: Sendable {
                 record.withLockedValue { _ = $0.courses.insert(courseID) }
                 guard let handle = handle.withLockedValue({ $0 }) else { break }
                 let hub = server.hub(for: courseID)
-                group.addTask { await hub.subscribe(handle, sinceSeq: sinceSeq, presence: presence) }
+                subscribing.withLockedValue { tasks in
+                    let key = (tasks.keys.max() ?? 0) + 1
+                    tasks[key] = Task {
+                        await hub.subscribe(handle, sinceSeq: sinceSeq, presence: presence)
+                        _ = self.subscribing.withLockedValue { $0.removeValue(forKey: key) }
+                    }
+                }
             case .setPresence(let courseID, let peer):
                 guard let handle = handle.withLockedValue({ $0 }) else { break }
                 await server.hub(for: courseID).setPresence(peer, from: handle)
@@ -179,7 +307,7 @@ final class ServerConnection: Sendable {
         logger.withLockedValue { $0[metadataKey: "client"] = "\(clientID)" }
         if tls {
             // A Hello came through: the TLS handshake is done.
-            let version = await ConnectionRecord.tlsVersion(of: channel.channel)
+            let version = await ConnectionRecord.tlsVersion(of: channel)
             record.withLockedValue { $0.tls = version }
         }
         // The handshake set the token's expiry, maybe before the armed timer.
@@ -253,40 +381,36 @@ final class ServerConnection: Sendable {
 
     // MARK: - Writing and closing
 
-    /// The writer: drains the outbox to the socket, what is queued at once (up to
-    /// ``framesPerWrite``) in one hop to the event loop and one flush. While the socket is not
-    /// writable it waits for the last write (or a close), so the outbox fills up behind a slow
-    /// reader and overflows (see ``Outbox``). The `Error` that ends an outbox is the last frame
-    /// written.
-    private func write() async {
-        let channel = channel.channel
-        while true {
-            let items = await outbox.next(upTo: Self.framesPerWrite)
-            guard !items.isEmpty else { return }
-            var frames: [ByteBuffer] = []
-            frames.reserveCapacity(items.count)
+    /// The writer, on the event loop: puts what the outbox holds on the socket, up to
+    /// ``framesPerWrite`` frames per flush, while the socket is writable (the channel's
+    /// writability calls it again); so the outbox fills up behind a slow reader and overflows (see
+    /// ``Outbox``). A queued close is taken even while the socket is not writable: the `Error`
+    /// that ends an outbox is the last frame written.
+    private func writeQueued() {
+        let channel = channel
+        while channel.isWritable || outbox.isClosing {
+            guard let items = outbox.take(upTo: Self.framesPerWrite), !items.isEmpty else { return }
+            var frames = 0, bytes = 0
             var closing: ConnectionError?
             for item in items {
                 switch item {
-                case .frame(let payload): frames.append(payload)
+                case .frame(let payload):
+                    frames += 1
+                    bytes += payload.readableBytes
+                    channel.write(payload, promise: nil)
                 case .close(let error): closing = error
                 }
             }
-            if !frames.isEmpty {
+            if frames > 0 {
+                channel.flush()
                 record.withLockedValue { record in
-                    record.framesOut += frames.count
-                    record.bytesOut += frames.reduce(0) { $0 + $1.readableBytes }
+                    record.framesOut += frames
+                    record.bytesOut += bytes
                 }
-                let written = channel.eventLoop.makePromise(of: Void.self)
-                channel.eventLoop.execute { [frames] in
-                    for frame in frames.dropLast() { channel.write(frame, promise: nil) }
-                    channel.writeAndFlush(frames.last!, promise: written)
-                }
-                if !channel.isWritable { await outbox.waitForWrite(written.futureResult) }
             }
             if let closing {
                 logger.withLockedValue { $0 }.debug("closing connection", metadata: ["code": "\(closing.code)", "reason": "\(closing.message)"])
-                await Self.close(channel, after: closing, timeout: server.configuration.effectiveCloseTimeout)
+                Self.close(channel, after: closing, timeout: server.configuration.effectiveCloseTimeout)
                 return
             }
         }
@@ -296,18 +420,15 @@ final class ServerConnection: Sendable {
     /// peer still sends is read and dropped until it closes its side, so that unread input does not
     /// turn the close into a reset (which can destroy the Error before the peer reads it, e.g.
     /// after an oversized frame arrived with its body). `timeout` bounds the whole close.
-    private static func close(_ channel: any Channel, after error: ConnectionError, timeout: TimeAmount) async {
+    private static func close(_ channel: any Channel, after error: ConnectionError, timeout: TimeAmount) {
         let deadline = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
-        defer { deadline.cancel() }
-        let written = channel.eventLoop.makePromise(of: Void.self)
-        channel.writeAndFlush(ByteBuffer(bytes: WireMessage.error(error).payload()), promise: written)
-        do { try await written.futureResult.get() } catch { return }
-        channel.triggerUserOutboundEvent(LingeringClose.DrainInput(), promise: nil)
-        do {
-            try await channel.close(mode: .output)
-            try await channel.closeFuture.get()
-        } catch {
-            try? await channel.close()
+        channel.closeFuture.whenComplete { _ in deadline.cancel() }
+        channel.writeAndFlush(ByteBuffer(bytes: WireMessage.error(error).payload())).flatMap {
+            channel.triggerUserOutboundEvent(LingeringClose.DrainInput())
+        }.flatMap {
+            channel.close(mode: .output)
+        }.whenFailure { _ in
+            channel.close(promise: nil)
         }
     }
 
@@ -331,7 +452,7 @@ final class ServerConnection: Sendable {
             if let current = armed.deadline, current <= deadline { return }
             armed.task?.cancel()
             armed.deadline = deadline
-            armed.task = channel.channel.eventLoop.scheduleTask(in: .nanoseconds(max((deadline - clock.now()).wholeNanoseconds, 0))) {
+            armed.task = channel.eventLoop.scheduleTask(in: .nanoseconds(max((deadline - clock.now()).wholeNanoseconds, 0))) {
                 self.timerFired()
             }
         }
@@ -350,7 +471,7 @@ final class ServerConnection: Sendable {
             case .send(let message):
                 // A Ping. Not after a queued Error (the Error is the last frame); ahead of
                 // queued frames otherwise, which is harmless for a Ping.
-                if !outbox.isClosing { channel.channel.writeAndFlush(ByteBuffer(bytes: message.payload()), promise: nil) }
+                if !outbox.isClosing { channel.writeAndFlush(ByteBuffer(bytes: message.payload()), promise: nil) }
             case .close(let error): outbox.close(error)
             case .unsubscribe(let courseID): leave.append(courseID)
             case .setPresence(let courseID, let peer):

@@ -80,6 +80,9 @@ public final class SyncServer: Service, Sendable {
         var portWaiters: [CheckedContinuation<Int, any Error>] = []
         var port: Int?
         var slowConsumers = 0
+        /// Connections started and not yet ended (any transport), and who waits for none.
+        var liveConnections: [ObjectIdentifier: any Channel] = [:]
+        var endWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     private let state = NIOLockedValueBox(State())
@@ -123,18 +126,24 @@ public final class SyncServer: Service, Sendable {
     public var connectionCount: Int { state.withLockedValue { $0.connections.count } }
 
     public func run() async throws {
-        let listener: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, Never>, Never>
+        // Each connection is served by its pipeline and by tasks only while it has work
+        // (``ServerConnection``): no task waits per connection.
+        let listener: any Channel
         do {
             listener = try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                .bind(host: configuration.host, port: configuration.port) { channel in
+                // Reads start small and grow with what arrives: the channel keeps its read buffer
+                // between reads, and an idle connection's should be small.
+                .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65_536))
+                .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try self.configure(channel.pipeline.syncOperations)
-                        return try NIOAsyncChannel<ByteBuffer, Never>(wrappingChannelSynchronously: channel)
+                        try self.attach(channel, transport: "tcp", tls: self.configuration.security.isTLS)
                     }
                 }
+                .bind(host: configuration.host, port: configuration.port).get()
         } catch {
             let waiters = state.withLockedValue { state in
                 defer { state.portWaiters = [] }
@@ -143,10 +152,10 @@ public final class SyncServer: Service, Sendable {
             waiters.forEach { $0.resume(throwing: error) }
             throw error
         }
-        let port = listener.channel.localAddress?.port ?? configuration.port
+        let port = listener.localAddress?.port ?? configuration.port
         let waiters = state.withLockedValue { state in
             state.port = port
-            state.listener = listener.channel
+            state.listener = listener
             defer { state.portWaiters = [] }
             return state.portWaiters
         }
@@ -174,14 +183,15 @@ public final class SyncServer: Service, Sendable {
             sweeper.cancel()
             presenceTicker.cancel()
         }
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                try await listener.executeThenClose { inbound in
-                    for try await connection in inbound {
-                        group.addTask { await self.serve(connection, transport: "tcp", tls: self.configuration.security.isTLS) }
-                    }
-                }
+        await withGracefulShutdownHandler {
+            // Until the listener closes (shutdown, or cancellation), then until every connection has ended.
+            await withTaskCancellationHandler {
+                try? await listener.closeFuture.get()
+            } onCancel: {
+                listener.close(promise: nil)
+                self.closeAllConnections()
             }
+            await self.connectionsEnded()
         } onGracefulShutdown: {
             Task { await self.shutDown() }
         }
@@ -283,11 +293,44 @@ public final class SyncServer: Service, Sendable {
 
     // MARK: - Connections
 
-    /// One connection of frame payloads, from any transport (TCP, or WebSocket through
-    /// ``HTTPListener``), named `transport` in the access log; `tls`: whether its listener serves TLS.
-    func serve(_ channel: NIOAsyncChannel<ByteBuffer, Never>, transport: String, tls: Bool) async {
-        let activity = await PeerActivity.of(channel.channel)
-        await ServerConnection(server: self, channel: channel, transport: transport, tls: tls, activity: activity).run()
+    /// Serves `channel` as a connection of frame payloads, from any transport (TCP, or WebSocket
+    /// through ``HTTPListener``), named `transport` in the access log; `tls`: whether its listener
+    /// serves TLS. On the channel's event loop, with its pipeline ending in the framing and
+    /// ``PeerActivity/Handler``.
+    func attach(_ channel: any Channel, transport: String, tls: Bool) throws {
+        let activity = try? channel.pipeline.syncOperations.handler(type: PeerActivity.Handler.self).activity
+        let connection = ServerConnection(server: self, channel: channel, transport: transport, tls: tls, activity: activity)
+        try channel.pipeline.syncOperations.addHandler(ServerConnection.Handler(connection))
+        let key = ObjectIdentifier(channel)
+        state.withLockedValue { $0.liveConnections[key] = channel }
+        connection.start { [weak self] in self?.connectionEnded(key) }
+    }
+
+    private func connectionEnded(_ key: ObjectIdentifier) {
+        let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
+            state.liveConnections[key] = nil
+            guard state.liveConnections.isEmpty else { return [] }
+            defer { state.endWaiters = [] }
+            return state.endWaiters
+        }
+        waiters.forEach { $0.resume() }
+    }
+
+    /// Returns once no connection is open.
+    private func connectionsEnded() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLockedValue { state in
+                if state.liveConnections.isEmpty { return true }
+                state.endWaiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    /// Cancelled: every connection is closed at once.
+    private func closeAllConnections() {
+        for channel in state.withLockedValue({ Array($0.liveConnections.values) }) { channel.close(promise: nil) }
     }
 
     var isShuttingDown: Bool { state.withLockedValue { $0.shuttingDown } }

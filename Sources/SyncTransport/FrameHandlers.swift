@@ -74,6 +74,34 @@ public struct FrameEncoder: MessageToByteEncoder, Sendable {
     }
 }
 
+/// Prefixes each outbound payload with its length, as ``FrameEncoder`` does, without copying it:
+/// the 4-byte prefix and the payload go to the socket as two buffers (gathered into one write).
+/// A server sends one encoded diff to many connections: each gets the same bytes, and no
+/// connection keeps an encoding buffer as large as the largest frame it was sent. Refuses a payload
+/// over `maxFrameBytes` (its write fails with ``WireError/frameTooLarge(length:limit:)``).
+public final class FrameHeaderWriter: ChannelOutboundHandler, Sendable {
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    public let maxFrameBytes: Int
+
+    public init(maxFrameBytes: Int) {
+        self.maxFrameBytes = maxFrameBytes
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let payload = unwrapOutboundIn(data)
+        guard payload.readableBytes <= maxFrameBytes else {
+            promise?.fail(WireError.frameTooLarge(length: payload.readableBytes, limit: maxFrameBytes))
+            return
+        }
+        var header = context.channel.allocator.buffer(capacity: Framing.headerBytes)
+        header.writeInteger(UInt32(payload.readableBytes))
+        context.write(wrapOutboundOut(header), promise: nil)
+        context.write(wrapOutboundOut(payload), promise: promise)
+    }
+}
+
 /// Turns frame payloads into ``WireMessage``s and back: sits behind ``FrameDecoder``/``FrameEncoder``.
 /// A payload that does not decode is passed on as a `.failure` carrying a ``WireError`` rather than
 /// as an error, so an async reader's stream does not end: what to do about it (close, or reject one

@@ -77,7 +77,7 @@ public enum ProtocolPipeline {
         if let beforeFraming { try pipeline.addHandler(beforeFraming) }
         try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: Limits.maxClientFrameBytes,
                                                                   firstFrameMaxBytes: Limits.maxHandshakeFrameBytes)))
-        try pipeline.addHandler(MessageToByteHandler(FrameEncoder(maxFrameBytes: Limits.maxServerFrameBytes)))
+        try pipeline.addHandler(FrameHeaderWriter(maxFrameBytes: Limits.maxServerFrameBytes))
     }
 
     static func isIPAddress(_ host: String) -> Bool {

@@ -22,6 +22,25 @@ struct FrameDecoderTests {
         return out
     }
 
+    /// The server's writer: the same bytes as the encoder, the payload itself passed on (not
+    /// copied), and a payload over the limit refused.
+    @Test func theHeaderWriterFramesWithoutCopyingAndRefusesOversizedPayloads() throws {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(FrameHeaderWriter(maxFrameBytes: 8))
+        let payload = buffer([1, 2, 3, 4, 5])
+        try channel.writeOutbound(payload)
+        let header = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        let body = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(Array(header.readableBytesView) + Array(body.readableBytesView) == Framing.frame([1, 2, 3, 4, 5]))
+        body.withUnsafeReadableBytes { written in
+            payload.withUnsafeReadableBytes { sent in #expect(written.baseAddress == sent.baseAddress, "the payload's own storage") }
+        }
+        #expect { try channel.writeOutbound(buffer(Array(repeating: 0, count: 9))) } throws: { error in
+            (error as? WireError) == .frameTooLarge(length: 9, limit: 8)
+        }
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+    }
+
     @Test func framesSplitAndCoalescedAcrossReadsComeOutWhole() throws {
         let channel = try channel(limit: 64)
         let a = Framing.frame([1, 2, 3])
