@@ -420,7 +420,6 @@ public struct SQLiteBackend: StoreBackend {
                 ALTER TABLE chapters_new RENAME TO chapters;
                 ALTER TABLE media_files_new RENAME TO media_files;
                 ALTER TABLE videos_new RENAME TO videos;
-                CREATE INDEX videos_media_file_idx ON videos (course_id, media_file_id);
                 """)
         }
         return migrator
