@@ -31,6 +31,7 @@ public final class PostgresPrimary: Sendable, Service {
         /// +1 each time the host in use changes.
         var generation = 0
         var locating = false
+        var running = false
         var stopped = false
         var nextWaiter = 0
         /// Calls waiting on the host of a generation, to be abandoned when it changes.
@@ -72,8 +73,18 @@ public final class PostgresPrimary: Sendable, Service {
         guard owned else { return }
         await withDiscardingTaskGroup { group in
             for pool in pools { group.addTask { await pool.run() } }
+            state.withLockedValue { $0.running = true }
         }
         state.withLockedValue { $0.stopped = true }
+    }
+
+    /// Returns once ``run()`` has started the pools (at once for pools run elsewhere): a pool
+    /// leased from before its `run()` began works, but logs a warning saying so.
+    public func started() async {
+        guard owned else { return }
+        while !state.withLockedValue({ $0.running }) { try? await Task.sleep(for: .milliseconds(1)) }
+        // The pools' run() begin in the tasks just added.
+        try? await Task.sleep(for: .milliseconds(5))
     }
 
     // MARK: - Abandoning calls on a host that is no longer used
