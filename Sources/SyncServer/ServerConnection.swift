@@ -159,24 +159,24 @@ final class ServerConnection: Sendable {
 
     /// On the event loop: an input for the session, worked through by a task started if none is.
     private func arrived(_ input: Inbox.Input) {
-        let (start, stopReading) = inbox.withLockedValue { inbox -> (Bool, Bool) in
+        let (accepted, start, stopReading) = inbox.withLockedValue { inbox -> (Bool, Bool, Bool) in
             if case .end = input {
-                guard !inbox.ended else { return (false, false) }
+                guard !inbox.ended else { return (false, false, false) }
                 inbox.ended = true
             } else if inbox.refusing || inbox.ended {
-                return (false, false)
-            }
-            if case .frame(let payload, _) = input {
-                record.withLockedValue { record in
-                    record.framesIn += 1
-                    record.bytesIn += payload.readableBytes
-                }
+                return (false, false, false)
             }
             inbox.queue.append(input)
             let stop = !inbox.readingStopped && inbox.queue.count >= Self.inboxHighWater
             if stop { inbox.readingStopped = true }
             defer { inbox.working = true }
-            return (!inbox.working, stop)
+            return (true, !inbox.working, stop)
+        }
+        if accepted, case .frame(let payload, _) = input {
+            record.withLockedValue { record in
+                record.framesIn += 1
+                record.bytesIn += payload.readableBytes
+            }
         }
         if stopReading { _ = channel.setOption(ChannelOptions.autoRead, value: false) }
         if start { Task { await self.work() } }
