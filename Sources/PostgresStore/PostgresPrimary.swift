@@ -174,14 +174,37 @@ public final class PostgresPrimary: Sendable, Service {
         abandoned.forEach { $0() }
     }
 
-    /// Whether host `index` qualifies: it answers and, when writes are needed, is not in recovery.
+    /// Whether host `index` qualifies: it answers and, when writes are needed, is not in recovery;
+    /// a failure if it does not answer within 5 s (a host whose network holds every packet
+    /// neither refuses nor answers, and must not hold up the search for the primary).
     private func probe(_ index: Int) async -> Result<Bool, any Error> {
+        let answer = NIOLockedValueBox<CheckedContinuation<Result<Bool, any Error>, Never>?>(nil)
+        let take: @Sendable () -> CheckedContinuation<Result<Bool, any Error>, Never>? = {
+            answer.withLockedValue { waiting in defer { waiting = nil }; return waiting }
+        }
+        return await withCheckedContinuation { continuation in
+            answer.withLockedValue { $0 = continuation }
+            let work = Task {
+                let result = await self.ask(index)
+                take()?.resume(returning: result)
+            }
+            Task {
+                try? await Task.sleep(for: .seconds(5))
+                guard let waiting = take() else { return }
+                waiting.resume(returning: .failure(StoreError.unavailable(.locate, detail: "no answer within 5 s")))
+                work.cancel()
+            }
+        }
+    }
+
+    /// Connects to host `index` and asks it whether it is in recovery (when that matters).
+    private func ask(_ index: Int) async -> Result<Bool, any Error> {
         do {
             let connection = try await PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.any(), configuration: probes[index],
                                                                   id: index, logger: logger)
             let guardTimeout = ConnectionGuard(timeout: .seconds(5))
             let answer = await Result { () async throws -> Bool in
-                guard targetSession == .readWrite else { return true }
+                guard targetSession == .readWrite, !Task.isCancelled else { return !Task.isCancelled }
                 return try await guardTimeout.run(.locate, on: connection) { connection in
                     for try await inRecovery in try await connection.query("SELECT pg_is_in_recovery()", logger: self.logger).decode(Bool.self) {
                         return !inRecovery

@@ -49,6 +49,41 @@ import Testing
         try await database.client.query("DROP TRIGGER coursesync_test_fail_at_commit ON courses", logger: TestDatabase.logger)
     }
 
+    /// Two hosts of one database, the first reached through a proxy that then holds every byte (a
+    /// partitioned primary: neither refusing nor answering). Asked again, the hosts' search does
+    /// not hang on the silent one (its probe gives up), takes the second into use, and abandons
+    /// the call waiting on the first at once, instead of at its 30 s timeout.
+    @Test func aCallWaitingOnAHostThatFellSilentIsAbandonedWhenAnotherIsTakenIntoUse() async throws {
+        try await withDatabase { database in
+            let (courseID, _, _) = try await database.makeCourse(chapters: 1)
+            let cluster = try PostgresCluster.require()
+            let proxy = try await TestProxy(targetPort: cluster.port)
+            let target = try PostgresURL.target("postgres://postgres@127.0.0.1:\(proxy.port),127.0.0.1:\(cluster.port)/\(database.name)"
+                                                + "?sslmode=disable&target_session_attrs=read-write")
+            let primary = try PostgresPrimary(target: target, logger: TestDatabase.logger)
+            let pools = Task { await primary.run() }
+            defer { pools.cancel() }
+            await primary.started()
+            try await primary.locate()
+            #expect(primary.client === primary.pools[0], "the first host answers: it is used")
+            let backend = PostgresBackend(primary: primary, logger: TestDatabase.logger, callTimeout: .seconds(30))
+            #expect(try await backend.courseSeq(courseID) == 1)
+
+            proxy.set(.holdUpstream)
+            let stalled = Task { try await backend.courseSeq(courseID) }
+            try await Task.sleep(for: .milliseconds(200))
+            primary.suspect()
+            await #expect {
+                _ = try await stalled.value
+            } throws: { error in
+                guard case .unavailable(_, let detail) = error as? StoreError else { return false }
+                return detail.contains("primary changed")
+            }
+            #expect(primary.client === primary.pools[1])
+            #expect(try await backend.courseSeq(courseID) == 1, "calls go to the host in use")
+        }
+    }
+
     static let quickRetries = StoreRetryPolicy(retries: 2, firstDelay: .milliseconds(10), maxDelay: .milliseconds(20))
 
     @Test func aGroupWhoseCommitFailsAfterItsRowsArrivedIsNotCommittedAndLeavesNoCacheAhead() async throws {
