@@ -260,9 +260,8 @@ final class ServerConnection: Sendable {
     }
 
     /// Carries out the session's actions in order (an authentication's outcome brings more, which
-    /// follow at once). Each step that waits is a small function of its own: a task keeps the
-    /// async stack it once needed for as long as it lives, so the reading task of every
-    /// connection should never need a large one.
+    /// follow at once). Each step that waits is a small function of its own, so that the task
+    /// working through a busy connection's inbox keeps a small stack.
     private func perform(_ actions: [ServerSession.Action]) async {
         var queue = actions[...]
         while let action = queue.popFirst() {
@@ -317,7 +316,7 @@ final class ServerConnection: Sendable {
     /// The token's check, through the node's admission, and what the session does with the outcome.
     private func authenticate(_ token: String) async -> [ServerSession.Action] {
         // Verified in a child task: the check's deep async frames live in the child's stack and go
-        // with it, instead of staying with this connection's reading task.
+        // with it.
         let authority = server.authority
         let verified = await withTaskGroup(of: Result<Principal, ConnectionError>.self) { verifying in
             verifying.addTask { await authority.verify(token, now: Date()) }
