@@ -52,7 +52,7 @@ final class ServerConnection: Sendable {
         enum Input {
             case frame(ByteBuffer, arrived: ContinuousClock.Instant?)
             case failure(WireError)
-            /// The peer's side is gone (or the channel closed): the last input.
+            /// The channel closed (the peer left, or the connection was closed): the last input.
             case end
         }
 
@@ -75,8 +75,13 @@ final class ServerConnection: Sendable {
     static var inboxHighWater: Int { 16 }
     static var inboxLowWater: Int { 4 }
 
-    /// `activity`: the channel's ``PeerActivity`` (its handler's).
-    init(server: SyncServer, channel: any Channel, transport: String, tls: Bool, activity: PeerActivity?) {
+    /// Called once the connection has ended (logged, its courses left).
+    private let onEnd: @Sendable () -> Void
+
+    /// `activity`: the channel's ``PeerActivity`` (its handler's); `ended`: called once the
+    /// connection has ended.
+    init(server: SyncServer, channel: any Channel, transport: String, tls: Bool, activity: PeerActivity?,
+         ended: @escaping @Sendable () -> Void) {
         let configuration = server.configuration
         let remote = channel.remoteAddress.map { "\($0)" } ?? "?"
         var logger = server.logger
@@ -94,6 +99,7 @@ final class ServerConnection: Sendable {
                               maxBytesPerSecond: UInt32(clamping: configuration.limits.session.bytesPerSecond))
         session = NIOLockedValueBox(ServerSession(welcome: welcome, limits: configuration.limits.session, now: clock.now()))
         self.activity = activity
+        onEnd = ended
     }
 
     /// The pipeline's last handler: frames into the connection's inbox, the end of input, and
@@ -107,7 +113,8 @@ final class ServerConnection: Sendable {
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            connection.arrived(.frame(unwrapInboundIn(data), arrived: connection.activity?.takeArrival()))
+            // PeerActivity's handler, just before this one, marked this frame's arrival.
+            connection.arrived(.frame(unwrapInboundIn(data), arrived: connection.activity?.lastFrame))
         }
 
         /// A frame did not decode: what the decoder says after that (it drops later bytes) is not news.
@@ -137,8 +144,8 @@ final class ServerConnection: Sendable {
 
     /// Starts serving the channel, on its event loop, once ``Handler`` is its last handler:
     /// admission, the outbox's writer, the timer. The connection ends by itself when the channel
-    /// closes (logged, its courses left), after which `ended` is called.
-    func start(ended whenEnded: @escaping @Sendable () -> Void) {
+    /// closes.
+    func start() {
         ServerMetrics.connections.increment()
         if server.isShuttingDown {
             outbox.close(ConnectionError(.shuttingDown, "the server is shutting down"))
@@ -148,12 +155,9 @@ final class ServerConnection: Sendable {
             record.withLockedValue { $0.refusal = refusal }
             outbox.close(error)
         }
-        onEnd.withLockedValue { $0 = whenEnded }
         outbox.attach { [channel] in channel.eventLoop.execute { self.writeQueued() } }
         armTimer()
     }
-
-    private let onEnd = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
 
     // MARK: - Reading
 
@@ -205,9 +209,6 @@ final class ServerConnection: Sendable {
                 await receive(.failure(error))
                 refuseFrames()
             case .end:
-                // The peer is gone or told to go: what is queued for it goes only with a close.
-                if !outbox.isClosing { outbox.finish() }
-                channel.close(promise: nil)
                 await ended()
                 return
             }
@@ -247,7 +248,7 @@ final class ServerConnection: Sendable {
         }
         server.admission.release(address: address, user: ended.user)
         ServerMetrics.connections.decrement()
-        onEnd.withLockedValue { $0 }?()
+        onEnd()
     }
 
     /// Hands one frame (or why it did not decode) to the session, as of when it arrived

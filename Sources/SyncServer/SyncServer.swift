@@ -299,11 +299,12 @@ public final class SyncServer: Service, Sendable {
     /// ``PeerActivity/Handler``.
     func attach(_ channel: any Channel, transport: String, tls: Bool) throws {
         let activity = try? channel.pipeline.syncOperations.handler(type: PeerActivity.Handler.self).activity
-        let connection = ServerConnection(server: self, channel: channel, transport: transport, tls: tls, activity: activity)
-        try channel.pipeline.syncOperations.addHandler(ServerConnection.Handler(connection))
         let key = ObjectIdentifier(channel)
+        let connection = ServerConnection(server: self, channel: channel, transport: transport, tls: tls, activity: activity,
+                                          ended: { [weak self] in self?.connectionEnded(key) })
+        try channel.pipeline.syncOperations.addHandler(ServerConnection.Handler(connection))
         state.withLockedValue { $0.liveConnections[key] = channel }
-        connection.start { [weak self] in self?.connectionEnded(key) }
+        connection.start()
     }
 
     private func connectionEnded(_ key: ObjectIdentifier) {
