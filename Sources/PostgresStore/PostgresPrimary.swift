@@ -80,7 +80,7 @@ public final class PostgresPrimary: Sendable, Service {
 
     /// Returns once ``run()`` has started the pools (at once for pools run elsewhere): a pool
     /// leased from before its `run()` began works, but logs a warning saying so.
-    public func started() async {
+    private func started() async {
         guard owned else { return }
         while !state.withLockedValue({ $0.running }) { try? await Task.sleep(for: .milliseconds(1)) }
         // The pools' run() begin in the tasks just added.
@@ -126,9 +126,11 @@ public final class PostgresPrimary: Sendable, Service {
         }
     }
 
-    /// Finds the host to use, asking each in order until one qualifies, for up to `patience`.
+    /// Waits for ``run()`` to start the pools, then finds the host to use, asking each in order
+    /// until one qualifies, for up to `patience`. Call it before the first call on the pools.
     /// - Throws: ``StoreError/unavailable(_:detail:)`` saying what each host answered.
     public func locate(patience: Duration = .seconds(30)) async throws {
+        await started()
         guard isReplicated else { return }
         let deadline = ContinuousClock.now + patience
         while true {
@@ -204,7 +206,7 @@ public final class PostgresPrimary: Sendable, Service {
                                                                   id: index, logger: logger)
             let guardTimeout = ConnectionGuard(timeout: .seconds(5))
             let answer = await Result { () async throws -> Bool in
-                guard targetSession == .readWrite, !Task.isCancelled else { return !Task.isCancelled }
+                guard targetSession == .readWrite else { return true }
                 return try await guardTimeout.run(.locate, on: connection) { connection in
                     for try await inRecovery in try await connection.query("SELECT pg_is_in_recovery()", logger: self.logger).decode(Bool.self) {
                         return !inRecovery

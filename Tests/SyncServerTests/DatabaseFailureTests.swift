@@ -63,7 +63,6 @@ import Testing
             let primary = try PostgresPrimary(target: target, logger: TestDatabase.logger)
             let pools = Task { await primary.run() }
             defer { pools.cancel() }
-            await primary.started()
             try await primary.locate()
             #expect(primary.client === primary.pools[0], "the first host answers: it is used")
             let backend = PostgresBackend(primary: primary, logger: TestDatabase.logger, callTimeout: .seconds(30))

@@ -189,7 +189,6 @@ struct Serve: AsyncParsableCommand {
             let server = SyncServer(store: postgresStore, authority: authority, configuration: configuration, logger: logger)
             let description = "PostgreSQL \(target.description)"
             let node = Node(server: server, announce: { banner($0, description) }, prepare: { [migrate] in
-                await primary.started()
                 try await primary.locate()
                 if migrate {
                     let applied = try await Migrator().migrate(primary.client, logger: logger)

@@ -159,7 +159,6 @@ func withPostgres<T>(_ target: PostgresURL.Target, logger: Logger, _ body: (Post
     let primary = try PostgresPrimary(target: target, logger: logger)
     let runner = Task { await primary.run() }
     defer { runner.cancel() }
-    await primary.started()
     try await primary.locate()
     return try await body(primary)
 }
