@@ -54,28 +54,8 @@ public struct FrameDecoder: ByteToMessageDecoder, Sendable {
     }
 }
 
-/// Prefixes each outbound payload with its length; refuses a payload over `maxFrameBytes`
-/// (the peer would refuse it anyway).
-public struct FrameEncoder: MessageToByteEncoder, Sendable {
-    public typealias OutboundIn = ByteBuffer
-
-    public let maxFrameBytes: Int
-
-    public init(maxFrameBytes: Int) {
-        self.maxFrameBytes = maxFrameBytes
-    }
-
-    public func encode(data: ByteBuffer, out: inout ByteBuffer) throws {
-        guard data.readableBytes <= maxFrameBytes else {
-            throw WireError.frameTooLarge(length: data.readableBytes, limit: maxFrameBytes)
-        }
-        out.writeInteger(UInt32(data.readableBytes))
-        out.writeImmutableBuffer(data)
-    }
-}
-
-/// Prefixes each outbound payload with its length, as ``FrameEncoder`` does, without copying it:
-/// the 4-byte prefix and the payload go to the socket as two buffers (gathered into one write).
+/// Prefixes each outbound payload with its length, without copying it: the 4-byte prefix and the
+/// payload go to the socket as two buffers (gathered into one write).
 /// A server sends one encoded diff to many connections: each gets the same bytes, and no
 /// connection keeps an encoding buffer as large as the largest frame it was sent. Refuses a payload
 /// over `maxFrameBytes` (its write fails with ``WireError/frameTooLarge(length:limit:)``).
@@ -102,7 +82,7 @@ public final class FrameHeaderWriter: ChannelOutboundHandler, Sendable {
     }
 }
 
-/// Turns frame payloads into ``WireMessage``s and back: sits behind ``FrameDecoder``/``FrameEncoder``.
+/// Turns frame payloads into ``WireMessage``s and back: sits behind ``FrameDecoder``/``FrameHeaderWriter``.
 /// A payload that does not decode is passed on as a `.failure` carrying a ``WireError`` rather than
 /// as an error, so an async reader's stream does not end: what to do about it (close, or reject one
 /// batch) is the engine's decision.

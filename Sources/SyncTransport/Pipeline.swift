@@ -64,7 +64,7 @@ public enum ProtocolPipeline {
             try pipeline.addHandler(NIOSSLClientHandler(context: context, serverHostname: isIPAddress(host) ? nil : host))
         }
         try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: Limits.maxServerFrameBytes)))
-        if framesOutbound { try pipeline.addHandler(MessageToByteHandler(FrameEncoder(maxFrameBytes: Limits.maxClientFrameBytes))) }
+        if framesOutbound { try pipeline.addHandler(FrameHeaderWriter(maxFrameBytes: Limits.maxClientFrameBytes)) }
     }
 
     /// A server's pipeline: `beforeFraming` (the server's graceful-close handler) sits between TLS
